@@ -1,0 +1,51 @@
+# The README's commands: `make run` (the whole stack) and `make test`.
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: run test setup system-packages proto proto-check lint format pytest bench clean
+
+run: setup
+	$(PY) -m services.stack
+
+test: setup lint pytest
+
+setup: system-packages $(VENV)/.installed
+
+system-packages:
+	@deploy/install-system-packages.sh
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+proto:
+	$(PY) protos/generate.py
+
+# Regenerating must change nothing: the committed code matches the protos.
+proto-check:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PY) protos/generate.py "$$tmp/generated" >/dev/null 2>&1 && \
+	diff -r generated "$$tmp/generated" >/dev/null || \
+	{ echo "generated/ is out of date with protos/: run 'make proto' and commit"; exit 1; }
+
+lint: proto-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos/.. && $(BIN)/buf lint
+
+format:
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+pytest:
+	$(BIN)/pytest
+
+bench: setup
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages listed in deploy/debian-packages.txt that are
+# missing. Does nothing when all are present, so `make run` and `make test`
+# can call it every time.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+missing=()
+while read -r pkg; do
+  [[ -z "$pkg" || "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done < "$here/debian-packages.txt"
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+echo "installing Debian packages: ${missing[*]}"
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"

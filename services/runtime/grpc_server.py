@@ -1,0 +1,85 @@
+"""gRPC server bootstrap shared by every service.
+
+`start_server` builds a grpc.aio server with health, reflection, the trace
+context interceptor and the error-mapping interceptor, binds it (port 0 picks a
+free port, as tests do) and starts it. `serve_until_signal` runs it until
+SIGTERM or SIGINT and shuts down gracefully: health turns NOT_SERVING first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.interceptors import ErrorMappingInterceptor
+from services.runtime.telemetry import server_interceptors
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: HealthServicer
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Turn health NOT_SERVING, finish in-flight calls, then run on_stop."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for hook in self.on_stop:
+            await hook()
+
+
+async def start_server(
+    register: Registrar,
+    service_names: Sequence[str],
+    address: str,
+) -> RunningServer:
+    """Start a server on `address` ("127.0.0.1:0" picks a free port)."""
+    server = grpc.aio.server(interceptors=[*server_interceptors(), ErrorMappingInterceptor()])
+    register(server)
+    health_servicer = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind gRPC server to {address}")
+    await server.start()
+    for name in ["", *service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on port %d", ", ".join(service_names), port)
+    return RunningServer(server=server, port=port, health=health_servicer)
+
+
+async def serve_until_signal(running: RunningServer, grace: float = 5.0) -> None:
+    """Block until SIGTERM/SIGINT, then stop `running` gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop(grace)

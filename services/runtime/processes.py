@@ -1,0 +1,73 @@
+"""Child process supervision: binaries, process groups, SIGTERM then SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Mapping, Sequence
+
+from services.runtime.errors import BatonError
+
+
+class MissingBinary(BatonError):
+    """A program Baton runs is not installed."""
+
+
+def require_binary(name: str, debian_package: str) -> str:
+    """The absolute path of `name`, or an error naming the package to install."""
+    path = shutil.which(name)
+    if path is None:
+        raise MissingBinary(
+            f"{name} not found on PATH: install the Debian package {debian_package} "
+            f"(apt-get install {debian_package})"
+        )
+    return path
+
+
+async def start_process(
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    stdout: int | None = asyncio.subprocess.DEVNULL,
+    stderr: int | None = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    """Start `argv` (no shell) as the leader of a new process group."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        env=dict(env) if env is not None else None,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+    )
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def stop_process_group(process: asyncio.subprocess.Process, grace: float) -> int | None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds; reap it."""
+    if process.returncode is None:
+        _signal_group(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace)
+        except TimeoutError:
+            _signal_group(process.pid, signal.SIGKILL)
+            await process.wait()
+    # Children that outlived the leader still share its group.
+    _signal_group(process.pid, signal.SIGKILL)
+    return process.returncode
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
