@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,3 +31,48 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real etcd (Debian's etcd-server) on free loopback ports, removed afterwards."""
+    binary = require_binary("etcd", "etcd-server")
+    data_dir = tmp_path_factory.mktemp("etcd")
+    client_port, peer_port = free_port(), free_port()
+    client_url = f"http://127.0.0.1:{client_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--name=baton-test",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=baton-test={peer_url}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"etcd exited with status {process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", client_port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("etcd did not start listening within 20 s")
+                time.sleep(0.05)
+        yield f"127.0.0.1:{client_port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)

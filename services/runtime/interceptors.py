@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
@@ -39,6 +40,10 @@ def _wrap_unary(method: str, behavior: _UnaryBehavior) -> _UnaryBehavior:
 
 
 def _wrap_stream(method: str, behavior: _StreamBehavior) -> _StreamBehavior:
+    if not inspect.isasyncgenfunction(behavior):
+        # A coroutine that writes its messages with context.write().
+        return cast(_StreamBehavior, _wrap_unary(method, cast(_UnaryBehavior, behavior)))
+
     async def handle(
         request: Any, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Any]:
@@ -53,7 +58,7 @@ def _wrap_stream(method: str, behavior: _StreamBehavior) -> _StreamBehavior:
     return handle
 
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """BatonError → its status code and message; anything else → INTERNAL."""
 
     async def intercept_service(

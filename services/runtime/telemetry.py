@@ -12,7 +12,11 @@ from typing import Any
 
 import grpc
 from opentelemetry import trace
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc import (
+    aio_client_interceptors,
+    aio_server_interceptor,
+    filters,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -47,8 +51,19 @@ def configure_telemetry(service_name: str, traces_exporter: str) -> TracerProvid
     return provider
 
 
+# Health and reflection are not traced: they are probes, not work, and the
+# instrumentation cannot wrap Health.Watch (a handler that writes with
+# context.write rather than yielding).
+_UNTRACED = filters.negate(
+    filters.any_of(
+        filters.service_name("grpc.health.v1.Health"),
+        filters.service_prefix("grpc.reflection."),
+    )
+)
+
+
 def server_interceptors() -> list[grpc.aio.ServerInterceptor[Any, Any]]:
-    interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor()  # type: ignore[no-untyped-call]
+    interceptor: grpc.aio.ServerInterceptor[Any, Any] = aio_server_interceptor(filter_=_UNTRACED)  # type: ignore[no-untyped-call]
     return [interceptor]
 
 

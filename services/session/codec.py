@@ -1,0 +1,238 @@
+"""Session ↔ bytes (for stores) and Session ↔ protobuf (for the API)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from baton.automation.v1 import automation_pb2
+from baton.display.v1 import display_pb2
+from baton.session.v1 import session_pb2
+from services.session.model import (
+    Action,
+    Controller,
+    ControlState,
+    EventKind,
+    LastEvent,
+    Placement,
+    Session,
+    Task,
+    TaskStatus,
+    Viewport,
+)
+
+# --- stored form: JSON, with protobuf leaves as base64 of their wire form ---
+
+
+def _b64(message: Any) -> str:
+    return base64.b64encode(message.SerializeToString()).decode()
+
+
+def _step(data: str) -> automation_pb2.Step:
+    return automation_pb2.Step.FromString(base64.b64decode(data))
+
+
+def _step_event(data: str) -> automation_pb2.StepEvent:
+    return automation_pb2.StepEvent.FromString(base64.b64decode(data))
+
+
+def encode(session: Session) -> bytes:
+    task = session.task
+    event = session.last_event
+    placement = session.placement
+    data = {
+        "id": session.id,
+        "owner": session.owner_user_id,
+        "task": {
+            "text": task.text,
+            "url": task.url,
+            "maxSteps": task.max_steps,
+            "steps": [_b64(s) for s in task.steps],
+            "planner": task.planner,
+            "status": task.status.value,
+            "stepsCompleted": task.steps_completed,
+            "reason": task.reason,
+        },
+        "viewport": [session.viewport.width, session.viewport.height],
+        "createdAt": session.created_at.isoformat(),
+        "updatedAt": session.updated_at.isoformat(),
+        "lastActivityAt": session.last_activity_at.isoformat(),
+        "state": session.state.value,
+        "controller": session.controller.value if session.controller else None,
+        "controllerUserId": session.controller_user_id,
+        "version": session.version,
+        "steps": [_b64(s) for s in session.steps],
+        "endedReason": session.ended_reason,
+        "placement": placement.__dict__ if placement else None,
+        "userRequestReason": session.user_request_reason,
+        "viewerCount": session.viewer_count,
+        "lastEvent": {
+            "kind": event.kind.value,
+            "action": event.action.value if event.action else None,
+            "step": _b64(event.step) if event.step else None,
+            "message": event.message,
+        },
+    }
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def decode(raw: bytes) -> Session:
+    data = json.loads(raw)
+    task = data["task"]
+    event = data["lastEvent"]
+    return Session(
+        id=data["id"],
+        owner_user_id=data["owner"],
+        task=Task(
+            text=task["text"],
+            url=task["url"],
+            max_steps=task["maxSteps"],
+            steps=tuple(_step(s) for s in task["steps"]),
+            planner=task["planner"],
+            status=TaskStatus(task["status"]),
+            steps_completed=task["stepsCompleted"],
+            reason=task["reason"],
+        ),
+        viewport=Viewport(*data["viewport"]),
+        created_at=datetime.fromisoformat(data["createdAt"]),
+        updated_at=datetime.fromisoformat(data["updatedAt"]),
+        last_activity_at=datetime.fromisoformat(data["lastActivityAt"]),
+        state=ControlState(data["state"]),
+        controller=Controller(data["controller"]) if data["controller"] else None,
+        controller_user_id=data["controllerUserId"],
+        version=data["version"],
+        steps=tuple(_step_event(s) for s in data["steps"]),
+        ended_reason=data["endedReason"],
+        placement=Placement(**data["placement"]) if data["placement"] else None,
+        user_request_reason=data["userRequestReason"],
+        viewer_count=data["viewerCount"],
+        last_event=LastEvent(
+            kind=EventKind(event["kind"]),
+            action=Action(event["action"]) if event["action"] else None,
+            step=_step_event(event["step"]) if event["step"] else None,
+            message=event["message"],
+        ),
+    )
+
+
+# --- API form: baton.session.v1 messages ---
+
+_STATE_TO_PROTO = {
+    ControlState.STARTING: session_pb2.CONTROL_STATE_STARTING,
+    ControlState.AI_CONTROL: session_pb2.CONTROL_STATE_AI_CONTROL,
+    ControlState.USER_CONTROL: session_pb2.CONTROL_STATE_USER_CONTROL,
+    ControlState.PAUSED: session_pb2.CONTROL_STATE_PAUSED,
+    ControlState.ENDED: session_pb2.CONTROL_STATE_ENDED,
+    ControlState.FAILED: session_pb2.CONTROL_STATE_FAILED,
+}
+
+ACTION_FROM_PROTO = {
+    session_pb2.CONTROL_ACTION_TAKE_CONTROL: Action.TAKE_CONTROL,
+    session_pb2.CONTROL_ACTION_RETURN_CONTROL: Action.RETURN_CONTROL,
+    session_pb2.CONTROL_ACTION_PAUSE: Action.PAUSE,
+    session_pb2.CONTROL_ACTION_RESUME: Action.RESUME,
+    session_pb2.CONTROL_ACTION_END: Action.END,
+}
+ACTION_TO_PROTO = {action: number for number, action in ACTION_FROM_PROTO.items()}
+
+TASK_STATUS_TO_PROTO = {
+    TaskStatus.PENDING: automation_pb2.TASK_STATUS_PENDING,
+    TaskStatus.RUNNING: automation_pb2.TASK_STATUS_RUNNING,
+    TaskStatus.WAITING_FOR_USER: automation_pb2.TASK_STATUS_WAITING_FOR_USER,
+    TaskStatus.COMPLETED: automation_pb2.TASK_STATUS_COMPLETED,
+    TaskStatus.FAILED: automation_pb2.TASK_STATUS_FAILED,
+    TaskStatus.CANCELLED: automation_pb2.TASK_STATUS_CANCELLED,
+}
+TASK_STATUS_FROM_PROTO = {number: status for status, number in TASK_STATUS_TO_PROTO.items()}
+
+_CONTROLLER_TO_PROTO = {
+    None: session_pb2.CONTROLLER_UNSPECIFIED,
+    Controller.AI: session_pb2.CONTROLLER_AI,
+    Controller.USER: session_pb2.CONTROLLER_USER,
+}
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment.astimezone(UTC))
+    return stamp
+
+
+def to_proto(session: Session) -> session_pb2.Session:
+    task = session.task
+    placement = session.placement
+    return session_pb2.Session(
+        id=session.id,
+        state=_STATE_TO_PROTO[session.state],
+        controller=_CONTROLLER_TO_PROTO[session.controller],
+        controller_user_id=session.controller_user_id,
+        version=session.version,
+        owner_user_id=session.owner_user_id,
+        task=session_pb2.Task(
+            text=task.text,
+            url=task.url,
+            max_steps=task.max_steps,
+            status=TASK_STATUS_TO_PROTO[task.status],
+            steps_completed=task.steps_completed,
+            steps=task.steps,
+            reason=task.reason,
+        ),
+        steps=session.steps,
+        create_time=timestamp(session.created_at),
+        update_time=timestamp(session.updated_at),
+        ended_reason=session.ended_reason,
+        viewport=display_pb2.Viewport(width=session.viewport.width, height=session.viewport.height),
+        placement=session_pb2.Placement(
+            host_id=placement.host_id,
+            slot_id=placement.slot_id,
+            display=placement.display,
+            websocket_url=placement.websocket_url,
+            automation_address=placement.automation_address,
+            display_address=placement.display_address,
+        )
+        if placement
+        else None,
+        user_request_reason=session.user_request_reason,
+    )
+
+
+def event_to_proto(session: Session) -> session_pb2.WatchSessionResponse | None:
+    """The WatchSession event for the session's latest change, if watchers care."""
+    message = to_proto(session)
+    event = session.last_event
+    match event.kind:
+        case EventKind.CREATED:
+            return session_pb2.WatchSessionResponse(
+                created=session_pb2.SessionCreated(session=message)
+            )
+        case EventKind.STEP:
+            return session_pb2.WatchSessionResponse(
+                step=session_pb2.StepReported(session=message, step=event.step)
+            )
+        case EventKind.CONTROL_CHANGED:
+            return session_pb2.WatchSessionResponse(
+                control_changed=session_pb2.ControlChanged(
+                    session=message,
+                    action=ACTION_TO_PROTO[event.action]
+                    if event.action
+                    else session_pb2.CONTROL_ACTION_UNSPECIFIED,
+                )
+            )
+        case EventKind.TASK_CHANGED:
+            return session_pb2.WatchSessionResponse(
+                task_changed=session_pb2.TaskChanged(session=message)
+            )
+        case EventKind.ERROR:
+            return session_pb2.WatchSessionResponse(
+                error=session_pb2.SessionError(session=message, message=event.message)
+            )
+        case EventKind.ENDED:
+            return session_pb2.WatchSessionResponse(
+                ended=session_pb2.SessionEnded(session=message, reason=session.ended_reason)
+            )
+        case EventKind.BOOKKEEPING:
+            return None

@@ -1,0 +1,116 @@
+"""gRPC adapters for the worker ports: DisplayService and AutomationService."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+import grpc
+
+from baton.automation.v1 import automation_pb2, automation_pb2_grpc
+from baton.display.v1 import display_pb2, display_pb2_grpc
+from services.runtime.errors import error_from_rpc
+from services.runtime.grpc_client import open_channel
+from services.session.workers import WorkerHost
+
+# Deadlines for unary calls, in seconds. Allocation may cold-start a display.
+_ALLOCATE_TIMEOUT = 30.0
+_CALL_TIMEOUT = 15.0
+
+T = TypeVar("T")
+
+
+async def _unary(call: Awaitable[T]) -> T:
+    """Await a unary call, turning its gRPC status into a BatonError."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from None
+
+
+class GrpcDisplay:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = display_pb2_grpc.DisplayServiceStub(channel)
+
+    async def allocate_slot(
+        self, session_id: str, viewport: display_pb2.Viewport
+    ) -> display_pb2.Slot:
+        response = await _unary(
+            self._stub.AllocateSlot(
+                display_pb2.AllocateSlotRequest(session_id=session_id, viewport=viewport),
+                timeout=_ALLOCATE_TIMEOUT,
+            )
+        )
+        return response.slot
+
+    async def release_slot(self, slot_id: str) -> None:
+        await _unary(
+            self._stub.ReleaseSlot(
+                display_pb2.ReleaseSlotRequest(slot_id=slot_id), timeout=_CALL_TIMEOUT
+            )
+        )
+
+    async def watch_slots(self) -> AsyncIterator[display_pb2.WatchSlotsResponse]:
+        try:
+            async for event in self._stub.WatchSlots(display_pb2.WatchSlotsRequest()):
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+
+class GrpcAutomation:
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = automation_pb2_grpc.AutomationServiceStub(channel)
+
+    async def start_task(
+        self, request: automation_pb2.StartTaskRequest
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        try:
+            async for event in self._stub.StartTask(request):
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def pause_task(self, session_id: str) -> None:
+        await _unary(
+            self._stub.PauseTask(
+                automation_pb2.PauseTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+            )
+        )
+
+    async def resume_task(self, session_id: str) -> None:
+        await _unary(
+            self._stub.ResumeTask(
+                automation_pb2.ResumeTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+            )
+        )
+
+    async def cancel_task(self, session_id: str) -> None:
+        await _unary(
+            self._stub.CancelTask(
+                automation_pb2.CancelTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+            )
+        )
+
+    async def close_browser(self, session_id: str) -> None:
+        await _unary(
+            self._stub.CloseBrowser(
+                automation_pb2.CloseBrowserRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+            )
+        )
+
+
+def grpc_worker_host(
+    host_id: str, display_address: str, automation_address: str
+) -> tuple[WorkerHost, list[grpc.aio.Channel]]:
+    """A worker host reached over gRPC, and the channels to close at shutdown."""
+    display_channel = open_channel(display_address)
+    automation_channel = open_channel(automation_address)
+    host = WorkerHost(
+        host_id=host_id,
+        display_address=display_address,
+        automation_address=automation_address,
+        display=GrpcDisplay(display_channel),
+        automation=GrpcAutomation(automation_channel),
+    )
+    return host, [display_channel, automation_channel]

@@ -1,0 +1,127 @@
+"""The session as the session service knows it: plain, immutable values.
+
+Step specifications and step events stay protobuf messages: the session service
+stores and forwards them but never looks inside.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from baton.automation.v1 import automation_pb2
+
+
+class ControlState(enum.Enum):
+    STARTING = "STARTING"
+    AI_CONTROL = "AI_CONTROL"
+    USER_CONTROL = "USER_CONTROL"
+    PAUSED = "PAUSED"
+    ENDED = "ENDED"
+    FAILED = "FAILED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (ControlState.ENDED, ControlState.FAILED)
+
+
+class Action(enum.Enum):
+    TAKE_CONTROL = "take_control"
+    RETURN_CONTROL = "return_control"
+    PAUSE = "pause"
+    RESUME = "resume"
+    END = "end"
+
+
+class Controller(enum.Enum):
+    AI = "ai"
+    USER = "user"
+
+
+class TaskStatus(enum.Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    WAITING_FOR_USER = "WAITING_FOR_USER"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class EventKind(enum.Enum):
+    """What the latest change to a session was; WatchSession reports it."""
+
+    CREATED = "created"
+    STEP = "step"
+    CONTROL_CHANGED = "control_changed"
+    TASK_CHANGED = "task_changed"
+    ERROR = "error"
+    ENDED = "ended"
+    # Bookkeeping (viewers, activity times) that watchers are not told about.
+    BOOKKEEPING = "bookkeeping"
+
+
+@dataclass(frozen=True)
+class Actor:
+    user_id: str
+    operator: bool = False
+
+
+@dataclass(frozen=True)
+class Viewport:
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a session runs: a worker host's display slot and services."""
+
+    host_id: str
+    slot_id: str
+    display: str
+    websocket_url: str
+    display_address: str
+    automation_address: str
+
+
+@dataclass(frozen=True)
+class Task:
+    text: str
+    url: str
+    max_steps: int
+    steps: tuple[automation_pb2.Step, ...] = ()
+    planner: int = automation_pb2.PLANNER_UNSPECIFIED
+    status: TaskStatus = TaskStatus.PENDING
+    steps_completed: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class LastEvent:
+    kind: EventKind
+    action: Action | None = None
+    step: automation_pb2.StepEvent | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    owner_user_id: str
+    task: Task
+    viewport: Viewport
+    created_at: datetime
+    updated_at: datetime
+    last_activity_at: datetime
+    state: ControlState = ControlState.STARTING
+    controller: Controller | None = None
+    controller_user_id: str = ""
+    # Bumped by every change a client can see (not by bookkeeping).
+    version: int = 1
+    steps: tuple[automation_pb2.StepEvent, ...] = ()
+    ended_reason: str = ""
+    placement: Placement | None = None
+    user_request_reason: str = ""
+    viewer_count: int = 0
+    last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))

@@ -1,0 +1,513 @@
+"""The session service's application layer.
+
+It applies the control state machine through the store (compare-and-swap, so
+racing requests serialize), and drives the worker host around each decision:
+allocate a slot and start the task on create, pause automation before a person
+gets control and resume it after, release everything when a session ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from baton.automation.v1 import automation_pb2
+from baton.display.v1 import display_pb2
+from services.runtime.errors import (
+    BatonError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from services.session import state_machine
+from services.session.codec import TASK_STATUS_FROM_PROTO
+from services.session.model import (
+    Action,
+    Actor,
+    ControlState,
+    EventKind,
+    LastEvent,
+    Placement,
+    Session,
+    Task,
+    TaskStatus,
+    Viewport,
+)
+from services.session.settings import SessionSettings
+from services.session.store import SessionStore, Stored
+from services.session.workers import WorkerHost
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+# Viewport bounds a display slot accepts.
+MIN_VIEWPORT = Viewport(640, 480)
+MAX_VIEWPORT = Viewport(3840, 2160)
+# Most step events kept on a session; older ones drop off (the count stays).
+MAX_STEPS_KEPT = 500
+# Writers retry a lost compare-and-swap this many times before giving up.
+MAX_SWAP_ATTEMPTS = 50
+# API activity is written at most this often per session.
+ACTIVITY_RESOLUTION = timedelta(seconds=5)
+# Task states in which the agent may still act on the browser.
+_TASK_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    task: str
+    url: str
+    max_steps: int
+    steps: tuple[automation_pb2.Step, ...]
+    viewport: Viewport | None
+    planner: int = automation_pb2.PLANNER_UNSPECIFIED
+
+
+@dataclass(frozen=True)
+class StreamAccess:
+    upstream_url: str
+    view_only: bool
+    session: Session
+
+
+class SessionOrchestrator:
+    def __init__(
+        self,
+        store: SessionStore,
+        worker: WorkerHost,
+        settings: SessionSettings,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._store = store
+        self._worker = worker
+        self._settings = settings
+        self._clock = clock
+        self._task_runs: dict[str, asyncio.Task[None]] = {}
+        self._background: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ---
+
+    def start_background(self) -> None:
+        """Start the reaper (idle, lifetime) and the slot-failure watcher."""
+        self._background = [
+            asyncio.create_task(self._reap_forever(), name="session-reaper"),
+            asyncio.create_task(self._watch_slot_failures(), name="slot-failures"),
+        ]
+
+    async def close(self) -> None:
+        runs = [*self._background, *self._task_runs.values()]
+        for run in runs:
+            run.cancel()
+        for run in runs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+        self._task_runs.clear()
+
+    # --- queries ---
+
+    async def _get_owned(self, actor: Actor, session_id: str) -> Stored:
+        stored = await self._store.get(session_id)
+        # Another user's session does not exist as far as they can tell.
+        if stored is None or not _may_see(actor, stored.session):
+            raise NotFound(f"session {session_id} not found")
+        return stored
+
+    async def get(self, actor: Actor, session_id: str) -> Session:
+        stored = await self._get_owned(actor, session_id)
+        await self._touch(stored.session)
+        return stored.session
+
+    async def list_sessions(self, actor: Actor) -> list[Session]:
+        sessions = [s.session for s in await self._store.list_all() if _may_see(actor, s.session)]
+        return sorted(sessions, key=lambda s: s.created_at)
+
+    async def stream_access(self, actor: Actor, session_id: str) -> StreamAccess:
+        session = (await self._get_owned(actor, session_id)).session
+        if session.state.terminal:
+            raise FailedPrecondition(f"session {session_id} is {session.state.value}")
+        if session.placement is None:
+            raise FailedPrecondition(f"session {session_id} has no display yet")
+        view_only = not (
+            session.state is ControlState.USER_CONTROL
+            and session.controller_user_id == actor.user_id
+        )
+        await self._touch(session)
+        return StreamAccess(session.placement.websocket_url, view_only, session)
+
+    async def watch(self, actor: Actor, session_id: str) -> AsyncIterator[Session]:
+        """The session now, then every change watchers care about, until it ends."""
+        stored = await self._get_owned(actor, session_id)
+        yield stored.session
+        if stored.session.state.terminal:
+            return
+        async for change in self._store.watch(session_id, stored.revision):
+            if change.session.last_event.kind is not EventKind.BOOKKEEPING:
+                yield change.session
+            if change.session.state.terminal:
+                return
+
+    # --- commands ---
+
+    async def create(self, actor: Actor, spec: SessionSpec) -> Session:
+        viewport = self._check_spec(spec)
+        now = self._clock()
+        session = Session(
+            id=uuid.uuid4().hex,
+            owner_user_id=actor.user_id,
+            task=Task(
+                text=spec.task,
+                url=spec.url,
+                max_steps=spec.max_steps or self._settings.default_max_steps,
+                steps=spec.steps,
+                planner=spec.planner,
+            ),
+            viewport=viewport,
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+        )
+        await self._store.create(session)
+        try:
+            return await asyncio.wait_for(self._launch(session), self._settings.start_timeout_s)
+        except TimeoutError:
+            await self._finish(session.id, "the display or the task did not start in time", True)
+            raise BatonError("session did not start in time") from None
+        except BatonError as exc:
+            await self._finish(session.id, f"could not start: {exc.message}", True)
+            raise
+        except Exception:
+            await self._finish(session.id, "could not start: internal error", True)
+            raise
+
+    def _check_spec(self, spec: SessionSpec) -> Viewport:
+        if not spec.url and not spec.steps:
+            raise InvalidArgument("a session needs a url or explicit steps")
+        if spec.max_steps < 0:
+            raise InvalidArgument("maxSteps must not be negative")
+        if spec.steps and spec.max_steps and len(spec.steps) > spec.max_steps:
+            raise InvalidArgument(f"{len(spec.steps)} steps given but maxSteps is {spec.max_steps}")
+        viewport = spec.viewport or Viewport(
+            self._settings.default_width, self._settings.default_height
+        )
+        if not (
+            MIN_VIEWPORT.width <= viewport.width <= MAX_VIEWPORT.width
+            and MIN_VIEWPORT.height <= viewport.height <= MAX_VIEWPORT.height
+        ):
+            raise InvalidArgument(
+                f"viewport {viewport.width}x{viewport.height} is outside "
+                f"{MIN_VIEWPORT.width}x{MIN_VIEWPORT.height}.."
+                f"{MAX_VIEWPORT.width}x{MAX_VIEWPORT.height}"
+            )
+        return viewport
+
+    async def _launch(self, session: Session) -> Session:
+        worker = self._worker
+        slot = await worker.display.allocate_slot(
+            session.id,
+            display_pb2.Viewport(width=session.viewport.width, height=session.viewport.height),
+        )
+        placement = Placement(
+            host_id=slot.host_id or worker.host_id,
+            slot_id=slot.id,
+            display=slot.display,
+            websocket_url=slot.websocket_url,
+            display_address=worker.display_address,
+            automation_address=worker.automation_address,
+        )
+        try:
+            placed = await self._update(
+                session.id, lambda s: _bookkeeping(replace(s, placement=placement))
+            )
+        except BaseException:
+            await worker.display.release_slot(slot.id)
+            raise
+        request = automation_pb2.StartTaskRequest(
+            session_id=session.id,
+            display=slot.display,
+            viewport=display_pb2.Viewport(
+                width=session.viewport.width, height=session.viewport.height
+            ),
+            task_text=session.task.text,
+            url=session.task.url,
+            max_steps=session.task.max_steps,
+            steps=session.task.steps,
+            planner=session.task.planner,  # type: ignore[arg-type]
+        )
+        now = self._clock()
+        ready = await self._update(placed.id, lambda s: state_machine.mark_ready(s, now))
+        self._task_runs[session.id] = asyncio.create_task(
+            self._run_task(session.id, request), name=f"task-{session.id}"
+        )
+        return ready
+
+    async def change_control(
+        self,
+        actor: Actor,
+        session_id: str,
+        action: Action,
+        expected_version: int | None,
+    ) -> Session:
+        if action is Action.END:
+            stored = await self._get_owned(actor, session_id)
+            state_machine.check_version(stored.session, expected_version)
+            return await self.end(actor, session_id, "ended by the user")
+        session = (await self._get_owned(actor, session_id)).session
+        # Refuse before touching automation when the action is not allowed.
+        state_machine.check_version(session, expected_version)
+        if state_machine.is_noop(session, action, actor):
+            return session
+        state_machine.next_state(session, action, actor)
+        if action in (Action.TAKE_CONTROL, Action.PAUSE):
+            # Control changes hands only once the agent has stopped acting.
+            await self._pause_agent(session)
+        now = self._clock()
+        changed = await self._update(
+            session_id,
+            lambda s: state_machine.apply(s, action, actor, now, expected_version),
+        )
+        if action in (Action.RETURN_CONTROL, Action.RESUME):
+            await self._resume_agent(changed)
+        return changed
+
+    async def _pause_agent(self, session: Session) -> None:
+        if session.task.status not in _TASK_ACTIVE:
+            return
+        # NotFound or FailedPrecondition: no task runs there, nothing can act.
+        with contextlib.suppress(NotFound, FailedPrecondition):
+            await self._worker.automation.pause_task(session.id)
+
+    async def _resume_agent(self, session: Session) -> None:
+        if session.task.status not in _TASK_ACTIVE:
+            return
+        try:
+            await self._worker.automation.resume_task(session.id)
+        except BatonError as exc:
+            log.warning("session %s: resume failed: %s", session.id, exc.message)
+            await self._record_error(session.id, f"the agent could not resume: {exc.message}")
+
+    async def end(self, actor: Actor, session_id: str, reason: str) -> Session:
+        await self._get_owned(actor, session_id)
+        return await self._finish(session_id, reason, failed=False)
+
+    async def record_activity(self, session_id: str, viewers_delta: int, input_seen: bool) -> None:
+        now = self._clock()
+
+        def change(s: Session) -> Session:
+            if s.state.terminal:
+                return s
+            return _bookkeeping(
+                replace(
+                    s,
+                    viewer_count=max(0, s.viewer_count + viewers_delta),
+                    last_activity_at=now if input_seen or viewers_delta else s.last_activity_at,
+                )
+            )
+
+        await self._update(session_id, change)
+
+    # --- the task's event stream ---
+
+    async def _run_task(self, session_id: str, request: automation_pb2.StartTaskRequest) -> None:
+        try:
+            async for event in self._worker.automation.start_task(request):
+                await self._apply_task_event(session_id, event)
+        except asyncio.CancelledError:
+            raise
+        except BatonError as exc:
+            log.warning("session %s: task stream failed: %s", session_id, exc.message)
+            await self._finish(session_id, f"automation failed: {exc.message}", failed=True)
+        except Exception:
+            log.exception("session %s: task stream crashed", session_id)
+            await self._finish(session_id, "automation failed unexpectedly", failed=True)
+        finally:
+            self._task_runs.pop(session_id, None)
+
+    async def _apply_task_event(
+        self, session_id: str, event: automation_pb2.StartTaskResponse
+    ) -> None:
+        now = self._clock()
+        kind = event.WhichOneof("event")
+
+        def change(s: Session) -> Session:
+            if s.state.terminal:
+                return s
+            task = s.task
+            reason = s.user_request_reason
+            last = LastEvent(EventKind.TASK_CHANGED)
+            steps = s.steps
+            if kind == "step":
+                step = event.step
+                steps = (*s.steps, step)[-MAX_STEPS_KEPT:]
+                if step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
+                    task = replace(task, steps_completed=task.steps_completed + 1)
+                last = LastEvent(EventKind.STEP, step=step)
+            elif kind == "status_changed":
+                changed = event.status_changed
+                status = TASK_STATUS_FROM_PROTO.get(changed.status, task.status)
+                task = replace(
+                    task,
+                    status=status,
+                    reason=changed.reason,
+                    steps_completed=max(task.steps_completed, changed.steps_completed),
+                )
+                if status is not TaskStatus.WAITING_FOR_USER:
+                    reason = ""
+                if status is TaskStatus.FAILED:
+                    last = LastEvent(EventKind.ERROR, message=f"task failed: {changed.reason}")
+            elif kind == "user_requested":
+                reason = event.user_requested.reason or "the agent asks for a person"
+                task = replace(task, status=TaskStatus.WAITING_FOR_USER, reason=reason)
+            else:
+                return s
+            return replace(
+                s,
+                task=task,
+                steps=steps,
+                user_request_reason=reason,
+                version=s.version + 1,
+                updated_at=now,
+                last_activity_at=now,
+                last_event=last,
+            )
+
+        with contextlib.suppress(NotFound):
+            await self._update(session_id, change)
+
+    async def _record_error(self, session_id: str, message: str) -> None:
+        now = self._clock()
+        await self._update(
+            session_id,
+            lambda s: replace(
+                s,
+                version=s.version + 1,
+                updated_at=now,
+                last_event=LastEvent(EventKind.ERROR, message=message),
+            ),
+        )
+
+    # --- ending ---
+
+    async def _finish(self, session_id: str, reason: str, failed: bool) -> Session:
+        """End the session (once) and free its browser and display."""
+        now = self._clock()
+        ended_here = False
+
+        def change(s: Session) -> Session:
+            nonlocal ended_here
+            ended_here = not s.state.terminal
+            return state_machine.finish(s, now, reason, failed) if ended_here else s
+
+        ended = await self._update(session_id, change)
+        if not ended_here:
+            return ended
+        run = self._task_runs.pop(session_id, None)
+        if run is not None and run is not asyncio.current_task():
+            run.cancel()
+        await self._release(ended)
+        return ended
+
+    async def _release(self, session: Session) -> None:
+        placement = session.placement
+        if placement is None:
+            return
+        automation = self._worker.automation
+        for step in (automation.cancel_task, automation.close_browser):
+            try:
+                await step(session.id)
+            except BatonError as exc:
+                log.info("session %s: %s: %s", session.id, step.__name__, exc.message)
+        try:
+            await self._worker.display.release_slot(placement.slot_id)
+        except BatonError as exc:
+            log.info("session %s: release slot: %s", session.id, exc.message)
+
+    async def reap(self) -> list[Session]:
+        """End sessions past their lifetime or idle too long; those ended."""
+        now = self._clock()
+        lifetime = timedelta(seconds=self._settings.max_lifetime_s)
+        idle = timedelta(seconds=self._settings.idle_timeout_s)
+        ended = []
+        for stored in await self._store.list_all():
+            session = stored.session
+            if session.state.terminal:
+                continue
+            if now - session.created_at >= lifetime:
+                reason = f"maximum lifetime of {self._settings.max_lifetime_s:g} s reached"
+            elif session.viewer_count == 0 and now - session.last_activity_at >= idle:
+                reason = f"idle for {self._settings.idle_timeout_s:g} s"
+            else:
+                continue
+            ended.append(await self._finish(session.id, reason, failed=False))
+        return ended
+
+    async def _reap_forever(self) -> None:
+        interval = min(5.0, self._settings.idle_timeout_s / 4)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reap()
+            except BatonError as exc:
+                log.warning("reaper: %s", exc.message)
+
+    async def _watch_slot_failures(self) -> None:
+        """A slot that dies fails its session, visibly to viewers."""
+        while True:
+            try:
+                async for event in self._worker.display.watch_slots():
+                    if event.WhichOneof("event") == "failed":
+                        await self._fail_slot(event.failed.slot.id, event.failed.reason)
+            except BatonError as exc:
+                log.debug("slot watch interrupted: %s", exc.message)
+            await asyncio.sleep(1.0)
+
+    async def _fail_slot(self, slot_id: str, reason: str) -> None:
+        for stored in await self._store.list_all():
+            session = stored.session
+            placement = session.placement
+            if placement and placement.slot_id == slot_id and not session.state.terminal:
+                await self._finish(session.id, f"display failed: {reason}", failed=True)
+
+    # --- store access ---
+
+    async def _touch(self, session: Session) -> None:
+        """Count an API call as activity, writing at most once per resolution."""
+        now = self._clock()
+        if session.state.terminal or now - session.last_activity_at < ACTIVITY_RESOLUTION:
+            return
+        with contextlib.suppress(NotFound, Conflict):
+            await self._update(
+                session.id,
+                lambda s: _bookkeeping(replace(s, last_activity_at=max(now, s.last_activity_at))),
+            )
+
+    async def _update(self, session_id: str, change: Callable[[Session], Session]) -> Session:
+        """Apply `change` atomically: re-read and retry when another writer won."""
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            stored = await self._store.get(session_id)
+            if stored is None:
+                raise NotFound(f"session {session_id} not found")
+            changed = change(stored.session)
+            if changed is stored.session:
+                return changed
+            if await self._store.swap(changed, stored.revision) is not None:
+                return changed
+        raise Conflict(f"session {session_id} is changing too fast; try again")
+
+
+def _may_see(actor: Actor, session: Session) -> bool:
+    return actor.operator or session.owner_user_id == actor.user_id
+
+
+def _bookkeeping(session: Session) -> Session:
+    return replace(session, last_event=LastEvent(EventKind.BOOKKEEPING))

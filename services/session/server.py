@@ -1,0 +1,56 @@
+"""Assemble and start the session service."""
+
+from __future__ import annotations
+
+import grpc
+
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.grpc_server import RunningServer, start_server
+from services.session.etcd_store import EtcdStore
+from services.session.grpc_workers import grpc_worker_host
+from services.session.orchestrator import SessionOrchestrator
+from services.session.servicer import SessionServicer
+from services.session.settings import SessionSettings
+from services.session.store import MemoryStore, SessionStore
+from services.session.workers import WorkerHost
+
+SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+
+
+async def open_store(settings: SessionSettings) -> SessionStore:
+    if settings.etcd_endpoints:
+        return await EtcdStore.connect(settings.etcd_endpoints)
+    return MemoryStore()
+
+
+async def start_session_server(
+    settings: SessionSettings,
+    address: str = "127.0.0.1:0",
+    worker: WorkerHost | None = None,
+    store: SessionStore | None = None,
+) -> RunningServer:
+    """Start the service on `address`; `worker` and `store` default from settings."""
+    channels: list[grpc.aio.Channel] = []
+    if worker is None:
+        worker, channels = grpc_worker_host(
+            settings.host_id, settings.display_address, settings.automation_address
+        )
+    if store is None:
+        store = await open_store(settings)
+    orchestrator = SessionOrchestrator(store, worker, settings)
+    servicer = SessionServicer(orchestrator)
+    running = await start_server(
+        lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
+        [SERVICE_NAME],
+        address,
+    )
+    orchestrator.start_background()
+
+    async def stop_background() -> None:
+        await orchestrator.close()
+        await store.close()
+        for channel in channels:
+            await channel.close(None)
+
+    running.on_stop.append(stop_background)
+    return running

@@ -1,0 +1,130 @@
+"""baton.session.v1.SessionService: protobuf in, orchestrator call, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.errors import InvalidArgument
+from services.session import codec
+from services.session.model import Actor, Viewport
+from services.session.orchestrator import SessionOrchestrator, SessionSpec
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_ACTIVITY = {
+    session_pb2.ACTIVITY_KIND_VIEWER_JOINED: (1, False),
+    session_pb2.ACTIVITY_KIND_VIEWER_LEFT: (-1, False),
+    session_pb2.ACTIVITY_KIND_USER_INPUT: (0, True),
+}
+
+
+def _actor(message: session_pb2.Actor) -> Actor:
+    if not message.user_id and not message.operator:
+        raise InvalidArgument("actor.user_id is required (or actor.operator)")
+    return Actor(user_id=message.user_id or "operator", operator=message.operator)
+
+
+def _session_id(session_id: str) -> str:
+    if not session_id:
+        raise InvalidArgument("session_id is required")
+    return session_id
+
+
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, orchestrator: SessionOrchestrator) -> None:
+        self._sessions = orchestrator
+
+    async def CreateSession(
+        self, request: session_pb2.CreateSessionRequest, context: Context
+    ) -> session_pb2.CreateSessionResponse:
+        viewport = None
+        if request.HasField("viewport"):
+            viewport = Viewport(request.viewport.width, request.viewport.height)
+        spec = SessionSpec(
+            task=request.task,
+            url=request.url,
+            max_steps=request.max_steps,
+            steps=tuple(request.steps),
+            viewport=viewport,
+            planner=request.planner,
+        )
+        session = await self._sessions.create(_actor(request.actor), spec)
+        return session_pb2.CreateSessionResponse(session=codec.to_proto(session))
+
+    async def GetSession(
+        self, request: session_pb2.GetSessionRequest, context: Context
+    ) -> session_pb2.GetSessionResponse:
+        session = await self._sessions.get(_actor(request.actor), _session_id(request.session_id))
+        return session_pb2.GetSessionResponse(session=codec.to_proto(session))
+
+    async def ListSessions(
+        self, request: session_pb2.ListSessionsRequest, context: Context
+    ) -> session_pb2.ListSessionsResponse:
+        sessions = await self._sessions.list_sessions(_actor(request.actor))
+        return session_pb2.ListSessionsResponse(sessions=[codec.to_proto(s) for s in sessions])
+
+    async def ChangeControl(
+        self, request: session_pb2.ChangeControlRequest, context: Context
+    ) -> session_pb2.ChangeControlResponse:
+        action = codec.ACTION_FROM_PROTO.get(request.action)
+        if action is None:
+            raise InvalidArgument(f"unknown control action {request.action}")
+        expected = request.expected_version if request.HasField("expected_version") else None
+        session = await self._sessions.change_control(
+            _actor(request.actor), _session_id(request.session_id), action, expected
+        )
+        return session_pb2.ChangeControlResponse(session=codec.to_proto(session))
+
+    async def EndSession(
+        self, request: session_pb2.EndSessionRequest, context: Context
+    ) -> session_pb2.EndSessionResponse:
+        session = await self._sessions.end(
+            _actor(request.actor),
+            _session_id(request.session_id),
+            request.reason or "ended by the user",
+        )
+        return session_pb2.EndSessionResponse(session=codec.to_proto(session))
+
+    async def WatchSession(
+        self, request: session_pb2.WatchSessionRequest, context: Context
+    ) -> AsyncIterator[session_pb2.WatchSessionResponse]:
+        changes = self._sessions.watch(_actor(request.actor), _session_id(request.session_id))
+        first = True
+        async for session in changes:
+            if first:
+                # The first message is the session as it is now.
+                first = False
+                yield session_pb2.WatchSessionResponse(
+                    created=session_pb2.SessionCreated(session=codec.to_proto(session))
+                )
+                continue
+            event = codec.event_to_proto(session)
+            if event is not None:
+                yield event
+
+    async def GetStreamAccess(
+        self, request: session_pb2.GetStreamAccessRequest, context: Context
+    ) -> session_pb2.GetStreamAccessResponse:
+        access = await self._sessions.stream_access(
+            _actor(request.actor), _session_id(request.session_id)
+        )
+        return session_pb2.GetStreamAccessResponse(
+            upstream_url=access.upstream_url,
+            view_only=access.view_only,
+            session=codec.to_proto(access.session),
+        )
+
+    async def RecordActivity(
+        self, request: session_pb2.RecordActivityRequest, context: Context
+    ) -> session_pb2.RecordActivityResponse:
+        if request.kind not in _ACTIVITY:
+            raise InvalidArgument(f"unknown activity kind {request.kind}")
+        viewers_delta, input_seen = _ACTIVITY[request.kind]
+        await self._sessions.record_activity(
+            _session_id(request.session_id), viewers_delta, input_seen
+        )
+        return session_pb2.RecordActivityResponse()

@@ -1,0 +1,54 @@
+"""Session service settings, read once from the environment in __main__."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from services.runtime.settings import Env
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    port: int = 50051
+    # Loopback by default: the gRPC API trusts its callers (the edge checks users).
+    bind_host: str = "127.0.0.1"
+    # Empty: the embedded in-memory store. Otherwise etcd endpoints (host:port).
+    etcd_endpoints: tuple[str, ...] = ()
+    # The worker host this session service places sessions on.
+    host_id: str = "local"
+    display_address: str = "127.0.0.1:50052"
+    automation_address: str = "127.0.0.1:50053"
+    # A session with no viewer, no input, no AI step and no API call for this
+    # long ends; so does any session older than max_lifetime_s.
+    idle_timeout_s: float = 600.0
+    max_lifetime_s: float = 4 * 3600.0
+    # Longest wait for a slot and the task start when creating a session.
+    start_timeout_s: float = 60.0
+    default_width: int = 1280
+    default_height: int = 720
+    default_max_steps: int = 50
+    log_level: str = "INFO"
+    traces_exporter: str = "none"
+
+    @classmethod
+    def from_env(cls, env: Env) -> SessionSettings:
+        return cls(
+            port=env.integer("BATON_SESSION_PORT", cls.port, minimum=0),
+            bind_host=env.text("BATON_GRPC_BIND_HOST", cls.bind_host),
+            etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            host_id=env.text("BATON_HOST_ID", socket.gethostname()),
+            display_address=env.text(
+                "BATON_DISPLAY_ADDRESS", f"127.0.0.1:{env.integer('BATON_DISPLAY_PORT', 50052)}"
+            ),
+            automation_address=env.text(
+                "BATON_AUTOMATION_ADDRESS",
+                f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053)}",
+            ),
+            idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
+            max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
+            start_timeout_s=env.number("BATON_START_TIMEOUT_S", cls.start_timeout_s, minimum=1),
+            default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),
+            log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
+            traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+        )

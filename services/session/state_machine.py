@@ -1,0 +1,138 @@
+"""The control state machine of DESIGN.md, as pure functions.
+
+Who may act on a session, and what each action does to its control state. No
+I/O: the orchestrator pauses or resumes automation around these decisions and the
+store makes them atomic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from services.runtime.errors import Conflict, FailedPrecondition, PermissionDenied
+from services.session.model import (
+    Action,
+    Actor,
+    Controller,
+    ControlState,
+    EventKind,
+    LastEvent,
+    Session,
+)
+
+# Allowed (state, action) → new state. Everything else is refused, except the
+# same user taking control again, which is a no-op.
+_TRANSITIONS: dict[tuple[ControlState, Action], ControlState] = {
+    (ControlState.AI_CONTROL, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
+    (ControlState.AI_CONTROL, Action.PAUSE): ControlState.PAUSED,
+    (ControlState.PAUSED, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
+    (ControlState.PAUSED, Action.RESUME): ControlState.AI_CONTROL,
+    (ControlState.USER_CONTROL, Action.RETURN_CONTROL): ControlState.AI_CONTROL,
+}
+for _state in (
+    ControlState.STARTING,
+    ControlState.AI_CONTROL,
+    ControlState.PAUSED,
+    ControlState.USER_CONTROL,
+):
+    _TRANSITIONS[(_state, Action.END)] = ControlState.ENDED
+
+_CONTROLLER_IN: dict[ControlState, Controller | None] = {
+    ControlState.STARTING: None,
+    ControlState.AI_CONTROL: Controller.AI,
+    ControlState.USER_CONTROL: Controller.USER,
+    ControlState.PAUSED: None,
+    ControlState.ENDED: None,
+    ControlState.FAILED: None,
+}
+
+
+def check_version(session: Session, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != session.version:
+        raise Conflict(
+            f"session {session.id} is at version {session.version}, "
+            f"not the expected {expected_version}"
+        )
+
+
+def is_noop(session: Session, action: Action, actor: Actor) -> bool:
+    """Taking control you already hold changes nothing."""
+    return (
+        action is Action.TAKE_CONTROL
+        and session.state is ControlState.USER_CONTROL
+        and session.controller_user_id == actor.user_id
+    )
+
+
+def next_state(session: Session, action: Action, actor: Actor) -> ControlState:
+    """The state `action` leads to, or the error saying why it is refused."""
+    target = _TRANSITIONS.get((session.state, action))
+    if target is None:
+        raise FailedPrecondition(
+            f"cannot {action.value} while the session is {session.state.value}"
+        )
+    if (
+        action is Action.RETURN_CONTROL
+        and not actor.operator
+        and actor.user_id != session.controller_user_id
+    ):
+        raise PermissionDenied("only the user in control or an operator may return control")
+    return target
+
+
+def apply(
+    session: Session,
+    action: Action,
+    actor: Actor,
+    now: datetime,
+    expected_version: int | None = None,
+    reason: str = "",
+) -> Session:
+    """The session after `action` by `actor`; raises when it is not allowed."""
+    check_version(session, expected_version)
+    if is_noop(session, action, actor):
+        return session
+    target = next_state(session, action, actor)
+    return _enter(session, target, now, action=action, actor=actor, reason=reason)
+
+
+def mark_ready(session: Session, now: datetime) -> Session:
+    """STARTING → AI_CONTROL once the display and the task are up."""
+    if session.state is not ControlState.STARTING:
+        raise FailedPrecondition(f"session {session.id} is {session.state.value}, not STARTING")
+    return _enter(session, ControlState.AI_CONTROL, now)
+
+
+def finish(session: Session, now: datetime, reason: str, failed: bool) -> Session:
+    """End a live session (ENDED, or FAILED when `failed`) with a reason."""
+    if session.state.terminal:
+        raise FailedPrecondition(f"session {session.id} is already {session.state.value}")
+    target = ControlState.FAILED if failed else ControlState.ENDED
+    return _enter(session, target, now, reason=reason)
+
+
+def _enter(
+    session: Session,
+    target: ControlState,
+    now: datetime,
+    action: Action | None = None,
+    actor: Actor | None = None,
+    reason: str = "",
+) -> Session:
+    controller = _CONTROLLER_IN[target]
+    if target.terminal:
+        event = LastEvent(EventKind.ENDED, action=action, message=reason)
+    else:
+        event = LastEvent(EventKind.CONTROL_CHANGED, action=action)
+    return replace(
+        session,
+        state=target,
+        controller=controller,
+        controller_user_id=actor.user_id if controller is Controller.USER and actor else "",
+        version=session.version + 1,
+        updated_at=now,
+        last_activity_at=now,
+        ended_reason=reason if target.terminal else session.ended_reason,
+        last_event=event,
+    )

@@ -1,0 +1,100 @@
+"""The session store port and its in-memory implementation (the default).
+
+Every write is a compare-and-swap on the stored revision, so concurrent
+changes to one session serialize: of two racing writers exactly one wins and
+the other re-reads. `watch` yields every change after a given revision, in
+order; it feeds WatchSession.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from services.runtime.errors import Conflict
+from services.session.model import Session
+
+
+@dataclass(frozen=True)
+class Stored:
+    session: Session
+    revision: int
+
+
+class SessionStore(Protocol):
+    async def create(self, session: Session) -> int:
+        """Store a new session; its revision. Conflict when the id exists."""
+
+    async def get(self, session_id: str) -> Stored | None: ...
+
+    async def list_all(self) -> list[Stored]: ...
+
+    async def swap(self, session: Session, revision: int) -> int | None:
+        """Replace the session if it is still at `revision`; the new revision or None."""
+
+    def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
+        """Every change to the session after `after_revision`, until cancelled."""
+
+    async def close(self) -> None: ...
+
+
+# How many past changes per session the memory store keeps for late watchers.
+_HISTORY = 256
+
+
+class MemoryStore:
+    """Single-process store: the embedded default."""
+
+    def __init__(self) -> None:
+        self._revision = 0
+        self._latest: dict[str, Stored] = {}
+        self._history: dict[str, deque[Stored]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[Stored]]] = {}
+
+    def _commit(self, session: Session) -> int:
+        self._revision += 1
+        stored = Stored(session, self._revision)
+        self._latest[session.id] = stored
+        self._history.setdefault(session.id, deque(maxlen=_HISTORY)).append(stored)
+        for queue in self._watchers.get(session.id, ()):
+            queue.put_nowait(stored)
+        return self._revision
+
+    async def create(self, session: Session) -> int:
+        if session.id in self._latest:
+            raise Conflict(f"session {session.id} already exists")
+        return self._commit(session)
+
+    async def get(self, session_id: str) -> Stored | None:
+        return self._latest.get(session_id)
+
+    async def list_all(self) -> list[Stored]:
+        return list(self._latest.values())
+
+    async def swap(self, session: Session, revision: int) -> int | None:
+        current = self._latest.get(session.id)
+        if current is None or current.revision != revision:
+            return None
+        return self._commit(session)
+
+    async def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
+        queue: asyncio.Queue[Stored] = asyncio.Queue()
+        # Replay and subscribe with no await in between, so nothing slips through.
+        for stored in self._history.get(session_id, ()):
+            if stored.revision > after_revision:
+                queue.put_nowait(stored)
+        watchers = self._watchers.setdefault(session_id, set())
+        watchers.add(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            watchers.discard(queue)
+            if not watchers:
+                self._watchers.pop(session_id, None)
+
+    async def close(self) -> None:
+        self._watchers.clear()

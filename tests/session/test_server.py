@@ -1,0 +1,213 @@
+"""The session service over real gRPC on loopback (workers are twins)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.grpc_server import RunningServer
+from services.session.server import SERVICE_NAME, start_session_server
+from services.session.settings import SessionSettings
+from tests.conftest import free_port
+from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
+
+ALICE = session_pb2.Actor(user_id="alice")
+
+
+class Service:
+    def __init__(self, running: RunningServer, display: DisplayTwin, automation: AutomationTwin):
+        self.running = running
+        self.display = display
+        self.automation = automation
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[Service]:
+    worker, display, automation = twin_worker()
+    running = await start_session_server(SessionSettings(), worker=worker)
+    service = Service(running, display, automation)
+    yield service
+    await service.channel.close(None)
+    await running.stop(grace=1)
+
+
+async def next_event(stream: object) -> session_pb2.WatchSessionResponse:
+    message = await stream.read()  # type: ignore[attr-defined]
+    assert isinstance(message, session_pb2.WatchSessionResponse), message
+    return message
+
+
+def list_services_by_reflection(port: int) -> list[str]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        database = ProtoReflectionDescriptorDatabase(channel)
+        return list(database.get_services())
+
+
+async def test_reflection_and_health_need_no_proto_files(service: Service) -> None:
+    names = await asyncio.to_thread(list_services_by_reflection, service.running.port)
+    assert SERVICE_NAME in names
+    assert "grpc.health.v1.Health" in names
+    health = health_pb2_grpc.HealthStub(service.channel)
+    for name in ("", SERVICE_NAME):
+        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_domain_errors_become_status_codes(service: Service) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await service.stub.GetSession(session_pb2.GetSessionRequest(session_id="nope", actor=ALICE))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await service.stub.ListSessions(session_pb2.ListSessionsRequest())
+    assert anonymous.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    created = await service.stub.CreateSession(
+        session_pb2.CreateSessionRequest(actor=ALICE, task="t", url="http://127.0.0.1:9/")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.stub.ChangeControl(
+            session_pb2.ChangeControlRequest(
+                session_id=created.session.id,
+                actor=ALICE,
+                action=session_pb2.CONTROL_ACTION_RETURN_CONTROL,
+            )
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert refused.value.details() == "cannot return_control while the session is AI_CONTROL"
+    with pytest.raises(grpc.aio.AioRpcError) as stale:
+        await service.stub.ChangeControl(
+            session_pb2.ChangeControlRequest(
+                session_id=created.session.id,
+                actor=ALICE,
+                action=session_pb2.CONTROL_ACTION_TAKE_CONTROL,
+                expected_version=created.session.version + 5,
+            )
+        )
+    assert stale.value.code() == grpc.StatusCode.ABORTED
+
+
+async def test_capacity_is_resource_exhausted(service: Service) -> None:
+    service.display.capacity = 0
+    with pytest.raises(grpc.aio.AioRpcError) as full:
+        await service.stub.CreateSession(
+            session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
+        )
+    assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_unknown_failures_are_internal_without_a_traceback(service: Service) -> None:
+    async def crash(session_id: str, viewport: object) -> None:
+        raise RuntimeError("secret internals")
+
+    service.display.allocate_slot = crash  # type: ignore[method-assign,assignment]
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await service.stub.CreateSession(
+            session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
+        )
+    assert failure.value.code() == grpc.StatusCode.INTERNAL
+    assert failure.value.details() == "internal error"
+    listed = await service.stub.ListSessions(session_pb2.ListSessionsRequest(actor=ALICE))
+    assert [s.state for s in listed.sessions] == [session_pb2.CONTROL_STATE_FAILED]
+
+
+async def test_watch_session_streams_control_changes(service: Service) -> None:
+    created = await service.stub.CreateSession(
+        session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
+    )
+    session_id = created.session.id
+    stream = service.stub.WatchSession(
+        session_pb2.WatchSessionRequest(session_id=session_id, actor=ALICE)
+    )
+    first = await next_event(stream)
+    assert first.WhichOneof("event") == "created"
+    await service.stub.ChangeControl(
+        session_pb2.ChangeControlRequest(
+            session_id=session_id, actor=ALICE, action=session_pb2.CONTROL_ACTION_TAKE_CONTROL
+        )
+    )
+    changed = await next_event(stream)
+    assert changed.WhichOneof("event") == "control_changed"
+    assert changed.control_changed.session.state == session_pb2.CONTROL_STATE_USER_CONTROL
+    assert changed.control_changed.action == session_pb2.CONTROL_ACTION_TAKE_CONTROL
+    await service.stub.EndSession(session_pb2.EndSessionRequest(session_id=session_id, actor=ALICE))
+    ended = await next_event(stream)
+    assert ended.WhichOneof("event") == "ended"
+    assert await stream.read() == grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+async def test_stream_access_is_interactive_only_for_the_controller(service: Service) -> None:
+    created = await service.stub.CreateSession(
+        session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
+    )
+    request = session_pb2.GetStreamAccessRequest(session_id=created.session.id, actor=ALICE)
+    before = await service.stub.GetStreamAccess(request)
+    assert before.view_only
+    assert before.upstream_url == created.session.placement.websocket_url
+    await service.stub.ChangeControl(
+        session_pb2.ChangeControlRequest(
+            session_id=created.session.id,
+            actor=ALICE,
+            action=session_pb2.CONTROL_ACTION_TAKE_CONTROL,
+        )
+    )
+    assert not (await service.stub.GetStreamAccess(request)).view_only
+
+
+async def test_graceful_shutdown_reports_not_serving_first() -> None:
+    worker, _, _ = twin_worker()
+    running = await start_session_server(SessionSettings(), worker=worker)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(running.stop(grace=2))
+        assert (await watch.read()).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
+def test_the_process_stops_cleanly_on_sigterm() -> None:
+    port = free_port()
+    env = {**os.environ, "BATON_SESSION_PORT": str(port), "BATON_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.session"], env=env, stderr=subprocess.PIPE
+    )
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=20)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_bad_settings_exit_with_a_message_not_a_traceback() -> None:
+    env = {**os.environ, "BATON_SESSION_PORT": "not-a-port"}
+    result = subprocess.run(
+        [sys.executable, "-m", "services.session"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: BATON_SESSION_PORT='not-a-port' is not an integer"
