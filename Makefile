@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: run test setup system-packages proto proto-check lint format pytest bench clean
 
 run: setup
-	$(PY) -m services.stack
+	$(PY) -m deploy.local_stack
 
 test: setup lint pytest
 

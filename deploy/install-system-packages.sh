@@ -9,6 +9,9 @@ while read -r pkg; do
   [[ -z "$pkg" || "$pkg" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done < "$here/debian-packages.txt"
+# npm fetches the console's viewer (noVNC). A Node.js that ships its own npm
+# (NodeSource) must not get Debian's npm on top of it.
+command -v npm >/dev/null || missing+=(npm)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 echo "installing Debian packages: ${missing[*]}"
 sudo=""

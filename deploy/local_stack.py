@@ -1,0 +1,135 @@
+"""`make run`: the whole stack on one machine, each service its own process.
+
+Starts display, automation, session and edge in that order, waits until each is
+ready (gRPC health SERVING, or the edge's /healthz answering 200), prints the
+console URL, and on Ctrl-C or SIGTERM stops them in reverse order (SIGTERM, then
+SIGKILL after a grace). If any of them dies, the rest are stopped too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import ssl
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.entrypoint import run_service
+from services.runtime.processes import start_process, stop_process_group
+
+STOP_GRACE_S = 10.0
+READY_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    module: str
+    # gRPC port to probe for health, or None for the HTTP edge.
+    grpc_port: int | None
+    http_url: str | None = None
+
+
+def stack(env: Mapping[str, str]) -> list[Service]:
+    host = env.get("BATON_EDGE_HOST", "127.0.0.1")
+    edge_port = env.get("BATON_EDGE_PORT", "8080")
+    scheme = "https" if env.get("BATON_TLS_CERT") else "http"
+    return [
+        Service("display", "services.display", int(env.get("BATON_DISPLAY_PORT", "50052"))),
+        Service(
+            "automation", "services.automation", int(env.get("BATON_AUTOMATION_PORT", "50053"))
+        ),
+        Service("session", "services.session", int(env.get("BATON_SESSION_PORT", "50051"))),
+        Service("edge", "services.edge", None, f"{scheme}://{host}:{edge_port}/healthz"),
+    ]
+
+
+async def _grpc_ready(port: int) -> bool:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _http_ready(url: str) -> bool:
+    try:
+        # Our own edge on this machine: a self-signed certificate is fine here.
+        context = ssl._create_unverified_context()
+        with urllib.request.urlopen(url, timeout=1, context=context) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise SystemExit(f"{service.name} exited with status {process.returncode}")
+        if service.grpc_port is not None:
+            ready = await _grpc_ready(service.grpc_port)
+        else:
+            assert service.http_url is not None
+            ready = await asyncio.to_thread(_http_ready, service.http_url)
+        if ready:
+            return
+        await asyncio.sleep(0.2)
+    raise SystemExit(f"{service.name} was not ready within {READY_TIMEOUT_S:g} s")
+
+
+async def main() -> None:
+    env = dict(os.environ)
+    # One token for the whole run, so the URL printed below opens the console.
+    env.setdefault("BATON_API_TOKEN", secrets.token_urlsafe(24))
+    running: list[tuple[Service, asyncio.subprocess.Process]] = []
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        for service in stack(env):
+            process = await start_process(
+                [sys.executable, "-m", service.module], env=env, stdout=None, stderr=None
+            )
+            running.append((service, process))
+            ready = asyncio.create_task(_wait_ready(service, process))
+            stopped = asyncio.create_task(stop.wait())
+            await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                ready.cancel()
+                return
+            stopped.cancel()
+            ready.result()
+            print(f"baton: {service.name} ready", flush=True)
+        edge_url = stack(env)[-1].http_url or ""
+        console = edge_url.removesuffix("/healthz") + f"/?token={env['BATON_API_TOKEN']}"
+        print(f"\nbaton: console at {console}\nbaton: Ctrl-C stops everything\n", flush=True)
+        exits = [asyncio.create_task(p.wait()) for _, p in running]
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({*exits, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        for (service, process), exit_task in zip(running, exits, strict=True):
+            exit_task.cancel()
+            if exit_task in done:
+                print(f"baton: {service.name} exited with status {process.returncode}")
+    finally:
+        for _, process in reversed(running):
+            await stop_process_group(process, STOP_GRACE_S)
+        print("baton: stopped", flush=True)
+
+
+if __name__ == "__main__":
+    run_service(main)
