@@ -1,0 +1,25 @@
+"""`python -m services.display`: the display service of one worker host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from services.display.server import start_display_server
+from services.display.settings import DisplaySettings
+from services.runtime.grpc_server import serve_until_signal
+from services.runtime.logs import configure_logging
+from services.runtime.settings import Env
+from services.runtime.telemetry import configure_telemetry
+
+
+async def main() -> None:
+    settings = DisplaySettings.from_env(Env(os.environ))
+    configure_logging(settings.log_level)
+    configure_telemetry("baton-display", settings.traces_exporter)
+    running = await start_display_server(settings, f"{settings.listen_host}:{settings.port}")
+    await serve_until_signal(running)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

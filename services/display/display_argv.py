@@ -1,0 +1,80 @@
+"""Pure argv builders for the programs a slot runs. Every listener is loopback-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.display.slot import Viewport
+
+
+def xvnc_argv(xvnc: str, display: int, viewport: Viewport, vnc_port: int) -> list[str]:
+    """TigerVNC Xvnc: the X server and the VNC server in one process."""
+    return [
+        xvnc,
+        f":{display}",
+        "-geometry",
+        str(viewport),
+        "-depth",
+        "24",
+        "-rfbport",
+        str(vnc_port),
+        # Bind 127.0.0.1 only, and refuse anything not from loopback: security
+        # type None is then offered to local clients only.
+        "-interface",
+        "127.0.0.1",
+        "-localhost",
+        "-SecurityTypes",
+        "None",
+        # Several viewers watch one screen; a new one must not drop the others.
+        "-AlwaysShared",
+        # The screen size belongs to the slot, not to whichever viewer asks.
+        "-AcceptSetDesktopSize=0",
+        "-nolisten",
+        "tcp",
+    ]
+
+
+def xvfb_argv(xvfb: str, display: int, viewport: Viewport) -> list[str]:
+    return [
+        xvfb,
+        f":{display}",
+        "-screen",
+        "0",
+        f"{viewport}x24",
+        "-nolisten",
+        "tcp",
+    ]
+
+
+def x11vnc_argv(x11vnc: str, display: int, vnc_port: int) -> list[str]:
+    return [
+        x11vnc,
+        "-display",
+        f":{display}",
+        "-rfbport",
+        str(vnc_port),
+        # Listen on 127.0.0.1 only, and not on IPv6 at all.
+        "-localhost",
+        "-noipv6",
+        "-nopw",
+        "-shared",
+        "-forever",
+        # No ~/.x11vncrc or other user configuration changes what we run.
+        "-norc",
+        "-xkb",
+        "-quiet",
+    ]
+
+
+def websockify_argv(python: str, port: int, token_dir: Path) -> list[str]:
+    """One websockify for the host; each slot is a token file in `token_dir`."""
+    return [
+        python,
+        "-m",
+        "websockify",
+        "--token-plugin",
+        "TokenFileName",
+        "--token-source",
+        str(token_dir),
+        f"127.0.0.1:{port}",
+    ]

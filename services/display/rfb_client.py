@@ -1,0 +1,243 @@
+"""A small RFB (VNC) client over a WebSocket, as a viewer would connect.
+
+The service uses it to prove a slot is ready (a full handshake through the
+slot's WebSocket); tests use it to read the framebuffer. It speaks RFB 3.3 to
+3.8, security type None only, and raw encoding only.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.typing import Subprotocol
+
+SECURITY_NONE = 1
+ENCODING_RAW = 0
+_MSG_FRAMEBUFFER_UPDATE = 0
+_MSG_SET_COLOUR_MAP_ENTRIES = 1
+_MSG_BELL = 2
+_MSG_SERVER_CUT_TEXT = 3
+
+
+class RfbError(Exception):
+    """The peer closed, refused or broke the RFB protocol."""
+
+
+class ByteChannel(Protocol):
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes:
+        """The next chunk of bytes; RfbError once the peer has closed."""
+        ...
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    bits_per_pixel: int
+    depth: int
+    big_endian: bool
+    true_colour: bool
+    red_max: int
+    green_max: int
+    blue_max: int
+    red_shift: int
+    green_shift: int
+    blue_shift: int
+
+    _LAYOUT = struct.Struct(">BBBBHHHBBB3x")
+
+    def pack(self) -> bytes:
+        return self._LAYOUT.pack(
+            self.bits_per_pixel,
+            self.depth,
+            int(self.big_endian),
+            int(self.true_colour),
+            self.red_max,
+            self.green_max,
+            self.blue_max,
+            self.red_shift,
+            self.green_shift,
+            self.blue_shift,
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> PixelFormat:
+        bpp, depth, big, true, rmax, gmax, bmax, rsh, gsh, bsh = cls._LAYOUT.unpack(data)
+        return cls(bpp, depth, bool(big), bool(true), rmax, gmax, bmax, rsh, gsh, bsh)
+
+
+# 32 bits a pixel, little-endian, 8 bits a channel: bytes come as B, G, R, unused.
+BGRX32 = PixelFormat(32, 24, False, True, 255, 255, 255, 16, 8, 0)
+
+
+@dataclass(frozen=True)
+class ServerInit:
+    width: int
+    height: int
+    pixel_format: PixelFormat
+    name: str
+
+
+@dataclass(frozen=True)
+class Framebuffer:
+    width: int
+    height: int
+    # BGRX32, row after row.
+    pixels: bytes
+
+    def rgb(self, x: int, y: int) -> tuple[int, int, int]:
+        offset = (y * self.width + x) * 4
+        blue, green, red = self.pixels[offset : offset + 3]
+        return red, green, blue
+
+
+class RfbClient:
+    def __init__(self, channel: ByteChannel) -> None:
+        self._channel = channel
+        self._buffer = bytearray()
+        self.server_init: ServerInit | None = None
+
+    async def _read(self, size: int) -> bytes:
+        while len(self._buffer) < size:
+            self._buffer += await self._channel.receive()
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def _read_u8(self) -> int:
+        return (await self._read(1))[0]
+
+    async def _read_u32(self) -> int:
+        value: int = struct.unpack(">I", await self._read(4))[0]
+        return value
+
+    async def _read_reason(self) -> str:
+        return (await self._read(await self._read_u32())).decode(errors="replace")
+
+    async def handshake(self, shared: bool = True) -> ServerInit:
+        """Version, security None, ClientInit and ServerInit."""
+        banner = await self._read(12)
+        if not banner.startswith(b"RFB ") or not banner.endswith(b"\n"):
+            raise RfbError(f"not an RFB server: {banner!r}")
+        major, minor = (int(part) for part in banner[4:11].split(b"."))
+        minor = 8 if (major, minor) >= (3, 8) else 7 if (major, minor) == (3, 7) else 3
+        await self._channel.send(b"RFB 003.%03d\n" % minor)
+        if minor == 3:
+            offered = [await self._read_u32()]
+            if offered == [0]:
+                raise RfbError(f"server refused the connection: {await self._read_reason()}")
+        else:
+            count = await self._read_u8()
+            if count == 0:
+                raise RfbError(f"server refused the connection: {await self._read_reason()}")
+            offered = list(await self._read(count))
+        if SECURITY_NONE not in offered:
+            raise RfbError(f"server does not offer security type None (offers {offered})")
+        if minor != 3:
+            await self._channel.send(bytes([SECURITY_NONE]))
+        if minor == 8:
+            result = await self._read_u32()
+            if result != 0:
+                raise RfbError(f"security handshake failed: {await self._read_reason()}")
+        await self._channel.send(bytes([1 if shared else 0]))
+        width, height = struct.unpack(">HH", await self._read(4))
+        pixel_format = PixelFormat.unpack(await self._read(16))
+        name = await self._read_reason()
+        self.server_init = ServerInit(width, height, pixel_format, name)
+        return self.server_init
+
+    async def read_framebuffer(self) -> Framebuffer:
+        """Ask for the whole screen in raw BGRX32 and read until every pixel came."""
+        if self.server_init is None:
+            raise RfbError("handshake first")
+        width, height = self.server_init.width, self.server_init.height
+        await self._channel.send(b"\x00\x00\x00\x00" + BGRX32.pack())
+        await self._channel.send(struct.pack(">BxHi", 2, 1, ENCODING_RAW))
+        await self._channel.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+        pixels = bytearray(width * height * 4)
+        covered = bytearray(width * height)
+        missing = width * height
+        while missing > 0:
+            kind = await self._read_u8()
+            if kind == _MSG_FRAMEBUFFER_UPDATE:
+                (count,) = struct.unpack(">xH", await self._read(3))
+                for _ in range(count):
+                    x, y, w, h, encoding = struct.unpack(">HHHHi", await self._read(12))
+                    if encoding != ENCODING_RAW:
+                        raise RfbError(f"unexpected encoding {encoding}")
+                    if x + w > width or y + h > height:
+                        raise RfbError(f"rectangle {w}x{h}+{x}+{y} is off the screen")
+                    data = await self._read(w * h * 4)
+                    for row in range(h):
+                        start = (y + row) * width + x
+                        pixels[start * 4 : (start + w) * 4] = data[row * w * 4 : (row + 1) * w * 4]
+                        missing -= w - sum(covered[start : start + w])
+                        covered[start : start + w] = b"\x01" * w
+            elif kind == _MSG_SET_COLOUR_MAP_ENTRIES:
+                _, count = struct.unpack(">xHH", await self._read(5))
+                await self._read(count * 6)
+            elif kind == _MSG_BELL:
+                continue
+            elif kind == _MSG_SERVER_CUT_TEXT:
+                await self._read(3)
+                await self._read(await self._read_u32())
+            else:
+                raise RfbError(f"unexpected server message type {kind}")
+        return Framebuffer(width, height, bytes(pixels))
+
+
+class WebSocketChannel:
+    """RFB bytes carried in binary WebSocket messages."""
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._connection.send(data)
+        except ConnectionClosed as exc:
+            raise RfbError(f"WebSocket closed: {exc}") from exc
+
+    async def receive(self) -> bytes:
+        try:
+            message = await self._connection.recv()
+        except ConnectionClosed as exc:
+            raise RfbError(f"WebSocket closed: {exc}") from exc
+        if isinstance(message, str):
+            raise RfbError("text message on an RFB WebSocket")
+        return message
+
+
+@asynccontextmanager
+async def open_rfb(url: str, open_timeout: float = 5.0) -> AsyncIterator[RfbClient]:
+    """An RFB client on `url` (subprotocol `binary`), before the handshake."""
+    try:
+        connection = await connect(
+            url,
+            subprotocols=[Subprotocol("binary")],
+            compression=None,
+            max_size=None,
+            proxy=None,
+            open_timeout=open_timeout,
+            ping_interval=None,
+        )
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        raise RfbError(f"cannot open {url}: {exc}") from exc
+    try:
+        if connection.subprotocol != "binary":
+            raise RfbError(f"{url} did not accept the binary subprotocol")
+        yield RfbClient(WebSocketChannel(connection))
+    finally:
+        await connection.close()
+
+
+async def probe(url: str, open_timeout: float = 5.0) -> ServerInit:
+    """One complete RFB handshake through the WebSocket at `url`."""
+    async with open_rfb(url, open_timeout) as client:
+        return await client.handshake(shared=True)

@@ -1,0 +1,136 @@
+"""Display service settings: a frozen dataclass read once from the environment."""
+
+from __future__ import annotations
+
+import enum
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.settings import ConfigError, Env
+
+
+class Backend(enum.Enum):
+    """How a slot's X display and VNC server are made."""
+
+    # TigerVNC's Xvnc: X server and VNC server in one process.
+    XVNC = "xvnc"
+    # Xvfb with x11vnc attached to it.
+    XVFB_X11VNC = "xvfb-x11vnc"
+
+
+@dataclass(frozen=True)
+class NumberRange:
+    """An inclusive range of integers (display numbers, TCP ports)."""
+
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if self.first < 0 or self.last < self.first:
+            raise ConfigError(f"invalid range {self.first}-{self.last}")
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.first, self.last + 1))
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> NumberRange:
+        first, sep, last = text.partition("-")
+        try:
+            if not sep:
+                return cls(int(first), int(first))
+            return cls(int(first), int(last))
+        except ValueError:
+            raise ConfigError(f"{name}={text!r} is not a range like 100-199") from None
+
+
+def parse_size(name: str, text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return int(width), int(height)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r} is not a size like 1280x720") from None
+
+
+def default_state_dir(grpc_port: int, environ: Env) -> Path:
+    runtime_dir = environ.optional("XDG_RUNTIME_DIR")
+    base = Path(runtime_dir) if runtime_dir else Path("/tmp")
+    return base / f"baton-display-{grpc_port}"
+
+
+@dataclass(frozen=True)
+class DisplaySettings:
+    port: int = 50052
+    # The gRPC listen address. Slot WebSockets are on 127.0.0.1 whatever this is.
+    listen_host: str = "127.0.0.1"
+    host_id: str = "localhost"
+    backend: Backend = Backend.XVNC
+    max_slots: int = 8
+    warm_slots: int = 1
+    default_width: int = 1280
+    default_height: int = 720
+    displays: NumberRange = NumberRange(100, 199)
+    vnc_ports: NumberRange = NumberRange(15900, 15999)
+    # 0: the host's websockify listens on a free port picked at start-up.
+    websockify_port: int = 0
+    state_dir: Path = Path("/tmp/baton-display-50052")
+    # Seconds a slot may take from launch to a successful RFB handshake.
+    ready_timeout: float = 10.0
+    # Seconds between SIGTERM and SIGKILL when a slot is stopped.
+    stop_grace: float = 2.0
+    log_level: str = "INFO"
+    traces_exporter: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.max_slots < 1:
+            raise ConfigError("BATON_MAX_SLOTS must be at least 1")
+        if self.warm_slots < 0 or self.warm_slots > self.max_slots:
+            raise ConfigError("BATON_WARM_SLOTS must be between 0 and BATON_MAX_SLOTS")
+        if len(self.displays) < self.max_slots:
+            raise ConfigError("BATON_DISPLAY_NUMBERS holds fewer displays than BATON_MAX_SLOTS")
+        if len(self.vnc_ports) < self.max_slots:
+            raise ConfigError("BATON_VNC_PORTS holds fewer ports than BATON_MAX_SLOTS")
+
+    @classmethod
+    def from_env(cls, env: Env) -> DisplaySettings:
+        port = env.integer("BATON_DISPLAY_PORT", 50052, minimum=0)
+        backend_name = env.text("BATON_DISPLAY_BACKEND", Backend.XVNC.value)
+        try:
+            backend = Backend(backend_name)
+        except ValueError:
+            choices = ", ".join(b.value for b in Backend)
+            raise ConfigError(
+                f"BATON_DISPLAY_BACKEND={backend_name!r}: expected one of {choices}"
+            ) from None
+        width, height = parse_size(
+            "BATON_DISPLAY_DEFAULT_SIZE", env.text("BATON_DISPLAY_DEFAULT_SIZE", "1280x720")
+        )
+        state_dir = env.optional("BATON_DISPLAY_STATE_DIR")
+        return cls(
+            port=port,
+            listen_host=env.text("BATON_DISPLAY_HOST", "127.0.0.1"),
+            host_id=env.optional("BATON_HOST_ID") or socket.gethostname(),
+            backend=backend,
+            max_slots=env.integer("BATON_MAX_SLOTS", 8, minimum=1),
+            warm_slots=env.integer("BATON_WARM_SLOTS", 1, minimum=0),
+            default_width=width,
+            default_height=height,
+            displays=NumberRange.parse(
+                "BATON_DISPLAY_NUMBERS", env.text("BATON_DISPLAY_NUMBERS", "100-199")
+            ),
+            vnc_ports=NumberRange.parse(
+                "BATON_VNC_PORTS", env.text("BATON_VNC_PORTS", "15900-15999")
+            ),
+            websockify_port=env.integer("BATON_WEBSOCKIFY_PORT", 0, minimum=0),
+            state_dir=Path(state_dir) if state_dir else default_state_dir(port, env),
+            ready_timeout=env.number("BATON_DISPLAY_READY_TIMEOUT", 10.0, minimum=0.1),
+            stop_grace=env.number("BATON_DISPLAY_STOP_GRACE", 2.0, minimum=0.0),
+            log_level=env.text("BATON_LOG_LEVEL", "INFO"),
+            traces_exporter=env.text("OTEL_TRACES_EXPORTER", "none"),
+        )

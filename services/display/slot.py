@@ -1,0 +1,80 @@
+"""What a slot is: the domain model the pool, the servicer and the tests share."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from services.display.settings import Backend
+from services.runtime.errors import InvalidArgument
+
+MIN_WIDTH, MIN_HEIGHT = 640, 480
+MAX_WIDTH, MAX_HEIGHT = 3840, 2160
+
+
+class SlotState(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class Viewport:
+    width: int
+    height: int
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+def checked_viewport(width: int, height: int) -> Viewport:
+    """The viewport if a slot can have that size, else InvalidArgument."""
+    if not (MIN_WIDTH <= width <= MAX_WIDTH and MIN_HEIGHT <= height <= MAX_HEIGHT):
+        raise InvalidArgument(
+            f"viewport {width}x{height} is out of range: width must be "
+            f"{MIN_WIDTH}..{MAX_WIDTH} and height {MIN_HEIGHT}..{MAX_HEIGHT}"
+        )
+    return Viewport(width, height)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A snapshot of one slot; the pool replaces it on every change."""
+
+    id: str
+    host_id: str
+    state: SlotState
+    backend: Backend
+    display: int
+    viewport: Viewport
+    vnc_port: int
+    websocket_url: str
+    session_id: str
+    create_time: datetime
+    failure_reason: str = ""
+
+    @property
+    def display_name(self) -> str:
+        return f":{self.display}"
+
+    @property
+    def vnc_address(self) -> str:
+        return f"127.0.0.1:{self.vnc_port}"
+
+    def with_state(self, state: SlotState, failure_reason: str = "") -> Slot:
+        return replace(self, state=state, failure_reason=failure_reason or self.failure_reason)
+
+
+class SlotEventKind(enum.Enum):
+    ALLOCATED = "allocated"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class SlotEvent:
+    kind: SlotEventKind
+    slot: Slot
+    reason: str = ""
