@@ -11,6 +11,8 @@ run: setup
 test: setup lint pytest
 
 setup: system-packages $(VENV)/.installed
+# The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.
+setup: services/edge/node_modules/.installed
 
 system-packages:
 	@deploy/install-system-packages.sh
@@ -19,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+services/edge/node_modules/.installed: services/edge/package.json services/edge/package-lock.json
+	npm ci --prefix services/edge --no-audit --no-fund
 	touch $@
 
 proto:

@@ -1,0 +1,50 @@
+"""python -m services.edge: serve the edge until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+import sys
+
+from services.edge.auth import Authenticator, console_url, generate_api_token
+from services.edge.server import start_edge_server
+from services.edge.settings import EdgeSettings
+from services.runtime.entrypoint import run_service
+from services.runtime.logs import configure_logging
+from services.runtime.settings import Env
+from services.runtime.telemetry import configure_telemetry
+
+log = logging.getLogger("services.edge")
+
+
+async def main() -> None:
+    settings = EdgeSettings.from_env(Env(os.environ))
+    configure_logging(settings.log_level)
+    configure_telemetry("baton-edge", settings.traces_exporter)
+    if not settings.api_token:
+        # As Jupyter does: a fresh token, shown once with the console URL.
+        settings = dataclasses.replace(settings, api_token=generate_api_token())
+    if not settings.novnc_dir.is_dir():
+        log.warning("noVNC is missing from %s: run `make setup`", settings.novnc_dir)
+    auth = Authenticator(settings.api_token, settings.jwt_secret)
+    running = await start_edge_server(settings, auth)
+    url = console_url(settings.public_url or running.base_url, settings.api_token)
+    print(f"Baton console: {url}", file=sys.stderr, flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await running.stop()
+
+
+if __name__ == "__main__":
+    run_service(main)

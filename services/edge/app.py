@@ -1,0 +1,224 @@
+"""The edge's ASGI application: REST, Socket.IO, the stream and the console.
+
+One port serves everything: python-socketio's ASGI app takes /socket.io and
+hands every other request to the Starlette app.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
+
+from services.edge.auth import OPERATOR_USER_ID, Authenticator, Principal
+from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
+from services.edge.metrics import EdgeMetrics
+from services.edge.openapi import openapi_document
+from services.edge.session_actions import SessionActions
+from services.edge.session_client import SessionClient
+from services.edge.settings import EdgeSettings
+from services.edge.socketio_gateway import SocketGateway
+from services.edge.stream_proxy import StreamProxy
+from services.edge.watch_hub import SessionWatchHub
+from services.runtime.errors import BatonError, PayloadTooLarge, Unavailable
+
+log = logging.getLogger(__name__)
+
+Endpoint = Callable[[Request, Principal], Awaitable[Response]]
+
+_HTTP_ERRORS = {
+    400: "invalid_argument",
+    401: "unauthenticated",
+    403: "permission_denied",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+def _error_response(error: BatonError) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+    return JSONResponse(error_json(error), status_code=error.http_status, headers=headers)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds `max_bytes`."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_bytes:
+            raise PayloadTooLarge(f"request body exceeds {max_bytes} bytes")
+    return bytes(body)
+
+
+class RestApi:
+    def __init__(
+        self,
+        actions: SessionActions,
+        sessions: SessionClient,
+        auth: Authenticator,
+        metrics: EdgeMetrics,
+        settings: EdgeSettings,
+    ) -> None:
+        self._actions = actions
+        self._sessions = sessions
+        self._auth = auth
+        self._metrics = metrics
+        self._settings = settings
+
+    def routes(self) -> list[Route]:
+        base = "/api/browser-session"
+        return [
+            Route(base, self._authed("create", self.create), methods=["POST"]),
+            Route(base, self._authed("list", self.list), methods=["GET"]),
+            Route(base + "/{session_id}", self._authed("get", self.get), methods=["GET"]),
+            Route(base + "/{session_id}", self._authed("delete", self.delete), methods=["DELETE"]),
+            Route(
+                base + "/{session_id}/control",
+                self._authed("control", self.control),
+                methods=["PUT"],
+            ),
+            Route(
+                base + "/{session_id}/stream", self._authed("stream", self.stream), methods=["GET"]
+            ),
+            Route("/healthz", self.healthz, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/openapi.json", self.openapi, methods=["GET"]),
+        ]
+
+    def _authed(self, name: str, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            try:
+                principal = self._auth.authenticate_header(request.headers.get("authorization"))
+                response = await endpoint(request, principal)
+            except BatonError as exc:
+                response = _error_response(exc)
+            self._metrics.http_requests[(name, response.status_code)] += 1
+            return response
+
+        return handle
+
+    async def _json_body(self, request: Request) -> JsonObject:
+        return parse_json_object(
+            await read_body(request, self._settings.max_body_bytes),
+            self._settings.max_body_bytes,
+        )
+
+    async def create(self, request: Request, principal: Principal) -> Response:
+        session = await self._actions.create(principal, await self._json_body(request))
+        return JSONResponse(session, status_code=201)
+
+    async def list(self, request: Request, principal: Principal) -> Response:
+        return JSONResponse({"sessions": await self._actions.list(principal)})
+
+    async def get(self, request: Request, principal: Principal) -> Response:
+        return JSONResponse(await self._actions.get(principal, request.path_params["session_id"]))
+
+    async def delete(self, request: Request, principal: Principal) -> Response:
+        return JSONResponse(await self._actions.end(principal, request.path_params["session_id"]))
+
+    async def control(self, request: Request, principal: Principal) -> Response:
+        body = await self._json_body(request)
+        session_id = request.path_params["session_id"]
+        return JSONResponse(await self._actions.control(principal, session_id, body))
+
+    async def stream(self, request: Request, principal: Principal) -> Response:
+        base_url = self._settings.public_url or str(request.base_url)
+        answer = await self._actions.stream(principal, request.path_params["session_id"], base_url)
+        return JSONResponse(answer.json())
+
+    async def healthz(self, request: Request) -> Response:
+        if await self._sessions.healthy():
+            return JSONResponse({"status": "ok"})
+        return _error_response(Unavailable("the session service is not ready"))
+
+    async def metrics(self, request: Request) -> Response:
+        by_state: Counter[str] | None
+        try:
+            sessions = await self._sessions.list(Principal(OPERATOR_USER_ID, operator=True))
+            by_state = Counter(state_name(session.state) for session in sessions)
+        except BatonError:
+            by_state = None
+        return PlainTextResponse(
+            self._metrics.render(by_state), media_type="text/plain; version=0.0.4"
+        )
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_ERRORS.get(exc.status_code, "error")
+    return JSONResponse(
+        {"error": {"code": code, "message": str(exc.detail)}},
+        status_code=exc.status_code,
+        headers=exc.headers,
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log, never on the wire.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _error_response(BatonError("internal error"))
+
+
+@dataclass
+class EdgeApp:
+    asgi: ASGIApp
+    hub: SessionWatchHub
+    socket_server: socketio.AsyncServer
+    metrics: EdgeMetrics
+    rest_routes: list[Route]
+
+    async def close(self) -> None:
+        await self.hub.close()
+
+
+def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authenticator) -> EdgeApp:
+    metrics = EdgeMetrics()
+    hub = SessionWatchHub(sessions.watch)
+    actions = SessionActions(sessions, auth, hub, metrics, settings.stream_token_lifetime_s)
+    rest = RestApi(actions, sessions, auth, metrics, settings)
+    proxy = StreamProxy(sessions, auth, hub, metrics)
+    actions.observers.append(proxy.session_changed)
+
+    async def console(request: Request) -> Response:
+        return FileResponse(settings.console_dir / "index.html")
+
+    rest_routes = rest.routes()
+    routes: list[Any] = [
+        *rest_routes,
+        WebSocketRoute("/api/browser-session/{session_id}/stream/ws", proxy.handle),
+        Route("/", console, methods=["GET"]),
+        Mount("/console", StaticFiles(directory=settings.console_dir, check_dir=False)),
+        Mount("/vendor/novnc", StaticFiles(directory=settings.novnc_dir, check_dir=False)),
+        Mount(
+            "/vendor/socket.io",
+            StaticFiles(directory=settings.socketio_client_dir, check_dir=False),
+        ),
+    ]
+    starlette = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+    )
+    socket_server = socketio.AsyncServer(async_mode="asgi")
+    SocketGateway(socket_server, actions, auth, hub)
+    asgi = socketio.ASGIApp(socket_server, other_asgi_app=starlette, socketio_path="socket.io")
+    return EdgeApp(
+        asgi=asgi, hub=hub, socket_server=socket_server, metrics=metrics, rest_routes=rest_routes
+    )

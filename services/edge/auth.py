@@ -1,0 +1,149 @@
+"""Who is calling: operator token, user JWTs and short-lived stream tokens.
+
+- The operator token (BATON_API_TOKEN) acts for everyone.
+- A user JWT (HS256 with BATON_JWT_SECRET) names its user in `sub`.
+- A stream token is what a browser puts in the stream WebSocket URL, since
+  browsers cannot set headers on WebSockets: an HMAC-signed claim scoped to one
+  session and one user, valid for a short time (long enough to connect; the
+  connection itself then lives as long as the session allows).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jwt
+
+from services.runtime.errors import Unauthenticated
+
+OPERATOR_USER_ID = "operator"
+_STREAM_TOKEN_CONTEXT = b"baton stream token v1"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    user_id: str
+    operator: bool = False
+
+
+@dataclass(frozen=True)
+class StreamGrant:
+    token: str
+    expires_at: float
+
+
+def generate_api_token() -> str:
+    """A fresh operator token, for when BATON_API_TOKEN is unset."""
+    return secrets.token_urlsafe(24)
+
+
+def console_url(base_url: str, api_token: str) -> str:
+    """The console URL carrying the operator token (in the fragment, never logged)."""
+    return f"{base_url.rstrip('/')}/#token={api_token}"
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header value."""
+    if not authorization:
+        raise Unauthenticated("missing Authorization: Bearer token")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Authorization must be 'Bearer <token>'")
+    return token.strip()
+
+
+def _b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Authenticator:
+    def __init__(
+        self,
+        api_token: str,
+        jwt_secret: str | None,
+        stream_secret: bytes | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not api_token:
+            raise ValueError("api_token must not be empty")
+        self._api_token = api_token
+        self._jwt_secret = jwt_secret
+        # Derived from the operator token unless given, so edges sharing that
+        # token accept each other's stream tokens.
+        self._stream_key = stream_secret or hmac.digest(
+            api_token.encode(), _STREAM_TOKEN_CONTEXT, hashlib.sha256
+        )
+        self._clock = clock
+
+    def authenticate(self, token: str) -> Principal:
+        """The caller a bearer token (operator token or user JWT) stands for."""
+        if hmac.compare_digest(token.encode(), self._api_token.encode()):
+            return Principal(OPERATOR_USER_ID, operator=True)
+        if self._jwt_secret is None:
+            raise Unauthenticated("invalid token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._jwt_secret,
+                algorithms=["HS256"],
+                options={"require": ["sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthenticated("token expired") from None
+        except jwt.InvalidTokenError:
+            raise Unauthenticated("invalid token") from None
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject:
+            raise Unauthenticated("token has no subject")
+        return Principal(subject)
+
+    def authenticate_header(self, authorization: str | None) -> Principal:
+        return self.authenticate(bearer_token(authorization))
+
+    def issue_stream_token(
+        self, session_id: str, principal: Principal, lifetime: float
+    ) -> StreamGrant:
+        expires_at = self._clock() + lifetime
+        claims = {
+            "sid": session_id,
+            "sub": principal.user_id,
+            "op": principal.operator,
+            "exp": round(expires_at, 3),
+        }
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
+        signature = hmac.digest(self._stream_key, payload, hashlib.sha256)
+        return StreamGrant(f"{_b64encode(payload)}.{_b64encode(signature)}", expires_at)
+
+    def verify_stream_token(self, token: str, session_id: str) -> Principal:
+        """The user a stream token was issued to, if it is valid for `session_id` now."""
+        encoded_payload, dot, encoded_signature = token.partition(".")
+        if not dot:
+            raise Unauthenticated("malformed stream token")
+        try:
+            payload = _b64decode(encoded_payload)
+            signature = _b64decode(encoded_signature)
+        except (binascii.Error, ValueError):
+            raise Unauthenticated("malformed stream token") from None
+        expected = hmac.digest(self._stream_key, payload, hashlib.sha256)
+        if not hmac.compare_digest(signature, expected):
+            raise Unauthenticated("invalid stream token")
+        claims = json.loads(payload)
+        if claims.get("sid") != session_id:
+            raise Unauthenticated("stream token is for another session")
+        if float(claims["exp"]) < self._clock():
+            raise Unauthenticated("stream token expired")
+        return Principal(str(claims["sub"]), operator=bool(claims["op"]))

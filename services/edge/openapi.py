@@ -1,0 +1,330 @@
+"""The OpenAPI 3.1 document of the edge's REST API (served at /openapi.json).
+
+Written out rather than generated so it states the contract of DESIGN.md; a
+test checks that every route of the app appears here and nothing else does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.edge.json_views import CONTROL_ACTIONS, MAX_STEPS_LIMIT
+
+_STEP_ACTIONS = [
+    "goto",
+    "click",
+    "fill",
+    "type",
+    "press",
+    "select",
+    "scroll",
+    "wait",
+    "wait_for",
+    "extract",
+    "screenshot",
+    "request_user",
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    texts = {
+        400: "Invalid request",
+        401: "Missing or invalid token",
+        404: "No such session for this caller",
+        409: "Not allowed in the current state, or expectedVersion is stale",
+        413: "Request body too large",
+        429: "No capacity for another session",
+        503: "A backing service is unavailable",
+    }
+    return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+
+
+_SESSION_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "Step": {
+        "type": "object",
+        "required": ["action"],
+        "description": "An explicit step: the action and its fields, such as "
+        '{"action": "goto", "url": "https://example.com"}.',
+        "properties": {
+            "action": {"type": "string", "enum": _STEP_ACTIONS},
+            "url": {"type": "string"},
+            "selector": {"type": "string"},
+            "value": {"type": "string"},
+            "text": {"type": "string"},
+            "key": {"type": "string"},
+            "dx": {"type": "integer"},
+            "dy": {"type": "integer"},
+            "ms": {"type": "integer", "minimum": 0},
+            "reason": {"type": "string"},
+            "allowFailure": {"type": "boolean"},
+            "timeoutMs": {"type": "integer", "minimum": 0},
+        },
+    },
+    "StepEvent": {
+        "type": "object",
+        "required": ["index", "action", "status", "description", "url", "durationMs"],
+        "properties": {
+            "index": {"type": "integer"},
+            "action": {"type": "string"},
+            "status": {"type": "string", "enum": ["started", "succeeded", "failed"]},
+            "description": {"type": "string"},
+            "url": {"type": "string"},
+            "durationMs": {"type": "integer"},
+            "error": {"type": "string"},
+            "result": {"type": "string"},
+        },
+    },
+    "CreateSession": {
+        "type": "object",
+        "required": ["task"],
+        "description": "url is required unless explicit steps are given.",
+        "additionalProperties": False,
+        "properties": {
+            "task": {"type": "string"},
+            "url": {"type": "string", "format": "uri"},
+            "maxSteps": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_STEPS_LIMIT,
+                "description": "Absent: the session service's default.",
+            },
+            "steps": {"type": "array", "items": _ref("Step")},
+            "viewport": {
+                "type": "object",
+                "required": ["width", "height"],
+                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
+            },
+        },
+    },
+    "Control": {
+        "type": "object",
+        "required": ["action"],
+        "properties": {
+            "action": {"type": "string", "enum": list(CONTROL_ACTIONS)},
+            "expectedVersion": {"type": "integer", "minimum": 0},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": [
+            "id",
+            "state",
+            "controller",
+            "controllerUserId",
+            "version",
+            "task",
+            "steps",
+            "createdAt",
+            "updatedAt",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["STARTING", "AI_CONTROL", "USER_CONTROL", "PAUSED", "ENDED", "FAILED"],
+            },
+            "controller": {"type": ["string", "null"], "enum": ["ai", "user", None]},
+            "controllerUserId": {"type": ["string", "null"]},
+            "version": {"type": "integer"},
+            "ownerUserId": {"type": "string"},
+            "task": {
+                "type": "object",
+                "properties": {
+                    "text": {"type": "string"},
+                    "url": {"type": "string"},
+                    "maxSteps": {"type": "integer"},
+                    "status": {
+                        "type": "string",
+                        "enum": [
+                            "PENDING",
+                            "RUNNING",
+                            "WAITING_FOR_USER",
+                            "COMPLETED",
+                            "FAILED",
+                            "CANCELLED",
+                        ],
+                    },
+                    "stepsCompleted": {"type": "integer"},
+                    "reason": {"type": "string"},
+                },
+            },
+            "steps": {"type": "array", "items": _ref("StepEvent")},
+            "createdAt": {"type": ["string", "null"], "format": "date-time"},
+            "updatedAt": {"type": ["string", "null"], "format": "date-time"},
+            "endedReason": {"type": "string"},
+            "userRequestReason": {"type": "string"},
+            "viewport": {
+                "type": "object",
+                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
+            },
+        },
+    },
+    "Stream": {
+        "type": "object",
+        "required": ["url", "viewOnly", "expiresAt"],
+        "properties": {
+            "url": {
+                "type": "string",
+                "description": "WebSocket URL (RFB over the binary subprotocol) with a "
+                "short-lived token scoped to this session and caller.",
+            },
+            "viewOnly": {"type": "boolean"},
+            "expiresAt": {"type": "string", "format": "date-time"},
+        },
+    },
+}
+
+
+def openapi_document() -> dict[str, Any]:
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Baton edge",
+            "version": "1",
+            "description": "Watch an AI agent drive a real browser and take over from it.",
+        },
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The operator token (BATON_API_TOKEN) or a user JWT "
+                    "(HS256, BATON_JWT_SECRET, sub = user id).",
+                }
+            },
+        },
+        "paths": {
+            "/api/browser-session": {
+                "post": {
+                    "summary": "Start a session running a task",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("CreateSession")}},
+                    },
+                    "responses": {
+                        "201": _json(_ref("Session"), "The new session"),
+                        **_errors(400, 401, 413, 429, 503),
+                    },
+                },
+                "get": {
+                    "summary": "The caller's sessions",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "sessions": {"type": "array", "items": _ref("Session")}
+                                },
+                            },
+                            "The sessions",
+                        ),
+                        **_errors(401, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "summary": "One session",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("Session"), "The session"),
+                        **_errors(401, 404, 503),
+                    },
+                },
+                "delete": {
+                    "summary": "End the session; its slot, browser and processes go away",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("Session"), "The ended session"),
+                        **_errors(401, 404, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/control": {
+                "parameters": [_SESSION_ID],
+                "put": {
+                    "summary": "Take or return control, pause, resume or end",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("Control")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("Session"), "The session after the change"),
+                        **_errors(400, 401, 404, 409, 413, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/stream": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "summary": "A WebSocket URL for a VNC viewer such as noVNC",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("Stream"), "Where to connect"),
+                        **_errors(401, 404, 503),
+                    },
+                },
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "200 once the session service answers",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": _json(_ref("Error"), "Not ready"),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "security": [],
+                    "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "Text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+    }

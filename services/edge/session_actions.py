@@ -1,0 +1,139 @@
+"""What a caller can do with sessions, shared by the REST and Socket.IO doors.
+
+Both doors validate their input with json_views, then call these; the answers
+are session JSON, and failures are BatonErrors either door maps for its wire.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from baton.automation.v1 import automation_pb2
+from baton.session.v1 import session_pb2
+from services.edge.auth import Authenticator, Principal
+from services.edge.json_views import (
+    ACTION_NAMES,
+    JsonObject,
+    parse_control,
+    parse_create_session,
+    session_json,
+)
+from services.edge.metrics import EdgeMetrics
+from services.edge.session_client import SessionClient
+from services.edge.watch_hub import Event, SessionWatchHub, event_kind
+
+log = logging.getLogger(__name__)
+
+STREAM_PATH = "/api/browser-session/{id}/stream/ws"
+
+SessionObserver = Callable[[session_pb2.Session], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class StreamAnswer:
+    url: str
+    view_only: bool
+    expires_at: float
+
+    def json(self) -> JsonObject:
+        moment = datetime.fromtimestamp(self.expires_at, tz=UTC)
+        return {
+            "url": self.url,
+            "viewOnly": self.view_only,
+            "expiresAt": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        }
+
+
+def websocket_base(http_base_url: str) -> str:
+    """ws(s)://host:port for the http(s)://host:port a browser reached us at."""
+    base = http_base_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base.removeprefix("https://")
+    if base.startswith("http://"):
+        return "ws://" + base.removeprefix("http://")
+    return base
+
+
+class SessionActions:
+    def __init__(
+        self,
+        sessions: SessionClient,
+        auth: Authenticator,
+        hub: SessionWatchHub,
+        metrics: EdgeMetrics,
+        stream_token_lifetime_s: float,
+    ) -> None:
+        self._sessions = sessions
+        self._auth = auth
+        self._hub = hub
+        self._metrics = metrics
+        self._stream_token_lifetime_s = stream_token_lifetime_s
+        # Told of every control change made here (the stream's input gates).
+        self.observers: list[SessionObserver] = []
+
+    async def create(self, principal: Principal, body: JsonObject) -> JsonObject:
+        request = parse_create_session(body)
+        session = await self._sessions.create(principal, request)
+        self._observe_steps(session.id)
+        return session_json(session)
+
+    async def get(self, principal: Principal, session_id: str) -> JsonObject:
+        return session_json(await self._sessions.get(principal, session_id))
+
+    async def list(self, principal: Principal) -> list[JsonObject]:
+        return [session_json(session) for session in await self._sessions.list(principal)]
+
+    async def control(self, principal: Principal, session_id: str, body: JsonObject) -> JsonObject:
+        action, expected_version = parse_control(body)
+        return await self.apply(principal, session_id, action, expected_version)
+
+    async def apply(
+        self,
+        principal: Principal,
+        session_id: str,
+        action: session_pb2.ControlAction.ValueType,
+        expected_version: int | None = None,
+    ) -> JsonObject:
+        if action == session_pb2.CONTROL_ACTION_END:
+            return await self.end(principal, session_id)
+        session = await self._sessions.change_control(
+            principal, session_id, action, expected_version
+        )
+        self._metrics.handoffs[ACTION_NAMES[action]] += 1
+        await self._notify(session)
+        return session_json(session)
+
+    async def end(self, principal: Principal, session_id: str) -> JsonObject:
+        session = await self._sessions.end(principal, session_id, f"ended by {principal.user_id}")
+        self._metrics.handoffs["end"] += 1
+        await self._notify(session)
+        return session_json(session)
+
+    async def _notify(self, session: session_pb2.Session) -> None:
+        for observer in self.observers:
+            await observer(session)
+
+    async def stream(self, principal: Principal, session_id: str, base_url: str) -> StreamAnswer:
+        access = await self._sessions.stream_access(principal, session_id)
+        grant = self._auth.issue_stream_token(session_id, principal, self._stream_token_lifetime_s)
+        path = STREAM_PATH.format(id=session_id)
+        url = f"{websocket_base(base_url)}{path}?token={grant.token}"
+        return StreamAnswer(url=url, view_only=access.view_only, expires_at=grant.expires_at)
+
+    def _observe_steps(self, session_id: str) -> None:
+        """Feed step durations of a session created here into the metrics."""
+
+        async def observe(event: Event, initial: bool) -> None:
+            if event_kind(event) != "step" or initial:
+                return
+            step = event.step.step
+            if step.status in (
+                automation_pb2.STEP_STATUS_SUCCEEDED,
+                automation_pb2.STEP_STATUS_FAILED,
+            ):
+                self._metrics.step_durations.observe(step.duration_ms / 1000)
+
+        self._hub.subscribe(session_id, observe)

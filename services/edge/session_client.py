@@ -1,0 +1,125 @@
+"""The edge's only backend: the session service, over gRPC.
+
+Every call takes the authenticated principal and passes it as the Actor; gRPC
+failures come back as the shared BatonError hierarchy so the HTTP and
+Socket.IO layers map them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.edge.auth import OPERATOR_USER_ID, Principal
+from services.runtime.errors import error_from_rpc
+from services.runtime.grpc_client import open_channel
+
+SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+_T = TypeVar("_T")
+
+# The edge's own identity when it watches a session for its listeners; each
+# listener was authorized with the caller's own actor first.
+EDGE_ACTOR = session_pb2.Actor(user_id=OPERATOR_USER_ID, operator=True)
+
+
+def actor_of(principal: Principal) -> session_pb2.Actor:
+    return session_pb2.Actor(user_id=principal.user_id, operator=principal.operator)
+
+
+class SessionClient:
+    def __init__(self, address: str, timeout: float = 90.0) -> None:
+        self._channel = open_channel(address)
+        self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        # CreateSession waits for a slot and the browser: allow for it.
+        self._timeout = timeout
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+
+    async def healthy(self, deadline_s: float = 2.0) -> bool:
+        """Whether the session service answers its health check as SERVING."""
+        try:
+            answer = await self._health.Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=deadline_s
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
+        return serving
+
+    async def create(
+        self, principal: Principal, request: session_pb2.CreateSessionRequest
+    ) -> session_pb2.Session:
+        request.actor.CopyFrom(actor_of(principal))
+        answer = await _call(self._stub.CreateSession(request, timeout=self._timeout))
+        return answer.session
+
+    async def get(self, principal: Principal, session_id: str) -> session_pb2.Session:
+        request = session_pb2.GetSessionRequest(session_id=session_id, actor=actor_of(principal))
+        answer = await _call(self._stub.GetSession(request, timeout=self._timeout))
+        return answer.session
+
+    async def list(self, principal: Principal) -> list[session_pb2.Session]:
+        request = session_pb2.ListSessionsRequest(actor=actor_of(principal))
+        answer = await _call(self._stub.ListSessions(request, timeout=self._timeout))
+        return list(answer.sessions)
+
+    async def change_control(
+        self,
+        principal: Principal,
+        session_id: str,
+        action: session_pb2.ControlAction.ValueType,
+        expected_version: int | None = None,
+    ) -> session_pb2.Session:
+        request = session_pb2.ChangeControlRequest(
+            session_id=session_id, actor=actor_of(principal), action=action
+        )
+        if expected_version is not None:
+            request.expected_version = expected_version
+        answer = await _call(self._stub.ChangeControl(request, timeout=self._timeout))
+        return answer.session
+
+    async def end(self, principal: Principal, session_id: str, reason: str) -> session_pb2.Session:
+        request = session_pb2.EndSessionRequest(
+            session_id=session_id, actor=actor_of(principal), reason=reason
+        )
+        answer = await _call(self._stub.EndSession(request, timeout=self._timeout))
+        return answer.session
+
+    async def stream_access(
+        self, principal: Principal, session_id: str
+    ) -> session_pb2.GetStreamAccessResponse:
+        request = session_pb2.GetStreamAccessRequest(
+            session_id=session_id, actor=actor_of(principal)
+        )
+        return await _call(self._stub.GetStreamAccess(request, timeout=self._timeout))
+
+    async def record_activity(
+        self, session_id: str, kind: session_pb2.ActivityKind.ValueType
+    ) -> None:
+        request = session_pb2.RecordActivityRequest(session_id=session_id, kind=kind)
+        await _call(self._stub.RecordActivity(request, timeout=self._timeout))
+
+    async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:
+        """The session's events, first its current state, until it ends."""
+        request = session_pb2.WatchSessionRequest(session_id=session_id, actor=EDGE_ACTOR)
+        call = self._stub.WatchSession(request)
+        try:
+            async for event in call:
+                yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
+
+
+async def _call(awaitable: grpc.aio.UnaryUnaryCall[Any, _T]) -> _T:
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as exc:
+        raise error_from_rpc(exc) from None

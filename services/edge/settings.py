@@ -1,0 +1,65 @@
+"""Edge settings, read once from the environment in __main__."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.settings import ConfigError, Env
+
+_HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    session_address: str = "127.0.0.1:50051"
+    # Empty means: generate one at start-up and print it with the console URL.
+    api_token: str = ""
+    jwt_secret: str | None = None
+    # How long a stream URL can be used to connect.
+    stream_token_lifetime_s: float = 60.0
+    max_body_bytes: int = 64 * 1024
+    # HTTPS/WSS when both are set.
+    tls_certfile: str | None = None
+    tls_keyfile: str | None = None
+    # The URL browsers reach this edge at, when it is not http(s)://host:port
+    # (behind a proxy); stream URLs are made from the request otherwise.
+    public_url: str | None = None
+    console_dir: Path = _HERE / "console"
+    # Where `npm install` put @novnc/novnc (see the Makefile's setup target).
+    novnc_dir: Path = _HERE / "node_modules" / "@novnc" / "novnc"
+    socketio_client_dir: Path = _HERE / "node_modules" / "socket.io-client" / "dist"
+    log_level: str = "INFO"
+    traces_exporter: str = "none"
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certfile is not None and self.tls_keyfile is not None
+
+    @classmethod
+    def from_env(cls, env: Env) -> EdgeSettings:
+        certfile = env.optional("BATON_TLS_CERT")
+        keyfile = env.optional("BATON_TLS_KEY")
+        if (certfile is None) != (keyfile is None):
+            raise ConfigError("set both BATON_TLS_CERT and BATON_TLS_KEY, or neither")
+        return cls(
+            host=env.text("BATON_EDGE_HOST", cls.host),
+            port=env.integer("BATON_EDGE_PORT", cls.port, minimum=0),
+            session_address=env.text(
+                "BATON_SESSION_ADDRESS",
+                f"127.0.0.1:{env.integer('BATON_SESSION_PORT', 50051, minimum=1)}",
+            ),
+            api_token=env.text("BATON_API_TOKEN", ""),
+            jwt_secret=env.optional("BATON_JWT_SECRET"),
+            stream_token_lifetime_s=env.number(
+                "BATON_STREAM_TOKEN_LIFETIME_S", cls.stream_token_lifetime_s, minimum=1
+            ),
+            max_body_bytes=env.integer("BATON_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            tls_certfile=certfile,
+            tls_keyfile=keyfile,
+            public_url=env.optional("BATON_PUBLIC_URL"),
+            log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
+            traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+        )

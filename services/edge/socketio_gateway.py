@@ -1,0 +1,200 @@
+"""Socket.IO door: session events pushed to every client watching a session.
+
+Clients authenticate on connect with `auth: {token}` (the operator token or a
+user JWT). Each client event is acknowledged with `{ok: true, session}` or
+`{ok: false, error: {code, message}}`. A client that creates or watches a
+session joins its room; one WatchSession feed per session (shared through the
+hub) fans the session's events out to the room.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import socketio
+
+from baton.session.v1 import session_pb2
+from services.edge.auth import Authenticator, Principal
+from services.edge.json_views import (
+    ACTION_NAMES,
+    JsonObject,
+    error_json,
+    session_id_of,
+    session_json,
+    step_event_json,
+)
+from services.edge.session_actions import SessionActions
+from services.edge.watch_hub import Event, SessionWatchHub, event_kind
+from services.runtime.errors import BatonError, InvalidArgument, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+# A handler gets the client (sid), who it is and the event payload.
+Handler = Callable[[str, Principal, Any], Awaitable[JsonObject]]
+
+
+def room_of(session_id: str) -> str:
+    return f"session:{session_id}"
+
+
+def event_message(event: Event) -> tuple[str, JsonObject] | None:
+    """The Socket.IO event name and payload for one WatchSession event."""
+    kind = event_kind(event)
+    if kind == "created":
+        return "session:created", {"session": session_json(event.created.session)}
+    if kind == "step":
+        return "session:step", {
+            "session": session_json(event.step.session),
+            "step": step_event_json(event.step.step),
+        }
+    if kind == "control_changed":
+        return "session:control_changed", {
+            "session": session_json(event.control_changed.session),
+            "action": ACTION_NAMES.get(event.control_changed.action),
+        }
+    if kind == "task_changed":
+        # Not in DESIGN.md's list: the task's own status (completed, waiting
+        # for the user) changed; sent so pages need not poll for it.
+        return "session:task_changed", {"session": session_json(event.task_changed.session)}
+    if kind == "error":
+        return "session:error", {
+            "session": session_json(event.error.session),
+            "message": event.error.message,
+        }
+    if kind == "ended":
+        return "session:ended", {
+            "session": session_json(event.ended.session),
+            "reason": event.ended.reason,
+        }
+    return None
+
+
+def _token_of(environ: dict[str, Any], auth: Any) -> str:
+    if isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        return str(auth["token"])
+    header = str(environ.get("HTTP_AUTHORIZATION", ""))
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    raise Unauthenticated("connect with auth {token}")
+
+
+class SocketGateway:
+    def __init__(
+        self,
+        server: socketio.AsyncServer,
+        actions: SessionActions,
+        auth: Authenticator,
+        hub: SessionWatchHub,
+    ) -> None:
+        self._server = server
+        self._actions = actions
+        self._auth = auth
+        self._hub = hub
+        self._principals: dict[str, Principal] = {}
+        # Per session: the clients (sids) in its room and the feed's unsubscribe.
+        self._members: dict[str, set[str]] = {}
+        self._feeds: dict[str, Callable[[], None]] = {}
+        server.on("connect", self._connect)
+        server.on("disconnect", self._disconnect)
+        handlers: dict[str, Handler] = {
+            "session:create": self._create,
+            "session:watch": self._watch,
+            "session:control": self._control,
+            "session:pause": self._simple(session_pb2.CONTROL_ACTION_PAUSE),
+            "session:resume": self._simple(session_pb2.CONTROL_ACTION_RESUME),
+            "session:end": self._end,
+        }
+        for name, handler in handlers.items():
+            server.on(name, self._acknowledged(handler))
+
+    async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            principal = self._auth.authenticate(_token_of(environ, auth))
+        except Unauthenticated as exc:
+            # The client sees `message` and `data` (as socket.io's connect_error).
+            raise socketio.exceptions.ConnectionRefusedError(
+                exc.message, {"code": exc.code}
+            ) from None
+        self._principals[sid] = principal
+
+    async def _disconnect(self, sid: str, reason: Any = None) -> None:
+        self._principals.pop(sid, None)
+        for session_id in [sid_session for sid_session, m in self._members.items() if sid in m]:
+            self._leave(sid, session_id)
+
+    def _acknowledged(self, handler: Handler) -> Callable[[str, Any], Awaitable[JsonObject]]:
+        async def handle(sid: str, payload: Any = None) -> JsonObject:
+            principal = self._principals.get(sid)
+            if principal is None:
+                return {"ok": False, **error_json(Unauthenticated("not connected"))}
+            try:
+                return {"ok": True, "session": await handler(sid, principal, payload)}
+            except BatonError as exc:
+                return {"ok": False, **error_json(exc)}
+            except Exception:
+                log.exception("Socket.IO handler failed")
+                return {"ok": False, **error_json(BatonError("internal error"))}
+
+        return handle
+
+    async def _create(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
+        if not isinstance(payload, dict):
+            raise InvalidArgument("payload must be an object like {task, url, maxSteps}")
+        session = await self._actions.create(principal, payload)
+        await self._join(sid, session["id"])
+        await self._server.emit("session:created", {"session": session}, to=sid)
+        return session
+
+    async def _watch(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
+        session_id = session_id_of(payload)
+        session = await self._actions.get(principal, session_id)
+        await self._join(sid, session_id)
+        return session
+
+    async def _control(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
+        session_id = session_id_of(payload)
+        return await self._actions.control(principal, session_id, payload)
+
+    def _simple(self, action: session_pb2.ControlAction.ValueType) -> Handler:
+        async def handle(sid: str, principal: Principal, payload: Any) -> JsonObject:
+            return await self._actions.apply(principal, session_id_of(payload), action)
+
+        return handle
+
+    async def _end(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
+        return await self._actions.end(principal, session_id_of(payload))
+
+    async def _join(self, sid: str, session_id: str) -> None:
+        await self._server.enter_room(sid, room_of(session_id))
+        members = self._members.setdefault(session_id, set())
+        members.add(sid)
+        # A feed stops by itself when its session ends or disappears.
+        if session_id not in self._feeds or self._hub.feed_task(session_id) is None:
+            self._feeds[session_id] = self._hub.subscribe(session_id, self._relay(session_id))
+
+    def _leave(self, sid: str, session_id: str) -> None:
+        members = self._members.get(session_id, set())
+        members.discard(sid)
+        if not members:
+            self._members.pop(session_id, None)
+            unsubscribe = self._feeds.pop(session_id, None)
+            if unsubscribe is not None:
+                unsubscribe()
+
+    def _relay(self, session_id: str) -> Callable[[Event, bool], Awaitable[None]]:
+        async def relay(event: Event, initial: bool) -> None:
+            # The snapshot a feed starts with is not news: joiners got the
+            # session in their acknowledgement.
+            if initial:
+                return
+            message = event_message(event)
+            if message is not None:
+                await self._server.emit(message[0], message[1], room=room_of(session_id))
+            if event_kind(event) == "ended":
+                self._members.pop(session_id, None)
+                self._feeds.pop(session_id, None)
+
+        return relay

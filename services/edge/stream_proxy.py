@@ -1,0 +1,300 @@
+"""The stream WebSocket: a viewer's RFB connection, proxied to the slot.
+
+A browser connects with the short-lived stream token in the URL (browsers
+cannot set headers on WebSockets). The edge asks the session service where the
+slot's websockify is, connects to it with the `binary` subprotocol and copies
+bytes both ways. What the viewer sends goes through `ClientStreamFilter`, whose
+input gate follows the session's WatchSession events: input reaches the display
+only while the session is USER_CONTROL and this viewer's user is the
+controller, and the switch happens on the open connection.
+
+Close codes follow websockify: 1000 when the upstream or the session closes,
+1011 when the upstream cannot be reached, 1008 for a refused token, 1002 for a
+malformed RFB message (that connection only), 1013 when the session has no
+display yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.typing import Subprotocol
+
+from baton.session.v1 import session_pb2
+from services.edge.auth import Authenticator, Principal
+from services.edge.metrics import EdgeMetrics
+from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
+from services.edge.session_client import SessionClient
+from services.edge.watch_hub import Event, SessionWatchHub, event_kind, session_of
+from services.runtime.errors import BatonError, NotFound, Unauthenticated
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
+
+SUBPROTOCOL = "binary"
+UPSTREAM_CONNECT_TIMEOUT_S = 10.0
+# User input keeps a session from idling out; telling the service once in a
+# while is enough.
+INPUT_ACTIVITY_INTERVAL_S = 5.0
+_TERMINAL = (session_pb2.CONTROL_STATE_ENDED, session_pb2.CONTROL_STATE_FAILED)
+
+
+def may_send_input(session: session_pb2.Session, user_id: str) -> bool:
+    """The server-side rule: only the controlling user, only in USER_CONTROL."""
+    return (
+        session.state == session_pb2.CONTROL_STATE_USER_CONTROL
+        and session.controller == session_pb2.CONTROLLER_USER
+        and session.controller_user_id == user_id
+    )
+
+
+class InputGate:
+    """Whether one viewer's input may pass, kept current from session events."""
+
+    def __init__(self, user_id: str) -> None:
+        # Closed until a session says otherwise.
+        self._user_id = user_id
+        self._version = -1
+        self._open = False
+
+    def __call__(self) -> bool:
+        return self._open
+
+    def update(self, session: session_pb2.Session) -> bool:
+        """Apply a newer session; True when the gate just closed."""
+        if session.version < self._version:
+            return False
+        self._version = session.version
+        was_open = self._open
+        self._open = may_send_input(session, self._user_id)
+        return was_open and not self._open
+
+
+def _set_nodelay(connection: ClientConnection) -> None:
+    sock = connection.transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class StreamProxy:
+    def __init__(
+        self,
+        sessions: SessionClient,
+        auth: Authenticator,
+        hub: SessionWatchHub,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self._sessions = sessions
+        self._auth = auth
+        self._hub = hub
+        self._metrics = metrics
+        self._viewers: dict[str, set[_ViewerConnection]] = {}
+
+    async def session_changed(self, session: session_pb2.Session) -> None:
+        """Apply a change made through this edge to its viewers at once.
+
+        The WatchSession feed brings the same change a moment later; applying
+        it here first means input works as soon as take_control has answered.
+        """
+        for viewer in list(self._viewers.get(session.id, ())):
+            await viewer.apply(session)
+
+    async def handle(self, websocket: WebSocket) -> None:
+        session_id = websocket.path_params["session_id"]
+        try:
+            principal = self._auth.verify_stream_token(
+                websocket.query_params.get("token", ""), session_id
+            )
+        except Unauthenticated as exc:
+            # Before accept: the browser sees the handshake refused (HTTP 403).
+            await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
+            return
+        connection = _ViewerConnection(
+            session_id, principal, websocket, self._sessions, self._metrics
+        )
+        # Listen before asking for access, so no change falls in between; the
+        # gate keeps whichever session version is newest.
+        unsubscribe = self._hub.subscribe(session_id, connection.on_event)
+        viewers = self._viewers.setdefault(session_id, set())
+        viewers.add(connection)
+        try:
+            await self._serve(websocket, principal, connection)
+        finally:
+            unsubscribe()
+            viewers.discard(connection)
+            if not viewers and self._viewers.get(session_id) is viewers:
+                del self._viewers[session_id]
+
+    async def _serve(
+        self, websocket: WebSocket, principal: Principal, connection: _ViewerConnection
+    ) -> None:
+        session_id = connection.session_id
+        try:
+            access = await self._sessions.stream_access(principal, session_id)
+        except NotFound as exc:
+            await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
+            return
+        except BatonError as exc:
+            await websocket.close(CLOSE_INTERNAL_ERROR, exc.message)
+            return
+        await connection.apply(access.session)
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        if access.session.state in _TERMINAL:
+            await websocket.close(CLOSE_NORMAL, "the session has ended")
+            return
+        if not access.upstream_url:
+            await websocket.close(CLOSE_TRY_AGAIN_LATER, "the session has no display yet")
+            return
+        try:
+            upstream = await connect(
+                access.upstream_url,
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                compression=None,
+                max_size=None,
+                proxy=None,
+                ping_interval=None,
+                open_timeout=UPSTREAM_CONNECT_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            log.warning(
+                "session %s: upstream %s unreachable: %s", session_id, access.upstream_url, exc
+            )
+            await websocket.close(CLOSE_INTERNAL_ERROR, "the display is unreachable")
+            return
+        _set_nodelay(upstream)
+        self._metrics.stream_connections += 1
+        try:
+            await connection.run(upstream)
+        finally:
+            self._metrics.stream_connections -= 1
+            await upstream.close()
+
+
+class _ViewerConnection:
+    def __init__(
+        self,
+        session_id: str,
+        principal: Principal,
+        websocket: WebSocket,
+        sessions: SessionClient,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.session_id = session_id
+        self._websocket = websocket
+        self._upstream: ClientConnection | None = None
+        self._sessions = sessions
+        self._metrics = metrics
+        self._gate = InputGate(principal.user_id)
+        self._filter = ClientStreamFilter(self._gate)
+        self._ended = asyncio.Event()
+        self._last_input_report = 0.0
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def on_event(self, event: Event, initial: bool) -> None:
+        await self.apply(session_of(event))
+        if event_kind(event) == "ended":
+            self._ended.set()
+
+    async def apply(self, session: session_pb2.Session) -> None:
+        if self._gate.update(session) and self._upstream is not None:
+            # Let go of held keys and buttons right away, not at the next frame.
+            release = self._filter.release_held_input()
+            if release:
+                with contextlib.suppress(ConnectionClosed):
+                    await self._upstream.send(release)
+
+    async def run(self, upstream: ClientConnection) -> None:
+        self._upstream = upstream
+        self._report(session_pb2.ACTIVITY_KIND_VIEWER_JOINED)
+        pumps = [
+            asyncio.create_task(self._client_to_upstream(upstream)),
+            asyncio.create_task(self._upstream_to_client(upstream)),
+            asyncio.create_task(self._wait_for_end()),
+        ]
+        code, reason = CLOSE_NORMAL, ""
+        try:
+            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            first = done.pop()
+            try:
+                code, reason = first.result()
+            except RfbProtocolError as exc:
+                log.info("session %s: closing a viewer: %s", self.session_id, exc)
+                code, reason = CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120]
+            except WebSocketDisconnect:
+                code, reason = CLOSE_NORMAL, ""
+            except Exception:
+                log.exception("session %s: viewer connection failed", self.session_id)
+                code, reason = CLOSE_INTERNAL_ERROR, "internal error"
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await self._websocket.close(code, reason)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._record(session_pb2.ACTIVITY_KIND_VIEWER_LEFT), 2.0)
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _client_to_upstream(self, upstream: ClientConnection) -> tuple[int, str]:
+        while True:
+            message = await self._websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return CLOSE_NORMAL, ""
+            data = message.get("bytes")
+            if data is None:
+                return CLOSE_UNSUPPORTED_DATA, "binary frames only"
+            result = self._filter.feed(data)
+            self._metrics.input_forwarded += result.input_forwarded
+            self._metrics.input_dropped += result.input_dropped
+            if result.input_forwarded:
+                self._note_input()
+            if result.forward:
+                try:
+                    await upstream.send(result.forward)
+                except ConnectionClosed:
+                    return CLOSE_NORMAL, "the display closed the connection"
+
+    async def _upstream_to_client(self, upstream: ClientConnection) -> tuple[int, str]:
+        try:
+            async for message in upstream:
+                data = message.encode() if isinstance(message, str) else message
+                await self._websocket.send_bytes(data)
+        except ConnectionClosed:
+            pass
+        return CLOSE_NORMAL, "the display closed the connection"
+
+    async def _wait_for_end(self) -> tuple[int, str]:
+        await self._ended.wait()
+        return CLOSE_NORMAL, "the session ended"
+
+    def _note_input(self) -> None:
+        now = time.monotonic()
+        if now - self._last_input_report >= INPUT_ACTIVITY_INTERVAL_S:
+            self._last_input_report = now
+            self._report(session_pb2.ACTIVITY_KIND_USER_INPUT)
+
+    def _report(self, kind: session_pb2.ActivityKind.ValueType) -> None:
+        """Tell the session service about viewer activity, without waiting for it."""
+        task = asyncio.create_task(self._record(kind))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _record(self, kind: session_pb2.ActivityKind.ValueType) -> None:
+        try:
+            await self._sessions.record_activity(self.session_id, kind)
+        except BatonError as exc:
+            log.debug("session %s: activity not recorded: %s", self.session_id, exc)

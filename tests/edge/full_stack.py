@@ -1,0 +1,238 @@
+"""The whole product on loopback: display, automation, session and edge.
+
+Every service is the real one, each its own gRPC server (in this process), with
+real Xvnc, websockify and Chromium under it. `FormSite` is the web page the
+agent works on: it reports every key it sees, in order, to the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from baton.display.v1 import display_pb2, display_pb2_grpc
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.automation.server import start_automation_server
+from services.automation.settings import AutomationSettings
+from services.display.server import start_display_server
+from services.display.settings import Backend, DisplaySettings, NumberRange
+from services.edge.auth import Authenticator
+from services.edge.server import RunningEdge, start_edge_server
+from services.edge.settings import EdgeSettings
+from services.runtime.grpc_client import open_channel
+from services.runtime.grpc_server import RunningServer
+from services.session.server import start_session_server
+from services.session.settings import SessionSettings
+from tests.conftest import require_binary
+from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
+
+# Display numbers and VNC ports of their own, apart from the display tests'.
+DISPLAYS = NumberRange(300, 309)
+VNC_PORTS = NumberRange(17300, 17309)
+
+FORM_PAGE = """<!doctype html>
+<html><head><title>Baton test form</title></head>
+<body style="font: 28px sans-serif; margin: 2rem">
+<h1>Type a word</h1>
+<input id="word" style="font-size: 28px" autofocus>
+<button id="finish" style="font-size: 28px">Finish</button>
+<p id="status">waiting</p>
+<script>
+let seq = 0;
+function report(kind, value) {
+  fetch("/log", {method: "POST", keepalive: true,
+                 body: JSON.stringify({seq: seq++, kind, value})});
+}
+document.addEventListener("keydown", (e) => {
+  if (e.key.length === 1) report("key", e.key);
+});
+// A click anywhere on the page puts the caret in the field, so typed keys show.
+document.addEventListener("click", (e) => {
+  if (e.target.id !== "finish") document.getElementById("word").focus();
+});
+document.getElementById("finish").addEventListener("click", () => {
+  document.getElementById("status").textContent = "finished";
+  report("finish", "finished");
+});
+</script>
+</body></html>
+"""
+
+
+@dataclass
+class FormSite:
+    """The page the agent works on, and what it reported."""
+
+    url: str = ""
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def form_url(self) -> str:
+        return f"{self.url}/form"
+
+    def keys(self) -> str:
+        ordered = sorted(self.reports, key=lambda report: int(report["seq"]))
+        return "".join(str(r["value"]) for r in ordered if r["kind"] == "key")
+
+    def finished(self) -> bool:
+        return any(report["kind"] == "finish" for report in self.reports)
+
+    def clear(self) -> None:
+        self.reports.clear()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        async with self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def _form(self, request: web.Request) -> web.Response:
+        return web.Response(text=FORM_PAGE, content_type="text/html")
+
+    async def _log(self, request: web.Request) -> web.Response:
+        report = json.loads(await request.text())
+        async with self._changed:
+            self.reports.append(report)
+            self._changed.notify_all()
+        return web.Response(status=204)
+
+
+@contextlib.asynccontextmanager
+async def form_site() -> AsyncIterator[FormSite]:
+    site = FormSite()
+    app = web.Application()
+    app.router.add_get("/form", site._form)
+    app.router.add_post("/log", site._log)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = runner.addresses[0][1]
+    site.url = f"http://127.0.0.1:{port}"
+    try:
+        yield site
+    finally:
+        await runner.cleanup()
+
+
+@dataclass
+class FullStack:
+    display: RunningServer
+    automation: RunningServer
+    session: RunningServer
+    edge: RunningEdge
+    site: FormSite
+    http: aiohttp.ClientSession
+    sessions_stub: session_pb2_grpc.SessionServiceAsyncStub
+    profile_root: Path
+
+    @property
+    def url(self) -> str:
+        return self.edge.base_url
+
+    async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
+        async with self.http.request(
+            method, f"{self.url}{path}", json=body, headers=bearer(token)
+        ) as response:
+            answer = await response.json()
+            assert response.status in (200, 201), answer
+            return answer
+
+    async def slot(self, slot_id: str) -> display_pb2.Slot:
+        async with open_channel(f"127.0.0.1:{self.display.port}") as channel:
+            answer = await display_pb2_grpc.DisplayServiceStub(channel).GetSlot(
+                display_pb2.GetSlotRequest(slot_id=slot_id)
+            )
+        return answer.slot
+
+    async def placement(self, session_id: str) -> session_pb2.Placement:
+        answer = await self.sessions_stub.GetSession(
+            session_pb2.GetSessionRequest(
+                session_id=session_id,
+                actor=session_pb2.Actor(user_id="operator", operator=True),
+            )
+        )
+        return answer.session.placement
+
+    async def wait_for_session(
+        self, token: str, session_id: str, predicate: Callable[[dict[str, Any]], bool]
+    ) -> dict[str, Any]:
+        """Poll the session until `predicate` holds (the test's timeout bounds it)."""
+        while True:
+            session: dict[str, Any] = await self.request(
+                "GET", f"/api/browser-session/{session_id}", token
+            )
+            if predicate(session):
+                return session
+            await asyncio.sleep(0.1)
+
+
+def require_stack_binaries() -> None:
+    require_binary("Xvnc", "tigervnc-standalone-server")
+    require_binary("websockify", "websockify")
+    require_binary("chromium", "chromium")
+
+
+@contextlib.asynccontextmanager
+async def full_stack(work_dir: Path) -> AsyncIterator[FullStack]:
+    require_stack_binaries()
+    profile_root = work_dir / "profiles"
+    profile_root.mkdir()
+    async with contextlib.AsyncExitStack() as stack:
+        site = await stack.enter_async_context(form_site())
+        display = await start_display_server(
+            DisplaySettings(
+                host_id="edge-e2e",
+                backend=Backend.XVNC,
+                max_slots=2,
+                warm_slots=0,
+                displays=DISPLAYS,
+                vnc_ports=VNC_PORTS,
+                state_dir=work_dir / "display",
+                stop_grace=1.0,
+            )
+        )
+        stack.push_async_callback(display.stop, 1.0)
+        automation = await start_automation_server(
+            AutomationSettings(profile_root=profile_root, action_timeout_ms=10000),
+            environ=dict(os.environ),
+        )
+        stack.push_async_callback(automation.stop, 1.0)
+        session = await start_session_server(
+            SessionSettings(
+                host_id="edge-e2e",
+                display_address=f"127.0.0.1:{display.port}",
+                automation_address=f"127.0.0.1:{automation.port}",
+            )
+        )
+        stack.push_async_callback(session.stop, 1.0)
+        settings = EdgeSettings(
+            port=0,
+            session_address=f"127.0.0.1:{session.port}",
+            api_token=OPERATOR_TOKEN,
+            jwt_secret=JWT_SECRET,
+        )
+        edge = await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET))
+        stack.push_async_callback(edge.stop)
+        http = aiohttp.ClientSession()
+        stack.push_async_callback(http.close)
+        channel = open_channel(f"127.0.0.1:{session.port}")
+        stack.push_async_callback(channel.close, None)
+        yield FullStack(
+            display=display,
+            automation=automation,
+            session=session,
+            edge=edge,
+            site=site,
+            http=http,
+            sessions_stub=session_pb2_grpc.SessionServiceStub(channel),
+            profile_root=profile_root,
+        )

@@ -1,0 +1,188 @@
+"""The edge against the real session service (gRPC on loopback, twin workers).
+
+The session service is the lead's real server; only its worker host (display
+and automation) is replaced by the in-memory twins of tests/session, with slots
+whose websocket_url points at `RfbRecorder`, a stand-in websockify that
+records what the edge forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.typing import Subprotocol
+
+from baton.display.v1 import display_pb2
+from services.edge.auth import Authenticator
+from services.edge.server import RunningEdge, start_edge_server
+from services.edge.settings import EdgeSettings
+from services.runtime.grpc_server import RunningServer
+from services.session.server import start_session_server
+from services.session.settings import SessionSettings
+from services.session.workers import WorkerHost
+from tests.session.twins import AutomationTwin, DisplayTwin
+
+OPERATOR_TOKEN = "operator-token-for-tests"
+JWT_SECRET = "jwt-secret-for-the-edge-tests-0123456789"
+SERVER_VERSION = b"RFB 003.008\n"
+
+
+def user_token(user_id: str) -> str:
+    return jwt.encode({"sub": user_id}, JWT_SECRET, algorithm="HS256")
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class RfbRecorder:
+    """A stand-in for a slot's websockify: greets like an RFB server, records bytes."""
+
+    def __init__(self) -> None:
+        self.received: list[bytearray] = []
+        self._changed = asyncio.Condition()
+        self._server: Server | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            subprotocols=[Subprotocol("binary")],
+            compression=None,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/websockify"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        buffer = bytearray()
+        self.received.append(buffer)
+        await connection.send(SERVER_VERSION)
+        with contextlib.suppress(Exception):
+            async for message in connection:
+                assert isinstance(message, bytes), "the edge must send binary frames"
+                async with self._changed:
+                    buffer += message
+                    self._changed.notify_all()
+
+    async def wait_for(self, connection_index: int, marker: bytes) -> bytes:
+        """Everything connection `connection_index` received, once `marker` is in it."""
+        async with self._changed:
+            await self._changed.wait_for(
+                lambda: (
+                    len(self.received) > connection_index
+                    and marker in self.received[connection_index]
+                )
+            )
+            return bytes(self.received[connection_index])
+
+
+class StreamDisplayTwin(DisplayTwin):
+    """Slots whose stream endpoint is the recorder (or whatever the test sets)."""
+
+    def __init__(self, websocket_url: str, capacity: int = 100) -> None:
+        super().__init__(capacity)
+        self.websocket_url = websocket_url
+
+    async def allocate_slot(
+        self, session_id: str, viewport: display_pb2.Viewport
+    ) -> display_pb2.Slot:
+        slot = await super().allocate_slot(session_id, viewport)
+        slot.websocket_url = self.websocket_url
+        self.slots[slot.id] = slot
+        return slot
+
+
+@dataclass
+class Stack:
+    session_server: RunningServer
+    edge: RunningEdge
+    display: StreamDisplayTwin
+    automation: AutomationTwin
+    recorder: RfbRecorder
+    http: aiohttp.ClientSession
+    authenticator: Authenticator
+
+    @property
+    def url(self) -> str:
+        return self.edge.base_url
+
+    async def create_session(self, token: str, **body: object) -> dict[str, object]:
+        payload = {"task": "fill the form", "url": "http://127.0.0.1:9/form", **body}
+        async with self.http.post(
+            f"{self.url}/api/browser-session", json=payload, headers=bearer(token)
+        ) as response:
+            assert response.status == 201, await response.text()
+            session: dict[str, object] = await response.json()
+            return session
+
+    async def control(self, token: str, session_id: object, action: str) -> dict[str, object]:
+        async with self.http.put(
+            f"{self.url}/api/browser-session/{session_id}/control",
+            json={"action": action},
+            headers=bearer(token),
+        ) as response:
+            assert response.status == 200, await response.text()
+            session: dict[str, object] = await response.json()
+            return session
+
+    async def stream_url(self, token: str, session_id: object) -> str:
+        async with self.http.get(
+            f"{self.url}/api/browser-session/{session_id}/stream", headers=bearer(token)
+        ) as response:
+            assert response.status == 200, await response.text()
+            body = await response.json()
+            url: str = body["url"]
+            return url
+
+
+@contextlib.asynccontextmanager
+async def running_stack(capacity: int = 100, **edge_overrides: Any) -> AsyncIterator[Stack]:
+    """The stack; `edge_overrides` replace fields of the edge's settings."""
+    recorder = RfbRecorder()
+    await recorder.start()
+    display = StreamDisplayTwin(recorder.url, capacity)
+    automation = AutomationTwin()
+    worker = WorkerHost(
+        host_id="twin",
+        display_address="twin-display",
+        automation_address="twin-automation",
+        display=display,
+        automation=automation,
+    )
+    session_server = await start_session_server(SessionSettings(), worker=worker)
+    settings = EdgeSettings(
+        port=0,
+        session_address=f"127.0.0.1:{session_server.port}",
+        api_token=OPERATOR_TOKEN,
+        jwt_secret=JWT_SECRET,
+        max_body_bytes=4096,
+    )
+    settings = dataclasses.replace(settings, **edge_overrides)
+    authenticator = Authenticator(settings.api_token, settings.jwt_secret)
+    edge = await start_edge_server(settings, authenticator)
+    http = aiohttp.ClientSession()
+    try:
+        yield Stack(session_server, edge, display, automation, recorder, http, authenticator)
+    finally:
+        await http.close()
+        # End every task feed so the session service's task runs finish.
+        for feed in automation.feeds.values():
+            feed.put_nowait(None)
+        await edge.stop()
+        await session_server.stop(grace=1)
+        await recorder.stop()

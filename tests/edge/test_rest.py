@@ -1,0 +1,333 @@
+"""REST contract of DESIGN.md, against the real session service (twin workers)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import free_port
+from tests.edge.harness import (
+    OPERATOR_TOKEN,
+    Stack,
+    bearer,
+    running_stack,
+    user_token,
+)
+
+ALICE = user_token("alice")
+BOB = user_token("bob")
+
+
+async def call(
+    stack: Stack, method: str, path: str, token: str | None = ALICE, **kwargs: Any
+) -> tuple[int, Any]:
+    headers = {**(bearer(token) if token is not None else {}), **kwargs.pop("headers", {})}
+    async with stack.http.request(
+        method, f"{stack.url}{path}", headers=headers, **kwargs
+    ) as response:
+        if response.content_type == "application/json":
+            return response.status, await response.json()
+        return response.status, await response.text()
+
+
+def assert_error(status: int, body: Any, expected_status: int, code: str) -> None:
+    assert status == expected_status, body
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert "Traceback" not in body["error"]["message"]
+
+
+async def test_create_returns_the_session_in_design_shape(stack: Stack) -> None:
+    status, session = await call(
+        stack,
+        "POST",
+        "/api/browser-session",
+        json={
+            "task": "fill the form",
+            "url": "http://127.0.0.1:9/form",
+            "maxSteps": 5,
+            "steps": [{"action": "goto", "url": "http://127.0.0.1:9/form"}],
+            "viewport": {"width": 1024, "height": 768},
+        },
+    )
+    assert status == 201
+    assert session["state"] == "AI_CONTROL"
+    assert session["controller"] == "ai"
+    assert session["controllerUserId"] is None
+    assert session["task"] == {
+        "text": "fill the form",
+        "url": "http://127.0.0.1:9/form",
+        "maxSteps": 5,
+        "status": session["task"]["status"],
+        "stepsCompleted": 0,
+    }
+    assert session["steps"] == []
+    assert isinstance(session["version"], int)
+    assert session["createdAt"].endswith("Z")
+    started = stack.automation.started[session["id"]]
+    assert started.steps[0].goto.url == "http://127.0.0.1:9/form"
+    assert (started.viewport.width, started.viewport.height) == (1024, 768)
+
+
+async def test_get_and_list_show_only_the_callers_sessions(stack: Stack) -> None:
+    mine = await stack.create_session(ALICE)
+    theirs = await stack.create_session(BOB)
+    status, body = await call(stack, "GET", "/api/browser-session")
+    assert status == 200
+    assert [s["id"] for s in body["sessions"]] == [mine["id"]]
+    status, body = await call(stack, "GET", f"/api/browser-session/{mine['id']}")
+    assert (status, body["id"]) == (200, mine["id"])
+    status, body = await call(stack, "GET", f"/api/browser-session/{theirs['id']}")
+    assert_error(status, body, 404, "not_found")
+    status, body = await call(stack, "GET", "/api/browser-session/no-such-session")
+    assert_error(status, body, 404, "not_found")
+    status, body = await call(stack, "GET", "/api/browser-session", token=OPERATOR_TOKEN)
+    assert {s["id"] for s in body["sessions"]} == {mine["id"], theirs["id"]}
+
+
+async def test_control_round_trip_and_refusals(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    path = f"/api/browser-session/{session['id']}/control"
+    status, taken = await call(stack, "PUT", path, json={"action": "take_control"})
+    assert status == 200
+    assert (taken["state"], taken["controller"], taken["controllerUserId"]) == (
+        "USER_CONTROL",
+        "user",
+        "alice",
+    )
+    assert taken["version"] > session["version"]
+    assert ("pause", session["id"]) in stack.automation.calls
+    status, body = await call(stack, "PUT", path, json={"action": "pause"})
+    assert_error(status, body, 409, "failed_precondition")
+    status, body = await call(
+        stack,
+        "PUT",
+        path,
+        json={"action": "return_control", "expectedVersion": session["version"]},
+    )
+    assert_error(status, body, 409, "conflict")
+    status, body = await call(stack, "PUT", path, json={"action": "dance"})
+    assert_error(status, body, 400, "invalid_argument")
+    status, body = await call(stack, "PUT", path, json={"action": "take_control"}, token=BOB)
+    assert_error(status, body, 404, "not_found")
+    status, returned = await call(
+        stack,
+        "PUT",
+        path,
+        json={"action": "return_control", "expectedVersion": taken["version"]},
+    )
+    assert status == 200
+    assert (returned["state"], returned["controller"]) == ("AI_CONTROL", "ai")
+    assert ("resume", session["id"]) in stack.automation.calls
+
+
+async def test_pause_and_resume(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    path = f"/api/browser-session/{session['id']}/control"
+    status, paused = await call(stack, "PUT", path, json={"action": "pause"})
+    assert (status, paused["state"], paused["controller"]) == (200, "PAUSED", None)
+    status, body = await call(stack, "PUT", path, json={"action": "return_control"})
+    assert_error(status, body, 409, "failed_precondition")
+    status, resumed = await call(stack, "PUT", path, json={"action": "resume"})
+    assert (status, resumed["state"]) == (200, "AI_CONTROL")
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"{not json", "application/json"),
+        (b"[1, 2]", "application/json"),
+        (b'{"task": "t"}', "application/json"),
+        (b'{"task": "t", "url": "http://127.0.0.1:9/", "maxSteps": "ten"}', "application/json"),
+        (
+            b'{"task": "t", "url": "http://127.0.0.1:9/", "steps": [{"action": "fly"}]}',
+            "application/json",
+        ),
+    ],
+)
+async def test_create_rejects_invalid_bodies(stack: Stack, body: bytes, content_type: str) -> None:
+    status, answer = await call(
+        stack,
+        "POST",
+        "/api/browser-session",
+        data=body,
+        headers={**bearer(ALICE), "Content-Type": content_type},
+    )
+    assert_error(status, answer, 400, "invalid_argument")
+    assert stack.automation.started == {}
+
+
+async def test_oversize_bodies_get_413(stack: Stack) -> None:
+    big = {"task": "x" * 5000, "url": "http://127.0.0.1:9/"}
+    status, body = await call(stack, "POST", "/api/browser-session", json=big)
+    assert_error(status, body, 413, "payload_too_large")
+    session = await stack.create_session(ALICE)
+
+    async def chunks() -> Any:
+        # No Content-Length: the limit applies while reading.
+        yield b'{"action": "pause", "padding": "'
+        for _ in range(10):
+            yield b"x" * 1000
+        yield b'"}'
+
+    status, body = await call(
+        stack, "PUT", f"/api/browser-session/{session['id']}/control", data=chunks()
+    )
+    assert_error(status, body, 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong-token"},
+        {"Authorization": f"Basic {OPERATOR_TOKEN}"},
+        bearer(user_token("alice").replace("e", "f", 1)),
+    ],
+)
+async def test_unauthenticated_requests_get_401(stack: Stack, headers: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/api/browser-session"),
+        ("POST", "/api/browser-session"),
+        ("GET", "/api/browser-session/x"),
+        ("PUT", "/api/browser-session/x/control"),
+        ("GET", "/api/browser-session/x/stream"),
+        ("DELETE", "/api/browser-session/x"),
+    ]:
+        async with stack.http.request(
+            method, f"{stack.url}{path}", headers=headers, json={}
+        ) as response:
+            body = await response.json()
+            assert_error(response.status, body, 401, "unauthenticated")
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_stream_answer(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    status, body = await call(stack, "GET", f"/api/browser-session/{session['id']}/stream")
+    assert status == 200
+    assert set(body) == {"url", "viewOnly", "expiresAt"}
+    prefix = f"ws://127.0.0.1:{stack.edge.port}/api/browser-session/{session['id']}/stream/ws"
+    assert body["url"].startswith(prefix + "?token=")
+    assert body["viewOnly"] is True
+    assert body["expiresAt"].endswith("Z")
+    await stack.control(ALICE, session["id"], "take_control")
+    status, body = await call(stack, "GET", f"/api/browser-session/{session['id']}/stream")
+    assert body["viewOnly"] is False
+    status, body = await call(
+        stack, "GET", f"/api/browser-session/{session['id']}/stream", token=BOB
+    )
+    assert_error(status, body, 404, "not_found")
+
+
+async def test_delete_ends_the_session_and_releases_its_slot(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    slot_ids = list(stack.display.slots)
+    status, body = await call(stack, "DELETE", f"/api/browser-session/{session['id']}", token=BOB)
+    assert_error(status, body, 404, "not_found")
+    status, ended = await call(stack, "DELETE", f"/api/browser-session/{session['id']}")
+    assert status == 200
+    assert ended["state"] == "ENDED"
+    assert ended["controller"] is None
+    assert ended["endedReason"]
+    assert stack.display.slots == {}
+    assert stack.display.released == slot_ids
+    assert ("close", session["id"]) in stack.automation.calls
+    status, body = await call(
+        stack, "PUT", f"/api/browser-session/{session['id']}/control", json={"action": "resume"}
+    )
+    assert_error(status, body, 409, "failed_precondition")
+
+
+async def test_no_capacity_gives_429() -> None:
+    async with running_stack(capacity=1) as stack:
+        await stack.create_session(ALICE)
+        status, body = await call(
+            stack,
+            "POST",
+            "/api/browser-session",
+            json={"task": "t", "url": "http://127.0.0.1:9/"},
+        )
+        assert_error(status, body, 429, "resource_exhausted")
+
+
+async def test_unreachable_session_service_gives_503() -> None:
+    async with running_stack(session_address=f"127.0.0.1:{free_port()}") as stack:
+        status, body = await call(stack, "GET", "/api/browser-session", token=OPERATOR_TOKEN)
+        assert_error(status, body, 503, "unavailable")
+        status, body = await call(stack, "GET", "/healthz", token=None)
+        assert_error(status, body, 503, "unavailable")
+        status, text = await call(stack, "GET", "/metrics", token=None)
+        assert "baton_session_service_up 0" in text
+
+
+async def test_healthz(stack: Stack) -> None:
+    assert await call(stack, "GET", "/healthz", token=None) == (200, {"status": "ok"})
+
+
+async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    await stack.create_session(BOB)
+    await stack.control(ALICE, session["id"], "take_control")
+    await stack.control(ALICE, session["id"], "return_control")
+    status, text = await call(stack, "GET", "/metrics", token=None)
+    assert status == 200
+    assert 'baton_sessions{state="AI_CONTROL"} 2' in text
+    assert 'baton_handoffs_total{action="take_control"} 1' in text
+    assert 'baton_handoffs_total{action="return_control"} 1' in text
+    assert "baton_session_service_up 1" in text
+
+
+async def test_unknown_paths_and_methods_answer_json_errors(stack: Stack) -> None:
+    status, body = await call(stack, "GET", "/api/nothing-here")
+    assert_error(status, body, 404, "not_found")
+    status, body = await call(stack, "PATCH", "/api/browser-session")
+    assert_error(status, body, 405, "method_not_allowed")
+
+
+async def test_openapi_lists_exactly_the_rest_endpoints(stack: Stack) -> None:
+    status, document = await call(stack, "GET", "/openapi.json", token=None)
+    assert status == 200
+    documented = {
+        (method.upper(), path)
+        for path, item in document["paths"].items()
+        for method in item
+        if method != "parameters"
+    }
+    served = set()
+    for route in stack.edge.app.rest_routes:
+        for method in (route.methods or set()) - {"HEAD"}:
+            served.add((method, route.path.replace("{session_id}", "{id}")))
+    assert documented == served
+    create = document["paths"]["/api/browser-session"]["post"]
+    assert set(create["responses"]) >= {"201", "400", "401", "413", "429"}
+    control = document["paths"]["/api/browser-session/{id}/control"]["put"]
+    assert set(control["responses"]) >= {"200", "400", "404", "409"}
+
+
+async def test_console_and_viewer_assets_are_served(stack: Stack) -> None:
+    async with stack.http.get(f"{stack.url}/") as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "TakeOverPanel" in page and "BrowserViewPanel" in page
+    for asset in ("/vendor/novnc/core/rfb.js", "/vendor/socket.io/socket.io.esm.min.js"):
+        async with stack.http.get(f"{stack.url}{asset}") as response:
+            assert response.status == 200, asset
+
+
+async def test_end_through_the_control_endpoint(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    status, ended = await call(
+        stack, "PUT", f"/api/browser-session/{session['id']}/control", json={"action": "end"}
+    )
+    assert (status, ended["state"]) == (200, "ENDED")
+    assert stack.display.slots == {}
+
+
+async def test_stream_urls_follow_the_public_url() -> None:
+    async with running_stack(public_url="https://baton.example") as stack:
+        session = await stack.create_session(ALICE)
+        url = await stack.stream_url(ALICE, session["id"])
+    assert url.startswith(f"wss://baton.example/api/browser-session/{session['id']}/stream/ws?")
