@@ -2,8 +2,8 @@
 
 Starts display, automation, session and edge in that order, waits until each is
 ready (gRPC health SERVING, or the edge's /healthz answering 200), prints the
-console URL, and on Ctrl-C or SIGTERM stops them in reverse order (SIGTERM, then
-SIGKILL after a grace). If any of them dies, the rest are stopped too.
+console URL, and on Ctrl-C or SIGTERM stops them in reverse order (SIGTERM to each
+service, which stops its own children; SIGKILL to what is left after a grace). If any of them dies, the rest are stopped too.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-import signal
 import ssl
 import sys
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime.entrypoint import run_service
+from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.processes import start_process, stop_process_group
 
 STOP_GRACE_S = 10.0
@@ -95,10 +94,7 @@ async def main() -> None:
     # One token for the whole run, so the URL printed below opens the console.
     env.setdefault("BATON_API_TOKEN", secrets.token_urlsafe(24))
     running: list[tuple[Service, asyncio.subprocess.Process]] = []
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = asyncio.create_task(until_stop_signal())
     try:
         for service in stack(env):
             process = await start_process(
@@ -106,28 +102,27 @@ async def main() -> None:
             )
             running.append((service, process))
             ready = asyncio.create_task(_wait_ready(service, process))
-            stopped = asyncio.create_task(stop.wait())
-            await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if stopped.done():
+            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
                 ready.cancel()
                 return
-            stopped.cancel()
             ready.result()
             print(f"baton: {service.name} ready", flush=True)
         edge_url = stack(env)[-1].http_url or ""
         console = edge_url.removesuffix("/healthz") + f"/?token={env['BATON_API_TOKEN']}"
         print(f"\nbaton: console at {console}\nbaton: Ctrl-C stops everything\n", flush=True)
         exits = [asyncio.create_task(p.wait()) for _, p in running]
-        stopped = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({*exits, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
+        done, _ = await asyncio.wait({*exits, stop}, return_when=asyncio.FIRST_COMPLETED)
         for (service, process), exit_task in zip(running, exits, strict=True):
             exit_task.cancel()
             if exit_task in done:
                 print(f"baton: {service.name} exited with status {process.returncode}")
     finally:
+        # The signal handlers stay until every child is gone: a second Ctrl-C
+        # must not cut the clean-up short.
         for _, process in reversed(running):
-            await stop_process_group(process, STOP_GRACE_S)
+            await stop_process_group(process, STOP_GRACE_S, leader_only=True)
+        stop.cancel()
         print("baton: stopped", flush=True)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from services.display.server import start_display_server
 from services.display.settings import DisplaySettings
+from services.runtime.entrypoint import run_service
 from services.runtime.grpc_server import serve_until_signal
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Env
@@ -22,4 +22,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run_service(main)

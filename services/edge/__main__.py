@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import os
-import signal
 import sys
 
 from services.edge.auth import Authenticator, console_url, generate_api_token
 from services.edge.server import start_edge_server
 from services.edge.settings import EdgeSettings
-from services.runtime.entrypoint import run_service
+from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Env
 from services.runtime.telemetry import configure_telemetry
@@ -33,16 +31,10 @@ async def main() -> None:
     running = await start_edge_server(settings, auth)
     url = console_url(settings.public_url or running.base_url, settings.api_token)
     print(f"Baton console: {url}", file=sys.stderr, flush=True)
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stop_signal()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await running.stop()
 
 

@@ -1,9 +1,11 @@
-"""Run a service's async main: bad settings or a missing binary end it with a
-one-line message and exit status 2, never a traceback."""
+"""How every service process runs: its async main under `run_service`, which
+turns bad settings or a missing binary into a one-line message and exit status
+2 (never a traceback), and `until_stop_signal` to wait for SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,3 +22,17 @@ def run_service(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
+
+
+async def until_stop_signal() -> None:
+    """Return once SIGTERM or SIGINT arrives."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

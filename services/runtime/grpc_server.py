@@ -8,9 +8,7 @@ SIGTERM or SIGINT and shuts down gracefully: health turns NOT_SERVING first.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -19,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime.entrypoint import until_stop_signal
 from services.runtime.interceptors import ErrorMappingInterceptor
 from services.runtime.telemetry import server_interceptors
 
@@ -72,14 +71,8 @@ async def start_server(
 
 async def serve_until_signal(running: RunningServer, grace: float = 5.0) -> None:
     """Block until SIGTERM/SIGINT, then stop `running` gracefully."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        await until_stop_signal()
         log.info("shutting down")
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
         await running.stop(grace)

@@ -49,10 +49,20 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
         os.killpg(pid, sig)
 
 
-async def stop_process_group(process: asyncio.subprocess.Process, grace: float) -> int | None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds; reap it."""
+async def stop_process_group(
+    process: asyncio.subprocess.Process, grace: float, leader_only: bool = False
+) -> int | None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds; reap it.
+
+    With `leader_only`, SIGTERM goes to the leader alone, so that a service can
+    shut down its own children in order; what is left after it is killed.
+    """
     if process.returncode is None:
-        _signal_group(process.pid, signal.SIGTERM)
+        if leader_only:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGTERM)
+        else:
+            _signal_group(process.pid, signal.SIGTERM)
         try:
             await asyncio.wait_for(process.wait(), grace)
         except TimeoutError:
