@@ -3,7 +3,8 @@
 Starts display, automation, session and edge in that order, waits until each is
 ready (gRPC health SERVING, or the edge's /healthz answering 200), prints the
 console URL, and on Ctrl-C or SIGTERM stops them in reverse order (SIGTERM to each
-service, which stops its own children; SIGKILL to what is left after a grace). If any of them dies, the rest are stopped too.
+service, which stops its own children; SIGKILL to what is left after a grace).
+If any of them dies, the rest are stopped too.
 """
 
 from __future__ import annotations

@@ -1,0 +1,350 @@
+"""BrowserSessions: each session's browser, action gate and task.
+
+The servicer calls these; they speak the domain (steps.py), not protobuf.
+One task per session at a time; the browser outlives tasks (the person keeps
+it) until CloseBrowser, a crash, or shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+
+from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
+from services.automation.page_port import (
+    BROWSER_GONE_MESSAGE,
+    ActionFailed,
+    BrowserGone,
+    BrowserLauncher,
+    ManagedBrowser,
+    describe_on_page,
+)
+from services.automation.planners import NoPlanner, Planner, StepsPlanner
+from services.automation.settings import AutomationSettings
+from services.automation.steps import (
+    RequestUser,
+    StatusChanged,
+    Step,
+    StepEvent,
+    StepStatus,
+    TaskEvent,
+    TaskStatus,
+    action_name,
+)
+from services.automation.task_runner import StepRunner, TaskSpec
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+
+log = logging.getLogger(__name__)
+
+# Builds the LLM planner for a task text; None when no LLM is configured.
+LlmPlannerFactory = Callable[[str], Planner] | None
+
+
+class PlannerChoice(enum.Enum):
+    # Explicit steps when given, else the LLM when configured, else none.
+    AUTO = "auto"
+    STEPS = "steps"
+    LLM = "llm"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    session_id: str
+    display: str
+    width: int
+    height: int
+    task_text: str
+    url: str
+    max_steps: int
+    steps: list[Step]
+    planner: PlannerChoice = PlannerChoice.AUTO
+
+
+@dataclass(frozen=True)
+class PageState:
+    url: str
+    title: str
+    aria_snapshot: str
+    screenshot_png: bytes
+    task_status: TaskStatus | None
+
+
+@dataclass
+class _RunningTask:
+    runner: StepRunner
+    job: asyncio.Task[None]
+
+
+@dataclass
+class _Session:
+    session_id: str
+    browser: ManagedBrowser
+    gate: ActionGate
+    task: _RunningTask | None = None
+    last_status: TaskStatus | None = None
+    _disposal: asyncio.Task[None] | None = field(default=None, repr=False)
+    watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def dispose(self) -> None:
+        """Close the browser once, however many callers ask."""
+        if self._disposal is None:
+            self._disposal = asyncio.ensure_future(self.browser.close())
+        await asyncio.shield(self._disposal)
+
+
+class BrowserSessions:
+    def __init__(
+        self,
+        settings: AutomationSettings,
+        launcher: BrowserLauncher,
+        llm_planner: LlmPlannerFactory,
+    ) -> None:
+        self._settings = settings
+        self._launcher = launcher
+        self._llm_planner = llm_planner
+        self._sessions: dict[str, _Session] = {}
+        # Pause state belongs to the session, not its browser: it exists from
+        # the first StartTask (so a pause during the launch holds) until
+        # CloseBrowser, and survives a browser crash.
+        self._gates: dict[str, ActionGate] = {}
+        self._launching: dict[str, asyncio.Lock] = {}
+
+    def _get(self, session_id: str) -> _Session:
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise NotFound(f"no browser for session {session_id!r}: StartTask opens one")
+        return session
+
+    def _planner_for(self, request: TaskRequest) -> Planner:
+        choice = request.planner
+        if choice is PlannerChoice.AUTO:
+            if request.steps:
+                choice = PlannerChoice.STEPS
+            elif self._llm_planner is not None and request.task_text:
+                choice = PlannerChoice.LLM
+            else:
+                choice = PlannerChoice.NONE
+        if choice is PlannerChoice.STEPS:
+            return StepsPlanner(list(request.steps))
+        if choice is PlannerChoice.LLM:
+            if self._llm_planner is None:
+                raise FailedPrecondition(
+                    "the llm planner is not configured: set BATON_LLM_BASE_URL and BATON_LLM_MODEL"
+                )
+            if not request.task_text:
+                raise InvalidArgument("the llm planner needs a task text")
+            return self._llm_planner(request.task_text)
+        return NoPlanner()
+
+    def _validate(self, request: TaskRequest) -> None:
+        if not request.session_id:
+            raise InvalidArgument("session_id is required")
+        if request.max_steps < 0:
+            raise InvalidArgument("max_steps must not be negative")
+        if request.width <= 0 or request.height <= 0:
+            raise InvalidArgument("viewport width and height must be positive")
+        for step in request.steps:
+            if step.timeout_ms is not None and step.timeout_ms < 0:
+                raise InvalidArgument("a step's timeout_ms must not be negative")
+
+    async def _browser_for(self, request: TaskRequest, gate: ActionGate) -> _Session:
+        lock = self._launching.setdefault(request.session_id, asyncio.Lock())
+        async with lock:
+            session = self._sessions.get(request.session_id)
+            if session is not None and (
+                session.browser.display != request.display or not session.browser.alive()
+            ):
+                await self._discard(session)
+                session = None
+            if session is None:
+                browser = await self._launcher.launch(
+                    request.session_id, request.display, request.width, request.height
+                )
+                session = _Session(request.session_id, browser, gate)
+                session.watcher = asyncio.ensure_future(self._watch(session))
+                self._sessions[request.session_id] = session
+            return session
+
+    def _gate(self, session_id: str) -> ActionGate:
+        gate = self._gates.get(session_id)
+        if gate is None:
+            gate = self._gates[session_id] = ActionGate(self._settings.pause_grace_ms / 1000)
+        return gate
+
+    def _known_gate(self, session_id: str) -> ActionGate:
+        gate = self._gates.get(session_id)
+        if gate is None:
+            raise NotFound(f"no session {session_id!r} here: StartTask opens one")
+        return gate
+
+    async def _watch(self, session: _Session) -> None:
+        """Clean up a browser that died while no task was there to notice."""
+        await session.browser.gone.wait()
+        if session.task is None or session.task.runner.finished:
+            log.warning("Chromium of session %s exited", session.session_id)
+            await self._discard(session)
+
+    async def _discard(self, session: _Session) -> None:
+        if self._sessions.get(session.session_id) is session:
+            del self._sessions[session.session_id]
+        if session.watcher is not None and session.watcher is not asyncio.current_task():
+            session.watcher.cancel()
+        await session.dispose()
+
+    async def start_task(self, request: TaskRequest) -> AsyncGenerator[TaskEvent, None]:
+        """Run a task; yield its events until it ends (COMPLETED, FAILED or CANCELLED)."""
+        self._validate(request)
+        existing = self._sessions.get(request.session_id)
+        if existing is not None and existing.task is not None and not existing.task.job.done():
+            raise FailedPrecondition(f"session {request.session_id!r} already runs a task")
+        planner = self._planner_for(request)
+        gate = self._gate(request.session_id)
+        session = await self._browser_for(request, gate)
+        if self._gates.get(request.session_id) is not gate:
+            # CloseBrowser came while Chromium was starting.
+            await self._discard(session)
+            raise FailedPrecondition(f"session {request.session_id!r} was closed while starting")
+        if session.task is not None and not session.task.job.done():
+            raise FailedPrecondition(f"session {request.session_id!r} already runs a task")
+        events: asyncio.Queue[TaskEvent] = asyncio.Queue()
+        spec = TaskSpec(
+            session_id=request.session_id,
+            task_text=request.task_text,
+            url=request.url,
+            max_steps=request.max_steps or self._settings.default_max_steps,
+            action_timeout_ms=self._settings.action_timeout_ms,
+        )
+
+        def emit(event: TaskEvent) -> None:
+            if isinstance(event, StatusChanged):
+                session.last_status = event.status
+            events.put_nowait(event)
+
+        async def on_gone() -> None:
+            await self._discard(session)
+
+        runner = StepRunner(spec, planner, session.browser, session.gate, emit, on_gone)
+        job = asyncio.ensure_future(runner.run())
+        session.task = _RunningTask(runner, job)
+        try:
+            while True:
+                event = await events.get()
+                yield event
+                if isinstance(event, StatusChanged) and event.status.finished:
+                    return
+        finally:
+            if not runner.finished:
+                # The caller went away: no one would see what the agent does.
+                await self._stop(session, "the StartTask stream was closed")
+            elif not job.done():
+                await job
+
+    async def _stop(self, session: _Session, reason: str) -> TaskStatus | None:
+        task = session.task
+        if task is None:
+            return session.last_status
+        if not task.job.done():
+            task.job.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task.job
+        task.runner.end(TaskStatus.CANCELLED, reason)
+        return task.runner.status
+
+    def _status(self, session: _Session | None) -> TaskStatus | None:
+        if session is None:
+            return TaskStatus.PENDING
+        if session.task is not None:
+            return session.task.runner.status
+        return session.last_status
+
+    async def pause(self, session_id: str) -> tuple[TaskStatus | None, bool]:
+        outcome = await self._known_gate(session_id).pause()
+        return self._status(self._sessions.get(session_id)), outcome.aborted_action
+
+    def resume(self, session_id: str) -> TaskStatus | None:
+        self._known_gate(session_id).resume()
+        return self._status(self._sessions.get(session_id))
+
+    async def cancel(self, session_id: str) -> TaskStatus | None:
+        session = self._get(session_id)
+        return await self._stop(session, "cancelled on request")
+
+    async def act(self, session_id: str, step: Step) -> StepEvent:
+        session = self._get(session_id)
+        if isinstance(step.action, RequestUser):
+            raise InvalidArgument("request_user is a task step: StartTask runs it")
+        if session.gate.paused:
+            raise FailedPrecondition("the session is paused: a person has control")
+        browser = session.browser
+        name = action_name(step.action)
+        timeout = step.timeout_ms or self._settings.action_timeout_ms
+
+        async def act() -> StepEvent:
+            description = await describe_on_page(browser, step.action)
+            started = time.monotonic()
+
+            def event(status: StepStatus, error: str = "", result: str = "") -> StepEvent:
+                return StepEvent(
+                    index=0,
+                    action=name,
+                    status=status,
+                    description=description,
+                    url=browser.url,
+                    duration_ms=int((time.monotonic() - started) * 1000),
+                    error=error,
+                    result=result,
+                )
+
+            try:
+                result = await browser.perform(step.action, timeout)
+            except ActionFailed as error:
+                return event(StepStatus.FAILED, error=str(error))
+            except BrowserGone:
+                return event(StepStatus.FAILED, error=BROWSER_GONE_MESSAGE)
+            return event(StepStatus.SUCCEEDED, result=result)
+
+        try:
+            return await session.gate.run(act)
+        except (GateClosed, ActionAborted):
+            raise FailedPrecondition("the session was paused: a person has control") from None
+
+    async def page_state(self, session_id: str, include_screenshot: bool) -> PageState:
+        session = self._get(session_id)
+        browser = session.browser
+        try:
+            observation = await browser.observe(with_aria=True)
+            png = await browser.screenshot() if include_screenshot else b""
+        except BrowserGone:
+            raise FailedPrecondition(f"the browser of session {session_id!r} exited") from None
+        except ActionFailed as error:
+            raise FailedPrecondition(f"cannot read the page: {error}") from None
+        return PageState(
+            url=observation.url,
+            title=observation.title,
+            aria_snapshot=observation.aria_snapshot,
+            screenshot_png=png,
+            task_status=self._status(session),
+        )
+
+    async def close_browser(self, session_id: str) -> None:
+        gate = self._gates.pop(session_id, None)
+        self._launching.pop(session_id, None)
+        session = self._sessions.get(session_id)
+        if gate is not None:
+            await gate.abort()
+        if session is None:
+            return
+        await self._stop(session, "the browser was closed")
+        await self._discard(session)
+
+    async def close_all(self) -> None:
+        self._gates.clear()
+        for session in list(self._sessions.values()):
+            await self._stop(session, "the automation service is shutting down")
+            await self._discard(session)

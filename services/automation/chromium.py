@@ -1,0 +1,447 @@
+"""Headful Chromium under Playwright: one driver per process, one browser per session."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+from services.automation.captcha import first_captcha
+from services.automation.page_port import (
+    BROWSER_GONE_MESSAGE,
+    ActionFailed,
+    BrowserGone,
+    Observation,
+    PageScan,
+)
+from services.automation.proc_table import (
+    browser_main_pid,
+    chromium_children,
+    list_processes,
+    processes_of_browser,
+    reap_chromium_zombies,
+    set_subreaper,
+)
+from services.automation.steps import (
+    Action,
+    Click,
+    Extract,
+    Fill,
+    Goto,
+    Press,
+    RequestUser,
+    Screenshot,
+    Scroll,
+    Select,
+    Type,
+    Wait,
+    WaitFor,
+)
+from services.runtime.errors import InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
+
+# Longest extract result and ARIA snapshot kept (characters).
+MAX_RESULT_CHARS = 4000
+MAX_ARIA_CHARS = 30000
+
+_SCAN_SCRIPT = """() => ({
+  frames: Array.from(document.querySelectorAll('iframe, frame')).map(f => f.src || ''),
+  emptyPasswords: Array.from(document.querySelectorAll('input[type=password]'))
+    .filter(e => !e.value && !e.disabled && e.getClientRects().length > 0).length,
+})"""
+
+_SECRET_FIELD_SCRIPT = """els => els.length === 0 || els.some(e =>
+  (e.type || '').toLowerCase() === 'password' ||
+  (e.autocomplete || '').toLowerCase().includes('password'))"""
+
+
+@dataclass(frozen=True)
+class WindowSize:
+    width: int
+    height: int
+
+
+def chromium_args(window: WindowSize) -> list[str]:
+    """Flags for a headful Chromium that fills its display and stays off the network."""
+    return [
+        # We run as root, where Chromium's sandbox cannot start.
+        "--no-sandbox",
+        # No infobar warning about the flag above: it would cover the top of
+        # every page the person sees (ChromeDriver passes it for the same reason).
+        "--test-type",
+        # Without these Chromium phones home on a closed network and floods it.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--disable-domain-reliability",
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--no-pings",
+        "--disable-features=Translate,MediaRouter,OptimizationHints",
+        # Xvfb has no GPU.
+        "--disable-gpu",
+        "--password-store=basic",
+        "--window-position=0,0",
+        f"--window-size={window.width},{window.height}",
+    ]
+
+
+def browser_env(inherited: Mapping[str, str], display: str) -> dict[str, str | float | bool]:
+    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets) removed."""
+    env: dict[str, str | float | bool] = {
+        name: value for name, value in inherited.items() if not name.startswith("BATON_")
+    }
+    env["DISPLAY"] = display
+    return env
+
+
+_DISPLAY = re.compile(r"^:\d{1,5}$")
+
+
+def check_display(display: str) -> str:
+    if not _DISPLAY.match(display):
+        raise InvalidArgument(f"display {display!r} is not an X display such as ':101'")
+    return display
+
+
+def profile_prefix(session_id: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", session_id)[:40]
+    return f"baton-profile-{safe}-"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    # Playwright appends a call log after the message; the first lines say it.
+    text = text.split("\nCall log:", 1)[0].strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    message = " ".join(lines[:2]) if lines else type(error).__name__
+    # Drop the API name prefix ("Page.goto: ...").
+    return re.sub(r"^[A-Z][A-Za-z]*\.[a-z_]+: ", "", message)
+
+
+async def _abandon(launch: asyncio.Future[BrowserContext], profile_dir: Path) -> None:
+    """Close a browser whose launch nobody waits for any more; delete its profile."""
+    try:
+        context = await launch
+        await asyncio.wait_for(context.close(), 10)
+    except Exception as error:
+        log.info("abandoned launch for %s: %s", profile_dir, error)
+    await asyncio.to_thread(shutil.rmtree, profile_dir, True)
+
+
+class ChromiumBrowser:
+    """One session's Chromium: implements the BrowserPage port."""
+
+    def __init__(
+        self,
+        context: BrowserContext,
+        profile_dir: Path,
+        display: str,
+        on_closed: Callable[[ChromiumBrowser], None] = lambda _browser: None,
+    ) -> None:
+        self._context = context
+        self._on_closed = on_closed
+        self.profile_dir = profile_dir
+        self.display = display
+        self.pid = browser_main_pid(list_processes(), profile_dir)
+        self._page: Page | None = None
+        for page in context.pages:
+            self._on_page(page)
+        self._closing = False
+        self.closed = False
+        # Set when Chromium went away without us closing it.
+        self.gone = asyncio.Event()
+        context.on("close", self._on_context_close)
+        context.on("page", self._on_page)
+
+    def _on_context_close(self, _context: BrowserContext) -> None:
+        if not self._closing:
+            log.warning("Chromium for %s exited unexpectedly", self.profile_dir)
+            self.gone.set()
+
+    def _on_page(self, page: Page) -> None:
+        # A popup or a new tab becomes the page the task drives.
+        self._page = page
+        page.on("close", self._on_page_close)
+
+    def _on_page_close(self, page: Page) -> None:
+        if page is self._page:
+            remaining = [p for p in self._context.pages if not p.is_closed()]
+            self._page = remaining[-1] if remaining else None
+
+    def alive(self) -> bool:
+        if self.gone.is_set():
+            return False
+        if self.pid is None:
+            return True
+        for entry in list_processes():
+            if entry.pid == self.pid:
+                return not entry.zombie
+        return False
+
+    async def _current_page(self) -> Page:
+        if self._page is None or self._page.is_closed():
+            if not self.alive():
+                raise BrowserGone(BROWSER_GONE_MESSAGE)
+            self._page = await self._context.new_page()
+            self._page.on("close", self._on_page_close)
+        return self._page
+
+    @property
+    def url(self) -> str:
+        if self._page is None or self._page.is_closed():
+            return ""
+        return self._page.url
+
+    def _translate(self, error: PlaywrightError, timeout_ms: int) -> Exception:
+        if not self.alive():
+            return BrowserGone(BROWSER_GONE_MESSAGE)
+        if isinstance(error, PlaywrightTimeout):
+            return ActionFailed(f"timed out after {timeout_ms} ms: {_first_line(error)}")
+        return ActionFailed(_first_line(error))
+
+    async def perform(self, action: Action, timeout_ms: int) -> str:
+        page = await self._current_page()
+        try:
+            return await self._perform(page, action, timeout_ms)
+        except PlaywrightError as error:
+            raise self._translate(error, timeout_ms) from None
+
+    async def _perform(self, page: Page, action: Action, timeout_ms: int) -> str:
+        timeout = timeout_ms
+        match action:
+            case Goto(url):
+                await page.goto(url, timeout=timeout)
+            case Click(selector):
+                await page.locator(selector).first.click(timeout=timeout)
+            case Fill(selector, value):
+                await page.locator(selector).first.fill(value, timeout=timeout)
+            case Type(text):
+                await page.keyboard.type(text)
+            case Press(key):
+                await page.keyboard.press(key)
+            case Select(selector, value):
+                await page.locator(selector).first.select_option(value, timeout=timeout)
+            case Scroll(dx, dy):
+                await page.mouse.wheel(dx, dy)
+            case Wait(ms):
+                await asyncio.sleep(ms / 1000)
+            case WaitFor(selector):
+                await page.locator(selector).first.wait_for(state="visible", timeout=timeout)
+            case Extract(selector):
+                text = await page.locator(selector).first.inner_text(timeout=timeout)
+                return text[:MAX_RESULT_CHARS]
+            case Screenshot():
+                png = await page.screenshot(timeout=timeout)
+                return f"screenshot of {len(png)} bytes"
+            case RequestUser():
+                raise ActionFailed("request_user is handled by the task, not the browser")
+        return ""
+
+    async def observe(self, with_aria: bool) -> Observation:
+        page = await self._current_page()
+        try:
+            title = await page.title()
+            aria = ""
+            if with_aria:
+                aria = await page.locator("body").aria_snapshot(timeout=5000)
+        except PlaywrightError as error:
+            raise self._translate(error, 5000) from None
+        return Observation(url=page.url, title=title, aria_snapshot=aria[:MAX_ARIA_CHARS])
+
+    async def scan(self) -> PageScan:
+        page = await self._current_page()
+        try:
+            found = await page.evaluate(_SCAN_SCRIPT)
+        except PlaywrightError as error:
+            translated = self._translate(error, 0)
+            if isinstance(translated, BrowserGone):
+                raise translated from None
+            # A navigation destroyed the context mid-scan: nothing found this time.
+            return PageScan(captcha=None, empty_password_fields=0)
+        frame_urls = [frame.url for frame in page.frames] + list(found["frames"])
+        return PageScan(
+            captcha=first_captcha(frame_urls),
+            empty_password_fields=int(found["emptyPasswords"]),
+        )
+
+    async def is_secret_field(self, selector: str) -> bool:
+        page = await self._current_page()
+        try:
+            result: bool = await page.locator(selector).evaluate_all(_SECRET_FIELD_SCRIPT)
+        except PlaywrightError:
+            return True
+        return result
+
+    async def screenshot(self) -> bytes:
+        page = await self._current_page()
+        try:
+            return await page.screenshot(timeout=10000)
+        except PlaywrightError as error:
+            raise self._translate(error, 10000) from None
+
+    async def close(self) -> None:
+        """Close Chromium (or clean up after it died), kill stragglers, delete the profile."""
+        if self.closed:
+            return
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._context.close(), 10)
+        except Exception as error:  # the driver may be gone too; clean up regardless
+            log.info("closing Chromium for %s: %s", self.profile_dir, error)
+        await self._kill_leftovers()
+        await asyncio.to_thread(shutil.rmtree, self.profile_dir, True)
+        self.closed = True
+        self._on_closed(self)
+
+    async def _kill_leftovers(self, timeout_s: float = 5.0) -> None:
+        if self.pid is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = processes_of_browser(list_processes(), self.pid, self.profile_dir)
+            reap_chromium_zombies()
+            if not left or time.monotonic() > deadline:
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            for entry in left:
+                if not entry.zombie:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(entry.pid, signal.SIGKILL)
+            await asyncio.sleep(0.05)
+        if left:
+            log.warning("Chromium processes left behind: %s", [e.pid for e in left])
+
+
+class PlaywrightDriver:
+    """The process's one Playwright driver; launches a Chromium per session."""
+
+    # Drivers running in this process (tests run more than one): the last one
+    # to stop waits for the crash handlers and gives up the subreaper role.
+    _running = 0
+
+    def __init__(
+        self,
+        chromium_path: str,
+        profile_root: Path | None,
+        environ: Mapping[str, str],
+    ) -> None:
+        self._chromium_path = chromium_path
+        self._profile_root = profile_root
+        self._environ = dict(environ)
+        self._playwright: Playwright | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._started = False
+        # Every browser launched and not yet closed, whoever owns it.
+        self._browsers: set[ChromiumBrowser] = set()
+        self._abandoned: set[asyncio.Future[None]] = set()
+
+    async def start(self) -> None:
+        PlaywrightDriver._running += 1
+        self._started = True
+        set_subreaper(True)
+        self._playwright = await async_playwright().start()
+        self._reaper = asyncio.create_task(self._reap_forever())
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            reap_chromium_zombies()
+
+    async def launch(
+        self, session_id: str, display: str, width: int, height: int
+    ) -> ChromiumBrowser:
+        window = WindowSize(width, height)
+        if self._playwright is None:
+            raise Unavailable("the Playwright driver is not running")
+        check_display(display)
+        if self._profile_root is not None:
+            self._profile_root.mkdir(parents=True, exist_ok=True)
+        profile_dir = Path(
+            tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
+        )
+        launch = asyncio.ensure_future(
+            self._playwright.chromium.launch_persistent_context(
+                profile_dir,
+                executable_path=self._chromium_path,
+                headless=False,
+                # The page follows the window, which fills the display.
+                no_viewport=True,
+                args=chromium_args(window),
+                env=browser_env(self._environ, display),
+                handle_sigint=False,
+                handle_sigterm=False,
+                handle_sighup=False,
+            )
+        )
+        try:
+            context = await asyncio.shield(launch)
+        except PlaywrightError as error:
+            shutil.rmtree(profile_dir, ignore_errors=True)
+            raise Unavailable(
+                f"cannot launch Chromium ({self._chromium_path}) on display {display}: "
+                f"{_first_line(error)}"
+            ) from None
+        except BaseException:
+            # Cancelled mid-launch: the driver goes on starting Chromium, which
+            # would write to the profile again. Let the launch finish, then close
+            # what it started and delete the profile.
+            cleanup = asyncio.ensure_future(_abandon(launch, profile_dir))
+            self._abandoned.add(cleanup)
+            cleanup.add_done_callback(self._abandoned.discard)
+            raise
+        browser = ChromiumBrowser(context, profile_dir, display, self._browsers.discard)
+        self._browsers.add(browser)
+        log.info("launched Chromium pid %s on %s for %s", browser.pid, display, session_id)
+        return browser
+
+    async def stop(self) -> None:
+        # Launches abandoned mid-way, then browsers their sessions did not close
+        # (a launch that finished during shutdown): close them while the driver
+        # still runs.
+        await asyncio.gather(*self._abandoned)
+        for browser in list(self._browsers):
+            if not browser.closed:
+                await browser.close()
+        self._browsers.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        if self._playwright is not None:
+            try:
+                await self._playwright.stop()
+            except Exception as error:
+                log.warning("stopping the Playwright driver: %s", error)
+            self._playwright = None
+        reap_chromium_zombies()
+        if not self._started:
+            return
+        self._started = False
+        PlaywrightDriver._running -= 1
+        if PlaywrightDriver._running == 0:
+            # Crash handlers exit shortly after their browsers: reap them before
+            # we stop being the subreaper they are re-parented to.
+            deadline = time.monotonic() + 3
+            while list(chromium_children(list_processes(), os.getpid())):
+                reap_chromium_zombies()
+                if time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            set_subreaper(False)

@@ -1,0 +1,120 @@
+"""Reading /proc: find a Chromium's processes, and reap the orphans it leaves.
+
+Chromium's zygotes and crash handlers outlive their parent when it exits or is
+killed; they are re-parented to the nearest subreaper. Containers often run a
+PID 1 that never reaps, so this process makes itself a subreaper and reaps the
+Chromium zombies that land on it (only those: other children belong to asyncio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+# comm names (truncated to 15 characters by the kernel) of Chromium's processes.
+CHROMIUM_COMMS = frozenset({"chromium", "chrome", "chrome_crashpad", "chrome_crashpad_handler"})
+
+
+@dataclass(frozen=True)
+class ProcessEntry:
+    pid: int
+    ppid: int
+    pgid: int
+    state: str
+    comm: str
+    argv: tuple[str, ...]
+
+    @property
+    def zombie(self) -> bool:
+        return self.state == "Z"
+
+
+def parse_stat(pid: int, stat: str, cmdline: bytes) -> ProcessEntry:
+    """A ProcessEntry from /proc/<pid>/stat and /proc/<pid>/cmdline contents."""
+    # comm is in parentheses and may itself contain spaces or parentheses.
+    open_paren = stat.index("(")
+    close_paren = stat.rindex(")")
+    comm = stat[open_paren + 1 : close_paren]
+    fields = stat[close_paren + 2 :].split()
+    argv = tuple(part.decode(errors="replace") for part in cmdline.split(b"\0") if part)
+    return ProcessEntry(
+        pid=pid,
+        ppid=int(fields[1]),
+        pgid=int(fields[2]),
+        state=fields[0],
+        comm=comm,
+        argv=argv,
+    )
+
+
+def list_processes(proc: Path = Path("/proc")) -> list[ProcessEntry]:
+    entries = []
+    for child in proc.iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            stat = (child / "stat").read_text()
+            cmdline = (child / "cmdline").read_bytes()
+        except OSError:
+            continue  # it exited while we looked
+        entries.append(parse_stat(int(child.name), stat, cmdline))
+    return entries
+
+
+def browser_main_pid(entries: Iterable[ProcessEntry], profile_dir: Path) -> int | None:
+    """The browser process of the Chromium using `profile_dir` (not its helpers)."""
+    flag = f"--user-data-dir={profile_dir}"
+    for entry in entries:
+        if flag in entry.argv and not any(arg.startswith("--type=") for arg in entry.argv):
+            return entry.pid
+    return None
+
+
+def processes_of_browser(
+    entries: Iterable[ProcessEntry], browser_pid: int, profile_dir: Path
+) -> list[ProcessEntry]:
+    """Every process, zombie or not, in the browser's group or using its profile."""
+    flag = f"--user-data-dir={profile_dir}"
+    return [entry for entry in entries if entry.pgid == browser_pid or flag in entry.argv]
+
+
+def chromium_children(entries: Iterable[ProcessEntry], parent_pid: int) -> Iterator[ProcessEntry]:
+    for entry in entries:
+        if entry.ppid == parent_pid and entry.comm in CHROMIUM_COMMS:
+            yield entry
+
+
+def chromium_zombies(entries: Iterable[ProcessEntry], parent_pid: int) -> Iterator[int]:
+    for entry in chromium_children(entries, parent_pid):
+        if entry.zombie:
+            yield entry.pid
+
+
+def set_subreaper(enabled: bool) -> bool:
+    """Make orphaned descendants (Chromium helpers) our children, so we can reap them."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok: bool = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enabled), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        ok = False
+    if not ok:
+        log.warning("cannot set the child subreaper flag; Chromium helpers may linger as zombies")
+    return ok
+
+
+def reap_chromium_zombies() -> int:
+    """Reap the Chromium zombies that are our children; return how many."""
+    reaped = 0
+    for pid in chromium_zombies(list_processes(), os.getpid()):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+            reaped += 1
+    return reaped

@@ -1,0 +1,70 @@
+"""Start the automation gRPC server (tests bind 127.0.0.1:0)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import grpc
+
+from baton.automation.v1 import automation_pb2, automation_pb2_grpc
+from services.automation.browser_sessions import BrowserSessions, LlmPlannerFactory
+from services.automation.chromium import PlaywrightDriver
+from services.automation.llm_planner import HttpChatClient, LlmPlanner
+from services.automation.planners import Planner
+from services.automation.servicer import AutomationServicer
+from services.automation.settings import AutomationSettings
+from services.runtime.grpc_server import RunningServer, start_server
+from services.runtime.processes import MissingBinary
+
+SERVICE_NAME = automation_pb2.DESCRIPTOR.services_by_name["AutomationService"].full_name
+
+
+def llm_planner_factory(settings: AutomationSettings) -> LlmPlannerFactory:
+    llm = settings.llm
+    if not llm.configured:
+        return None
+    client = HttpChatClient(llm)
+
+    def make(task_text: str) -> Planner:
+        return LlmPlanner(client, llm.model, task_text)
+
+    return make
+
+
+async def start_automation_server(
+    settings: AutomationSettings,
+    address: str = "127.0.0.1:0",
+    environ: Mapping[str, str] | None = None,
+) -> RunningServer:
+    """Start the Playwright driver and the gRPC server; stopping closes every browser."""
+    if not os.access(settings.chromium_path, os.X_OK):
+        raise MissingBinary(
+            f"Chromium not found at {settings.chromium_path}: install the Debian package "
+            "chromium (apt-get install chromium) or set BATON_CHROMIUM_PATH"
+        )
+    driver = PlaywrightDriver(
+        settings.chromium_path,
+        settings.profile_root,
+        os.environ if environ is None else environ,
+    )
+    await driver.start()
+    sessions = BrowserSessions(settings, driver, llm_planner_factory(settings))
+
+    def register(server: grpc.aio.Server) -> None:
+        automation_pb2_grpc.add_AutomationServiceServicer_to_server(
+            AutomationServicer(sessions), server
+        )
+
+    try:
+        running = await start_server(register, [SERVICE_NAME], address)
+    except BaseException:
+        await driver.stop()
+        raise
+
+    async def close_browsers() -> None:
+        await sessions.close_all()
+        await driver.stop()
+
+    running.on_stop.append(close_browsers)
+    return running

@@ -1,0 +1,226 @@
+"""AutomationService over gRPC: protobuf <-> domain conversion only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from baton.automation.v1 import automation_pb2 as pb
+from baton.automation.v1 import automation_pb2_grpc as pb_grpc
+from services.automation.browser_sessions import (
+    BrowserSessions,
+    PlannerChoice,
+    TaskRequest,
+)
+from services.automation.steps import (
+    Action,
+    Click,
+    Extract,
+    Fill,
+    Goto,
+    Press,
+    RequestUser,
+    Screenshot,
+    Scroll,
+    Select,
+    StatusChanged,
+    Step,
+    StepEvent,
+    StepStatus,
+    TaskEvent,
+    TaskStatus,
+    Type,
+    UnsafeUrl,
+    UserRequested,
+    Wait,
+    WaitFor,
+    check_navigable,
+)
+from services.runtime.errors import InvalidArgument
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_WIDTH = 1280
+DEFAULT_HEIGHT = 720
+
+_TASK_STATUS: dict[TaskStatus, pb.TaskStatus.ValueType] = {
+    TaskStatus.PENDING: pb.TASK_STATUS_PENDING,
+    TaskStatus.RUNNING: pb.TASK_STATUS_RUNNING,
+    TaskStatus.WAITING_FOR_USER: pb.TASK_STATUS_WAITING_FOR_USER,
+    TaskStatus.COMPLETED: pb.TASK_STATUS_COMPLETED,
+    TaskStatus.FAILED: pb.TASK_STATUS_FAILED,
+    TaskStatus.CANCELLED: pb.TASK_STATUS_CANCELLED,
+}
+
+_STEP_STATUS: dict[StepStatus, pb.StepStatus.ValueType] = {
+    StepStatus.STARTED: pb.STEP_STATUS_STARTED,
+    StepStatus.SUCCEEDED: pb.STEP_STATUS_SUCCEEDED,
+    StepStatus.FAILED: pb.STEP_STATUS_FAILED,
+}
+
+_PLANNER: dict[pb.Planner.ValueType, PlannerChoice] = {
+    pb.PLANNER_UNSPECIFIED: PlannerChoice.AUTO,
+    pb.PLANNER_STEPS: PlannerChoice.STEPS,
+    pb.PLANNER_LLM: PlannerChoice.LLM,
+    pb.PLANNER_NONE: PlannerChoice.NONE,
+}
+
+
+def action_from_proto(step: pb.Step) -> Action:
+    kind = step.WhichOneof("action")
+    match kind:
+        case "goto":
+            return Goto(_navigable(step.goto.url))
+        case "click":
+            return Click(step.click.selector)
+        case "fill":
+            return Fill(step.fill.selector, step.fill.value)
+        case "type":
+            return Type(step.type.text)
+        case "press":
+            return Press(step.press.key)
+        case "select":
+            return Select(step.select.selector, step.select.value)
+        case "scroll":
+            return Scroll(step.scroll.dx, step.scroll.dy)
+        case "wait":
+            if step.wait.ms < 0:
+                raise InvalidArgument("wait.ms must not be negative")
+            return Wait(step.wait.ms)
+        case "wait_for":
+            return WaitFor(step.wait_for.selector)
+        case "extract":
+            return Extract(step.extract.selector)
+        case "screenshot":
+            return Screenshot()
+        case "request_user":
+            return RequestUser(step.request_user.reason)
+    raise InvalidArgument("a step needs an action (goto, click, fill, ...)")
+
+
+def _navigable(url: str) -> str:
+    try:
+        return check_navigable(url)
+    except UnsafeUrl as error:
+        raise InvalidArgument(str(error)) from None
+
+
+def step_from_proto(step: pb.Step) -> Step:
+    action = action_from_proto(step)
+    for name in ("selector", "url", "key"):
+        if getattr(action, name, None) == "":
+            raise InvalidArgument(f"{type(action).__name__.lower()} step needs a {name}")
+    return Step(
+        action=action,
+        allow_failure=step.allow_failure,
+        timeout_ms=step.timeout_ms if step.timeout_ms > 0 else None,
+    )
+
+
+def task_status_to_proto(status: TaskStatus | None) -> pb.TaskStatus.ValueType:
+    return pb.TASK_STATUS_UNSPECIFIED if status is None else _TASK_STATUS[status]
+
+
+def step_event_to_proto(event: StepEvent) -> pb.StepEvent:
+    now = Timestamp()
+    now.GetCurrentTime()
+    return pb.StepEvent(
+        index=event.index,
+        action=event.action,
+        status=_STEP_STATUS[event.status],
+        description=event.description,
+        url=event.url,
+        duration_ms=event.duration_ms,
+        error=event.error,
+        result=event.result,
+        time=now,
+    )
+
+
+def event_to_proto(event: TaskEvent) -> pb.StartTaskResponse:
+    match event:
+        case StepEvent():
+            return pb.StartTaskResponse(step=step_event_to_proto(event))
+        case StatusChanged(status, reason, steps_completed):
+            return pb.StartTaskResponse(
+                status_changed=pb.TaskStatusChanged(
+                    status=_TASK_STATUS[status],
+                    reason=reason,
+                    steps_completed=steps_completed,
+                )
+            )
+        case UserRequested(reason, url):
+            return pb.StartTaskResponse(user_requested=pb.UserRequested(reason=reason, url=url))
+
+
+def task_request_from_proto(request: pb.StartTaskRequest) -> TaskRequest:
+    viewport = request.viewport
+    return TaskRequest(
+        session_id=request.session_id,
+        display=request.display,
+        width=viewport.width or DEFAULT_WIDTH,
+        height=viewport.height or DEFAULT_HEIGHT,
+        task_text=request.task_text,
+        url=_navigable(request.url) if request.url else "",
+        max_steps=request.max_steps,
+        steps=[step_from_proto(step) for step in request.steps],
+        planner=_PLANNER.get(request.planner, PlannerChoice.AUTO),
+    )
+
+
+class AutomationServicer(pb_grpc.AutomationServiceServicer):
+    def __init__(self, sessions: BrowserSessions) -> None:
+        self._sessions = sessions
+
+    async def StartTask(
+        self, request: pb.StartTaskRequest, context: Context
+    ) -> AsyncIterator[pb.StartTaskResponse]:
+        events = self._sessions.start_task(task_request_from_proto(request))
+        try:
+            async for event in events:
+                yield event_to_proto(event)
+        finally:
+            await events.aclose()
+
+    async def PauseTask(
+        self, request: pb.PauseTaskRequest, context: Context
+    ) -> pb.PauseTaskResponse:
+        status, aborted = await self._sessions.pause(request.session_id)
+        return pb.PauseTaskResponse(status=task_status_to_proto(status), aborted_action=aborted)
+
+    async def ResumeTask(
+        self, request: pb.ResumeTaskRequest, context: Context
+    ) -> pb.ResumeTaskResponse:
+        status = self._sessions.resume(request.session_id)
+        return pb.ResumeTaskResponse(status=task_status_to_proto(status))
+
+    async def CancelTask(
+        self, request: pb.CancelTaskRequest, context: Context
+    ) -> pb.CancelTaskResponse:
+        status = await self._sessions.cancel(request.session_id)
+        return pb.CancelTaskResponse(status=task_status_to_proto(status))
+
+    async def Act(self, request: pb.ActRequest, context: Context) -> pb.ActResponse:
+        event = await self._sessions.act(request.session_id, step_from_proto(request.step))
+        return pb.ActResponse(event=step_event_to_proto(event))
+
+    async def GetPageState(
+        self, request: pb.GetPageStateRequest, context: Context
+    ) -> pb.GetPageStateResponse:
+        state = await self._sessions.page_state(request.session_id, request.include_screenshot)
+        return pb.GetPageStateResponse(
+            url=state.url,
+            title=state.title,
+            aria_snapshot=state.aria_snapshot,
+            screenshot_png=state.screenshot_png,
+            task_status=task_status_to_proto(state.task_status),
+        )
+
+    async def CloseBrowser(
+        self, request: pb.CloseBrowserRequest, context: Context
+    ) -> pb.CloseBrowserResponse:
+        await self._sessions.close_browser(request.session_id)
+        return pb.CloseBrowserResponse()

@@ -1,0 +1,69 @@
+"""Automation service settings: a frozen dataclass read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.settings import Env
+
+
+@dataclass(frozen=True)
+class LlmSettings:
+    """An OpenAI-compatible chat-completions endpoint; unset base_url: no LLM planner."""
+
+    base_url: str | None = None
+    model: str = ""
+    api_key: str | None = None
+    request_timeout_s: float = 120.0
+
+    @property
+    def configured(self) -> bool:
+        return self.base_url is not None and self.model != ""
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    port: int = 50053
+    # The gRPC listen address; the API trusts its callers, so keep it private.
+    listen_host: str = "127.0.0.1"
+    chromium_path: str = "/usr/bin/chromium"
+    # How long an in-flight action may run after PauseTask before it is aborted.
+    pause_grace_ms: int = 1000
+    # Default timeout of one browser action; a step's timeout_ms overrides it.
+    action_timeout_ms: int = 15000
+    # Used when a task asks for max_steps 0.
+    default_max_steps: int = 50
+    # Parent of the per-session Chromium profile directories (None: the system temp dir).
+    profile_root: Path | None = None
+    llm: LlmSettings = LlmSettings()
+    log_level: str = "info"
+    traces_exporter: str = "none"
+
+    @classmethod
+    def from_env(cls, env: Env) -> AutomationSettings:
+        defaults = cls()
+        profile_root = env.optional("BATON_PROFILE_ROOT")
+        return cls(
+            port=env.integer("BATON_AUTOMATION_PORT", defaults.port, minimum=0),
+            listen_host=env.text("BATON_AUTOMATION_HOST", defaults.listen_host),
+            chromium_path=env.text("BATON_CHROMIUM_PATH", defaults.chromium_path),
+            pause_grace_ms=env.integer("BATON_PAUSE_GRACE_MS", defaults.pause_grace_ms, minimum=0),
+            action_timeout_ms=env.integer(
+                "BATON_ACTION_TIMEOUT_MS", defaults.action_timeout_ms, minimum=1
+            ),
+            default_max_steps=env.integer(
+                "BATON_DEFAULT_MAX_STEPS", defaults.default_max_steps, minimum=1
+            ),
+            profile_root=Path(profile_root) if profile_root else None,
+            llm=LlmSettings(
+                base_url=env.optional("BATON_LLM_BASE_URL"),
+                model=env.text("BATON_LLM_MODEL", ""),
+                api_key=env.optional("BATON_LLM_API_KEY"),
+                request_timeout_s=env.number(
+                    "BATON_LLM_TIMEOUT_S", defaults.llm.request_timeout_s, minimum=1
+                ),
+            ),
+            log_level=env.text("BATON_LOG_LEVEL", defaults.log_level),
+            traces_exporter=env.text("OTEL_TRACES_EXPORTER", defaults.traces_exporter),
+        )

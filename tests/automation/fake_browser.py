@@ -1,0 +1,96 @@
+"""An in-memory twin of the BrowserPage port for unit tests of the task runner."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from services.automation.page_port import (
+    BROWSER_GONE_MESSAGE,
+    ActionFailed,
+    BrowserGone,
+    Observation,
+    PageScan,
+)
+from services.automation.steps import Action, Extract, Fill, Goto, WaitFor
+
+
+@dataclass
+class FakeBrowser:
+    """Records the actions it performs; selectors in `missing` fail, `#slow` never ends."""
+
+    display: str = ":1"
+    current_url: str = "about:blank"
+    performed: list[Action] = field(default_factory=list)
+    missing: set[str] = field(default_factory=set)
+    password_selectors: set[str] = field(default_factory=set)
+    scan_result: PageScan = field(default_factory=lambda: PageScan(None, 0))
+    observations: int = 0
+    aria_observations: int = 0
+    closed: bool = False
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called before each action: lets a test check the state it runs in.
+    on_perform: Callable[[Action], None] | None = None
+
+    @property
+    def url(self) -> str:
+        return self.current_url
+
+    async def perform(self, action: Action, timeout_ms: int) -> str:
+        if self.gone.is_set():
+            raise BrowserGone(BROWSER_GONE_MESSAGE)
+        if self.on_perform is not None:
+            self.on_perform(action)
+        selector = getattr(action, "selector", None)
+        if selector == "#slow":
+            await asyncio.Event().wait()
+        if selector in self.missing:
+            raise ActionFailed(f"timed out after {timeout_ms} ms: {selector} not found")
+        self.performed.append(action)
+        if isinstance(action, Goto):
+            self.current_url = action.url
+        if isinstance(action, Fill) and action.value and "password" in action.selector:
+            self.scan_result = PageScan(self.scan_result.captcha, empty_password_fields=0)
+        if isinstance(action, Extract):
+            return f"text of {action.selector}"
+        if isinstance(action, WaitFor):
+            await asyncio.sleep(0)
+        return ""
+
+    async def observe(self, with_aria: bool) -> Observation:
+        if self.gone.is_set():
+            raise BrowserGone(BROWSER_GONE_MESSAGE)
+        self.observations += 1
+        self.aria_observations += with_aria
+        return Observation(self.current_url, "Fake", '- button "Go"' if with_aria else "")
+
+    async def scan(self) -> PageScan:
+        return self.scan_result
+
+    async def is_secret_field(self, selector: str) -> bool:
+        return selector in self.password_selectors
+
+    async def screenshot(self) -> bytes:
+        return b"\x89PNG fake"
+
+    def alive(self) -> bool:
+        return not self.gone.is_set()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeLauncher:
+    launched: list[FakeBrowser] = field(default_factory=list)
+    # Launches wait for this when set: a slow Chromium start.
+    hold: asyncio.Event | None = None
+    on_perform: Callable[[Action], None] | None = None
+
+    async def launch(self, session_id: str, display: str, width: int, height: int) -> FakeBrowser:
+        if self.hold is not None:
+            await self.hold.wait()
+        browser = FakeBrowser(display=display, on_perform=self.on_perform)
+        self.launched.append(browser)
+        return browser

@@ -1,0 +1,68 @@
+"""PlaywrightDriver on its own: nothing outlives it, even a launch cut short."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.automation.chromium import PlaywrightDriver
+from services.automation.proc_table import browser_main_pid, list_processes
+from tests.automation.support import eventually
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def users_of(profile_root: Path) -> list[int]:
+    marker = f"--user-data-dir={profile_root}"
+    return [
+        entry.pid
+        for entry in list_processes()
+        if any(arg.startswith(marker) for arg in entry.argv) and not entry.zombie
+    ]
+
+
+def profiles(root: Path, session_id: str) -> list[Path]:
+    return list(root.glob(f"baton-profile-{session_id}-*"))
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
+    driver = PlaywrightDriver("/usr/bin/chromium", tmp_path, dict(os.environ))
+    await driver.start()
+    try:
+        yield driver
+    finally:
+        await driver.stop()
+
+
+async def test_stopping_the_driver_closes_browsers_nobody_closed(
+    driver: PlaywrightDriver, display: str, tmp_path: Path
+) -> None:
+    browser = await driver.launch("orphan", display, 800, 600)
+    assert browser.pid is not None
+    assert browser_main_pid(list_processes(), browser.profile_dir) == browser.pid
+
+    await driver.stop()
+
+    assert not browser.profile_dir.exists()
+    assert users_of(tmp_path) == []
+
+
+async def test_a_cancelled_launch_leaves_no_profile(
+    driver: PlaywrightDriver, display: str, tmp_path: Path
+) -> None:
+    launch = asyncio.ensure_future(driver.launch("cut-short", display, 800, 600))
+    await eventually(lambda: profiles(tmp_path, "cut-short") != [])
+    launch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await launch
+    # The launch goes on in the driver; what it started is closed once it ends.
+    await eventually(lambda: profiles(tmp_path, "cut-short") == [])
+    await eventually(lambda: users_of(tmp_path) == [])
+    await driver.stop()
+    assert profiles(tmp_path, "cut-short") == []

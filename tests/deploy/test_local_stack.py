@@ -1,0 +1,112 @@
+"""`make run`'s launcher: the whole stack as separate processes, stopped cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port, require_binary
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    require_binary("Xvnc", "tigervnc-standalone-server")
+    require_binary("chromium", "chromium")
+    edge_port = free_port()
+    env = {
+        **os.environ,
+        "BATON_EDGE_PORT": str(edge_port),
+        "BATON_SESSION_PORT": str(free_port()),
+        "BATON_DISPLAY_PORT": str(free_port()),
+        "BATON_AUTOMATION_PORT": str(free_port()),
+        "BATON_API_TOKEN": "launcher-test-token",
+        "BATON_DISPLAY_NUMBERS": "600-603",
+        "BATON_VNC_PORTS": "18600-18603",
+        "BATON_MAX_SLOTS": "2",
+        "BATON_DISPLAY_STATE_DIR": str(tmp_path / "display-state"),
+        "BATON_PROFILE_ROOT": str(tmp_path),
+        "BATON_LOG_LEVEL": "WARNING",
+    }
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local_stack"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = launcher.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "console at" in line:
+                break
+        console = next((line for line in output if "console at" in line), None)
+        assert console is not None, "".join(output)
+        assert re.search(rf"http://127\.0\.0\.1:{edge_port}/\?token=launcher-test-token", console)
+        with urllib.request.urlopen(f"http://127.0.0.1:{edge_port}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{edge_port}/api/browser-session",
+            data=json.dumps({"task": "look", "url": "http://127.0.0.1:9/", "maxSteps": 1}).encode(),
+            headers={
+                "Authorization": "Bearer launcher-test-token",
+                "Content-Type": "application/json",
+            },
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            assert reply.status == 201
+            assert json.load(reply)["state"] == "AI_CONTROL"
+        started = descendants(launcher.pid)
+        # Four services, an X server and websockify at least, and a browser.
+        assert len(started) >= 6
+        launcher.send_signal(signal.SIGTERM)
+        assert launcher.wait(timeout=60) == 0
+        left = sorted(pid for pid in started if alive(pid))
+        assert left == [], f"left running: {left}"
+        assert list(tmp_path.glob("baton-profile-*")) == [], launcher.stdout.read()
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
