@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -29,9 +30,9 @@ from services.display.websockify_router import pick_free_port, wait_for_tcp
 from services.runtime.grpc_client import open_channel
 from services.runtime.processes import require_binary, start_process, stop_process_group
 
-# Displays 260-289 and ports 17260-17289: clear of the test suites' ranges.
-DISPLAYS = NumberRange(260, 279)
-VNC_PORTS = NumberRange(17260, 17279)
+# In the bench's ranges (displays 500-599, ports 18500-18599), clear of the tests'.
+DISPLAYS = NumberRange(580, 599)
+VNC_PORTS = NumberRange(18580, 18599)
 
 
 def percentile(samples: list[float], fraction: float) -> float:
@@ -86,6 +87,7 @@ async def allocation_samples(backend: Backend, warm: bool, samples: int) -> list
     finally:
         await channel.close(None)
         await running.stop()
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
     return times
 
 
@@ -164,6 +166,7 @@ async def websockify_samples(samples: int) -> tuple[list[str], int]:
         finally:
             await stop_process_group(shared, 1.0)
             await stop_process_group(own, 1.0)
+            shutil.rmtree(token_dir, ignore_errors=True)
     finally:
         await stop_process_group(server, 1.0)
     return lines, memory

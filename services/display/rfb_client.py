@@ -23,6 +23,7 @@ _MSG_FRAMEBUFFER_UPDATE = 0
 _MSG_SET_COLOUR_MAP_ENTRIES = 1
 _MSG_BELL = 2
 _MSG_SERVER_CUT_TEXT = 3
+_MSG_KEY_EVENT = 4
 
 
 class RfbError(Exception):
@@ -74,6 +75,14 @@ class PixelFormat:
 
 # 32 bits a pixel, little-endian, 8 bits a channel: bytes come as B, G, R, unused.
 BGRX32 = PixelFormat(32, 24, False, True, 255, 255, 255, 16, 8, 0)
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -151,6 +160,79 @@ class RfbClient:
         name = await self._read_reason()
         self.server_init = ServerInit(width, height, pixel_format, name)
         return self.server_init
+
+    async def send(self, message: bytes) -> None:
+        """A client-to-server message as it is (a key or pointer event, for instance)."""
+        await self._channel.send(message)
+
+    async def press_key(self, keysym: int) -> None:
+        """Key down then key up, in one write."""
+        await self._channel.send(
+            struct.pack(">BBxxI", _MSG_KEY_EVENT, 1, keysym)
+            + struct.pack(">BBxxI", _MSG_KEY_EVENT, 0, keysym)
+        )
+
+    async def use_raw_pixels(self) -> None:
+        """Ask for BGRX32 pixels in raw encoding, as `read_update` expects."""
+        await self._channel.send(b"\x00\x00\x00\x00" + BGRX32.pack())
+        await self._channel.send(struct.pack(">BxHi", 2, 1, ENCODING_RAW))
+
+    async def request_update(self, incremental: bool = True) -> None:
+        """FramebufferUpdateRequest for the whole screen."""
+        if self.server_init is None:
+            raise RfbError("handshake first")
+        await self._channel.send(
+            struct.pack(
+                ">BBHHHH",
+                3,
+                int(incremental),
+                0,
+                0,
+                self.server_init.width,
+                self.server_init.height,
+            )
+        )
+
+    async def read_update(self, pixels: bytearray) -> list[Rectangle]:
+        """Read server messages until a FramebufferUpdate; paint it into `pixels`.
+
+        `pixels` is the screen in BGRX32, row after row (`use_raw_pixels` first).
+        Answers the rectangles painted.
+        """
+        if self.server_init is None:
+            raise RfbError("handshake first")
+        width, height = self.server_init.width, self.server_init.height
+        while True:
+            kind = await self._read_u8()
+            if kind == _MSG_FRAMEBUFFER_UPDATE:
+                break
+            await self._skip_other_message(kind)
+        (count,) = struct.unpack(">xH", await self._read(3))
+        painted = []
+        for _ in range(count):
+            x, y, w, h, encoding = struct.unpack(">HHHHi", await self._read(12))
+            if encoding != ENCODING_RAW:
+                raise RfbError(f"unexpected encoding {encoding}")
+            if x + w > width or y + h > height:
+                raise RfbError(f"rectangle {w}x{h}+{x}+{y} is off the screen")
+            data = await self._read(w * h * 4)
+            for row in range(h):
+                start = ((y + row) * width + x) * 4
+                pixels[start : start + w * 4] = data[row * w * 4 : (row + 1) * w * 4]
+            painted.append(Rectangle(x, y, w, h))
+        return painted
+
+    async def _skip_other_message(self, kind: int) -> None:
+        if kind == _MSG_SET_COLOUR_MAP_ENTRIES:
+            _, count = struct.unpack(">xHH", await self._read(5))
+            await self._read(count * 6)
+        elif kind == _MSG_BELL:
+            return
+        elif kind == _MSG_SERVER_CUT_TEXT:
+            await self._read(3)
+            await self._read(await self._read_u32())
+        else:
+            raise RfbError(f"unexpected server message type {kind}")
 
     async def read_framebuffer(self) -> Framebuffer:
         """Ask for the whole screen in raw BGRX32 and read until every pixel came."""

@@ -1,0 +1,266 @@
+"""`make bench`: the six figures of issue 6 on loopback, beside the bare stack.
+
+    python -m bench [--smoke] [--out FILE] [--only 1,2,...]
+
+Prints a table with each target beside its figure and writes every number as
+JSON (default bench/results/<date>.json; the smoke run writes only with --out).
+See bench/README.md for what each figure means and how it is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench import density, handoff, latency, session_start
+from bench.bare import cold_start
+from bench.control_plane import control_plane
+from bench.key_page import KeyPage, key_page
+from bench.plan import FULL, SMOKE, TARGETS, Plan
+from bench.stack import BenchStack, StackConfig, running_stack
+from bench.stats import summary_ms
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.partition(":")[2].strip()
+            break
+    memory_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            memory_kib = int(line.split()[1])
+    return {
+        "nproc": os.cpu_count(),
+        "memory_gib": round(memory_kib / 1024 / 1024, 1),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+
+
+def loadavg() -> list[float]:
+    return [float(part) for part in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def lookup(results: dict[str, Any], path: tuple[str, ...]) -> float | None:
+    value: Any = results
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def table(results: dict[str, Any]) -> list[str]:
+    """The figures, one line each, with the target beside it where there is one."""
+    lines = [f"{'figure':<6} {'measure':<44} {'value':>10} {'target':>10}  met"]
+
+    def add(figure: str, what: str, value: float | None, unit: str = "ms") -> None:
+        shown = "-" if value is None else f"{value:.2f}{unit}"
+        lines.append(f"{figure:<6} {what:<44} {shown:>10}")
+
+    for backend, figures in results.get("latency", {}).items():
+        for path in ("edge", "bare"):
+            for stat in ("p50", "p90", "p99"):
+                add("1", f"key to pixel {backend} {path} {stat}", figures[path].get(stat))
+    starts = results.get("session_start", {})
+    for kind in ("cold", "warm", "bare_cold"):
+        for stat in ("p50", "p99"):
+            add("2", f"session start {kind} {stat}", starts.get(kind, {}).get(stat))
+        if "post_answered" in starts.get(kind, {}):
+            add("2", f"  of which POST answered, {kind} p50", starts[kind]["post_answered"]["p50"])
+    handoffs = results.get("handoff", {})
+    for name, label in (
+        ("take_control_to_first_key", "take_control to first user key"),
+        ("take_control_put", "take_control PUT answered"),
+        ("return_control_to_next_step", "return_control to next agent step"),
+    ):
+        for stat in ("p50", "p99"):
+            add("3", f"{label} {stat}", handoffs.get(name, {}).get(stat))
+    dense = results.get("density", {})
+    if "baton" in dense:
+        baton = dense["baton"]
+        add("4", f"sessions reached ({baton['stopped_by']})"[:44], baton["sessions"], "")
+        last = baton["pss_mib_per_session"][str(baton["sessions"])]
+        for part in ("total", "chromium", "x_vnc", "websockify", "baton"):
+            add("4", f"PSS/session at {baton['sessions']}: {part}", last[part], "M")
+        add("4", "idle CPU, all sessions (% of a core)", baton["idle_cpu_percent_of_one_core"], "")
+    if "bare" in dense:
+        bare = dense["bare"]
+        versus = dense.get("versus_bare", {})
+        at = versus.get("at_sessions")
+        add("4", f"bare PSS/session at {at}", versus.get("bare_total_mib"), "M")
+        add("4", f"Baton PSS/session at {at}", versus.get("baton_total_mib"), "M")
+        add("4", f"bare PSS added per session, 1 to {at}", versus.get("bare_marginal_mib"), "M")
+        add("4", f"Baton PSS added per session, 1 to {at}", versus.get("baton_marginal_mib"), "M")
+        for count, value in versus.get("ratio_by_sessions", {}).items():
+            add("4", f"Baton/bare PSS per session at {count}", value, "x")
+        add(
+            "4",
+            "bare idle CPU, all sessions (% of a core)",
+            bare["idle_cpu_percent_of_one_core"],
+            "",
+        )
+    for viewers, figures in results.get("fan_out", {}).items():
+        if isinstance(figures, dict):
+            add("5", f"controller key to pixel p50, {viewers} viewers", figures.get("p50"))
+    for store, figures in results.get("control_plane", {}).items():
+        add("6", f"ChangeControl {store} p50", figures.get("p50"))
+        add("6", f"ChangeControl {store} p99", figures.get("p99"))
+        add("6", f"ChangeControl {store} throughput (/s)", figures.get("per_second"), "")
+    lines.append("")
+    lines.append("targets (issue 6)")
+    for target in TARGETS:
+        value = lookup(results, target.path)
+        met = target.met(value)
+        sign = ">=" if target.at_least else "<="
+        shown = "-" if value is None else f"{value:.2f}{target.unit}"
+        verdict = {True: "yes", False: "NO", None: "-"}[met]
+        lines.append(
+            f"{target.figure:<6} {target.what:<44} {shown:>10} "
+            f"{sign + format(target.limit, 'g') + target.unit:>10}  {verdict}"
+        )
+    return lines
+
+
+async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+
+    def wanted(figure: str) -> bool:
+        return not only or figure in only
+
+    def note(message: str) -> None:
+        print(f"bench: {message} (load {' '.join(map(str, loadavg()))})", flush=True)
+
+    async with key_page() as page:
+        if wanted("6"):
+            note("figure 6, control plane")
+            results["control_plane"] = await control_plane(
+                plan.control_clients, plan.control_cycles
+            )
+        if wanted("2"):
+            note("figure 2, bare cold start")
+            samples = [await cold_start(598, 18598, page.url) for _ in range(plan.bare_starts)]
+            results.setdefault("session_start", {})["bare_cold"] = summary_ms(samples)
+            note("figure 2, warm start")
+            warm = StackConfig(warm_slots=2, displays=(550, 569), vnc_ports=(18550, 18569))
+            async with running_stack(warm, work / "warm") as stack:
+                results["session_start"]["warm"] = await session_start.starts(
+                    stack, page, plan.starts
+                )
+        if wanted("1"):
+            note("figure 1, xvfb-x11vnc")
+            x11vnc = StackConfig(
+                backend="xvfb-x11vnc", displays=(570, 589), vnc_ports=(18570, 18589)
+            )
+            async with running_stack(x11vnc, work / "x11vnc") as stack:
+                session_id = await latency.controlled_session(stack, page)
+                results.setdefault("latency", {})["xvfb-x11vnc"] = await latency.edge_vs_bare(
+                    stack, session_id, plan.presses
+                )
+        main = StackConfig(max_slots=plan.density_cap + 4)
+        async with running_stack(main, work / "main") as stack:
+            await run_main_stack(stack, page, plan, wanted, note, results)
+        if wanted("4"):
+            note("figure 4, bare density")
+            reached = results["density"]["baton"]["sessions"]
+            checkpoints = set(plan.density_checkpoints)
+            bare = await density.bare_density(page.url, reached, checkpoints, plan.idle_cpu_s)
+            results["density"]["bare"] = bare
+            results["density"]["versus_bare"] = density.compare(results["density"]["baton"], bare)
+    return results
+
+
+async def run_main_stack(
+    stack: BenchStack,
+    page: KeyPage,
+    plan: Plan,
+    wanted: Callable[[str], bool],
+    note: Callable[[str], None],
+    results: dict[str, Any],
+) -> None:
+    """The figures on the default stack (xvnc, no warm pool), density last."""
+    if wanted("2"):
+        note("figure 2, cold start")
+        results.setdefault("session_start", {})["cold"] = await session_start.starts(
+            stack, page, plan.starts
+        )
+    if wanted("1") or wanted("5"):
+        session_id = await latency.controlled_session(stack, page)
+        if wanted("1"):
+            note("figure 1, xvnc")
+            results.setdefault("latency", {})["xvnc"] = await latency.edge_vs_bare(
+                stack, session_id, plan.presses
+            )
+        if wanted("5"):
+            note("figure 5, fan-out")
+            results["fan_out"] = await latency.fan_out(
+                stack, session_id, plan.fan_out, plan.fan_out_presses
+            )
+        await stack.end(session_id)
+    if wanted("3"):
+        note("figure 3, handoff")
+        results["handoff"] = await handoff.handoffs(stack, page, plan.handoffs)
+    if wanted("4"):
+        note("figure 4, density")
+        checkpoints = set(plan.density_checkpoints)
+        results["density"] = {
+            "baton": await density.baton_density(
+                stack, page, plan.density_cap, checkpoints, plan.idle_cpu_s
+            )
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="a few iterations of each figure")
+    parser.add_argument("--out", type=Path, help="where to write the JSON results")
+    parser.add_argument("--only", default="", help="comma-separated figures, e.g. 1,5")
+    args = parser.parse_args()
+    plan = SMOKE if args.smoke else FULL
+    only = {part.strip() for part in args.only.split(",") if part.strip()}
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = loadavg()
+    work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    began = time.monotonic()
+    try:
+        figures = asyncio.run(run(plan, only, work))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = {
+        "date": started.isoformat(timespec="seconds"),
+        "mode": "smoke" if args.smoke else "full",
+        "plan": plan.__dict__,
+        "machine": machine(),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "duration_s": round(time.monotonic() - began, 1),
+        **figures,
+    }
+    print()
+    print("\n".join(table(results)))
+    out = args.out
+    if out is None and not args.smoke:
+        out = RESULTS / f"{started.date().isoformat()}.json"
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nresults written to {out}")
+
+
+if __name__ == "__main__":
+    main()

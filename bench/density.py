@@ -1,0 +1,150 @@
+"""Figure 4: sessions one after another, each with an idle page and one viewer.
+
+Stops at the cap, when a start takes more than DEGRADED_FACTOR times the median
+of the first three, when memory available falls under MIN_AVAILABLE_MIB, or when
+a start fails. Memory is PSS (/proc/<pid>/smaps_rollup) of every process under
+the four services, split into Chromium, X + VNC, websockify and Baton's own
+(the services' Python processes and Playwright's driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+import time
+from typing import Any
+
+from bench.bare import bare_host
+from bench.key_page import KeyPage
+from bench.latency import wait_for_page
+from bench.proc_stats import cpu_percent, cpu_seconds, mem_available_mib, pss_by_category
+from bench.stack import BenchStack
+from bench.stats import ratio
+from bench.viewer import keep_reading, open_viewer
+
+DEGRADED_FACTOR = 3.0
+MIN_AVAILABLE_MIB = 3072.0
+# Time for a fresh Chromium to settle on an idle page before memory is read.
+SETTLE_S = 2.0
+# The bare sessions' displays and VNC ports: in the bench's ranges, after the
+# main stack's (500-549), which is stopped by then.
+BARE_DISPLAYS = 550
+BARE_VNC_PORTS = 18550
+
+
+def per_session(totals: dict[str, float], sessions: int) -> dict[str, float]:
+    shares = {name: round(value / sessions, 1) for name, value in totals.items()}
+    shares["total"] = round(sum(totals.values()) / sessions, 1)
+    shares["without_baton"] = round(shares["total"] - shares["baton"], 1)
+    return shares
+
+
+async def idle_cpu(roots: list[int], seconds: float) -> float:
+    before = cpu_seconds(roots)
+    began = time.perf_counter()
+    await asyncio.sleep(seconds)
+    return cpu_percent(before, cpu_seconds(roots), time.perf_counter() - began)
+
+
+async def baton_density(
+    stack: BenchStack, page: KeyPage, cap: int, checkpoints: set[int], idle_s: float
+) -> dict[str, Any]:
+    roots = list(stack.pids().values())
+    starts: list[float] = []
+    memory: dict[str, Any] = {}
+    stopped_by = f"cap of {cap} sessions"
+    readers: list[asyncio.Task[None]] = []
+    async with contextlib.AsyncExitStack() as viewers:
+        try:
+            while len(starts) < cap:
+                began = time.perf_counter()
+                try:
+                    session_id = await stack.create(page.url)
+                    viewer = await viewers.enter_async_context(
+                        open_viewer(await stack.stream_url(session_id))
+                    )
+                    await asyncio.wait_for(wait_for_page(viewer), 60)
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    stopped_by = f"start {len(starts) + 1} failed: {exc}"
+                    break
+                starts.append(time.perf_counter() - began)
+                readers.append(asyncio.create_task(keep_reading(viewer)))
+                count = len(starts)
+                if count in checkpoints or count == cap:
+                    await asyncio.sleep(SETTLE_S)
+                    memory[str(count)] = per_session(pss_by_category(roots), count)
+                if count >= 3 and starts[-1] > DEGRADED_FACTOR * statistics.median(starts[:3]):
+                    stopped_by = (
+                        f"start {count} took {starts[-1]:.2f} s, over {DEGRADED_FACTOR:g}x "
+                        "the first starts"
+                    )
+                    break
+                if mem_available_mib() < MIN_AVAILABLE_MIB:
+                    stopped_by = f"memory available under {MIN_AVAILABLE_MIB:g} MiB"
+                    break
+            count = len(starts)
+            await asyncio.sleep(SETTLE_S)
+            memory[str(count)] = per_session(pss_by_category(roots), count)
+            cpu = await idle_cpu(roots, idle_s)
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+    return {
+        "sessions": count,
+        "stopped_by": stopped_by,
+        "start_s": [round(s, 3) for s in starts],
+        "pss_mib_per_session": memory,
+        "idle_cpu_percent_of_one_core": cpu,
+        "idle_cpu_percent_per_session": round(cpu / max(count, 1), 3),
+    }
+
+
+async def bare_density(
+    url: str, count: int, checkpoints: set[int], idle_s: float
+) -> dict[str, Any]:
+    """The same measurement on `count` bare sessions (displays and ports from 550 / 18550)."""
+    memory: dict[str, Any] = {}
+    async with bare_host() as host:
+        for index in range(count):
+            await host.add(BARE_DISPLAYS + index, BARE_VNC_PORTS + index, url)
+            if index + 1 in checkpoints or index + 1 == count:
+                await asyncio.sleep(SETTLE_S)
+                memory[str(index + 1)] = per_session(pss_by_category(host.roots()), index + 1)
+        cpu = await idle_cpu(host.roots(), idle_s)
+    return {
+        "sessions": count,
+        "pss_mib_per_session": memory,
+        "idle_cpu_percent_of_one_core": cpu,
+    }
+
+
+def marginal(memory: dict[str, Any], first: int, last: int) -> float | None:
+    """MiB each session added between `first` and `last` sessions (Baton's fixed part out)."""
+    if first == last or str(first) not in memory or str(last) not in memory:
+        return None
+    added = float(memory[str(last)]["total"]) * last - float(memory[str(first)]["total"]) * first
+    return round(added / (last - first), 1)
+
+
+def compare(baton: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    """Baton's memory per session over the bare one, at the same session count."""
+    count = bare["sessions"]
+    by_count = {
+        at: ratio(baton["pss_mib_per_session"][at]["total"], memory["total"])
+        for at, memory in bare["pss_mib_per_session"].items()
+        if at in baton["pss_mib_per_session"]
+    }
+    baton_memory = baton["pss_mib_per_session"].get(str(count))
+    bare_total = bare["pss_mib_per_session"][str(count)]["total"]
+    baton_total = baton_memory["total"] if baton_memory else None
+    return {
+        "at_sessions": count,
+        "baton_total_mib": baton_total,
+        "bare_total_mib": bare_total,
+        "ratio": ratio(baton_total, bare_total),
+        "ratio_by_sessions": by_count,
+        "baton_marginal_mib": marginal(baton["pss_mib_per_session"], 1, count),
+        "bare_marginal_mib": marginal(bare["pss_mib_per_session"], 1, count),
+    }

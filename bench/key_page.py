@@ -1,0 +1,85 @@
+"""The page every figure looks at, served by the bench on loopback.
+
+A square near the bottom-right corner changes colour on every key press (away
+from the pointer, which x11vnc draws into the framebuffer), and each `u` key
+(the bench's "user" key) is reported back with its arrival time here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+SQUARE = 96
+# Distance of the square from the bottom-right corner of the page.
+MARGIN = 40
+# Colour of the square before any key; the start figure waits for it.
+LOADED_RGB = (20, 110, 220)
+COLOURS = ("rgb(220,40,40)", "rgb(40,180,60)", "rgb(240,200,20)", "rgb(20,110,220)")
+
+PAGE = f"""<!doctype html>
+<html><head><title>Baton bench</title></head>
+<body style="margin:0;background:#fff;overflow:hidden">
+<div id="sq" style="position:fixed;right:{MARGIN}px;bottom:{MARGIN}px;
+ width:{SQUARE}px;height:{SQUARE}px;background:rgb{LOADED_RGB}"></div>
+<script>
+const colours = {list(COLOURS)!r};
+const square = document.getElementById("sq");
+let presses = 0;
+document.addEventListener("keydown", (e) => {{
+  square.style.background = colours[presses++ % colours.length];
+  if (e.key === "u") fetch("/user-key", {{method: "POST", keepalive: true}});
+}});
+</script>
+</body></html>
+"""
+
+
+def square_centre(width: int, height: int) -> tuple[int, int]:
+    """Screen position of the square's centre for a Chromium window filling the screen."""
+    return width - MARGIN - SQUARE // 2, height - MARGIN - SQUARE // 2
+
+
+@dataclass
+class KeyPage:
+    url: str = ""
+    user_keys: list[float] = field(default_factory=list)
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def next_user_key(self, after: int) -> float:
+        """perf_counter time of user key number `after` (0-based) once it has arrived."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.user_keys) > after)
+        return self.user_keys[after]
+
+    async def _page(self, request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    async def _user_key(self, request: web.Request) -> web.Response:
+        arrived = time.perf_counter()
+        async with self._changed:
+            self.user_keys.append(arrived)
+            self._changed.notify_all()
+        return web.Response(status=204)
+
+
+@contextlib.asynccontextmanager
+async def key_page() -> AsyncIterator[KeyPage]:
+    page = KeyPage()
+    app = web.Application()
+    app.router.add_get("/", page._page)
+    app.router.add_post("/user-key", page._user_key)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    page.url = f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    try:
+        yield page
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,232 @@
+"""The whole stack as `make run` starts it: four services, each its own process.
+
+Ports are free ones picked here; X displays and VNC ports come from the bench's
+own ranges (displays 500-599, VNC ports 18500-18599), apart from the tests'.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import grpc
+import jwt
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from baton.display.v1 import display_pb2, display_pb2_grpc
+from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.display.websockify_router import pick_free_port
+from services.runtime.grpc_client import open_channel
+from services.runtime.processes import start_process, stop_process_group
+
+API_TOKEN = "bench-operator-token"
+JWT_SECRET = "bench-jwt-secret-of-at-least-32-bytes"
+USER_ID = "bench-user"
+READY_TIMEOUT_S = 90.0
+OPERATOR = session_pb2.Actor(user_id="operator", operator=True)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    backend: str = "xvnc"
+    warm_slots: int = 0
+    max_slots: int = 8
+    # Inclusive ranges inside 500-599 / 18500-18599.
+    displays: tuple[int, int] = (500, 549)
+    vnc_ports: tuple[int, int] = (18500, 18549)
+
+
+def stack_env(
+    config: StackConfig, ports: Mapping[str, int], work_dir: Path, inherited: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment every service of one bench stack gets."""
+    env = {name: value for name, value in inherited.items() if not name.startswith("BATON_")}
+    env.update(
+        {
+            "BATON_API_TOKEN": API_TOKEN,
+            "BATON_JWT_SECRET": JWT_SECRET,
+            "BATON_EDGE_HOST": "127.0.0.1",
+            "BATON_EDGE_PORT": str(ports["edge"]),
+            "BATON_SESSION_PORT": str(ports["session"]),
+            "BATON_DISPLAY_PORT": str(ports["display"]),
+            "BATON_AUTOMATION_PORT": str(ports["automation"]),
+            "BATON_DISPLAY_BACKEND": config.backend,
+            "BATON_WARM_SLOTS": str(config.warm_slots),
+            "BATON_MAX_SLOTS": str(config.max_slots),
+            "BATON_DISPLAY_NUMBERS": "{}-{}".format(*config.displays),
+            "BATON_VNC_PORTS": "{}-{}".format(*config.vnc_ports),
+            "BATON_DISPLAY_STATE_DIR": str(work_dir / "display"),
+            "BATON_DISPLAY_STOP_GRACE": "1",
+            "BATON_PROFILE_ROOT": str(work_dir / "profiles"),
+            "BATON_HOST_ID": "bench",
+            "BATON_IDLE_TIMEOUT_S": "3600",
+            "BATON_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+# The order `make run` uses; stopped in reverse.
+SERVICES = ("display", "automation", "session", "edge")
+
+
+def user_token(user_id: str = USER_ID) -> str:
+    return jwt.encode({"sub": user_id}, JWT_SECRET, algorithm="HS256")
+
+
+@dataclass
+class BenchStack:
+    config: StackConfig
+    ports: dict[str, int]
+    processes: dict[str, asyncio.subprocess.Process]
+    http: aiohttp.ClientSession
+    sessions: session_pb2_grpc.SessionServiceAsyncStub
+    display: display_pb2_grpc.DisplayServiceAsyncStub
+    token: str
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['edge']}"
+
+    def pids(self) -> dict[str, int]:
+        return {name: process.pid for name, process in self.processes.items()}
+
+    async def request(self, method: str, path: str, body: Any = None) -> Any:
+        async with self.http.request(
+            method,
+            f"{self.edge_url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {self.token}"},
+        ) as response:
+            if response.status == 204:
+                return None
+            answer = await response.json()
+            if response.status not in (200, 201):
+                raise RuntimeError(f"{method} {path}: {response.status} {answer}")
+            return answer
+
+    async def create(self, url: str, steps: list[dict[str, Any]] | None = None) -> str:
+        body: dict[str, Any] = {"task": "bench", "url": url}
+        if steps:
+            body["steps"] = steps
+            body["maxSteps"] = len(steps) + 1
+        session = await self.request("POST", "/api/browser-session", body)
+        return str(session["id"])
+
+    async def control(self, session_id: str, action: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.request(
+            "PUT", f"/api/browser-session/{session_id}/control", {"action": action}
+        )
+        return answer
+
+    async def stream_url(self, session_id: str) -> str:
+        answer = await self.request("GET", f"/api/browser-session/{session_id}/stream")
+        return str(answer["url"])
+
+    async def end(self, session_id: str) -> None:
+        await self.request("DELETE", f"/api/browser-session/{session_id}")
+
+    async def session(self, session_id: str) -> session_pb2.Session:
+        answer = await self.sessions.GetSession(
+            session_pb2.GetSessionRequest(session_id=session_id, actor=OPERATOR)
+        )
+        return answer.session
+
+    async def bare_url(self, session_id: str) -> str:
+        """The slot's own websockify URL: the same display without Baton in front."""
+        return (await self.session(session_id)).placement.websocket_url
+
+    async def wait_warm(self, count: int) -> None:
+        while True:
+            capacity = await self.display.GetCapacity(display_pb2.GetCapacityRequest())
+            if capacity.warm_slots_ready >= count:
+                return
+            await asyncio.sleep(0.02)
+
+
+async def _grpc_serving(port: int) -> bool:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def _http_ok(http: aiohttp.ClientSession, url: str) -> bool:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _wait_ready(
+    name: str, port: int, process: asyncio.subprocess.Process, http: aiohttp.ClientSession
+) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.returncode is not None:
+            raise RuntimeError(f"{name} exited with status {process.returncode}")
+        if name == "edge":
+            ready = await _http_ok(http, f"http://127.0.0.1:{port}/healthz")
+        else:
+            ready = await _grpc_serving(port)
+        if ready:
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{name} was not ready within {READY_TIMEOUT_S:g} s")
+
+
+def make_dirs(work_dir: Path) -> None:
+    (work_dir / "profiles").mkdir(parents=True, exist_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(config: StackConfig, work_dir: Path) -> AsyncIterator[BenchStack]:
+    """Start the four services as separate processes; stop them all at the end."""
+    make_dirs(work_dir)
+    ports = {name: pick_free_port() for name in SERVICES}
+    env = stack_env(config, ports, work_dir, os.environ)
+    processes: dict[str, asyncio.subprocess.Process] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        http = aiohttp.ClientSession()
+        stack.push_async_callback(http.close)
+
+        async def stop_all() -> None:
+            for name in reversed(list(processes)):
+                await stop_process_group(processes[name], 10.0)
+
+        stack.push_async_callback(stop_all)
+        for name in SERVICES:
+            log = os.open(work_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+            try:
+                processes[name] = await start_process(
+                    [sys.executable, "-m", f"services.{name}"], env=env, stdout=log, stderr=log
+                )
+            finally:
+                os.close(log)
+            await _wait_ready(name, ports[name], processes[name], http)
+        session_channel = open_channel(f"127.0.0.1:{ports['session']}")
+        stack.push_async_callback(session_channel.close, None)
+        display_channel = open_channel(f"127.0.0.1:{ports['display']}")
+        stack.push_async_callback(display_channel.close, None)
+        yield BenchStack(
+            config=config,
+            ports=ports,
+            processes=processes,
+            http=http,
+            sessions=session_pb2_grpc.SessionServiceStub(session_channel),
+            display=display_pb2_grpc.DisplayServiceStub(display_channel),
+            token=user_token(),
+        )

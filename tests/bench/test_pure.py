@@ -1,0 +1,123 @@
+"""The bench's pure parts: process classification, memory arithmetic, env, table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.__main__ import lookup, table
+from bench.bare import bare_chromium_argv, websockify_argv
+from bench.control_plane import etcd_argv
+from bench.density import compare, marginal, per_session
+from bench.key_page import square_centre
+from bench.plan import TARGETS
+from bench.proc_stats import category, cpu_percent
+from bench.stack import StackConfig, stack_env
+from bench.stats import percentile, ratio, summary_ms
+
+
+def test_processes_are_sorted_into_the_parts_of_a_session() -> None:
+    assert category("Xvnc", ["/usr/bin/Xvnc", ":500"]) == "x_vnc"
+    assert category("x11vnc", ["x11vnc", "-display", ":501"]) == "x_vnc"
+    assert category("Xvfb", ["/usr/bin/Xvfb", ":502"]) == "x_vnc"
+    websockify = ["/work/.venv/bin/python3", "-m", "websockify", "127.0.0.1:1"]
+    assert category("python3", websockify) == "websockify"
+    assert category("chromium", ["/usr/lib/chromium/chromium", "--type=renderer"]) == "chromium"
+    assert category("chrome_crashpad", ["/usr/lib/chromium/chrome_crashpad_handler"]) == "chromium"
+    assert category("python3", ["python3", "-m", "services.edge"]) == "baton"
+    assert category("node", ["/x/playwright/driver/node", "cli.js", "run-driver"]) == "baton"
+
+
+def test_memory_per_session_and_what_each_added_session_costs() -> None:
+    shares = per_session({"chromium": 400.0, "x_vnc": 60.0, "websockify": 20.0, "baton": 120.0}, 2)
+    assert shares == {
+        "chromium": 200.0,
+        "x_vnc": 30.0,
+        "websockify": 10.0,
+        "baton": 60.0,
+        "total": 300.0,
+        "without_baton": 240.0,
+    }
+    # 1 session: 500 MiB in all; 5 sessions: 1300 MiB in all: 200 MiB each added.
+    memory = {"1": {"total": 500.0}, "5": {"total": 260.0}}
+    assert marginal(memory, 1, 5) == 200.0
+    assert marginal(memory, 1, 1) is None
+    assert marginal(memory, 1, 9) is None
+
+
+def test_baton_is_compared_with_bare_at_the_same_session_count() -> None:
+    baton = {"pss_mib_per_session": {"1": {"total": 600.0}, "2": {"total": 330.0}}}
+    bare = {"sessions": 2, "pss_mib_per_session": {"1": {"total": 250.0}, "2": {"total": 220.0}}}
+    versus = compare(baton, bare)
+    assert versus["at_sessions"] == 2
+    assert versus["ratio"] == 1.5
+    assert versus["ratio_by_sessions"] == {"1": 2.4, "2": 1.5}
+    assert versus["baton_marginal_mib"] == 60.0
+    assert versus["bare_marginal_mib"] == 190.0
+
+
+def test_cpu_percent_counts_only_processes_seen_twice() -> None:
+    assert cpu_percent({1: 1.0, 2: 5.0}, {1: 1.5, 3: 9.0}, 2.0) == 25.0
+
+
+def test_percentiles_and_summaries() -> None:
+    samples = [i / 1000 for i in range(1, 101)]
+    assert percentile(samples, 0.5) == 0.051
+    summary = summary_ms(samples)
+    assert summary["n"] == 100
+    assert summary["p99"] == 99.0
+    assert summary_ms([]) == {"n": 0}
+    assert ratio(11.0, 10.0) == 1.1
+    assert ratio(None, 10.0) is None
+    assert ratio(1.0, 0.0) is None
+
+
+def test_the_square_is_sampled_inside_the_page_far_from_the_top_left() -> None:
+    assert square_centre(1280, 720) == (1192, 632)
+
+
+def test_stack_env_uses_the_bench_ranges_and_drops_inherited_baton_settings() -> None:
+    ports = {"edge": 1, "session": 2, "display": 3, "automation": 4}
+    env = stack_env(
+        StackConfig(backend="xvfb-x11vnc", warm_slots=2),
+        ports,
+        Path("/w"),
+        {"PATH": "/bin", "BATON_ETCD_ENDPOINTS": "x:1"},
+    )
+    assert env["PATH"] == "/bin"
+    assert "BATON_ETCD_ENDPOINTS" not in env
+    assert env["BATON_DISPLAY_NUMBERS"] == "500-549"
+    assert env["BATON_VNC_PORTS"] == "18500-18549"
+    assert env["BATON_DISPLAY_BACKEND"] == "xvfb-x11vnc"
+    assert env["BATON_WARM_SLOTS"] == "2"
+    assert env["BATON_EDGE_PORT"] == "1"
+
+
+def test_the_table_shows_each_target_and_whether_it_was_met() -> None:
+    results = {"handoff": {"take_control_to_first_key": {"p50": 40.0, "p99": 120.0}}}
+    assert lookup(results, ("handoff", "take_control_to_first_key", "p99")) == 120.0
+    assert lookup(results, ("density", "baton", "sessions")) is None
+    lines = table(results)
+    take = next(line for line in lines if "take_control p99" in line)
+    assert "120.00ms" in take and take.endswith("NO")
+    targets = lines[lines.index("targets (issue 6)") + 1 :]
+    assert len(targets) == len(TARGETS)
+    assert len([line for line in targets if line.endswith(" -")]) == len(TARGETS) - 1
+
+
+def test_bare_argvs_route_by_address_or_by_token_directory() -> None:
+    direct = websockify_argv(6080, "127.0.0.1:18598")
+    assert direct[1:] == ["-m", "websockify", "127.0.0.1:6080", "127.0.0.1:18598"]
+    routed = websockify_argv(6081, "/tmp/tokens")
+    assert routed[-1] == "127.0.0.1:6081"
+    assert routed[routed.index("--token-source") + 1] == "/tmp/tokens"
+    chromium = bare_chromium_argv("/usr/bin/chromium", Path("/p"), "http://127.0.0.1:1/")
+    assert chromium[0] == "/usr/bin/chromium" and chromium[-1] == "http://127.0.0.1:1/"
+    assert "--user-data-dir=/p" in chromium
+    assert "--window-size=1280,720" in chromium
+
+
+def test_etcd_listens_on_the_given_loopback_ports() -> None:
+    argv = etcd_argv("etcd", Path("/d"), 2379, 2380)
+    assert "--data-dir=/d" in argv
+    assert "--listen-client-urls=http://127.0.0.1:2379" in argv
+    assert "--initial-cluster=baton-bench=http://127.0.0.1:2380" in argv

@@ -1,0 +1,76 @@
+"""`python -m bench --smoke`: every figure runs end to end and produces numbers.
+
+No thresholds here: benchmarks are not tests. This keeps the bench code from
+rotting; `make bench` takes the real measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def numbers(figures: dict[str, Any], *keys: str) -> list[float]:
+    return [float(figures[key]) for key in keys]
+
+
+@pytest.mark.timeout(240)
+def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
+    for name, package in (
+        ("Xvnc", "tigervnc-standalone-server"),
+        ("Xvfb", "xvfb"),
+        ("x11vnc", "x11vnc"),
+        ("chromium", "chromium"),
+        ("etcd", "etcd-server"),
+    ):
+        require_binary(name, package)
+    out = tmp_path / "smoke.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=220,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert "targets (issue 6)" in run.stdout
+
+    for backend in ("xvnc", "xvfb-x11vnc"):
+        latency = results["latency"][backend]
+        for path in ("edge", "bare"):
+            assert latency[path]["n"] >= 1
+            assert all(value > 0 for value in numbers(latency[path], "p50", "p90", "p99"))
+        assert latency["ratio_p50"] > 0
+
+    for kind in ("cold", "warm", "bare_cold"):
+        assert all(value > 0 for value in numbers(results["session_start"][kind], "p50", "p99"))
+
+    for name in ("take_control_to_first_key", "take_control_put", "return_control_to_next_step"):
+        assert results["handoff"][name]["n"] >= 1
+        assert results["handoff"][name]["p99"] > 0
+
+    density = results["density"]
+    assert density["baton"]["sessions"] >= 1
+    final = density["baton"]["pss_mib_per_session"][str(density["baton"]["sessions"])]
+    assert final["chromium"] > 0 and final["x_vnc"] > 0 and final["baton"] > 0
+    assert density["baton"]["idle_cpu_percent_of_one_core"] >= 0
+    assert density["versus_bare"]["bare_total_mib"] > 0
+    assert density["versus_bare"]["ratio"] > 0
+
+    fan_out = results["fan_out"]
+    assert fan_out["1"]["p50"] > 0
+    assert fan_out["ratio_p50"] > 0
+
+    for store in ("memory", "etcd"):
+        control = results["control_plane"][store]
+        assert control["per_second"] > 0 and control["p99"] > 0
