@@ -24,6 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.entrypoint import run_service, until_stop_signal
+from services.runtime.errors import Unavailable
 from services.runtime.processes import start_process, stop_process_group
 
 STOP_GRACE_S = 10.0
@@ -78,7 +79,7 @@ async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> 
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.returncode is not None:
-            raise SystemExit(f"{service.name} exited with status {process.returncode}")
+            raise Unavailable(f"{service.name} exited with status {process.returncode}")
         if service.grpc_port is not None:
             ready = await _grpc_ready(service.grpc_port)
         else:
@@ -87,7 +88,7 @@ async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> 
         if ready:
             return
         await asyncio.sleep(0.2)
-    raise SystemExit(f"{service.name} was not ready within {READY_TIMEOUT_S:g} s")
+    raise Unavailable(f"{service.name} was not ready within {READY_TIMEOUT_S:g} s")
 
 
 async def main() -> None:

@@ -56,9 +56,13 @@ class RunningEdge:
             await self.sessions.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_listener(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio sets TCP_NODELAY only on sockets
+    # that say they are TCP. Without it, a response written in two parts (head,
+    # then body) waits for the client's delayed ACK: 40 ms per request on a
+    # kept-alive connection.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -87,7 +91,7 @@ async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> Runn
         ssl_keyfile=settings.tls_keyfile,
     )
     server = _EmbeddedServer(config)
-    sock = _bind(settings.host, settings.port)
+    sock = bind_listener(settings.host, settings.port)
     port: int = sock.getsockname()[1]
     task = asyncio.create_task(server.serve(sockets=[sock]), name="edge-uvicorn")
     while not server.started:

@@ -110,3 +110,24 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
             launcher.kill()
             launcher.wait()
         launcher.stdout.close()
+
+
+def test_a_service_that_cannot_start_stops_the_stack_with_a_message(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BATON_DISPLAY_PORT": str(free_port()),
+        "BATON_DISPLAY_NUMBERS": "600-601",
+        "BATON_MAX_SLOTS": "5",
+        "BATON_DISPLAY_STATE_DIR": str(tmp_path),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "deploy.local_stack"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert "error: display exited with status 2" in result.stderr
+    assert "BATON_DISPLAY_NUMBERS holds fewer displays than BATON_MAX_SLOTS" in result.stderr

@@ -8,6 +8,7 @@ import ipaddress
 import os
 import re
 import signal
+import socket
 import ssl
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ from cryptography.x509.oid import NameOID
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from services.edge.server import bind_listener
 from services.edge.settings import EdgeSettings
 from services.runtime.settings import ConfigError, Env
 from tests.conftest import free_port
@@ -155,3 +157,22 @@ async def test_https_and_wss_with_a_certificate(tmp_path: Path) -> None:
             url, subprotocols=[Subprotocol("binary")], ssl=trust, proxy=None
         ) as viewer:
             assert await viewer.recv() == SERVER_VERSION
+
+
+async def test_accepted_connections_send_without_waiting_for_acks() -> None:
+    # Without TCP_NODELAY a response written as head then body waits for the
+    # client's delayed ACK: about 40 ms per request on a kept-alive connection.
+    listener = bind_listener("127.0.0.1", 0)
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        nodelay.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        writer.close()
+
+    server = await asyncio.start_server(accepted, sock=listener)
+    async with server:
+        _, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        assert await asyncio.wait_for(nodelay, 5) != 0
+        writer.close()
+        await writer.wait_closed()
