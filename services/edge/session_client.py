@@ -42,11 +42,13 @@ class SessionClient:
         await self._channel.close(None)
 
     async def healthy(self, deadline_s: float = 2.0) -> bool:
-        """Whether the session service answers its health check as SERVING."""
+        """Whether the session service and its workers are ready.
+
+        The session server's overall health (service "") is SERVING only while
+        its worker host's display and automation services are.
+        """
         try:
-            answer = await self._health.Check(
-                health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=deadline_s
-            )
+            answer = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=deadline_s)
         except grpc.aio.AioRpcError:
             return False
         serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -12,6 +12,7 @@ from services.session.orchestrator import SessionOrchestrator
 from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore
+from services.session.worker_health import WorkerHealthMonitor
 from services.session.workers import WorkerHost
 
 SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
@@ -45,8 +46,13 @@ async def start_session_server(
         address,
     )
     orchestrator.start_background()
+    monitor = WorkerHealthMonitor(running.health, channels)
+    if channels:
+        await monitor.check()
+        monitor.start()
 
     async def stop_background() -> None:
+        await monitor.stop()
         await orchestrator.close()
         await store.close()
         for channel in channels:

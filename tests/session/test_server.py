@@ -19,7 +19,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
-from services.runtime.grpc_server import RunningServer
+from services.runtime.grpc_server import RunningServer, start_server
 from services.session.server import SERVICE_NAME, start_session_server
 from services.session.settings import SessionSettings
 from tests.conftest import free_port
@@ -245,3 +245,34 @@ def test_bad_settings_exit_with_a_message_not_a_traceback() -> None:
     )
     assert result.returncode == 2
     assert result.stderr.strip() == "error: BATON_SESSION_PORT='not-a-port' is not an integer"
+
+
+async def test_overall_health_waits_for_the_worker_host() -> None:
+    display_port, automation_port = free_port(), free_port()
+    settings = SessionSettings(
+        display_address=f"127.0.0.1:{display_port}",
+        automation_address=f"127.0.0.1:{automation_port}",
+    )
+    running = await start_session_server(settings)
+    workers: list[RunningServer] = []
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def status(service: str) -> int:
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+                return int(reply.status)
+
+            # The service runs, but sessions cannot be placed yet.
+            assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
+            assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING
+            for port in (display_port, automation_port):
+                workers.append(await start_server(lambda server: None, [], f"127.0.0.1:{port}"))
+            watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
+            while (await watch.read()).status != health_pb2.HealthCheckResponse.SERVING:
+                pass
+            watch.cancel()
+    finally:
+        for worker in workers:
+            await worker.stop(grace=1)
+        await running.stop(grace=1)
