@@ -21,6 +21,7 @@ import grpc
 import jwt
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.display.websockify_router import pick_free_port
@@ -90,6 +91,7 @@ class BenchStack:
     http: aiohttp.ClientSession
     sessions: session_pb2_grpc.SessionServiceAsyncStub
     display: display_pb2_grpc.DisplayServiceAsyncStub
+    automation: automation_pb2_grpc.AutomationServiceAsyncStub
     token: str
 
     @property
@@ -145,10 +147,15 @@ class BenchStack:
         return (await self.session(session_id)).placement.websocket_url
 
     async def wait_warm(self, count: int) -> None:
+        """Until `count` warm slots are ready, each with its pre-warmed Chromium up."""
         while True:
             capacity = await self.display.GetCapacity(display_pb2.GetCapacityRequest())
             if capacity.warm_slots_ready >= count:
-                return
+                warm = await self.automation.ListWarmBrowsers(
+                    automation_pb2.ListWarmBrowsersRequest()
+                )
+                if len(warm.browsers) >= count:
+                    return
             await asyncio.sleep(0.02)
 
 
@@ -221,6 +228,8 @@ async def running_stack(config: StackConfig, work_dir: Path) -> AsyncIterator[Be
         stack.push_async_callback(session_channel.close, None)
         display_channel = open_channel(f"127.0.0.1:{ports['display']}")
         stack.push_async_callback(display_channel.close, None)
+        automation_channel = open_channel(f"127.0.0.1:{ports['automation']}")
+        stack.push_async_callback(automation_channel.close, None)
         yield BenchStack(
             config=config,
             ports=ports,
@@ -228,5 +237,6 @@ async def running_stack(config: StackConfig, work_dir: Path) -> AsyncIterator[Be
             http=http,
             sessions=session_pb2_grpc.SessionServiceStub(session_channel),
             display=display_pb2_grpc.DisplayServiceStub(display_channel),
+            automation=automation_pb2_grpc.AutomationServiceStub(automation_channel),
             token=user_token(),
         )

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
 from services.automation.page_port import (
@@ -43,6 +44,14 @@ log = logging.getLogger(__name__)
 
 # Builds the LLM planner for a task text; None when no LLM is configured.
 LlmPlannerFactory = Callable[[str], Planner] | None
+
+
+class PrewarmedBrowsers(Protocol):
+    """Browsers started ahead on warm displays (browser_prewarm.py)."""
+
+    async def take(self, display: str, width: int, height: int) -> ManagedBrowser | None:
+        """The display's pre-warmed browser of that size, now the caller's, or None."""
+        ...
 
 
 class PlannerChoice(enum.Enum):
@@ -104,9 +113,13 @@ class BrowserSessions:
         settings: AutomationSettings,
         launcher: BrowserLauncher,
         llm_planner: LlmPlannerFactory,
+        prewarmed: PrewarmedBrowsers | None = None,
     ) -> None:
         self._settings = settings
         self._launcher = launcher
+        self._prewarmed = prewarmed
+        # Displays a browser is being launched (or adopted) on, with how many.
+        self._opening_on: dict[str, int] = {}
         self._llm_planner = llm_planner
         self._sessions: dict[str, _Session] = {}
         # Pause state belongs to the session, not its browser: it exists from
@@ -163,13 +176,39 @@ class BrowserSessions:
                 await self._discard(session)
                 session = None
             if session is None:
-                browser = await self._launcher.launch(
-                    request.session_id, request.display, request.width, request.height
-                )
+                browser = await self._open_browser(request)
                 session = _Session(request.session_id, browser, gate)
                 session.watcher = asyncio.ensure_future(self._watch(session))
                 self._sessions[request.session_id] = session
             return session
+
+    async def _open_browser(self, request: TaskRequest) -> ManagedBrowser:
+        """The display's pre-warmed browser when there is one of the right size, else a new one."""
+        display = request.display
+        self._opening_on[display] = self._opening_on.get(display, 0) + 1
+        try:
+            browser = None
+            if self._prewarmed is not None:
+                browser = await self._prewarmed.take(display, request.width, request.height)
+            if browser is None:
+                browser = await self._launcher.launch(
+                    request.session_id, display, request.width, request.height
+                )
+            return browser
+        finally:
+            self._opening_on[display] -= 1
+            if not self._opening_on[display]:
+                del self._opening_on[display]
+
+    def uses_display(self, display: str) -> bool:
+        """Whether a session's browser is on the display or being opened there."""
+        if display in self._opening_on:
+            return True
+        # A browser that died with its slot's X server (released before
+        # CloseBrowser) does not count: a new warm slot may be on that number now.
+        return any(
+            s.browser.display == display and s.browser.alive() for s in self._sessions.values()
+        )
 
     def _gate(self, session_id: str) -> ActionGate:
         gate = self._gates.get(session_id)

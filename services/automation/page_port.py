@@ -75,6 +75,8 @@ class ManagedBrowser(BrowserPage, Protocol):
     """A session's browser as the service owns it."""
 
     display: str
+    # The browser's main process, when known.
+    pid: int | None
 
     def alive(self) -> bool: ...
 

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import Mapping
 
 import grpc
 
 from baton.automation.v1 import automation_pb2, automation_pb2_grpc
+from services.automation.browser_prewarm import BrowserPrewarmer
 from services.automation.browser_sessions import BrowserSessions, LlmPlannerFactory
 from services.automation.chromium import PlaywrightDriver
+from services.automation.display_feed import DisplaySlotFeed
 from services.automation.llm_planner import HttpChatClient, LlmPlanner
 from services.automation.planners import Planner
 from services.automation.servicer import AutomationServicer
@@ -37,7 +41,10 @@ async def start_automation_server(
     address: str = "127.0.0.1:0",
     environ: Mapping[str, str] | None = None,
 ) -> RunningServer:
-    """Start the Playwright driver and the gRPC server; stopping closes every browser."""
+    """Start the Playwright driver, the pre-warming of browsers and the gRPC server.
+
+    Stopping it closes every browser, pre-warmed or not, and deletes their profiles.
+    """
     if not os.access(settings.chromium_path, os.X_OK):
         raise MissingBinary(
             f"Chromium not found at {settings.chromium_path}: install the Debian package "
@@ -49,11 +56,13 @@ async def start_automation_server(
         os.environ if environ is None else environ,
     )
     await driver.start()
-    sessions = BrowserSessions(settings, driver, llm_planner_factory(settings))
+    sessions: BrowserSessions
+    prewarmer = BrowserPrewarmer(driver, lambda display: sessions.uses_display(display))
+    sessions = BrowserSessions(settings, driver, llm_planner_factory(settings), prewarmer)
 
     def register(server: grpc.aio.Server) -> None:
         automation_pb2_grpc.add_AutomationServiceServicer_to_server(
-            AutomationServicer(sessions), server
+            AutomationServicer(sessions, prewarmer.ready), server
         )
 
     try:
@@ -61,8 +70,17 @@ async def start_automation_server(
     except BaseException:
         await driver.stop()
         raise
+    feed: asyncio.Task[None] | None = None
+    if settings.display_address is not None:
+        follower = DisplaySlotFeed(settings.display_address, prewarmer)
+        feed = asyncio.create_task(follower.run(), name="display-slot-feed")
 
     async def close_browsers() -> None:
+        if feed is not None:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+        await prewarmer.close()
         await sessions.close_all()
         await driver.stop()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -10,6 +10,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from baton.automation.v1 import automation_pb2 as pb
 from baton.automation.v1 import automation_pb2_grpc as pb_grpc
+from baton.display.v1 import display_pb2
+from services.automation.browser_prewarm import WarmBrowser
 from services.automation.browser_sessions import (
     BrowserSessions,
     PlannerChoice,
@@ -171,9 +173,23 @@ def task_request_from_proto(request: pb.StartTaskRequest) -> TaskRequest:
     )
 
 
+def warm_browser_to_proto(browser: WarmBrowser) -> pb.WarmBrowser:
+    return pb.WarmBrowser(
+        slot_id=browser.slot_id,
+        display=browser.display,
+        viewport=display_pb2.Viewport(width=browser.width, height=browser.height),
+        pid=browser.pid or 0,
+    )
+
+
 class AutomationServicer(pb_grpc.AutomationServiceServicer):
-    def __init__(self, sessions: BrowserSessions) -> None:
+    def __init__(
+        self,
+        sessions: BrowserSessions,
+        warm_browsers: Callable[[], list[WarmBrowser]] = list,
+    ) -> None:
         self._sessions = sessions
+        self._warm_browsers = warm_browsers
 
     async def StartTask(
         self, request: pb.StartTaskRequest, context: Context
@@ -224,3 +240,10 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
     ) -> pb.CloseBrowserResponse:
         await self._sessions.close_browser(request.session_id)
         return pb.CloseBrowserResponse()
+
+    async def ListWarmBrowsers(
+        self, request: pb.ListWarmBrowsersRequest, context: Context
+    ) -> pb.ListWarmBrowsersResponse:
+        return pb.ListWarmBrowsersResponse(
+            browsers=[warm_browser_to_proto(b) for b in self._warm_browsers()]
+        )

@@ -22,6 +22,11 @@ class LlmSettings:
         return self.base_url is not None and self.model != ""
 
 
+def prewarm_address(value: str) -> str | None:
+    """The display service to follow for pre-warming; empty or "none" turns it off."""
+    return None if value.lower() in ("", "none") else value
+
+
 @dataclass(frozen=True)
 class AutomationSettings:
     port: int = 50053
@@ -36,6 +41,9 @@ class AutomationSettings:
     default_max_steps: int = 50
     # Parent of the per-session Chromium profile directories (None: the system temp dir).
     profile_root: Path | None = None
+    # This host's display service, followed to keep a Chromium running on each
+    # warm slot (None: no pre-warming). from_env defaults it to the local one.
+    display_address: str | None = None
     llm: LlmSettings = LlmSettings()
     log_level: str = "info"
     traces_exporter: str = "none"
@@ -44,6 +52,9 @@ class AutomationSettings:
     def from_env(cls, env: Env) -> AutomationSettings:
         defaults = cls()
         profile_root = env.optional("BATON_PROFILE_ROOT")
+        display_address = env.text(
+            "BATON_DISPLAY_ADDRESS", f"127.0.0.1:{env.integer('BATON_DISPLAY_PORT', 50052)}"
+        ).strip()
         return cls(
             port=env.integer("BATON_AUTOMATION_PORT", defaults.port, minimum=0),
             listen_host=env.text("BATON_AUTOMATION_HOST", defaults.listen_host),
@@ -56,6 +67,7 @@ class AutomationSettings:
                 "BATON_DEFAULT_MAX_STEPS", defaults.default_max_steps, minimum=1
             ),
             profile_root=Path(profile_root) if profile_root else None,
+            display_address=prewarm_address(display_address),
             llm=LlmSettings(
                 base_url=env.optional("BATON_LLM_BASE_URL"),
                 model=env.text("BATON_LLM_MODEL", ""),

@@ -42,6 +42,7 @@ def slot_to_proto(slot: Slot) -> display_pb2.Slot:
         session_id=slot.session_id,
         create_time=create_time,
         failure_reason=slot.failure_reason,
+        warm=slot.warm,
     )
 
 
@@ -49,6 +50,8 @@ def event_to_proto(event: SlotEvent) -> display_pb2.WatchSlotsResponse:
     slot = slot_to_proto(event.slot)
     if event.kind is SlotEventKind.ALLOCATED:
         return display_pb2.WatchSlotsResponse(allocated=display_pb2.SlotAllocated(slot=slot))
+    if event.kind is SlotEventKind.WARMED:
+        return display_pb2.WatchSlotsResponse(warmed=display_pb2.SlotWarmed(slot=slot))
     if event.kind is SlotEventKind.FAILED:
         return display_pb2.WatchSlotsResponse(
             failed=display_pb2.SlotFailed(slot=slot, reason=event.reason)

@@ -54,6 +54,8 @@ class Slot:
     session_id: str
     create_time: datetime
     failure_reason: str = ""
+    # True while the slot waits in the warm pool, held by no session.
+    warm: bool = False
 
     @property
     def display_name(self) -> str:
@@ -71,6 +73,8 @@ class SlotEventKind(enum.Enum):
     ALLOCATED = "allocated"
     FAILED = "failed"
     RELEASED = "released"
+    # A warm slot became ready and waits in the pool.
+    WARMED = "warmed"
 
 
 @dataclass(frozen=True)

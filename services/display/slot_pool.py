@@ -47,11 +47,14 @@ _LAUNCH_ATTEMPTS = 3
 class _Entry:
     slot: Slot
     spec: SlotSpec
-    warm: bool
     start_task: asyncio.Task[None] | None = None
     running: RunningSlot | None = None
     supervisor: asyncio.Task[None] | None = None
     releasing: bool = False
+
+    @property
+    def warm(self) -> bool:
+        return self.slot.warm
 
 
 class SlotPool:
@@ -147,8 +150,7 @@ class SlotPool:
         if not warm:
             return None
         entry = warm[0]
-        entry.warm = False
-        entry.slot = replace(entry.slot, session_id=session_id)
+        entry.slot = replace(entry.slot, session_id=session_id, warm=False)
         self._refill_wanted.set()
         return entry
 
@@ -159,6 +161,8 @@ class SlotPool:
         entry = warm[0]
         self._entries.pop(entry.slot.id, None)
         self._in_background(self._stop_entry(entry))
+        # Whoever set up something on the warm display (a browser) lets it go.
+        self._publish(SlotEventKind.RELEASED, entry.slot.with_state(SlotState.RELEASED))
 
     def _new_entry(self, viewport: Viewport, session_id: str, warm: bool) -> _Entry:
         slot_id = uuid.uuid4().hex[:12]
@@ -174,8 +178,9 @@ class SlotPool:
             websocket_url="",
             session_id=session_id,
             create_time=datetime.now(UTC),
+            warm=warm,
         )
-        entry = _Entry(slot=slot, spec=spec, warm=warm)
+        entry = _Entry(slot=slot, spec=spec)
         self._entries[slot_id] = entry
         entry.start_task = asyncio.create_task(self._launch(entry), name=f"start-slot-{slot_id}")
         return entry
@@ -235,6 +240,8 @@ class SlotPool:
         entry.supervisor = asyncio.create_task(
             self._supervise(entry), name=f"supervise-slot-{entry.slot.id}"
         )
+        if entry.warm:
+            self._publish(SlotEventKind.WARMED, entry.slot)
 
     async def _await_start(self, entry: _Entry) -> None:
         assert entry.start_task is not None

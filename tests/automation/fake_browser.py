@@ -21,6 +21,7 @@ class FakeBrowser:
     """Records the actions it performs; selectors in `missing` fail, `#slow` never ends."""
 
     display: str = ":1"
+    pid: int | None = None
     current_url: str = "about:blank"
     performed: list[Action] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)

@@ -236,10 +236,14 @@ async def test_allocation_beyond_capacity_is_refused_until_a_release(host: Displ
 
 async def test_warm_pool_hands_out_a_ready_default_size_slot(host: DisplayHost) -> None:
     await host.wait_warm_ready(WARM_SLOTS)
+    listing = await host.stub.ListSlots(display_pb2.ListSlotsRequest())
+    waiting = {s.id for s in listing.slots if s.warm and s.state == display_pb2.SLOT_STATE_READY}
+    assert len(waiting) == WARM_SLOTS
     warm = await host.allocate(session_id="warm")
     fresh = await host.allocate(1024, 768, session_id="fresh")
     try:
         assert warm.from_warm_pool
+        assert warm.slot.id in waiting and not warm.slot.warm
         assert not fresh.from_warm_pool
         assert warm.slot.session_id == "warm"
         assert (warm.slot.viewport.width, warm.slot.viewport.height) == (1280, 720)

@@ -228,3 +228,32 @@ async def test_close_stops_every_slot(launcher: FakeLauncher) -> None:
     assert all(s.stopped for s in launcher.launched)
     with pytest.raises(Unavailable):
         await pool.allocate(None, "late")
+
+
+async def test_warm_slots_are_announced_flagged_and_let_go(launcher: FakeLauncher) -> None:
+    pool = make_pool(launcher, max_slots=1, warm_slots=1)
+    subscription = pool.events.subscribe()
+    pool.start()
+    try:
+        warmed = await anext(subscription)
+        assert warmed.kind is SlotEventKind.WARMED
+        assert (warmed.slot.warm, warmed.slot.state) == (True, SlotState.READY)
+        assert [(s.id, s.warm) for s in pool.list()] == [(warmed.slot.id, True)]
+
+        slot, from_warm = await pool.allocate(None, "s")
+        assert from_warm and slot.id == warmed.slot.id and not slot.warm
+        allocated = await anext(subscription)
+        assert (allocated.kind, allocated.slot.warm) == (SlotEventKind.ALLOCATED, False)
+        await pool.release(slot.id)
+        assert (await anext(subscription)).kind is SlotEventKind.RELEASED
+
+        # A slot of another size takes the only place: the warm one is given up.
+        rewarmed = await anext(subscription)
+        assert rewarmed.kind is SlotEventKind.WARMED
+        await pool.allocate(Viewport(800, 600), "odd")
+        evicted = await anext(subscription)
+        assert (evicted.kind, evicted.slot.id) == (SlotEventKind.RELEASED, rewarmed.slot.id)
+        assert (await anext(subscription)).kind is SlotEventKind.ALLOCATED
+    finally:
+        subscription.close()
+        await pool.close()

@@ -827,3 +827,70 @@ class CloseBrowserResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseBrowserResponse: _TypeAlias = CloseBrowserResponse  # noqa: Y015
+
+@_typing.final
+class ListWarmBrowsersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWarmBrowsersRequest: _TypeAlias = ListWarmBrowsersRequest  # noqa: Y015
+
+@_typing.final
+class WarmBrowser(_message.Message):
+    """WarmBrowser is a Chromium running on a warm slot's display at about:blank."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_FIELD_NUMBER: _builtins.int
+    VIEWPORT_FIELD_NUMBER: _builtins.int
+    PID_FIELD_NUMBER: _builtins.int
+    slot_id: _builtins.str
+    display: _builtins.str
+    pid: _builtins.int
+    """pid is Chromium's browser process; 0 when unknown."""
+    @_builtins.property
+    def viewport(self) -> _display_pb2.Viewport: ...
+    def __init__(
+        self,
+        *,
+        slot_id: _builtins.str = ...,
+        display: _builtins.str = ...,
+        viewport: _display_pb2.Viewport | None = ...,
+        pid: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["viewport", b"viewport"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "pid", b"pid", "slot_id", b"slot_id", "viewport", b"viewport"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WarmBrowser: _TypeAlias = WarmBrowser  # noqa: Y015
+
+@_typing.final
+class ListWarmBrowsersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BROWSERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def browsers(self) -> _containers.RepeatedCompositeFieldContainer[Global___WarmBrowser]: ...
+    def __init__(
+        self,
+        *,
+        browsers: _abc.Iterable[Global___WarmBrowser] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["browsers", b"browsers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWarmBrowsersResponse: _TypeAlias = ListWarmBrowsersResponse  # noqa: Y015

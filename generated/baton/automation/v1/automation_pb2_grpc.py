@@ -71,6 +71,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserResponse.FromString,
                 _registered_method=True)
+        self.ListWarmBrowsers = channel.unary_unary(
+                '/baton.automation.v1.AutomationService/ListWarmBrowsers',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.FromString,
+                _registered_method=True)
 
 
 class AutomationServiceServicer:
@@ -129,6 +134,14 @@ class AutomationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWarmBrowsers(self, request, context):
+        """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
+        display slots that are up and wait for a StartTask on their display.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AutomationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -166,6 +179,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     servicer.CloseBrowser,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserResponse.SerializeToString,
+            ),
+            'ListWarmBrowsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWarmBrowsers,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -359,6 +377,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/CloseBrowser',
             baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWarmBrowsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.automation.v1.AutomationService/ListWarmBrowsers',
+            baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,10 @@ class AutomationServiceStub:
     GetPageState: _grpc.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]
     CloseBrowser: _grpc.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]
     """CloseBrowser ends the session's browser and deletes its profile."""
+    ListWarmBrowsers: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ListWarmBrowsersRequest, _automation_pb2.ListWarmBrowsersResponse]
+    """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
+    display slots that are up and wait for a StartTask on their display.
+    """
 
 @_typing.type_check_only
 class AutomationServiceAsyncStub(AutomationServiceStub):
@@ -81,6 +85,10 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     GetPageState: _aio.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]  # type: ignore[assignment]
     CloseBrowser: _aio.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]  # type: ignore[assignment]
     """CloseBrowser ends the session's browser and deletes its profile."""
+    ListWarmBrowsers: _aio.UnaryUnaryMultiCallable[_automation_pb2.ListWarmBrowsersRequest, _automation_pb2.ListWarmBrowsersResponse]  # type: ignore[assignment]
+    """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
+    display slots that are up and wait for a StartTask on their display.
+    """
 
 class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
     """AutomationService is the agent's hands: it drives a headful Chromium on a
@@ -147,5 +155,15 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_automation_pb2.CloseBrowserResponse, _abc.Awaitable[_automation_pb2.CloseBrowserResponse]]:
         """CloseBrowser ends the session's browser and deletes its profile."""
+
+    @_abc_1.abstractmethod
+    def ListWarmBrowsers(
+        self,
+        request: _automation_pb2.ListWarmBrowsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_automation_pb2.ListWarmBrowsersResponse, _abc.Awaitable[_automation_pb2.ListWarmBrowsersResponse]]:
+        """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
+        display slots that are up and wait for a StartTask on their display.
+        """
 
 def add_AutomationServiceServicer_to_server(servicer: AutomationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

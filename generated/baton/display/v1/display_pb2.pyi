@@ -101,6 +101,7 @@ class Slot(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    WARM_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     host_id: _builtins.str
     """host_id names the worker host that owns the slot."""
@@ -117,6 +118,11 @@ class Slot(_message.Message):
     session_id: _builtins.str
     """session_id is the session holding the slot; empty for a warm slot."""
     failure_reason: _builtins.str
+    warm: _builtins.bool
+    """warm is true while the slot waits in the warm pool, held by no session.
+    A warm slot in state READY is what AllocateSlot hands out first; the
+    automation service keeps a Chromium running on each such display.
+    """
     @_builtins.property
     def viewport(self) -> Global___Viewport: ...
     @_builtins.property
@@ -135,10 +141,11 @@ class Slot(_message.Message):
         session_id: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         failure_reason: _builtins.str = ...,
+        warm: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "websocket_url", b"websocket_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "warm", b"warm", "websocket_url", b"websocket_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -380,30 +387,59 @@ class SlotReleased(_message.Message):
 Global___SlotReleased: _TypeAlias = SlotReleased  # noqa: Y015
 
 @_typing.final
+class SlotWarmed(_message.Message):
+    """SlotWarmed: a warm slot is ready and waits, unassigned, in the warm pool.
+    A warm slot given up without being allocated (to make room for a slot of
+    another size) is reported as released.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slot(self) -> Global___Slot: ...
+    def __init__(
+        self,
+        *,
+        slot: Global___Slot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["slot", b"slot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slot", b"slot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SlotWarmed: _TypeAlias = SlotWarmed  # noqa: Y015
+
+@_typing.final
 class WatchSlotsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALLOCATED_FIELD_NUMBER: _builtins.int
     FAILED_FIELD_NUMBER: _builtins.int
     RELEASED_FIELD_NUMBER: _builtins.int
+    WARMED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def allocated(self) -> Global___SlotAllocated: ...
     @_builtins.property
     def failed(self) -> Global___SlotFailed: ...
     @_builtins.property
     def released(self) -> Global___SlotReleased: ...
+    @_builtins.property
+    def warmed(self) -> Global___SlotWarmed: ...
     def __init__(
         self,
         *,
         allocated: Global___SlotAllocated | None = ...,
         failed: Global___SlotFailed | None = ...,
         released: Global___SlotReleased | None = ...,
+        warmed: Global___SlotWarmed | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "event", b"event", "failed", b"failed", "released", b"released"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "event", b"event", "failed", b"failed", "released", b"released", "warmed", b"warmed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "event", b"event", "failed", b"failed", "released", b"released"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allocated", b"allocated", "event", b"event", "failed", b"failed", "released", b"released", "warmed", b"warmed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["allocated", "failed", "released"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["allocated", "failed", "released", "warmed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
