@@ -35,7 +35,7 @@ class SessionSettings:
     def from_env(cls, env: Env) -> SessionSettings:
         return cls(
             port=env.integer("BATON_SESSION_PORT", cls.port, minimum=0),
-            bind_host=env.text("BATON_GRPC_BIND_HOST", cls.bind_host),
+            bind_host=env.text("BATON_SESSION_HOST", cls.bind_host),
             etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
             host_id=env.text("BATON_HOST_ID", socket.gethostname()),
             display_address=env.text(
