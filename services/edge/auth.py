@@ -91,13 +91,18 @@ class Authenticator:
 
     def authenticate(self, token: str) -> Principal:
         """The caller a bearer token (operator token or user JWT) stands for."""
-        if hmac.compare_digest(token.encode(), self._api_token.encode()):
+        try:
+            # A Socket.IO auth token is any JSON string, lone surrogates included.
+            raw = token.encode()
+        except UnicodeEncodeError:
+            raise Unauthenticated("invalid token") from None
+        if hmac.compare_digest(raw, self._api_token.encode()):
             return Principal(OPERATOR_USER_ID, operator=True)
         if self._jwt_secret is None:
             raise Unauthenticated("invalid token")
         try:
             claims = jwt.decode(
-                token,
+                raw,
                 self._jwt_secret,
                 algorithms=["HS256"],
                 options={"require": ["sub"]},
@@ -109,6 +114,10 @@ class Authenticator:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token has no subject")
+        if subject == OPERATOR_USER_ID:
+            # The session service knows the operator's sessions by this user
+            # id: a user named so would own them and share their input gate.
+            raise Unauthenticated(f"the subject {OPERATOR_USER_ID!r} is reserved")
         return Principal(subject)
 
     def authenticate_header(self, authorization: str | None) -> Principal:

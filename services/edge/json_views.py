@@ -117,7 +117,10 @@ def session_json(session: session_pb2.Session) -> JsonObject:
 
 
 def error_json(error: BatonError) -> JsonObject:
-    return {"error": {"code": error.code, "message": error.message}}
+    # A message may quote the caller's input, lone surrogates included, and
+    # must still encode as UTF-8.
+    message = error.message.encode("utf-8", "backslashreplace").decode()
+    return {"error": {"code": error.code, "message": message}}
 
 
 def parse_json_object(raw: bytes, max_bytes: int) -> JsonObject:
@@ -128,6 +131,9 @@ def parse_json_object(raw: bytes, max_bytes: int) -> JsonObject:
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        # A few kilobytes of "[[[[" exhaust the decoder's recursion limit.
+        raise InvalidArgument("request body is nested too deeply") from None
     if not isinstance(value, dict):
         raise InvalidArgument("request body must be a JSON object")
     return value
@@ -139,13 +145,23 @@ def _reject_unknown(body: Mapping[str, Any], allowed: set[str], where: str) -> N
         raise InvalidArgument(f"unknown field(s) in {where}: {', '.join(unknown)}")
 
 
+def _text(value: str, where: str) -> str:
+    # JSON's "\ud800" escape decodes to a lone surrogate, which no protobuf
+    # string field (UTF-8) accepts.
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{where} must be valid Unicode text") from None
+    return value
+
+
 def _string(body: Mapping[str, Any], key: str, where: str, required: bool = True) -> str:
     value = body.get(key)
     if value is None and not required:
         return ""
     if not isinstance(value, str):
         raise InvalidArgument(f"{where}.{key} must be a string")
-    return value
+    return _text(value, f"{where}.{key}")
 
 
 def _integer(
@@ -320,4 +336,4 @@ def session_id_of(payload: Any) -> str:
     session_id = payload.get("id")
     if not isinstance(session_id, str) or not session_id:
         raise InvalidArgument("payload.id must be a non-empty string")
-    return session_id
+    return _text(session_id, "payload.id")

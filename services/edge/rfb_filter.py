@@ -140,7 +140,9 @@ def measure_message(buffer: bytes | bytearray) -> MessageShape | None:
         screens = buffer[6]
         if screens == 0 or screens > MAX_SCREENS:
             raise RfbProtocolError(f"SetDesktopSize with {screens} screens")
-        return MessageShape(8 + 16 * screens, is_input=False)
+        # Resizes the one screen every viewer and the AI's browser share:
+        # only the controlling user may.
+        return MessageShape(8 + 16 * screens, is_input=True)
     if kind == QEMU:
         return _measure_qemu(buffer)
     raise RfbProtocolError(f"unknown client message type {kind}")

@@ -18,10 +18,15 @@ import uvicorn
 
 from services.edge.app import EdgeApp, build_edge_app
 from services.edge.auth import Authenticator
+from services.edge.rfb_filter import MAX_CUT_TEXT
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
 
 GRACEFUL_SHUTDOWN_S = 3
+# The largest WebSocket message a client may send. The biggest legitimate one
+# is a viewer's clipboard (ClientCutText, capped by the RFB filter); uvicorn's
+# default (16 MiB, with 32 queued per connection) lets one viewer pin 512 MiB.
+WS_MAX_MESSAGE_BYTES = 2 * MAX_CUT_TEXT
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -86,6 +91,7 @@ async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> Runn
         lifespan="off",
         # RFB frames are mostly compressed already; deflate only costs latency.
         ws_per_message_deflate=False,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=settings.tls_certfile,
         ssl_keyfile=settings.tls_keyfile,

@@ -7,6 +7,7 @@ Socket.IO layers map them the same way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -15,8 +16,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
-from services.runtime.errors import error_from_rpc
+from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import open_channel
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 _T = TypeVar("_T")
@@ -120,8 +123,42 @@ class SessionClient:
             call.cancel()
 
 
+# Codes the session service answers with on purpose; their details are
+# written for the caller.
+_DELIBERATE_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+    }
+)
+_PLAIN_MESSAGES = {
+    grpc.StatusCode.UNAVAILABLE: "the session service is unavailable",
+    grpc.StatusCode.DEADLINE_EXCEEDED: "the session service did not answer in time",
+}
+
+
+def public_error(exc: grpc.aio.AioRpcError) -> BatonError:
+    """The error a browser may see for a failed call.
+
+    The other statuses mostly come from gRPC itself (no connection, deadline,
+    cancelled) with core text such as internal addresses: those details go
+    to the log, the caller gets a plain message.
+    """
+    code = exc.code()
+    if code in _DELIBERATE_CODES:
+        return error_from_rpc(exc)
+    log.warning("session service call failed: %s: %s", code.name, exc.details())
+    return error_from_status(code, _PLAIN_MESSAGES.get(code, "internal error"))
+
+
 async def _call(awaitable: grpc.aio.UnaryUnaryCall[Any, _T]) -> _T:
     try:
         return await awaitable
     except grpc.aio.AioRpcError as exc:
-        raise error_from_rpc(exc) from None
+        raise public_error(exc) from None

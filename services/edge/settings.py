@@ -8,6 +8,9 @@ from pathlib import Path
 from services.runtime.settings import ConfigError, Env
 
 _HERE = Path(__file__).resolve().parent
+# RFC 7518 3.2: an HS256 key shorter than the hash can be guessed offline from
+# any one token, and then any user's JWT forged.
+MIN_JWT_SECRET_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class EdgeSettings:
         keyfile = env.optional("BATON_TLS_KEY")
         if (certfile is None) != (keyfile is None):
             raise ConfigError("set both BATON_TLS_CERT and BATON_TLS_KEY, or neither")
+        jwt_secret = env.optional("BATON_JWT_SECRET")
+        if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ConfigError(f"BATON_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
         return cls(
             host=env.text("BATON_EDGE_HOST", cls.host),
             port=env.integer("BATON_EDGE_PORT", cls.port, minimum=0),
@@ -52,7 +58,7 @@ class EdgeSettings:
                 f"127.0.0.1:{env.integer('BATON_SESSION_PORT', 50051, minimum=1)}",
             ),
             api_token=env.text("BATON_API_TOKEN", ""),
-            jwt_secret=env.optional("BATON_JWT_SECRET"),
+            jwt_secret=jwt_secret,
             stream_token_lifetime_s=env.number(
                 "BATON_STREAM_TOKEN_LIFETIME_S", cls.stream_token_lifetime_s, minimum=1
             ),

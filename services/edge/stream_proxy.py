@@ -243,6 +243,12 @@ class _ViewerConnection:
             for pump in pumps:
                 pump.cancel()
             await asyncio.gather(*pumps, return_exceptions=True)
+            # A viewer that vanishes mid-keystroke must not leave the key (or
+            # button) down on the display the AI and the others share.
+            release = self._filter.release_held_input()
+            if release:
+                with contextlib.suppress(ConnectionClosed):
+                    await upstream.send(release)
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await self._websocket.close(code, reason)
             with contextlib.suppress(TimeoutError):

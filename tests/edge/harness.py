@@ -48,6 +48,7 @@ class RfbRecorder:
 
     def __init__(self) -> None:
         self.received: list[bytearray] = []
+        self.closed: set[int] = set()
         self._changed = asyncio.Condition()
         self._server: Server | None = None
         self.url = ""
@@ -70,6 +71,7 @@ class RfbRecorder:
 
     async def _handle(self, connection: ServerConnection) -> None:
         buffer = bytearray()
+        index = len(self.received)
         self.received.append(buffer)
         await connection.send(SERVER_VERSION)
         with contextlib.suppress(Exception):
@@ -78,6 +80,15 @@ class RfbRecorder:
                 async with self._changed:
                     buffer += message
                     self._changed.notify_all()
+        async with self._changed:
+            self.closed.add(index)
+            self._changed.notify_all()
+
+    async def wait_closed(self, connection_index: int) -> bytes:
+        """Everything connection `connection_index` received, once the edge closed it."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: connection_index in self.closed)
+            return bytes(self.received[connection_index])
 
     async def wait_for(self, connection_index: int, marker: bytes) -> bytes:
         """Everything connection `connection_index` received, once `marker` is in it."""

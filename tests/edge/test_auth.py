@@ -50,6 +50,12 @@ def test_user_jwt_names_its_subject() -> None:
         user_jwt({"name": "alice"}),
         user_jwt({"sub": "alice", "exp": 1}),
         user_jwt({"sub": ""}),
+        # The operator's user id: such a user would own the operator's sessions.
+        user_jwt({"sub": OPERATOR_USER_ID}),
+        user_jwt({"sub": "alice", "nbf": 2_000_000_000}),
+        "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9.",
+        # Not encodable as UTF-8 (a Socket.IO auth token can be any JSON string).
+        "\ud800",
     ],
 )
 def test_bad_tokens_are_rejected(token: str) -> None:

@@ -115,6 +115,9 @@ def test_error_json() -> None:
     assert error_json(NotFound("no session s1")) == {
         "error": {"code": "not_found", "message": "no session s1"}
     }
+    # Quoted input that UTF-8 cannot encode is escaped, not a failed response.
+    quoted = error_json(InvalidArgument("unknown field(s) in body: \ud800"))
+    assert quoted["error"]["message"] == "unknown field(s) in body: \\ud800"
 
 
 def test_parse_json_object() -> None:
@@ -124,6 +127,8 @@ def test_parse_json_object() -> None:
     for raw in (b"{", b"[1]", b"\xff", b""):
         with pytest.raises(InvalidArgument):
             parse_json_object(raw, 100)
+    with pytest.raises(InvalidArgument, match="nested too deeply"):
+        parse_json_object(b'{"a": ' + b"[" * 50_000, 100_000)
 
 
 def test_parse_create_session_with_explicit_steps() -> None:
@@ -237,6 +242,6 @@ def test_parse_control() -> None:
 
 def test_session_id_of() -> None:
     assert session_id_of({"id": "s1"}) == "s1"
-    for payload in (None, "s1", {"id": ""}, {"id": 3}):
+    for payload in (None, "s1", {"id": ""}, {"id": 3}, {"id": "\ud800"}):
         with pytest.raises(InvalidArgument):
             session_id_of(payload)

@@ -139,6 +139,16 @@ async def test_pause_and_resume(stack: Stack) -> None:
     [
         (b"{not json", "application/json"),
         (b"[1, 2]", "application/json"),
+        # Deep enough to exhaust the JSON decoder's recursion limit.
+        (b'{"task": ' + b"[" * 4000, "application/json"),
+        # Valid JSON, but lone surrogates no protobuf string (or error message) can carry.
+        (b'{"\\ud800": 1}', "application/json"),
+        (b'{"task": "\\ud800", "url": "http://127.0.0.1:9/"}', "application/json"),
+        (
+            b'{"task": "t", "url": "http://127.0.0.1:9/",'
+            b' "steps": [{"action": "type", "text": "\\udfff"}]}',
+            "application/json",
+        ),
         (b'{"task": "t"}', "application/json"),
         (b'{"task": "t", "url": "http://127.0.0.1:9/", "maxSteps": "ten"}', "application/json"),
         (
@@ -257,6 +267,8 @@ async def test_unreachable_session_service_gives_503() -> None:
     async with running_stack(session_address=f"127.0.0.1:{free_port()}") as stack:
         status, body = await call(stack, "GET", "/api/browser-session", token=OPERATOR_TOKEN)
         assert_error(status, body, 503, "unavailable")
+        # Not gRPC's own text, which names internal addresses.
+        assert body["error"]["message"] == "the session service is unavailable"
         status, body = await call(stack, "GET", "/healthz", token=None)
         assert_error(status, body, 503, "unavailable")
         status, text = await call(stack, "GET", "/metrics", token=None)

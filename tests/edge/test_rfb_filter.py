@@ -105,7 +105,6 @@ def test_parse_protocol_version() -> None:
         UPDATE_REQUEST,
         CONTINUOUS_UPDATES,
         FENCE,
-        SET_DESKTOP_SIZE,
         QEMU_AUDIO_ENABLE,
         QEMU_AUDIO_FORMAT,
     ],
@@ -126,6 +125,8 @@ def test_display_messages_pass_while_input_is_closed(message: bytes) -> None:
         EXTENDED_CUT_TEXT,
         qemu_key_event(0x61, 30, True),
         XVP_SHUTDOWN,
+        # A view-only viewer must not resize the screen the others see.
+        SET_DESKTOP_SIZE,
     ],
 )
 def test_input_messages_are_dropped_while_closed_and_forwarded_while_open(
@@ -194,6 +195,8 @@ def test_release_held_input_lifts_keys_qemu_keys_and_buttons() -> None:
         (struct.pack(">BB", 255, 9), "subtype 9"),
         (struct.pack(">BBH", 255, 1, 7), "audio operation 7"),
         (struct.pack(">BxxxI", 6, MAX_CUT_TEXT + 1), "exceeds"),
+        # Extended clipboard: a negative length, whose size is its magnitude.
+        (struct.pack(">Bxxxi", 6, -(2**31)), "exceeds"),
         (struct.pack(">BxxxIB", 248, 0, 65), "exceeds"),
         (struct.pack(">BxHHBx", 251, 800, 600, 0), "0 screens"),
     ],

@@ -40,7 +40,7 @@ def test_settings_defaults_and_environment() -> None:
                 "BATON_EDGE_PORT": "9443",
                 "BATON_SESSION_PORT": "6000",
                 "BATON_API_TOKEN": "t0ken",
-                "BATON_JWT_SECRET": "s3cret",
+                "BATON_JWT_SECRET": "s3cret-of-at-least-32-bytes-0123",
                 "BATON_TLS_CERT": "/etc/baton/cert.pem",
                 "BATON_TLS_KEY": "/etc/baton/key.pem",
             }
@@ -48,10 +48,16 @@ def test_settings_defaults_and_environment() -> None:
     )
     assert (settings.host, settings.port) == ("0.0.0.0", 9443)
     assert settings.session_address == "127.0.0.1:6000"
-    assert (settings.api_token, settings.jwt_secret) == ("t0ken", "s3cret")
+    assert (settings.api_token, settings.jwt_secret) == (
+        "t0ken",
+        "s3cret-of-at-least-32-bytes-0123",
+    )
     assert settings.tls
     with pytest.raises(ConfigError, match="BATON_TLS_KEY"):
         EdgeSettings.from_env(Env({"BATON_TLS_CERT": "/etc/baton/cert.pem"}))
+    # Short enough to guess offline from one token, then forge anyone's.
+    with pytest.raises(ConfigError, match="BATON_JWT_SECRET"):
+        EdgeSettings.from_env(Env({"BATON_JWT_SECRET": "s3cret"}))
 
 
 async def read_console_url(stream: asyncio.StreamReader) -> str:

@@ -66,7 +66,7 @@ async def connected(stack: Stack, token: str) -> AsyncIterator[Client]:
 NEW_SESSION = {"task": "fill the form", "url": "http://127.0.0.1:9/form", "maxSteps": 4}
 
 
-@pytest.mark.parametrize("auth", [None, {}, {"token": "wrong"}, {"token": 42}])
+@pytest.mark.parametrize("auth", [None, {}, {"token": "wrong"}, {"token": 42}, {"token": "\ud800"}])
 async def test_connection_without_a_valid_token_is_refused(
     stack: Stack, auth: dict[str, Any] | None
 ) -> None:
@@ -214,6 +214,8 @@ async def test_unknown_sessions_are_not_found(stack: Stack, event: str, payload:
     [
         ("session:watch", None),
         ("session:watch", {"id": 3}),
+        ("session:watch", {"id": "\ud800"}),
+        ("session:create", {"task": "\udfff", "url": "http://127.0.0.1:9/"}),
         ("session:control", {"id": "x", "action": "steal"}),
         ("session:create", "not an object"),
     ],

@@ -110,6 +110,29 @@ async def test_ending_the_session_closes_its_viewers(stack: Stack) -> None:
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
 
 
+async def test_a_vanished_controller_leaves_no_key_or_button_down(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    await stack.control(ALICE, session["id"], "take_control")
+    async with viewer(await stack.stream_url(ALICE, session["id"])) as alice:
+        await alice.send(key_event(0x61, True) + pointer_event(7, 8, 1) + marker(1))
+        await stack.recorder.wait_for(0, marker(1))
+        # The browser tab dies: no close handshake, no key-up.
+        alice.transport.abort()
+    received = await stack.recorder.wait_closed(0)
+    assert received.endswith(marker(1) + key_event(0x61, False) + pointer_event(7, 8, 0))
+
+
+async def test_an_oversized_message_closes_the_viewer_unread(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    async with viewer(await stack.stream_url(ALICE, session["id"])) as alice:
+        # Not even parsed (it would be a 1002 RFB protocol error): refused
+        # for its size, so a viewer cannot make the edge buffer megabytes.
+        await alice.send(b"\x07" * (3 * 1024 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            await alice.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
 async def expect_refused(url: str) -> None:
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, subprotocols=["binary"], proxy=None):  # type: ignore[list-item]
