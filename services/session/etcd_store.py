@@ -6,7 +6,10 @@ revision, and every write is an etcd transaction comparing it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Sequence
 
 import aetcd
 import aetcd.exceptions
@@ -15,6 +18,21 @@ from services.runtime.errors import Conflict, InvalidArgument, Unavailable
 from services.session import codec
 from services.session.model import Session
 from services.session.store import Stored
+
+log = logging.getLogger(__name__)
+
+# A watch cut off from etcd tries again after this long, doubling up to the maximum.
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 2.0
+
+
+@contextlib.contextmanager
+def _unavailable_on_etcd_errors() -> Iterator[None]:
+    """etcd out of reach is Unavailable (503), not an internal error."""
+    try:
+        yield
+    except aetcd.exceptions.ClientError as exc:
+        raise Unavailable(f"etcd: {exc}") from exc
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -54,47 +72,91 @@ class EtcdStore:
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
         tx = self._client.transactions
-        succeeded, responses = await self._client.transaction(
-            compare=[tx.create(key) == 0],
-            success=[tx.put(key, codec.encode(session))],
-            failure=[],
-        )
+        with _unavailable_on_etcd_errors():
+            succeeded, responses = await self._client.transaction(
+                compare=[tx.create(key) == 0],
+                success=[tx.put(key, codec.encode(session))],
+                failure=[],
+            )
         if not succeeded:
             raise Conflict(f"session {session.id} already exists")
         revision: int = responses[0].response_put.header.revision
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        result = await self._client.get(self._key(session_id))
+        with _unavailable_on_etcd_errors():
+            result = await self._client.get(self._key(session_id))
         if result is None:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
     async def list_all(self) -> list[Stored]:
-        result = await self._client.get_prefix(self._prefix.encode())
+        with _unavailable_on_etcd_errors():
+            result = await self._client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
     async def swap(self, session: Session, revision: int) -> int | None:
         key = self._key(session.id)
         tx = self._client.transactions
-        succeeded, responses = await self._client.transaction(
-            compare=[tx.mod(key) == revision],
-            success=[tx.put(key, codec.encode(session))],
-            failure=[],
-        )
+        with _unavailable_on_etcd_errors():
+            succeeded, responses = await self._client.transaction(
+                compare=[tx.mod(key) == revision],
+                success=[tx.put(key, codec.encode(session))],
+                failure=[],
+            )
         if not succeeded:
             return None
         new_revision: int = responses[0].response_put.header.revision
         return new_revision
 
+    async def delete(self, session_id: str, revision: int) -> bool:
+        key = self._key(session_id)
+        tx = self._client.transactions
+        with _unavailable_on_etcd_errors():
+            succeeded, _ = await self._client.transaction(
+                compare=[tx.mod(key) == revision],
+                success=[tx.delete(key)],
+                failure=[],
+            )
+        return bool(succeeded)
+
     async def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
-        watch = await self._client.watch(self._key(session_id), start_revision=after_revision + 1)
-        try:
-            async for event in watch:
-                if event.kind == "PUT":
-                    yield Stored(codec.decode(event.kv.value), event.kv.mod_revision)
-        finally:
-            await watch.cancel()
+        last = after_revision
+        compacted_at = 0
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                if compacted_at:
+                    # The changes after `last` are compacted away: the session as
+                    # it is now stands in for them, then watching goes on.
+                    current = await self.get(session_id)
+                    if current is None:
+                        return
+                    if current.revision > last:
+                        last = current.revision
+                        yield current
+                    last = max(last, compacted_at - 1)
+                    compacted_at = 0
+                watch = await self._client.watch(self._key(session_id), start_revision=last + 1)
+                try:
+                    async for event in watch:
+                        if event.kind != "PUT":
+                            return  # deleted: there will be no further change
+                        stored = Stored(codec.decode(event.kv.value), event.kv.mod_revision)
+                        last = stored.revision
+                        delay = _RETRY_FIRST_S
+                        yield stored
+                    return  # the client was closed
+                finally:
+                    with contextlib.suppress(aetcd.exceptions.ClientError):
+                        await watch.cancel()
+            except aetcd.exceptions.RevisionCompactedError as exc:
+                compacted_at = exc.compacted_revision
+            except (aetcd.exceptions.ClientError, Unavailable) as exc:
+                # etcd restarting or out of reach: watch again from the last change seen.
+                log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
 
     async def close(self) -> None:
         await self._client.close()

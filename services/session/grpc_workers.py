@@ -50,6 +50,12 @@ class GrpcDisplay:
             )
         )
 
+    async def list_slots(self) -> list[display_pb2.Slot]:
+        response = await _unary(
+            self._stub.ListSlots(display_pb2.ListSlotsRequest(), timeout=_CALL_TIMEOUT)
+        )
+        return list(response.slots)
+
     async def watch_slots(self) -> AsyncIterator[display_pb2.WatchSlotsResponse]:
         try:
             async for event in self._stub.WatchSlots(display_pb2.WatchSlotsRequest()):

@@ -21,6 +21,7 @@ from baton.display.v1 import display_pb2
 from services.runtime.errors import (
     BatonError,
     Conflict,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -56,6 +57,8 @@ MAX_STEPS_KEPT = 500
 MAX_SWAP_ATTEMPTS = 50
 # API activity is written at most this often per session.
 ACTIVITY_RESOLUTION = timedelta(seconds=5)
+# How often a pause is asked again while our StartTask has not reached automation.
+PAUSE_RETRY_S = 0.02
 # Task states in which the agent may still act on the browser.
 _TASK_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
 
@@ -94,6 +97,10 @@ class SessionOrchestrator:
         self._settings = settings
         self._clock = clock
         self._task_runs: dict[str, asyncio.Task[None]] = {}
+        # Sessions whose task stream has delivered an event: automation knows them.
+        self._task_seen: set[str] = set()
+        # Control changes of one session run one at a time, pause/resume included.
+        self._control_locks: dict[str, asyncio.Lock] = {}
         self._background: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---
@@ -182,9 +189,14 @@ class SessionOrchestrator:
             return await asyncio.wait_for(self._launch(session), self._settings.start_timeout_s)
         except TimeoutError:
             await self._finish(session.id, "the display or the task did not start in time", True)
-            raise BatonError("session did not start in time") from None
+            raise DeadlineExceeded("session did not start in time") from None
         except BatonError as exc:
             await self._finish(session.id, f"could not start: {exc.message}", True)
+            raise
+        except asyncio.CancelledError:
+            # The caller went away (deadline, disconnect): nobody has the id to
+            # use or end it, so it must not sit STARTING on a slot until idle.
+            await self._finish(session.id, "could not start: the request was cancelled", True)
             raise
         except Exception:
             await self._finish(session.id, "could not start: internal error", True)
@@ -225,10 +237,16 @@ class SessionOrchestrator:
             display_address=worker.display_address,
             automation_address=worker.automation_address,
         )
+
+        def place(s: Session) -> Session:
+            # Ended (EndSession, the reaper) while the slot was being allocated:
+            # nobody will release a slot the ended session does not name.
+            if s.state.terminal:
+                raise FailedPrecondition(f"session {s.id} ended while starting")
+            return _bookkeeping(replace(s, placement=placement))
+
         try:
-            placed = await self._update(
-                session.id, lambda s: _bookkeeping(replace(s, placement=placement))
-            )
+            placed = await self._update(session.id, place)
         except BaseException:
             await worker.display.release_slot(slot.id)
             raise
@@ -262,30 +280,77 @@ class SessionOrchestrator:
             stored = await self._get_owned(actor, session_id)
             state_machine.check_version(stored.session, expected_version)
             return await self.end(actor, session_id, "ended by the user")
+        await self._get_owned(actor, session_id)
+        # Serialized per session, so a resume of one change cannot land after
+        # the pause of the next one.
+        lock = self._control_locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            return await self._change_control(actor, session_id, action, expected_version)
+
+    async def _change_control(
+        self,
+        actor: Actor,
+        session_id: str,
+        action: Action,
+        expected_version: int | None,
+    ) -> Session:
         session = (await self._get_owned(actor, session_id)).session
         # Refuse before touching automation when the action is not allowed.
         state_machine.check_version(session, expected_version)
         if state_machine.is_noop(session, action, actor):
             return session
         state_machine.next_state(session, action, actor)
-        if action in (Action.TAKE_CONTROL, Action.PAUSE):
-            # Control changes hands only once the agent has stopped acting.
-            await self._pause_agent(session)
+        pausing = action in (Action.TAKE_CONTROL, Action.PAUSE)
         now = self._clock()
-        changed = await self._update(
-            session_id,
-            lambda s: state_machine.apply(s, action, actor, now, expected_version),
-        )
+        try:
+            if pausing:
+                # Control changes hands only once the agent has stopped acting.
+                await self._pause_agent(session)
+            changed = await self._update(
+                session_id,
+                lambda s: state_machine.apply(s, action, actor, now, expected_version),
+            )
+        except BaseException:
+            if pausing:
+                # The change did not happen (a step bumped the version meanwhile,
+                # ...): an agent still in control must not stay paused.
+                await self._undo_pause(session_id)
+            raise
         if action in (Action.RETURN_CONTROL, Action.RESUME):
             await self._resume_agent(changed)
         return changed
 
+    async def _undo_pause(self, session_id: str) -> None:
+        try:
+            stored = await self._store.get(session_id)
+            if stored is not None and stored.session.state is ControlState.AI_CONTROL:
+                await self._resume_agent(stored.session)
+        except BatonError as exc:
+            # The original failure is what the caller hears about.
+            log.warning("session %s: undoing a pause failed: %s", session_id, exc.message)
+
     async def _pause_agent(self, session: Session) -> None:
         if session.task.status not in _TASK_ACTIVE:
             return
-        # NotFound or FailedPrecondition: no task runs there, nothing can act.
-        with contextlib.suppress(NotFound, FailedPrecondition):
-            await self._worker.automation.pause_task(session.id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.start_timeout_s
+        while True:
+            try:
+                await self._worker.automation.pause_task(session.id)
+                return
+            except FailedPrecondition:
+                return
+            except NotFound:
+                # No pause state there: nothing can act, unless our StartTask is
+                # still on its way (a take_control right after create). Its pause
+                # state exists once it arrives, so ask again until then.
+                if not self._task_in_flight(session.id) or loop.time() >= deadline:
+                    return
+                await asyncio.sleep(PAUSE_RETRY_S)
+
+    def _task_in_flight(self, session_id: str) -> bool:
+        """Our StartTask runs but automation has not answered it yet."""
+        return session_id in self._task_runs and session_id not in self._task_seen
 
     async def _resume_agent(self, session: Session) -> None:
         if session.task.status not in _TASK_ACTIVE:
@@ -321,6 +386,7 @@ class SessionOrchestrator:
     async def _run_task(self, session_id: str, request: automation_pb2.StartTaskRequest) -> None:
         try:
             async for event in self._worker.automation.start_task(request):
+                self._task_seen.add(session_id)
                 await self._apply_task_event(session_id, event)
         except asyncio.CancelledError:
             raise
@@ -331,7 +397,9 @@ class SessionOrchestrator:
             log.exception("session %s: task stream crashed", session_id)
             await self._finish(session_id, "automation failed unexpectedly", failed=True)
         finally:
-            self._task_runs.pop(session_id, None)
+            if self._task_runs.get(session_id) is asyncio.current_task():
+                del self._task_runs[session_id]
+            self._task_seen.discard(session_id)
 
     async def _apply_task_event(
         self, session_id: str, event: automation_pb2.StartTaskResponse
@@ -386,15 +454,18 @@ class SessionOrchestrator:
 
     async def _record_error(self, session_id: str, message: str) -> None:
         now = self._clock()
-        await self._update(
-            session_id,
-            lambda s: replace(
+
+        def change(s: Session) -> Session:
+            if s.state.terminal:
+                return s  # ended meanwhile: its end is the last word
+            return replace(
                 s,
                 version=s.version + 1,
                 updated_at=now,
                 last_event=LastEvent(EventKind.ERROR, message=message),
-            ),
-        )
+            )
+
+        await self._update(session_id, change)
 
     # --- ending ---
 
@@ -411,9 +482,13 @@ class SessionOrchestrator:
         ended = await self._update(session_id, change)
         if not ended_here:
             return ended
+        self._control_locks.pop(session_id, None)
         run = self._task_runs.pop(session_id, None)
         if run is not None and run is not asyncio.current_task():
             run.cancel()
+            # The StartTask stream is closed before CloseBrowser goes out, so
+            # automation cannot open a browser for it after the close.
+            await asyncio.wait([run])
         await self._release(ended)
         return ended
 
@@ -433,14 +508,21 @@ class SessionOrchestrator:
             log.info("session %s: release slot: %s", session.id, exc.message)
 
     async def reap(self) -> list[Session]:
-        """End sessions past their lifetime or idle too long; those ended."""
+        """End sessions past their lifetime or idle too long; those ended.
+
+        Sessions ended longer ago than the retention period are removed.
+        """
         now = self._clock()
         lifetime = timedelta(seconds=self._settings.max_lifetime_s)
         idle = timedelta(seconds=self._settings.idle_timeout_s)
+        retention = timedelta(seconds=self._settings.ended_retention_s)
         ended = []
         for stored in await self._store.list_all():
             session = stored.session
             if session.state.terminal:
+                if now - session.updated_at >= retention:
+                    await self._store.delete(session.id, stored.revision)
+                    self._control_locks.pop(session.id, None)
                 continue
             if now - session.created_at >= lifetime:
                 reason = f"maximum lifetime of {self._settings.max_lifetime_s:g} s reached"
@@ -451,14 +533,45 @@ class SessionOrchestrator:
             ended.append(await self._finish(session.id, reason, failed=False))
         return ended
 
+    async def release_orphans(self) -> list[str]:
+        """Free the slots (and browsers) the display holds for no live session.
+
+        They are left by an end whose release failed (worker unreachable), a
+        crash between ending and releasing, an allocation that completed after
+        its caller gave up, or sessions lost with a restarted in-memory store.
+        Returns the slot ids released.
+        """
+        # Slots first: a session is stored before its slot is allocated, so a
+        # slot listed here whose session is not live a moment later is an orphan.
+        slots = await self._worker.display.list_slots()
+        live = {s.session.id for s in await self._store.list_all() if not s.session.state.terminal}
+        released = []
+        for slot in slots:
+            if slot.warm or not slot.session_id or slot.session_id in live:
+                continue
+            log.info("slot %s: held for session %s, which is not live", slot.id, slot.session_id)
+            with contextlib.suppress(BatonError):
+                await self._worker.automation.close_browser(slot.session_id)
+            try:
+                await self._worker.display.release_slot(slot.id)
+            except BatonError as exc:
+                log.info("slot %s: release: %s", slot.id, exc.message)
+                continue
+            released.append(slot.id)
+        return released
+
     async def _reap_forever(self) -> None:
         interval = min(5.0, self._settings.idle_timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.reap()
+                await self.release_orphans()
             except BatonError as exc:
                 log.warning("reaper: %s", exc.message)
+            except Exception:
+                # One bad round must not stop idle and lifetime limits for good.
+                log.exception("reaper: unexpected error")
 
     async def _watch_slot_failures(self) -> None:
         """A slot that dies fails its session, visibly to viewers."""
@@ -469,6 +582,8 @@ class SessionOrchestrator:
                         await self._fail_slot(event.failed.slot.id, event.failed.reason)
             except BatonError as exc:
                 log.debug("slot watch interrupted: %s", exc.message)
+            except Exception:
+                log.exception("slot watch: unexpected error")
             await asyncio.sleep(1.0)
 
     async def _fail_slot(self, slot_id: str, reason: str) -> None:

@@ -22,10 +22,16 @@ _ACTIVITY = {
 }
 
 
+# The user id operators act under; no user may take it.
+OPERATOR_USER_ID = "operator"
+
+
 def _actor(message: session_pb2.Actor) -> Actor:
     if not message.user_id and not message.operator:
         raise InvalidArgument("actor.user_id is required (or actor.operator)")
-    return Actor(user_id=message.user_id or "operator", operator=message.operator)
+    if message.user_id == OPERATOR_USER_ID and not message.operator:
+        raise InvalidArgument(f"user id {OPERATOR_USER_ID!r} is reserved for operators")
+    return Actor(user_id=message.user_id or OPERATOR_USER_ID, operator=message.operator)
 
 
 def _session_id(session_id: str) -> str:

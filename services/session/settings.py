@@ -23,6 +23,8 @@ class SessionSettings:
     # long ends; so does any session older than max_lifetime_s.
     idle_timeout_s: float = 600.0
     max_lifetime_s: float = 4 * 3600.0
+    # An ended session stays readable (GET, list) this long, then is removed.
+    ended_retention_s: float = 3600.0
     # Longest wait for a slot and the task start when creating a session.
     start_timeout_s: float = 60.0
     default_width: int = 1280
@@ -47,6 +49,9 @@ class SessionSettings:
             ),
             idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
             max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
+            ended_retention_s=env.number(
+                "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1
+            ),
             start_timeout_s=env.number("BATON_START_TIMEOUT_S", cls.start_timeout_s, minimum=1),
             default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),

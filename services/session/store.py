@@ -35,8 +35,12 @@ class SessionStore(Protocol):
     async def swap(self, session: Session, revision: int) -> int | None:
         """Replace the session if it is still at `revision`; the new revision or None."""
 
+    async def delete(self, session_id: str, revision: int) -> bool:
+        """Remove the session if it is still at `revision`; whether it was removed."""
+
     def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
-        """Every change to the session after `after_revision`, until cancelled."""
+        """Every change to the session after `after_revision`, until cancelled or
+        the session is deleted."""
 
     async def close(self) -> None: ...
 
@@ -52,7 +56,8 @@ class MemoryStore:
         self._revision = 0
         self._latest: dict[str, Stored] = {}
         self._history: dict[str, deque[Stored]] = {}
-        self._watchers: dict[str, set[asyncio.Queue[Stored]]] = {}
+        # None tells a watcher that the session was deleted.
+        self._watchers: dict[str, set[asyncio.Queue[Stored | None]]] = {}
 
     def _commit(self, session: Session) -> int:
         self._revision += 1
@@ -80,17 +85,30 @@ class MemoryStore:
             return None
         return self._commit(session)
 
+    async def delete(self, session_id: str, revision: int) -> bool:
+        current = self._latest.get(session_id)
+        if current is None or current.revision != revision:
+            return False
+        self._revision += 1
+        del self._latest[session_id]
+        self._history.pop(session_id, None)
+        for queue in self._watchers.get(session_id, ()):
+            queue.put_nowait(None)
+        return True
+
     async def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
-        queue: asyncio.Queue[Stored] = asyncio.Queue()
+        queue: asyncio.Queue[Stored | None] = asyncio.Queue()
+        if session_id not in self._latest:
+            return  # deleted (or never stored): no change will come
         # Replay and subscribe with no await in between, so nothing slips through.
-        for stored in self._history.get(session_id, ()):
-            if stored.revision > after_revision:
-                queue.put_nowait(stored)
+        for past in self._history.get(session_id, ()):
+            if past.revision > after_revision:
+                queue.put_nowait(past)
         watchers = self._watchers.setdefault(session_id, set())
         watchers.add(queue)
         try:
-            while True:
-                yield await queue.get()
+            while (stored := await queue.get()) is not None:
+                yield stored
         finally:
             watchers.discard(queue)
             if not watchers:

@@ -10,8 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from baton.automation.v1 import automation_pb2
+from baton.display.v1 import display_pb2
 from services.runtime.errors import (
     Conflict,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -21,7 +23,8 @@ from services.runtime.errors import (
 from services.session.model import Action, Actor, ControlState, EventKind, Session, TaskStatus
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
-from services.session.store import SessionStore
+from services.session.store import MemoryStore, SessionStore, Stored
+from services.session.workers import WorkerHost
 from tests.session.factories import T0
 from tests.session.stores import store
 from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
@@ -281,3 +284,337 @@ async def test_a_broken_task_stream_fails_the_session(plane: Plane) -> None:
     failed = await eventually(plane, other.id, lambda s: s.state.terminal)
     assert failed.ended_reason == "automation failed: automation service unreachable"
     assert (await plane.sessions.get(ALICE, session.id)).state is ControlState.AI_CONTROL
+
+
+def plane_with(store: SessionStore, display: DisplayTwin, automation: AutomationTwin) -> Plane:
+    worker = WorkerHost("twin", "twin-display", "twin-automation", display, automation)
+    clock = Clock()
+    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600)
+    return Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
+
+
+class SlowDisplay(DisplayTwin):
+    """Allocation waits until the test lets it finish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.allocating = asyncio.Event()
+        self.finish_allocation = asyncio.Event()
+
+    async def allocate_slot(
+        self, session_id: str, viewport: display_pb2.Viewport
+    ) -> display_pb2.Slot:
+        self.allocating.set()
+        await self.finish_allocation.wait()
+        return await super().allocate_slot(session_id, viewport)
+
+
+async def test_ending_a_starting_session_releases_the_slot_allocated_after(
+    store: SessionStore,
+) -> None:
+    display = SlowDisplay()
+    plane = plane_with(store, display, AutomationTwin())
+    try:
+        creating = asyncio.create_task(plane.sessions.create(ALICE, SPEC))
+        await display.allocating.wait()
+        [starting] = await plane.sessions.list_sessions(ALICE)
+        assert starting.state is ControlState.STARTING
+        ended = await plane.sessions.end(ALICE, starting.id, "changed my mind")
+        assert ended.state is ControlState.ENDED
+        display.finish_allocation.set()
+        with pytest.raises(FailedPrecondition, match="ended while starting"):
+            await creating
+        # The slot that arrived after the end is given back, and no task started.
+        assert display.slots == {}
+        assert display.released == ["slot-1"]
+        assert plane.automation.started == {}
+        final = await plane.sessions.get(ALICE, starting.id)
+        assert (final.state, final.ended_reason) == (ControlState.ENDED, "changed my mind")
+    finally:
+        await plane.sessions.close()
+
+
+class FaithfulAutomation(AutomationTwin):
+    """Pause state exists from StartTask's arrival on, as in automation: before
+    that PauseTask is NOT_FOUND. StartTask arrives when the test lets it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliver = asyncio.Event()
+        self.refused_pause = asyncio.Event()
+        self.paused: set[str] = set()
+        self.known: set[str] = set()
+
+    async def start_task(
+        self, request: automation_pb2.StartTaskRequest
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        await self.deliver.wait()
+        self.known.add(request.session_id)
+        async for event in super().start_task(request):
+            yield event
+
+    async def pause_task(self, session_id: str) -> None:
+        if session_id not in self.known:
+            self.refused_pause.set()
+            raise NotFound(f"no session {session_id!r} here: StartTask opens one")
+        self.paused.add(session_id)
+        await super().pause_task(session_id)
+
+
+async def test_take_control_right_after_create_pauses_the_task_once_it_arrives(
+    store: SessionStore,
+) -> None:
+    automation = FaithfulAutomation()
+    plane = plane_with(store, DisplayTwin(), automation)
+    try:
+        session = await plane.sessions.create(ALICE, SPEC)
+        taking = asyncio.create_task(
+            plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+        )
+        # The pause overtook StartTask on its way to automation.
+        await automation.refused_pause.wait()
+        automation.deliver.set()
+        taken = await taking
+        assert taken.state is ControlState.USER_CONTROL
+        # The agent is held: it cannot act on the person's browser.
+        assert session.id in automation.paused
+        assert automation.calls == [("start", session.id), ("pause", session.id)]
+    finally:
+        await plane.sessions.close()
+
+
+async def test_a_control_change_that_loses_to_a_step_leaves_the_agent_running(
+    plane: Plane,
+) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    feed = plane.automation.feed(session.id)
+    record = plane.automation.pause_task
+
+    async def pause_while_a_step_lands(session_id: str) -> None:
+        await record(session_id)
+        # A step event arrives while the agent is being paused: the version moves on.
+        feed.put_nowait(step_event(0, automation_pb2.STEP_STATUS_STARTED))
+        await eventually(plane, session_id, lambda s: s.version > session.version)
+
+    plane.automation.pause_task = pause_while_a_step_lands  # type: ignore[method-assign]
+    with pytest.raises(Conflict):
+        await plane.sessions.change_control(ALICE, session.id, Action.PAUSE, session.version)
+    current = await plane.sessions.get(ALICE, session.id)
+    assert current.state is ControlState.AI_CONTROL
+    # The agent still has control, so it is not left paused.
+    assert plane.automation.calls[-2:] == [("pause", session.id), ("resume", session.id)]
+
+
+class FlakyStore(MemoryStore):
+    """The first listing fails the way a store out of reach can."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings = 0
+
+    async def list_all(self) -> list[Stored]:
+        self.listings += 1
+        if self.listings == 1:
+            raise RuntimeError("connection reset")
+        return await super().list_all()
+
+
+async def test_the_reaper_outlives_a_failed_round() -> None:
+    worker, display, automation = twin_worker()
+    clock = Clock()
+    # A tiny idle timeout: the reaper runs every 10 ms.
+    settings = SessionSettings(idle_timeout_s=0.04, max_lifetime_s=600)
+    sessions = SessionOrchestrator(FlakyStore(), worker, settings, clock)
+    plane = Plane(sessions, display, automation, clock)
+    try:
+        session = await sessions.create(ALICE, SPEC)
+        clock.advance(1)
+        sessions.start_background()
+        ended = await eventually(plane, session.id, lambda s: s.state.terminal)
+        assert ended.ended_reason == "idle for 0.04 s"
+    finally:
+        await sessions.close()
+
+
+async def test_ended_sessions_are_removed_after_the_retention_period(
+    store: SessionStore,
+) -> None:
+    worker, display, automation = twin_worker()
+    clock = Clock()
+    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300)
+    plane = Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
+    try:
+        ended = await plane.sessions.create(ALICE, SPEC)
+        await plane.sessions.end(ALICE, ended.id, "done")
+        clock.advance(299)
+        live = await plane.sessions.create(ALICE, SPEC)
+        await plane.sessions.reap()
+        assert {s.id for s in await plane.sessions.list_sessions(ALICE)} == {ended.id, live.id}
+        clock.advance(1)
+        await plane.sessions.reap()
+        # Gone from the store: memory does not grow with every session ever made.
+        assert [s.id for s in await plane.sessions.list_sessions(ALICE)] == [live.id]
+        assert await store.get(ended.id) is None
+        with pytest.raises(NotFound):
+            await plane.sessions.get(ALICE, ended.id)
+    finally:
+        await plane.sessions.close()
+
+
+async def test_a_start_that_times_out_is_unavailable_not_internal(store: SessionStore) -> None:
+    display = SlowDisplay()
+    worker = WorkerHost("twin", "twin-display", "twin-automation", display, AutomationTwin())
+    settings = SessionSettings(start_timeout_s=0.05)
+    sessions = SessionOrchestrator(store, worker, settings, Clock())
+    try:
+        with pytest.raises(DeadlineExceeded):
+            await sessions.create(ALICE, SPEC)
+        [failed] = await sessions.list_sessions(ALICE)
+        assert failed.state is ControlState.FAILED
+        assert failed.ended_reason == "the display or the task did not start in time"
+        assert display.slots == {}
+    finally:
+        await sessions.close()
+
+
+class StreamClosingAutomation(AutomationTwin):
+    """Records when a task stream is closed from the session side."""
+
+    async def start_task(
+        self, request: automation_pb2.StartTaskRequest
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        try:
+            async for event in super().start_task(request):
+                yield event
+        finally:
+            self.calls.append(("stream closed", request.session_id))
+
+
+async def test_ending_closes_the_task_stream_before_the_browser(store: SessionStore) -> None:
+    automation = StreamClosingAutomation()
+    plane = plane_with(store, DisplayTwin(), automation)
+    try:
+        session = await plane.sessions.create(ALICE, SPEC)
+        await eventually(plane, session.id, lambda s: session.id in automation.started)
+        await plane.sessions.end(ALICE, session.id, "done")
+        assert automation.calls == [
+            ("start", session.id),
+            ("stream closed", session.id),
+            ("cancel", session.id),
+            ("close", session.id),
+        ]
+    finally:
+        await plane.sessions.close()
+
+
+class UnreachableOnceDisplay(DisplayTwin):
+    """The first release fails, as when the display service is restarting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refusals = 1
+
+    async def release_slot(self, slot_id: str) -> None:
+        if self.refusals:
+            self.refusals -= 1
+            raise Unavailable("display service unreachable")
+        await super().release_slot(slot_id)
+
+
+async def test_slots_held_for_no_live_session_are_given_back(store: SessionStore) -> None:
+    display = UnreachableOnceDisplay()
+    plane = plane_with(store, display, AutomationTwin())
+    try:
+        live = await plane.sessions.create(ALICE, SPEC)
+        ended = await plane.sessions.create(ALICE, SPEC)
+        assert live.placement is not None and ended.placement is not None
+        # The end could not reach the display: its slot is still held.
+        await plane.sessions.end(ALICE, ended.id, "done")
+        # A slot for a session this store never heard of (lost with a restart).
+        lost = await display.allocate_slot("lost-session", display_pb2.Viewport())
+        assert set(display.slots) == {live.placement.slot_id, ended.placement.slot_id, lost.id}
+        released = await plane.sessions.release_orphans()
+        assert sorted(released) == sorted([ended.placement.slot_id, lost.id])
+        assert set(display.slots) == {live.placement.slot_id}
+        assert ("close", "lost-session") in plane.automation.calls
+        assert await plane.sessions.release_orphans() == []
+    finally:
+        await plane.sessions.close()
+
+
+async def test_a_resume_cut_short_by_the_end_does_not_rewrite_the_ended_session(
+    plane: Plane,
+) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    ended: list[Session] = []
+
+    async def ended_meanwhile(session_id: str) -> None:
+        # The session ends (another tab, the reaper) while control comes back.
+        ended.append(await plane.sessions.end(OPERATOR, session_id, "ended elsewhere"))
+        raise NotFound(f"no session {session_id!r} here")
+
+    plane.automation.resume_task = ended_meanwhile  # type: ignore[method-assign]
+    await plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    final = await plane.sessions.get(ALICE, session.id)
+    assert final.last_event.kind is EventKind.ENDED
+    assert (final.state, final.version) == (ControlState.ENDED, ended[0].version)
+
+
+class HeldResumeAutomation(AutomationTwin):
+    """ResumeTask stays in flight until the test lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resuming = asyncio.Event()
+        self.let_resume = asyncio.Event()
+
+    async def resume_task(self, session_id: str) -> None:
+        self.resuming.set()
+        await self.let_resume.wait()
+        await super().resume_task(session_id)
+
+
+async def test_a_take_control_waits_for_the_previous_return_to_finish() -> None:
+    # The memory store and the twins never suspend inside a control change
+    # except where the test holds them, so the interleaving below is exact.
+    automation = HeldResumeAutomation()
+    plane = plane_with(MemoryStore(), DisplayTwin(), automation)
+    try:
+        session = await plane.sessions.create(ALICE, SPEC)
+        await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+        returning = asyncio.create_task(
+            plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+        )
+        await automation.resuming.wait()
+        # Bob takes control while Alice's ResumeTask is still on its way.
+        taking = asyncio.create_task(
+            plane.sessions.change_control(OPERATOR, session.id, Action.TAKE_CONTROL, None)
+        )
+        for _ in range(5):
+            await asyncio.sleep(0)
+        automation.let_resume.set()
+        await returning
+        taken = await taking
+        assert (taken.state, taken.controller_user_id) == (ControlState.USER_CONTROL, "operator")
+        # The agent ends up paused under Bob: his pause came after Alice's resume.
+        assert automation.calls[-2:] == [("resume", session.id), ("pause", session.id)]
+    finally:
+        await plane.sessions.close()
+
+
+async def test_a_create_whose_caller_goes_away_fails_the_session(store: SessionStore) -> None:
+    display = SlowDisplay()
+    plane = plane_with(store, display, AutomationTwin())
+    try:
+        creating = asyncio.create_task(plane.sessions.create(ALICE, SPEC))
+        await display.allocating.wait()
+        creating.cancel()  # as gRPC does when the CreateSession call is cancelled
+        with pytest.raises(asyncio.CancelledError):
+            await creating
+        [failed] = await plane.sessions.list_sessions(ALICE)
+        assert failed.state is ControlState.FAILED
+        assert failed.ended_reason == "could not start: the request was cancelled"
+        assert display.slots == {}
+    finally:
+        await plane.sessions.close()

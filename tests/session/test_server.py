@@ -108,6 +108,12 @@ async def test_domain_errors_become_status_codes(service: Service) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await service.stub.ListSessions(session_pb2.ListSessionsRequest())
     assert anonymous.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.aio.AioRpcError) as impostor:
+        await service.stub.ListSessions(
+            session_pb2.ListSessionsRequest(actor=session_pb2.Actor(user_id="operator"))
+        )
+    assert impostor.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert impostor.value.details() == "user id 'operator' is reserved for operators"
     created = await service.stub.CreateSession(
         session_pb2.CreateSessionRequest(actor=ALICE, task="t", url="http://127.0.0.1:9/")
     )

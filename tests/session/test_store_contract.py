@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 
+import aetcd
+import aetcd.exceptions
 import pytest
 
-from services.runtime.errors import Conflict
-from services.session.model import ControlState
+from services.runtime.errors import Conflict, Unavailable
+from services.session.etcd_store import EtcdStore
+from services.session.model import ControlState, Session
 from services.session.store import SessionStore, Stored
+from tests.conftest import free_port, require_binary
 from tests.session.factories import make_session
 from tests.session.stores import store
 
@@ -86,3 +95,135 @@ async def test_watch_from_an_older_revision_replays(store: SessionStore) -> None
     replayed = await asyncio.wait_for(anext(changes), 10)
     await changes.aclose()  # type: ignore[attr-defined]
     assert (replayed.session.version, replayed.revision) == (2, second)
+
+
+async def test_an_etcd_watch_from_a_compacted_revision_catches_up(etcd_endpoint: str) -> None:
+    etcd = await EtcdStore.connect([etcd_endpoint], prefix=f"/baton-test/{uuid.uuid4().hex}/")
+    try:
+        session = make_session(session_id="a")
+        first = await etcd.create(session)
+        current = first
+        for version in (2, 3, 4):
+            swapped = await etcd.swap(replace(session, version=version), current)
+            assert swapped is not None
+            current = swapped
+        await etcd._client.compact(current)
+        changes = etcd.watch("a", first)
+        # The changes in between are gone from etcd: the latest stands in for them.
+        latest = await asyncio.wait_for(anext(changes), 10)
+        assert (latest.session.version, latest.revision) == (4, current)
+        later = await etcd.swap(replace(session, version=5), current)
+        following = await asyncio.wait_for(anext(changes), 10)
+        await changes.aclose()  # type: ignore[attr-defined]
+        assert (following.session.version, following.revision) == (5, later)
+    finally:
+        await etcd.close()
+
+
+def start_etcd(data_dir: Path, client_port: int, peer_port: int) -> subprocess.Popen[bytes]:
+    binary = require_binary("etcd", "etcd-server")
+    client_url = f"http://127.0.0.1:{client_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    process = subprocess.Popen(
+        [
+            binary,
+            "--name=baton-restart",
+            f"--data-dir={data_dir}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=baton-restart={peer_url}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return process
+
+
+def stop_etcd(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def test_an_etcd_watch_survives_an_etcd_restart(tmp_path: Path) -> None:
+    client_port, peer_port = free_port(), free_port()
+    process = start_etcd(tmp_path / "etcd", client_port, peer_port)
+    etcd: EtcdStore | None = None
+    try:
+        for _ in range(400):
+            with contextlib.suppress(Unavailable):
+                etcd = await EtcdStore.connect([f"127.0.0.1:{client_port}"])
+                break
+            await asyncio.sleep(0.05)
+        assert etcd is not None, "etcd did not start"
+        session = make_session(session_id="a")
+        revision = await etcd.create(session)
+        changes = etcd.watch("a", revision)
+        first = asyncio.create_task(next_change(changes))
+        revision = await swap_when_up(etcd, replace(session, version=2), revision)
+        assert (await asyncio.wait_for(first, 10)).session.version == 2
+        # etcd goes away and comes back (same data) while the watch is open.
+        following = asyncio.create_task(next_change(changes))
+        stop_etcd(process)
+        process = start_etcd(tmp_path / "etcd", client_port, peer_port)
+        later = await swap_when_up(etcd, replace(session, version=3), revision)
+        change = await asyncio.wait_for(following, 30)
+        await changes.aclose()  # type: ignore[attr-defined]
+        assert (change.session.version, change.revision) == (3, later)
+    finally:
+        if etcd is not None:
+            await etcd.close()
+        stop_etcd(process)
+
+
+async def swap_when_up(etcd: EtcdStore, session: Session, revision: int) -> int:
+    """Swap, trying again while etcd is still starting."""
+    for _ in range(400):
+        with contextlib.suppress(Unavailable, aetcd.exceptions.ClientError):
+            swapped = await etcd.swap(session, revision)
+            assert swapped is not None
+            return swapped
+        await asyncio.sleep(0.05)
+    raise AssertionError("etcd did not come back")
+
+
+async def test_etcd_out_of_reach_is_unavailable() -> None:
+    # Nothing listens on that port: etcd is down.
+    etcd = EtcdStore(aetcd.Client(host="127.0.0.1", port=free_port(), timeout=2))
+    try:
+        with pytest.raises(Unavailable):
+            await etcd.get("a")
+        with pytest.raises(Unavailable):
+            await etcd.list_all()
+        with pytest.raises(Unavailable):
+            await etcd.create(make_session(session_id="a"))
+        with pytest.raises(Unavailable):
+            await etcd.swap(make_session(session_id="a"), 1)
+    finally:
+        await etcd.close()
+
+
+async def test_delete_needs_the_current_revision_and_ends_watches(store: SessionStore) -> None:
+    session = make_session(ControlState.ENDED, session_id="a")
+    first = await store.create(session)
+    second = await store.swap(replace(session, version=2), first)
+    assert second is not None
+    assert await store.delete("a", first) is False
+    changes = store.watch("a", second)
+    following = asyncio.create_task(next_change(changes))
+    assert await store.delete("a", second) is True
+    assert await store.get("a") is None
+    assert await store.list_all() == []
+    # A watch of a deleted session ends: no change will come.
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(following, 10)
+    assert await store.delete("a", second) is False
+
+
+async def next_change(changes: AsyncIterator[Stored]) -> Stored:
+    return await anext(changes)

@@ -41,6 +41,9 @@ class DisplayTwin:
         self.slots.pop(slot_id, None)
         self.released.append(slot_id)
 
+    async def list_slots(self) -> list[display_pb2.Slot]:
+        return list(self.slots.values())
+
     async def watch_slots(self) -> AsyncIterator[display_pb2.WatchSlotsResponse]:
         while True:
             yield await self.events.get()
