@@ -261,16 +261,8 @@ class RfbClient:
                         pixels[start * 4 : (start + w) * 4] = data[row * w * 4 : (row + 1) * w * 4]
                         missing -= w - sum(covered[start : start + w])
                         covered[start : start + w] = b"\x01" * w
-            elif kind == _MSG_SET_COLOUR_MAP_ENTRIES:
-                _, count = struct.unpack(">xHH", await self._read(5))
-                await self._read(count * 6)
-            elif kind == _MSG_BELL:
-                continue
-            elif kind == _MSG_SERVER_CUT_TEXT:
-                await self._read(3)
-                await self._read(await self._read_u32())
             else:
-                raise RfbError(f"unexpected server message type {kind}")
+                await self._skip_other_message(kind)
         return Framebuffer(width, height, bytes(pixels))
 
 
