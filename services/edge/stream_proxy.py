@@ -49,6 +49,10 @@ UPSTREAM_CONNECT_TIMEOUT_S = 10.0
 # User input keeps a session from idling out; telling the service once in a
 # while is enough.
 INPUT_ACTIVITY_INTERVAL_S = 5.0
+# While a viewer stays connected, the session service hears so this often; it
+# lets viewer counts lapse without it (BATON_VIEWER_LEASE_S, 90 s by default),
+# so viewers of an edge that died stop keeping sessions alive.
+VIEWER_PRESENT_INTERVAL_S = 30.0
 _TERMINAL = (session_pb2.CONTROL_STATE_ENDED, session_pb2.CONTROL_STATE_FAILED)
 
 
@@ -224,6 +228,7 @@ class _ViewerConnection:
             asyncio.create_task(self._client_to_upstream(upstream)),
             asyncio.create_task(self._upstream_to_client(upstream)),
             asyncio.create_task(self._wait_for_end()),
+            asyncio.create_task(self._report_presence()),
         ]
         code, reason = CLOSE_NORMAL, ""
         try:
@@ -282,6 +287,11 @@ class _ViewerConnection:
         except ConnectionClosed:
             pass
         return CLOSE_NORMAL, "the display closed the connection"
+
+    async def _report_presence(self) -> tuple[int, str]:
+        while True:
+            await asyncio.sleep(VIEWER_PRESENT_INTERVAL_S)
+            self._report(session_pb2.ACTIVITY_KIND_VIEWER_PRESENT)
 
     async def _wait_for_end(self) -> tuple[int, str]:
         await self._ended.wait()

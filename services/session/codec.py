@@ -70,6 +70,7 @@ def encode(session: Session) -> bytes:
         "placement": placement.__dict__ if placement else None,
         "userRequestReason": session.user_request_reason,
         "viewerCount": session.viewer_count,
+        "viewersSeenAt": session.viewers_seen_at.isoformat() if session.viewers_seen_at else None,
         "lastEvent": {
             "kind": event.kind.value,
             "action": event.action.value if event.action else None,
@@ -110,6 +111,9 @@ def decode(raw: bytes) -> Session:
         placement=Placement(**data["placement"]) if data["placement"] else None,
         user_request_reason=data["userRequestReason"],
         viewer_count=data["viewerCount"],
+        viewers_seen_at=datetime.fromisoformat(data["viewersSeenAt"])
+        if data.get("viewersSeenAt")
+        else None,
         last_event=LastEvent(
             kind=EventKind(event["kind"]),
             action=Action(event["action"]) if event["action"] else None,

@@ -124,4 +124,7 @@ class Session:
     placement: Placement | None = None
     user_request_reason: str = ""
     viewer_count: int = 0
+    # When a viewer was last reported joined or present; the count lapses
+    # after the settings' viewer lease without such a report.
+    viewers_seen_at: datetime | None = None
     last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))

@@ -365,21 +365,41 @@ class SessionOrchestrator:
         await self._get_owned(actor, session_id)
         return await self._finish(session_id, reason, failed=False)
 
-    async def record_activity(self, session_id: str, viewers_delta: int, input_seen: bool) -> None:
+    async def record_activity(
+        self, session_id: str, viewers_delta: int, input_seen: bool, viewer_seen: bool = False
+    ) -> None:
+        """Count viewers joining (+1) and leaving (-1), user input, and viewers
+        still present (`viewer_seen`, refreshed at most once per resolution)."""
         now = self._clock()
+        # Refresh presence well within the lease, but not on every report.
+        resolution = min(ACTIVITY_RESOLUTION, timedelta(seconds=self._settings.viewer_lease_s / 3))
 
         def change(s: Session) -> Session:
             if s.state.terminal:
+                return s
+            if (
+                not viewers_delta
+                and not input_seen
+                and s.viewers_seen_at is not None
+                and now - s.viewers_seen_at < resolution
+            ):
                 return s
             return _bookkeeping(
                 replace(
                     s,
                     viewer_count=max(0, s.viewer_count + viewers_delta),
+                    viewers_seen_at=now if viewer_seen or viewers_delta > 0 else s.viewers_seen_at,
                     last_activity_at=now if input_seen or viewers_delta else s.last_activity_at,
                 )
             )
 
         await self._update(session_id, change)
+
+    def _watched(self, session: Session, now: datetime) -> bool:
+        """Viewers count while a gateway keeps reporting them."""
+        lease = timedelta(seconds=self._settings.viewer_lease_s)
+        seen = session.viewers_seen_at
+        return session.viewer_count > 0 and seen is not None and now - seen < lease
 
     # --- the task's event stream ---
 
@@ -526,7 +546,12 @@ class SessionOrchestrator:
                 continue
             if now - session.created_at >= lifetime:
                 reason = f"maximum lifetime of {self._settings.max_lifetime_s:g} s reached"
-            elif session.viewer_count == 0 and now - session.last_activity_at >= idle:
+            elif (
+                not self._watched(session, now)
+                and now
+                - max(session.last_activity_at, session.viewers_seen_at or session.last_activity_at)
+                >= idle
+            ):
                 reason = f"idle for {self._settings.idle_timeout_s:g} s"
             else:
                 continue

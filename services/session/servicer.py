@@ -15,10 +15,12 @@ from services.session.orchestrator import SessionOrchestrator, SessionSpec
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+# Activity kind → (viewers delta, user input seen, viewer seen).
 _ACTIVITY = {
-    session_pb2.ACTIVITY_KIND_VIEWER_JOINED: (1, False),
-    session_pb2.ACTIVITY_KIND_VIEWER_LEFT: (-1, False),
-    session_pb2.ACTIVITY_KIND_USER_INPUT: (0, True),
+    session_pb2.ACTIVITY_KIND_VIEWER_JOINED: (1, False, True),
+    session_pb2.ACTIVITY_KIND_VIEWER_LEFT: (-1, False, False),
+    session_pb2.ACTIVITY_KIND_USER_INPUT: (0, True, False),
+    session_pb2.ACTIVITY_KIND_VIEWER_PRESENT: (0, False, True),
 }
 
 
@@ -129,8 +131,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     ) -> session_pb2.RecordActivityResponse:
         if request.kind not in _ACTIVITY:
             raise InvalidArgument(f"unknown activity kind {request.kind}")
-        viewers_delta, input_seen = _ACTIVITY[request.kind]
+        viewers_delta, input_seen, viewer_seen = _ACTIVITY[request.kind]
         await self._sessions.record_activity(
-            _session_id(request.session_id), viewers_delta, input_seen
+            _session_id(request.session_id), viewers_delta, input_seen, viewer_seen
         )
         return session_pb2.RecordActivityResponse()

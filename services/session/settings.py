@@ -22,6 +22,9 @@ class SessionSettings:
     # A session with no viewer, no input, no AI step and no API call for this
     # long ends; so does any session older than max_lifetime_s.
     idle_timeout_s: float = 600.0
+    # Viewers count only while a gateway refreshes them this often (it reports
+    # each connected viewer every 30 s).
+    viewer_lease_s: float = 90.0
     max_lifetime_s: float = 4 * 3600.0
     # An ended session stays readable (GET, list) this long, then is removed.
     ended_retention_s: float = 3600.0
@@ -48,6 +51,7 @@ class SessionSettings:
                 f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053)}",
             ),
             idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
+            viewer_lease_s=env.number("BATON_VIEWER_LEASE_S", cls.viewer_lease_s, minimum=1),
             max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
             ended_retention_s=env.number(
                 "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1

@@ -162,7 +162,9 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(capacity: int = 100, **edge_overrides: Any) -> AsyncIterator[Stack]:
+async def running_stack(
+    capacity: int = 100, session_settings: SessionSettings | None = None, **edge_overrides: Any
+) -> AsyncIterator[Stack]:
     """The stack; `edge_overrides` replace fields of the edge's settings."""
     recorder = RfbRecorder()
     await recorder.start()
@@ -175,7 +177,9 @@ async def running_stack(capacity: int = 100, **edge_overrides: Any) -> AsyncIter
         display=display,
         automation=automation,
     )
-    session_server = await start_session_server(SessionSettings(), worker=worker)
+    session_server = await start_session_server(
+        session_settings or SessionSettings(), worker=worker
+    )
     settings = EdgeSettings(
         port=0,
         session_address=f"127.0.0.1:{session_server.port}",

@@ -618,3 +618,18 @@ async def test_a_create_whose_caller_goes_away_fails_the_session(store: SessionS
         assert display.slots == {}
     finally:
         await plane.sessions.close()
+
+
+async def test_viewers_count_only_while_reported_present(plane: Plane) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    await plane.sessions.record_activity(session.id, viewers_delta=1, input_seen=False)
+    plane.clock.advance(61)  # past the idle timeout (60 s), within the lease (90 s)
+    assert await plane.sessions.reap() == []
+    await plane.sessions.record_activity(session.id, 0, False, viewer_seen=True)
+    plane.clock.advance(80)
+    assert await plane.sessions.reap() == []
+    # No report for longer than the lease: the viewer count lapses, and the
+    # session has been idle since the viewer was last seen.
+    plane.clock.advance(71)
+    [ended] = await plane.sessions.reap()
+    assert (ended.id, ended.ended_reason) == (session.id, "idle for 60 s")

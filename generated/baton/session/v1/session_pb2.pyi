@@ -99,6 +99,11 @@ class _ActivityKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Activity
     ACTIVITY_KIND_VIEWER_JOINED: _ActivityKind.ValueType  # 1
     ACTIVITY_KIND_VIEWER_LEFT: _ActivityKind.ValueType  # 2
     ACTIVITY_KIND_USER_INPUT: _ActivityKind.ValueType  # 3
+    ACTIVITY_KIND_VIEWER_PRESENT: _ActivityKind.ValueType  # 4
+    """ACTIVITY_KIND_VIEWER_PRESENT is sent periodically while a viewer stays
+    connected. Viewer counts not refreshed this way lapse, so a gateway that
+    dies without reporting its viewers leaving cannot keep a session alive.
+    """
 
 class ActivityKind(_ActivityKind, metaclass=_ActivityKindEnumTypeWrapper): ...
 
@@ -106,6 +111,11 @@ ACTIVITY_KIND_UNSPECIFIED: ActivityKind.ValueType  # 0
 ACTIVITY_KIND_VIEWER_JOINED: ActivityKind.ValueType  # 1
 ACTIVITY_KIND_VIEWER_LEFT: ActivityKind.ValueType  # 2
 ACTIVITY_KIND_USER_INPUT: ActivityKind.ValueType  # 3
+ACTIVITY_KIND_VIEWER_PRESENT: ActivityKind.ValueType  # 4
+"""ACTIVITY_KIND_VIEWER_PRESENT is sent periodically while a viewer stays
+connected. Viewer counts not refreshed this way lapse, so a gateway that
+dies without reporting its viewers leaving cannot keep a session alive.
+"""
 Global___ActivityKind: _TypeAlias = ActivityKind  # noqa: Y015
 
 @_typing.final
