@@ -101,7 +101,11 @@ class StateDir:
         self._lock = lock
 
     def release(self) -> None:
+        """Give the dir up; after a clean stop (no slot left to reap) remove it."""
         if self._lock is not None:
+            # Still under the lock, so no other service takes it meanwhile.
+            if self.slots_dir.is_dir() and not any(self.slots_dir.iterdir()):
+                shutil.rmtree(self.path, ignore_errors=True)
             self._lock.close()
             self._lock = None
 

@@ -107,6 +107,21 @@ def test_state_dir_is_taken_by_one_service_at_a_time(tmp_path: Path) -> None:
     second.release()
 
 
+def test_a_clean_stop_leaves_no_state_dir_and_a_dirty_one_keeps_it(tmp_path: Path) -> None:
+    clean = StateDir(tmp_path / "clean")
+    clean.acquire()
+    clean.slot_dir("s1")
+    clean.remove_slot("s1")
+    clean.release()
+    assert not clean.path.exists()
+    # A slot whose processes were not stopped stays recorded for the next run to reap.
+    dirty = StateDir(tmp_path / "dirty")
+    dirty.acquire()
+    dirty.write_slot_record("s1", ProcessRecord(processes=[], display=201))
+    dirty.release()
+    assert (dirty.slots_dir / "s1" / "record.json").exists()
+
+
 def test_record_round_trip() -> None:
     identity = ProcessIdentity(pid=42, cmdline=("Xvnc", ":201"), start_ticks=1234)
     record = ProcessRecord(processes=[identity], display=201, x_server_pid=42, token="t")
