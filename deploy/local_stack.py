@@ -1,17 +1,17 @@
 """`make run`: the whole stack on one machine, each service its own process.
 
-Starts display, automation, session and edge in that order, waits until each is
-ready (gRPC health SERVING, or the edge's /healthz answering 200), prints the
-console URL, and on Ctrl-C or SIGTERM stops them in reverse order (SIGTERM to each
-service, which stops its own children; SIGKILL to what is left after a grace).
-If any of them dies, the rest are stopped too.
+Starts display, automation, session and edge in that order and waits until each
+is ready (gRPC health SERVING, or the edge's /healthz answering 200); the edge
+prints the console URL with its token. On Ctrl-C or SIGTERM it stops them in
+reverse order: SIGTERM to each service, which stops its own children, then
+SIGKILL to whatever is left after a grace. If any of them dies, the rest are
+stopped too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import ssl
 import sys
 import time
@@ -93,8 +93,6 @@ async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> 
 
 async def main() -> None:
     env = dict(os.environ)
-    # One token for the whole run, so the URL printed below opens the console.
-    env.setdefault("BATON_API_TOKEN", secrets.token_urlsafe(24))
     running: list[tuple[Service, asyncio.subprocess.Process]] = []
     stop = asyncio.create_task(until_stop_signal())
     try:
@@ -110,9 +108,8 @@ async def main() -> None:
                 return
             ready.result()
             print(f"baton: {service.name} ready", flush=True)
-        edge_url = stack(env)[-1].http_url or ""
-        console = edge_url.removesuffix("/healthz") + f"/?token={env['BATON_API_TOKEN']}"
-        print(f"\nbaton: console at {console}\nbaton: Ctrl-C stops everything\n", flush=True)
+        # The edge has printed the console URL (with the token) above.
+        print("\nbaton: all services ready; Ctrl-C stops everything\n", flush=True)
         exits = [asyncio.create_task(p.wait()) for _, p in running]
         done, _ = await asyncio.wait({*exits, stop}, return_when=asyncio.FIRST_COMPLETED)
         for (service, process), exit_task in zip(running, exits, strict=True):

@@ -78,11 +78,11 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
             if not line:
                 break
             output.append(line)
-            if "console at" in line:
+            if "all services ready" in line:
                 break
-        console = next((line for line in output if "console at" in line), None)
+        console = next((line for line in output if "Baton console:" in line), None)
         assert console is not None, "".join(output)
-        assert re.search(rf"http://127\.0\.0\.1:{edge_port}/\?token=launcher-test-token", console)
+        assert re.search(rf"http://127\.0\.0\.1:{edge_port}/#token=launcher-test-token", console)
         with urllib.request.urlopen(f"http://127.0.0.1:{edge_port}/healthz", timeout=10) as reply:
             assert reply.status == 200
         request = urllib.request.Request(
