@@ -19,13 +19,12 @@ from typing import Any
 import aiohttp
 import grpc
 import jwt
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.display.websockify_router import pick_free_port
-from services.runtime.grpc_client import open_channel
+from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.processes import start_process, stop_process_group
 
 API_TOKEN = "bench-operator-token"
@@ -159,17 +158,6 @@ class BenchStack:
             await asyncio.sleep(0.02)
 
 
-async def _grpc_serving(port: int) -> bool:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 async def _http_ok(http: aiohttp.ClientSession, url: str) -> bool:
     try:
         async with http.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
@@ -188,7 +176,8 @@ async def _wait_ready(
         if name == "edge":
             ready = await _http_ok(http, f"http://127.0.0.1:{port}/healthz")
         else:
-            ready = await _grpc_serving(port)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                ready = await is_serving(channel)
         if ready:
             return
         await asyncio.sleep(0.1)

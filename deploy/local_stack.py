@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.errors import Unavailable
+from services.runtime.grpc_client import is_serving
 from services.runtime.processes import start_process, stop_process_group
 
 STOP_GRACE_S = 10.0
@@ -54,17 +54,6 @@ def stack(env: Mapping[str, str]) -> list[Service]:
     ]
 
 
-async def _grpc_ready(port: int) -> bool:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=1
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
 def _http_ready(url: str) -> bool:
     try:
         # Our own edge on this machine: a self-signed certificate is fine here.
@@ -81,7 +70,8 @@ async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> 
         if process.returncode is not None:
             raise Unavailable(f"{service.name} exited with status {process.returncode}")
         if service.grpc_port is not None:
-            ready = await _grpc_ready(service.grpc_port)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+                ready = await is_serving(channel)
         else:
             assert service.http_url is not None
             ready = await asyncio.to_thread(_http_ready, service.http_url)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -33,15 +34,12 @@ def free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real etcd (Debian's etcd-server) on free loopback ports, removed afterwards."""
+def start_etcd(data_dir: Path, client_port: int, peer_port: int) -> subprocess.Popen[bytes]:
+    """A single-member etcd (Debian's etcd-server) on the given loopback ports."""
     binary = require_binary("etcd", "etcd-server")
-    data_dir = tmp_path_factory.mktemp("etcd")
-    client_port, peer_port = free_port(), free_port()
     client_url = f"http://127.0.0.1:{client_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [
             binary,
             "--name=baton-test",
@@ -55,6 +53,23 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop_etcd(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real etcd on free loopback ports, removed afterwards."""
+    data_dir = tmp_path_factory.mktemp("etcd")
+    client_port = free_port()
+    process = start_etcd(data_dir, client_port, free_port())
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -69,10 +84,5 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 time.sleep(0.05)
         yield f"127.0.0.1:{client_port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_etcd(process)
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -239,30 +239,17 @@ class RfbClient:
         if self.server_init is None:
             raise RfbError("handshake first")
         width, height = self.server_init.width, self.server_init.height
-        await self._channel.send(b"\x00\x00\x00\x00" + BGRX32.pack())
-        await self._channel.send(struct.pack(">BxHi", 2, 1, ENCODING_RAW))
-        await self._channel.send(struct.pack(">BBHHHH", 3, 0, 0, 0, width, height))
+        await self.use_raw_pixels()
+        await self.request_update(incremental=False)
         pixels = bytearray(width * height * 4)
         covered = bytearray(width * height)
         missing = width * height
         while missing > 0:
-            kind = await self._read_u8()
-            if kind == _MSG_FRAMEBUFFER_UPDATE:
-                (count,) = struct.unpack(">xH", await self._read(3))
-                for _ in range(count):
-                    x, y, w, h, encoding = struct.unpack(">HHHHi", await self._read(12))
-                    if encoding != ENCODING_RAW:
-                        raise RfbError(f"unexpected encoding {encoding}")
-                    if x + w > width or y + h > height:
-                        raise RfbError(f"rectangle {w}x{h}+{x}+{y} is off the screen")
-                    data = await self._read(w * h * 4)
-                    for row in range(h):
-                        start = (y + row) * width + x
-                        pixels[start * 4 : (start + w) * 4] = data[row * w * 4 : (row + 1) * w * 4]
-                        missing -= w - sum(covered[start : start + w])
-                        covered[start : start + w] = b"\x01" * w
-            else:
-                await self._skip_other_message(kind)
+            for rect in await self.read_update(pixels):
+                for row in range(rect.y, rect.y + rect.height):
+                    start = row * width + rect.x
+                    missing -= rect.width - sum(covered[start : start + rect.width])
+                    covered[start : start + rect.width] = b"\x01" * rect.width
         return Framebuffer(width, height, bytes(pixels))
 
 

@@ -12,12 +12,11 @@ from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
-from services.runtime.grpc_client import open_channel
+from services.runtime.grpc_client import is_serving, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,6 @@ class SessionClient:
     def __init__(self, address: str, timeout: float = 90.0) -> None:
         self._channel = open_channel(address)
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
         # CreateSession waits for a slot and the browser: allow for it.
         self._timeout = timeout
 
@@ -50,12 +48,7 @@ class SessionClient:
         The session server's overall health (service "") is SERVING only while
         its worker host's display and automation services are.
         """
-        try:
-            answer = await self._health.Check(health_pb2.HealthCheckRequest(), timeout=deadline_s)
-        except grpc.aio.AioRpcError:
-            return False
-        serving: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
-        return serving
+        return await is_serving(self._channel, deadline_s=deadline_s)
 
     async def create(
         self, principal: Principal, request: session_pb2.CreateSessionRequest

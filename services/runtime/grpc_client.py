@@ -1,8 +1,10 @@
-"""gRPC client channels with trace propagation, shared by every caller."""
+"""gRPC client channels with trace propagation, and the health probe, shared by
+every caller."""
 
 from __future__ import annotations
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.runtime.telemetry import client_interceptors
 
@@ -10,3 +12,14 @@ from services.runtime.telemetry import client_interceptors
 def open_channel(target: str) -> grpc.aio.Channel:
     """An insecure channel to a Baton service (they listen on trusted networks)."""
     return grpc.aio.insecure_channel(target, interceptors=client_interceptors())
+
+
+async def is_serving(channel: grpc.aio.Channel, service: str = "", deadline_s: float = 1.0) -> bool:
+    """Whether the server answers its health check for `service` with SERVING."""
+    try:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=deadline_s
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

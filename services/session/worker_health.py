@@ -14,8 +14,10 @@ import logging
 from collections.abc import Sequence
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
+
+from services.runtime.grpc_client import is_serving
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +27,7 @@ CHECK_TIMEOUT_S = 1.0
 
 async def workers_serving(channels: Sequence[grpc.aio.Channel]) -> bool:
     for channel in channels:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=CHECK_TIMEOUT_S
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        if not await is_serving(channel, deadline_s=CHECK_TIMEOUT_S):
             return False
     return True
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -18,7 +17,7 @@ from services.runtime.errors import Conflict, Unavailable
 from services.session.etcd_store import EtcdStore
 from services.session.model import ControlState, Session
 from services.session.store import SessionStore, Stored
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, start_etcd, stop_etcd
 from tests.session.factories import make_session
 from tests.session.stores import store
 
@@ -118,36 +117,6 @@ async def test_an_etcd_watch_from_a_compacted_revision_catches_up(etcd_endpoint:
         assert (following.session.version, following.revision) == (5, later)
     finally:
         await etcd.close()
-
-
-def start_etcd(data_dir: Path, client_port: int, peer_port: int) -> subprocess.Popen[bytes]:
-    binary = require_binary("etcd", "etcd-server")
-    client_url = f"http://127.0.0.1:{client_port}"
-    peer_url = f"http://127.0.0.1:{peer_port}"
-    process = subprocess.Popen(
-        [
-            binary,
-            "--name=baton-restart",
-            f"--data-dir={data_dir}",
-            f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=baton-restart={peer_url}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    return process
-
-
-def stop_etcd(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def test_an_etcd_watch_survives_an_etcd_restart(tmp_path: Path) -> None:
