@@ -3,12 +3,16 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test setup system-packages proto proto-check lint format pytest bench clean
+.PHONY: run test fresh-check setup system-packages proto proto-check lint format pytest bench clean
 
 run: setup
 	$(PY) -m deploy.local_stack
 
 test: setup lint pytest
+
+# `make test` in a fresh clone of HEAD: passes only with no test skipped.
+fresh-check:
+	deploy/fresh-clone-check.sh
 
 setup: system-packages $(VENV)/.installed
 # The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.

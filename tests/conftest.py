@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -12,18 +11,19 @@ from pathlib import Path
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+from services.runtime import processes
 
 
 def require_binary(name: str, debian_package: str) -> str:
-    """Path of `name`; skip (fail in CI, which installs it) when it is missing."""
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} not installed: apt-get install {debian_package}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
+    """Path of `name`, found as the services find it; a failure when it is missing.
+
+    Never a skip: `make test` installs every program the tests run
+    (deploy/debian-packages.txt), so a missing one is a missing install step.
+    """
+    try:
+        return processes.require_binary(name, debian_package)
+    except processes.MissingBinary as exc:
+        pytest.fail(f"{exc.message}; it belongs in deploy/debian-packages.txt")
 
 
 def free_port() -> int:

@@ -16,6 +16,7 @@ from services.display.state_dir import StateDir
 from services.display.websockify_router import WebsockifyRouter
 from services.display.x_display_files import display_held
 from services.runtime.grpc_server import RunningServer, start_server
+from services.runtime.processes import require_module
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,8 @@ async def start_display_server(
     Stopping the returned server also stops every slot and websockify.
     """
     binaries = Binaries.find(settings.backend)
+    # The host's websockify is `python -m websockify` with this interpreter.
+    require_module("websockify")
     state = StateDir(settings.state_dir)
     state.acquire()
     async with contextlib.AsyncExitStack() as undo:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Mapping, Sequence
 
 from services.runtime.errors import BatonError
@@ -25,6 +27,16 @@ def require_binary(name: str, debian_package: str) -> str:
             f"(apt-get install {debian_package})"
         )
     return path
+
+
+def require_module(name: str) -> None:
+    """Check that the Python module `name`, which Baton runs as `python -m name`
+    with its own interpreter, is installed beside it (a dependency in pyproject.toml)."""
+    if importlib.util.find_spec(name) is None:
+        raise MissingBinary(
+            f"the Python module {name} is not installed in {sys.prefix}: "
+            "install Baton's dependencies (pip install -e .)"
+        )
 
 
 async def start_process(

@@ -177,7 +177,6 @@ class FullStack:
 
 def require_stack_binaries() -> None:
     require_binary("Xvnc", "tigervnc-standalone-server")
-    require_binary("websockify", "websockify")
     require_binary("chromium", "chromium")
 
 

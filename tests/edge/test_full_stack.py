@@ -23,6 +23,7 @@ from websockets.typing import Subprotocol
 
 from services.display.rfb_client import RfbClient, WebSocketChannel
 from services.edge.rfb_filter import key_event, pointer_event
+from tests.conftest import require_binary
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
 
@@ -217,7 +218,7 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
     page_errors: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=shutil.which("chromium"),
+            executable_path=require_binary("chromium", "chromium"),
             args=["--no-sandbox", "--disable-background-networking", "--no-first-run"],
         )
         try:

@@ -22,7 +22,6 @@ SPEC = SessionSpec(task="t", url="http://127.0.0.1:9/", max_steps=5, steps=(), v
 
 async def test_a_slot_held_for_an_unknown_session_is_released(tmp_path: Path) -> None:
     require_binary("Xvnc", "tigervnc-standalone-server")
-    require_binary("websockify", "websockify")
     display = await start_display_server(
         DisplaySettings(
             host_id="orphans",
