@@ -31,7 +31,6 @@ SECRET_WORDS = (
     "secret",
     "token",
     "otp",
-    "pin",
     "cvv",
     "cvc",
 )
