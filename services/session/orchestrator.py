@@ -103,6 +103,7 @@ class SessionOrchestrator:
         self._task_seen: set[str] = set()
         # Control changes of one session run one at a time, pause/resume included.
         self._control_locks: dict[str, asyncio.Lock] = {}
+        self._create_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---
@@ -176,7 +177,6 @@ class SessionOrchestrator:
     async def create(self, actor: Actor, spec: SessionSpec) -> Session:
         """Start a session; one refused or failed here leaves no record behind."""
         viewport = self._check_spec(spec)
-        await self._check_quota(actor)
         now = self._clock()
         session = Session(
             id=uuid.uuid4().hex,
@@ -194,7 +194,11 @@ class SessionOrchestrator:
             updated_at=now,
             last_activity_at=now,
         )
-        await self._store.create(session)
+        # Counting and storing under one lock: concurrent creates of one user
+        # cannot all pass the quota (within this process).
+        async with self._create_lock:
+            await self._check_quota(actor)
+            await self._store.create(session)
         launch = self._launch(session, spec.steps)
         try:
             return await asyncio.wait_for(launch, self._settings.start_timeout_s)

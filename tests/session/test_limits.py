@@ -259,6 +259,10 @@ async def test_a_user_over_the_session_quota_is_refused_while_others_create(
     assert "BATON_MAX_SESSIONS_PER_USER=3" in (refused.value.details() or "")
     assert ("retry-after", "30") in tuple(refused.value.trailing_metadata() or ())  # type: ignore[comparison-overlap]
     await create(BOB)  # another user is not starved
+    # Concurrent creates cannot slip past the quota together.
+    carol = session_pb2.Actor(user_id="carol")
+    results = await asyncio.gather(*(create(carol) for _ in range(6)), return_exceptions=True)
+    assert sum(isinstance(result, session_pb2.Session) for result in results) == 3
     for _ in range(4):
         await create(OPERATOR)  # operators are exempt
     # Ending a session frees a place.
