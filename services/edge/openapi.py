@@ -15,6 +15,7 @@ from services.runtime.limits import (
     MAX_PAGE_SIZE,
     MAX_STEP_FIELD_BYTES,
     MAX_STEPS,
+    MAX_STEPS_BYTES,
     MAX_TASK_BYTES,
     MAX_URL_BYTES,
     MAX_VIEWPORT,
@@ -91,8 +92,8 @@ _SCHEMAS: dict[str, Any] = {
         "required": ["action"],
         "description": "An explicit step: the action and its fields, such as "
         f'{{"action": "goto", "url": "https://example.com"}}. Each string field is at '
-        f"most {MAX_STEP_FIELD_BYTES} UTF-8 bytes. A fill value or typed text reaches the "
-        "browser and is never stored or returned.",
+        f"most {MAX_STEP_FIELD_BYTES} UTF-8 bytes, all steps {MAX_STEPS_BYTES} bytes. A fill "
+        "value or typed text reaches the browser and is never stored or returned.",
         "properties": {
             "action": {"type": "string", "enum": _STEP_ACTIONS},
             "url": {"type": "string"},

@@ -30,10 +30,12 @@ MAX_VIEWPORT = Viewport(3840, 2160)
 MAX_TASK_BYTES = 4 * 1024
 MAX_URL_BYTES = 2 * 1024
 # Explicit steps of one session, and maxSteps (how many the agent may take).
-MAX_STEPS = 100
+MAX_STEPS = 1000
 MAX_MAX_STEPS = 1000
-# Each string field of a step: selector, value, text, key, url, reason.
+# Each string field of a step (selector, value, text, key, url, reason), and
+# all the steps together (their protobuf encoding).
 MAX_STEP_FIELD_BYTES = 2 * 1024
+MAX_STEPS_BYTES = 64 * 1024
 MAX_USER_ID_BYTES = 256
 MAX_REASON_BYTES = 512
 
@@ -47,7 +49,7 @@ MAX_STEP_EVENTS_KEPT = 200
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 # A page also stops before its sessions pass this many bytes, well under the
-# 4 MiB gRPC message limit; one maximal session is about 1.4 MiB.
+# 4 MiB gRPC message limit; one maximal session is about 1.1 MiB.
 MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 
@@ -101,5 +103,8 @@ def check_create_request(request: session_pb2.CreateSessionRequest) -> None:
         raise InvalidArgument(f"steps has {len(request.steps)} steps; the limit is {MAX_STEPS}")
     for index, step in enumerate(request.steps):
         check_step(step, f"steps[{index}]")
+    size = sum(step.ByteSize() for step in request.steps)
+    if size > MAX_STEPS_BYTES:
+        raise InvalidArgument(f"steps are {size} bytes; the limit is {MAX_STEPS_BYTES} bytes")
     if request.HasField("viewport"):
         check_viewport(request.viewport.width, request.viewport.height)

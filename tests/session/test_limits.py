@@ -21,7 +21,12 @@ import pytest
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
-from services.runtime.limits import MAX_STEP_FIELD_BYTES, MAX_STEPS, MAX_TASK_BYTES
+from services.runtime.limits import (
+    MAX_STEP_FIELD_BYTES,
+    MAX_STEPS,
+    MAX_STEPS_BYTES,
+    MAX_TASK_BYTES,
+)
 from services.session import codec
 from services.session.etcd_store import EtcdStore, parse_endpoint
 from services.session.server import start_session_server
@@ -195,6 +200,15 @@ async def test_seventy_huge_tasks_are_refused_and_do_not_break_listing(
             },
         ),
         ("viewport", {"url": "http://127.0.0.1/", "viewport": {"width": 100_000, "height": 720}}),
+        (
+            "steps",
+            {
+                "steps": [
+                    automation_pb2.Step(click=automation_pb2.ClickAction(selector="s" * 2000))
+                ]
+                * 40
+            },
+        ),
         ("actor.user_id", {"url": "http://127.0.0.1/", "actor": {"user_id": "u" * 300}}),
     ],
 )
@@ -320,16 +334,16 @@ async def test_a_list_of_maximal_sessions_stays_under_the_grpc_limit(
     settings = SessionSettings(max_sessions_per_user=0)
     service: Service = await service_factory(MemoryStore(), settings)  # type: ignore[operator]
     field = "s" * MAX_STEP_FIELD_BYTES
-    steps = [
-        automation_pb2.Step(select=automation_pb2.SelectAction(selector=field, value=field))
-    ] * MAX_STEPS
-    for _ in range(14):  # about 5.6 MB of stored steps in all
+    step = automation_pb2.Step(select=automation_pb2.SelectAction(selector=field, value=field))
+    steps = [step] * (MAX_STEPS_BYTES // step.ByteSize())
+    for _ in range(80):  # about 5.3 MB of stored sessions in all
         await service.stub.CreateSession(
             session_pb2.CreateSessionRequest(
                 actor=ALICE, task="t" * MAX_TASK_BYTES, url="http://127.0.0.1:9/", steps=steps
             )
         )
     seen = 0
+    pages = 0
     token = ""
     while True:
         page = await service.stub.ListSessions(
@@ -338,7 +352,8 @@ async def test_a_list_of_maximal_sessions_stays_under_the_grpc_limit(
         assert page.ByteSize() < GRPC_MAX_MESSAGE
         assert page.sessions
         seen += len(page.sessions)
+        pages += 1
         token = page.next_page_token
         if not token:
             break
-    assert seen == 14
+    assert (seen, pages) == (80, 2)

@@ -284,8 +284,8 @@ Global___Session: _TypeAlias = Session  # noqa: Y015
 
 @_typing.final
 class CreateSessionRequest(_message.Message):
-    """CreateSessionRequest's fields are bounded (task 4 KiB, url 2 KiB, 100
-    steps, 2 KiB per step field: services/runtime/limits.py); a fill value or
+    """CreateSessionRequest's fields are bounded (task 4 KiB, url 2 KiB, 1000
+    steps of 64 KiB in all, 2 KiB per step field: services/runtime/limits.py); a fill value or
     typed text is passed to automation and never kept (`[redacted]` in every
     answer). RESOURCE_EXHAUSTED when the user has too many live sessions.
     """
