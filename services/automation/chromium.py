@@ -51,6 +51,7 @@ from services.automation.steps import (
     WaitFor,
 )
 from services.runtime.errors import InvalidArgument, Unavailable
+from services.runtime.redaction import SECRET_FIELD_SCRIPT, scrub
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ _SCAN_SCRIPT = """() => ({
   emptyPasswords: Array.from(document.querySelectorAll('input[type=password]'))
     .filter(e => !e.value && !e.disabled && e.getClientRects().length > 0).length,
 })"""
-
-_SECRET_FIELD_SCRIPT = """els => els.length === 0 || els.some(e =>
-  (e.type || '').toLowerCase() === 'password' ||
-  (e.autocomplete || '').toLowerCase().includes('password'))"""
 
 
 @dataclass(frozen=True)
@@ -208,19 +205,28 @@ class ChromiumBrowser:
             return ""
         return self._page.url
 
-    def _translate(self, error: PlaywrightError, timeout_ms: int) -> Exception:
+    def _translate(
+        self, error: PlaywrightError, timeout_ms: int, action: Action | None = None
+    ) -> Exception:
         if not self.alive():
             return BrowserGone(BROWSER_GONE_MESSAGE)
+        # Playwright's messages may quote what was filled or typed: never pass it on.
+        secrets: tuple[str, ...] = ()
+        if isinstance(action, Fill):
+            secrets = (action.value,)
+        elif isinstance(action, Type):
+            secrets = (action.text,)
+        line = scrub(_first_line(error), secrets)
         if isinstance(error, PlaywrightTimeout):
-            return ActionFailed(f"timed out after {timeout_ms} ms: {_first_line(error)}")
-        return ActionFailed(_first_line(error))
+            return ActionFailed(f"timed out after {timeout_ms} ms: {line}")
+        return ActionFailed(line)
 
     async def perform(self, action: Action, timeout_ms: int) -> str:
         page = await self._current_page()
         try:
             return await self._perform(page, action, timeout_ms)
         except PlaywrightError as error:
-            raise self._translate(error, timeout_ms) from None
+            raise self._translate(error, timeout_ms, action) from None
 
     async def _perform(self, page: Page, action: Action, timeout_ms: int) -> str:
         timeout = timeout_ms
@@ -283,7 +289,7 @@ class ChromiumBrowser:
     async def is_secret_field(self, selector: str) -> bool:
         page = await self._current_page()
         try:
-            result: bool = await page.locator(selector).evaluate_all(_SECRET_FIELD_SCRIPT)
+            result: bool = await page.locator(selector).evaluate_all(SECRET_FIELD_SCRIPT)
         except PlaywrightError:
             return True
         return result

@@ -11,6 +11,8 @@ import enum
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from services.runtime.redaction import REDACTED, looks_secret
+
 
 @dataclass(frozen=True)
 class Goto:
@@ -105,8 +107,6 @@ ACTION_NAMES: dict[type[Action], str] = {
     RequestUser: "request_user",
 }
 
-REDACTED = "[redacted]"
-
 
 @dataclass(frozen=True)
 class Step:
@@ -178,8 +178,7 @@ def check_navigable(url: str) -> str:
 
 def looks_like_password_selector(selector: str) -> bool:
     """True when a selector names a password field by itself (checked before the page)."""
-    lowered = selector.lower()
-    return any(word in lowered for word in ("password", "passwd", "pwd", "passcode"))
+    return looks_secret(selector)
 
 
 class StepStatus(enum.Enum):

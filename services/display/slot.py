@@ -7,10 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from services.display.settings import Backend
-from services.runtime.errors import InvalidArgument
-
-MIN_WIDTH, MIN_HEIGHT = 640, 480
-MAX_WIDTH, MAX_HEIGHT = 3840, 2160
+from services.runtime.limits import check_viewport
 
 
 class SlotState(enum.Enum):
@@ -30,13 +27,9 @@ class Viewport:
 
 
 def checked_viewport(width: int, height: int) -> Viewport:
-    """The viewport if a slot can have that size, else InvalidArgument."""
-    if not (MIN_WIDTH <= width <= MAX_WIDTH and MIN_HEIGHT <= height <= MAX_HEIGHT):
-        raise InvalidArgument(
-            f"viewport {width}x{height} is out of range: width must be "
-            f"{MIN_WIDTH}..{MAX_WIDTH} and height {MIN_HEIGHT}..{MAX_HEIGHT}"
-        )
-    return Viewport(width, height)
+    """The viewport if a slot can have that size, else InvalidArgument (runtime.limits)."""
+    checked = check_viewport(width, height)
+    return Viewport(checked.width, checked.height)
 
 
 @dataclass(frozen=True)

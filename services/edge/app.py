@@ -25,13 +25,20 @@ from services.edge.auth import OPERATOR_USER_ID, Authenticator, Principal
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
 from services.edge.metrics import EdgeMetrics
 from services.edge.openapi import openapi_document
+from services.edge.rate_limit import RateLimiter
 from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
 from services.edge.socketio_gateway import SocketGateway
 from services.edge.stream_proxy import StreamProxy
 from services.edge.watch_hub import SessionWatchHub
-from services.runtime.errors import BatonError, PayloadTooLarge, Unavailable
+from services.runtime.errors import (
+    BatonError,
+    InvalidArgument,
+    PayloadTooLarge,
+    ResourceExhausted,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +55,10 @@ _HTTP_ERRORS = {
 
 
 def _error_response(error: BatonError) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.http_status == 401 else {}
+    if isinstance(error, ResourceExhausted):
+        # RFC 9110 10.2.3: when asking again may succeed.
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(error_json(error), status_code=error.http_status, headers=headers)
 
 
@@ -73,7 +83,9 @@ class RestApi:
         auth: Authenticator,
         metrics: EdgeMetrics,
         settings: EdgeSettings,
+        limiter: RateLimiter,
     ) -> None:
+        self._limiter = limiter
         self._actions = actions
         self._sessions = sessions
         self._auth = auth
@@ -104,6 +116,7 @@ class RestApi:
         async def handle(request: Request) -> Response:
             try:
                 principal = self._auth.authenticate_header(request.headers.get("authorization"))
+                self._limiter.check(principal)
                 response = await endpoint(request, principal)
             except BatonError as exc:
                 response = _error_response(exc)
@@ -123,7 +136,12 @@ class RestApi:
         return JSONResponse(session, status_code=201)
 
     async def list(self, request: Request, principal: Principal) -> Response:
-        return JSONResponse({"sessions": await self._actions.list(principal)})
+        size = request.query_params.get("pageSize", "0")
+        if not size.isdigit() or len(size) > 9:
+            raise InvalidArgument("pageSize must be a non-negative integer")
+        token = request.query_params.get("pageToken", "")
+        sessions, next_token = await self._actions.list(principal, int(size), token)
+        return JSONResponse({"sessions": sessions, "nextPageToken": next_token or None})
 
     async def get(self, request: Request, principal: Principal) -> Response:
         return JSONResponse(await self._actions.get(principal, request.path_params["session_id"]))
@@ -193,8 +211,9 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     metrics = EdgeMetrics()
     hub = SessionWatchHub(sessions.watch)
     actions = SessionActions(sessions, auth, hub, metrics, settings.stream_token_lifetime_s)
-    rest = RestApi(actions, sessions, auth, metrics, settings)
-    proxy = StreamProxy(sessions, auth, hub, metrics)
+    limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    rest = RestApi(actions, sessions, auth, metrics, settings, limiter)
+    proxy = StreamProxy(sessions, auth, hub, metrics, limiter, settings.max_viewers_per_user)
     actions.observers.append(proxy.session_changed)
 
     async def console(request: Request) -> Response:
@@ -217,7 +236,7 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
     socket_server = socketio.AsyncServer(async_mode="asgi")
-    SocketGateway(socket_server, actions, auth, hub)
+    SocketGateway(socket_server, actions, auth, hub, limiter)
     asgi = socketio.ASGIApp(socket_server, other_asgi_app=starlette, socketio_path="socket.io")
     return EdgeApp(
         asgi=asgi, hub=hub, socket_server=socket_server, metrics=metrics, rest_routes=rest_routes

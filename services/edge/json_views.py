@@ -18,15 +18,20 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
+from services.runtime.limits import (
+    MAX_MAX_STEPS,
+    MAX_STEPS,
+    MAX_VIEWPORT,
+    MIN_VIEWPORT,
+    check_create_request,
+)
 
 JsonObject = dict[str, Any]
 
-MAX_STEPS_LIMIT = 1000
 # Absent maxSteps: 0, which lets the session service apply its configured default.
 DEFAULT_MAX_STEPS = 0
-MAX_EXPLICIT_STEPS = 1000
-VIEWPORT_WIDTH_RANGE = (320, 7680)
-VIEWPORT_HEIGHT_RANGE = (200, 4320)
+VIEWPORT_WIDTH_RANGE = (MIN_VIEWPORT.width, MAX_VIEWPORT.width)
+VIEWPORT_HEIGHT_RANGE = (MIN_VIEWPORT.height, MAX_VIEWPORT.height)
 
 CONTROL_ACTIONS: dict[str, session_pb2.ControlAction.ValueType] = {
     "take_control": session_pb2.CONTROL_ACTION_TAKE_CONTROL,
@@ -290,12 +295,12 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
     url = _string(body, "url", where, required=not has_steps)
     if url or not has_steps:
         _url(url, "body.url")
-    max_steps = _integer(body, "maxSteps", where, (1, MAX_STEPS_LIMIT), default=DEFAULT_MAX_STEPS)
+    max_steps = _integer(body, "maxSteps", where, (1, MAX_MAX_STEPS), default=DEFAULT_MAX_STEPS)
     request = session_pb2.CreateSessionRequest(task=task, url=url, max_steps=max_steps)
     raw_steps = body.get("steps")
     if raw_steps is not None:
-        if not isinstance(raw_steps, list) or len(raw_steps) > MAX_EXPLICIT_STEPS:
-            raise InvalidArgument(f"body.steps must be a list of at most {MAX_EXPLICIT_STEPS}")
+        if not isinstance(raw_steps, list) or len(raw_steps) > MAX_STEPS:
+            raise InvalidArgument(f"body.steps must be a list of at most {MAX_STEPS} steps")
         request.steps.extend(
             parse_step(step, f"body.steps[{index}]") for index, step in enumerate(raw_steps)
         )
@@ -313,6 +318,8 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
                 height=_integer(viewport, "height", "body.viewport", VIEWPORT_HEIGHT_RANGE),
             )
         )
+    # The same bounds the session service applies (sizes of task, url, step fields).
+    check_create_request(request)
     return request
 
 

@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.edge.json_views import CONTROL_ACTIONS, MAX_STEPS_LIMIT
+from services.edge.json_views import CONTROL_ACTIONS
+from services.runtime.limits import (
+    DEFAULT_PAGE_SIZE,
+    MAX_MAX_STEPS,
+    MAX_PAGE_SIZE,
+    MAX_STEP_FIELD_BYTES,
+    MAX_STEPS,
+    MAX_STEPS_BYTES,
+    MAX_TASK_BYTES,
+    MAX_URL_BYTES,
+    MAX_VIEWPORT,
+    MIN_VIEWPORT,
+)
 
 _STEP_ACTIONS = [
     "goto",
@@ -41,10 +53,19 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "No such session for this caller",
         409: "Not allowed in the current state, or expectedVersion is stale",
         413: "Request body too large",
-        429: "No capacity for another session",
+        429: "Too many requests or sessions: no capacity, the user's session quota or "
+        "the per-user rate limit (BATON_RATE_LIMIT_PER_S); Retry-After says when to ask again",
         503: "A backing service is unavailable",
     }
-    return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+    # Every authenticated call counts against the caller's rate limit.
+    if 401 in statuses and 429 not in statuses:
+        statuses = (*statuses, 429)
+    answers = {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+    if "429" in answers:
+        answers["429"]["headers"] = {
+            "Retry-After": {"description": "Seconds to wait", "schema": {"type": "integer"}}
+        }
+    return answers
 
 
 _SESSION_ID = {
@@ -70,7 +91,9 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["action"],
         "description": "An explicit step: the action and its fields, such as "
-        '{"action": "goto", "url": "https://example.com"}.',
+        f'{{"action": "goto", "url": "https://example.com"}}. Each string field is at '
+        f"most {MAX_STEP_FIELD_BYTES} UTF-8 bytes, all steps {MAX_STEPS_BYTES} bytes. A fill "
+        "value or typed text reaches the browser and is never stored or returned.",
         "properties": {
             "action": {"type": "string", "enum": _STEP_ACTIONS},
             "url": {"type": "string"},
@@ -103,7 +126,8 @@ _SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
         "required": ["task"],
-        "description": "url is required unless explicit steps are given.",
+        "description": "url is required unless explicit steps are given. task is at most "
+        f"{MAX_TASK_BYTES} UTF-8 bytes, url at most {MAX_URL_BYTES}.",
         "additionalProperties": False,
         "properties": {
             "task": {"type": "string"},
@@ -111,14 +135,25 @@ _SCHEMAS: dict[str, Any] = {
             "maxSteps": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": MAX_STEPS_LIMIT,
+                "maximum": MAX_MAX_STEPS,
                 "description": "Absent: the session service's default.",
             },
-            "steps": {"type": "array", "items": _ref("Step")},
+            "steps": {"type": "array", "items": _ref("Step"), "maxItems": MAX_STEPS},
             "viewport": {
                 "type": "object",
                 "required": ["width", "height"],
-                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
+                "properties": {
+                    "width": {
+                        "type": "integer",
+                        "minimum": MIN_VIEWPORT.width,
+                        "maximum": MAX_VIEWPORT.width,
+                    },
+                    "height": {
+                        "type": "integer",
+                        "minimum": MIN_VIEWPORT.height,
+                        "maximum": MAX_VIEWPORT.height,
+                    },
+                },
             },
         },
     },
@@ -236,19 +271,40 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "get": {
-                    "summary": "The caller's sessions",
+                    "summary": "The caller's sessions, oldest first, a page at a time",
                     "security": secured,
+                    "parameters": [
+                        {
+                            "name": "pageSize",
+                            "in": "query",
+                            "description": f"Sessions per page: absent or 0 means "
+                            f"{DEFAULT_PAGE_SIZE}; more than {MAX_PAGE_SIZE} means "
+                            f"{MAX_PAGE_SIZE}. A page may hold fewer (it stays under 3 MiB).",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 999_999_999},
+                        },
+                        {
+                            "name": "pageToken",
+                            "in": "query",
+                            "description": "nextPageToken of the previous page.",
+                            "schema": {"type": "string"},
+                        },
+                    ],
                     "responses": {
                         "200": _json(
                             {
                                 "type": "object",
+                                "required": ["sessions", "nextPageToken"],
                                 "properties": {
-                                    "sessions": {"type": "array", "items": _ref("Session")}
+                                    "sessions": {"type": "array", "items": _ref("Session")},
+                                    "nextPageToken": {
+                                        "type": ["string", "null"],
+                                        "description": "Null on the last page.",
+                                    },
                                 },
                             },
                             "The sessions",
                         ),
-                        **_errors(401, 503),
+                        **_errors(400, 401, 503),
                     },
                 },
             },

@@ -83,8 +83,12 @@ class SessionActions:
     async def get(self, principal: Principal, session_id: str) -> JsonObject:
         return session_json(await self._sessions.get(principal, session_id))
 
-    async def list(self, principal: Principal) -> list[JsonObject]:
-        return [session_json(session) for session in await self._sessions.list(principal)]
+    async def list(
+        self, principal: Principal, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[JsonObject], str]:
+        """One page of the caller's sessions and the next page's token ("" at the end)."""
+        sessions, next_token = await self._sessions.list_page(principal, page_size, page_token)
+        return [session_json(session) for session in sessions], next_token
 
     async def control(self, principal: Principal, session_id: str, body: JsonObject) -> JsonObject:
         action, expected_version = parse_control(body)

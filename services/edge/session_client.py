@@ -62,10 +62,23 @@ class SessionClient:
         answer = await _call(self._stub.GetSession(request, timeout=self._timeout))
         return answer.session
 
-    async def list(self, principal: Principal) -> list[session_pb2.Session]:
-        request = session_pb2.ListSessionsRequest(actor=actor_of(principal))
+    async def list_page(
+        self, principal: Principal, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[session_pb2.Session], str]:
+        """One page of sessions and the next page's token ("" on the last page)."""
+        request = session_pb2.ListSessionsRequest(
+            actor=actor_of(principal), page_size=page_size, page_token=page_token
+        )
         answer = await _call(self._stub.ListSessions(request, timeout=self._timeout))
-        return list(answer.sessions)
+        return list(answer.sessions), answer.next_page_token
+
+    async def list(self, principal: Principal) -> list[session_pb2.Session]:
+        """Every session the principal may see, page by page."""
+        sessions, token = await self.list_page(principal)
+        while token:
+            page, token = await self.list_page(principal, page_token=token)
+            sessions += page
+        return sessions
 
     async def change_control(
         self,

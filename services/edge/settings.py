@@ -24,6 +24,12 @@ class EdgeSettings:
     # How long a stream URL can be used to connect.
     stream_token_lifetime_s: float = 60.0
     max_body_bytes: int = 64 * 1024
+    # Per user (operators exempt): requests per second with a burst, the
+    # token bucket of rate_limit.py (0: no limit); stream connections open on
+    # this edge at once.
+    rate_limit_per_s: float = 20.0
+    rate_limit_burst: int = 40
+    max_viewers_per_user: int = 8
     # HTTPS/WSS when both are set.
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
@@ -63,6 +69,11 @@ class EdgeSettings:
                 "BATON_STREAM_TOKEN_LIFETIME_S", cls.stream_token_lifetime_s, minimum=1
             ),
             max_body_bytes=env.integer("BATON_MAX_BODY_BYTES", cls.max_body_bytes, minimum=1024),
+            rate_limit_per_s=env.number("BATON_RATE_LIMIT_PER_S", cls.rate_limit_per_s, minimum=0),
+            rate_limit_burst=env.integer("BATON_RATE_LIMIT_BURST", cls.rate_limit_burst, minimum=1),
+            max_viewers_per_user=env.integer(
+                "BATON_MAX_VIEWERS_PER_USER", cls.max_viewers_per_user, minimum=1
+            ),
             tls_certfile=certfile,
             tls_keyfile=keyfile,
             public_url=env.optional("BATON_PUBLIC_URL"),

@@ -25,6 +25,7 @@ from services.edge.json_views import (
     session_json,
     step_event_json,
 )
+from services.edge.rate_limit import RateLimiter
 from services.edge.session_actions import SessionActions
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind
 from services.runtime.errors import BatonError, InvalidArgument, Unauthenticated
@@ -88,7 +89,9 @@ class SocketGateway:
         actions: SessionActions,
         auth: Authenticator,
         hub: SessionWatchHub,
+        limiter: RateLimiter,
     ) -> None:
+        self._limiter = limiter
         self._server = server
         self._actions = actions
         self._auth = auth
@@ -131,6 +134,7 @@ class SocketGateway:
             if principal is None:
                 return {"ok": False, **error_json(Unauthenticated("not connected"))}
             try:
+                self._limiter.check(principal)
                 return {"ok": True, "session": await handler(sid, principal, payload)}
             except BatonError as exc:
                 return {"ok": False, **error_json(exc)}

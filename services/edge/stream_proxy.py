@@ -11,7 +11,8 @@ controller, and the switch happens on the open connection.
 Close codes follow websockify: 1000 when the upstream or the session closes,
 1011 when the upstream cannot be reached, 1008 for a refused token, 1002 for a
 malformed RFB message (that connection only), 1013 when the session has no
-display yet.
+display yet. A user over the rate limit or with too many open viewers gets the
+handshake refused with HTTP 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import contextlib
 import logging
 import socket
 import time
+from collections import Counter
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -29,11 +32,13 @@ from websockets.typing import Subprotocol
 
 from baton.session.v1 import session_pb2
 from services.edge.auth import Authenticator, Principal
+from services.edge.json_views import error_json
 from services.edge.metrics import EdgeMetrics
+from services.edge.rate_limit import RateLimiter
 from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
 from services.edge.session_client import SessionClient
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind, session_of
-from services.runtime.errors import BatonError, NotFound, Unauthenticated
+from services.runtime.errors import BatonError, NotFound, ResourceExhausted, Unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,19 @@ INPUT_ACTIVITY_INTERVAL_S = 5.0
 # so viewers of an edge that died stop keeping sessions alive.
 VIEWER_PRESENT_INTERVAL_S = 30.0
 _TERMINAL = (session_pb2.CONTROL_STATE_ENDED, session_pb2.CONTROL_STATE_FAILED)
+# Retry-After when a user has too many viewers open: one must close first.
+VIEWER_LIMIT_RETRY_AFTER_S = 10
+
+
+async def _refuse(websocket: WebSocket, error: ResourceExhausted) -> None:
+    """Refuse the handshake with HTTP 429 where the server can (uvicorn does)."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        headers = {"Retry-After": str(error.retry_after_s)}
+        await websocket.send_denial_response(
+            JSONResponse(error_json(error), status_code=429, headers=headers)
+        )
+        return
+    await websocket.close(CLOSE_TRY_AGAIN_LATER, error.message[:120])
 
 
 def may_send_input(session: session_pb2.Session, user_id: str) -> bool:
@@ -100,12 +118,18 @@ class StreamProxy:
         auth: Authenticator,
         hub: SessionWatchHub,
         metrics: EdgeMetrics,
+        limiter: RateLimiter,
+        max_viewers_per_user: int,
     ) -> None:
         self._sessions = sessions
         self._auth = auth
         self._hub = hub
         self._metrics = metrics
+        self._limiter = limiter
+        self._max_viewers_per_user = max_viewers_per_user
         self._viewers: dict[str, set[_ViewerConnection]] = {}
+        # Open stream connections per user on this edge.
+        self._per_user: Counter[str] = Counter()
 
     async def session_changed(self, session: session_pb2.Session) -> None:
         """Apply a change made through this edge to its viewers at once.
@@ -126,6 +150,30 @@ class StreamProxy:
             # Before accept: the browser sees the handshake refused (HTTP 403).
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
             return
+        try:
+            self._limiter.check(principal)
+            self._check_viewers(principal)
+        except ResourceExhausted as exc:
+            await _refuse(websocket, exc)
+            return
+        self._per_user[principal.user_id] += 1
+        try:
+            await self._handle(websocket, session_id, principal)
+        finally:
+            self._per_user[principal.user_id] -= 1
+            if not self._per_user[principal.user_id]:
+                del self._per_user[principal.user_id]
+
+    def _check_viewers(self, principal: Principal) -> None:
+        open_now = self._per_user[principal.user_id]
+        if not principal.operator and open_now >= self._max_viewers_per_user:
+            raise ResourceExhausted(
+                f"user {principal.user_id} has {open_now} stream connections open, the most "
+                f"allowed (BATON_MAX_VIEWERS_PER_USER={self._max_viewers_per_user})",
+                retry_after_s=VIEWER_LIMIT_RETRY_AFTER_S,
+            )
+
+    async def _handle(self, websocket: WebSocket, session_id: str, principal: Principal) -> None:
         connection = _ViewerConnection(
             session_id, principal, websocket, self._sessions, self._metrics
         )

@@ -7,7 +7,8 @@ gRPC status back into an HTTP answer with `error_from_status`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Iterable
+from typing import ClassVar, cast
 
 import grpc
 
@@ -75,6 +76,17 @@ class ResourceExhausted(BatonError):
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
     http_status = 429
     code = "resource_exhausted"
+    # The edge's Retry-After when the raiser gives none (a full host, ...).
+    DEFAULT_RETRY_AFTER_S: ClassVar[int] = 5
+
+    def __init__(self, message: str, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        # Whole seconds until trying again may succeed; crosses gRPC as the
+        # `retry-after` trailing metadata (RETRY_AFTER_KEY).
+        self.retry_after_s = retry_after_s or self.DEFAULT_RETRY_AFTER_S
+
+
+RETRY_AFTER_KEY = "retry-after"
 
 
 class Unavailable(BatonError):
@@ -112,4 +124,11 @@ def error_from_status(code: grpc.StatusCode, details: str | None) -> BatonError:
 
 
 def error_from_rpc(exc: grpc.aio.AioRpcError) -> BatonError:
-    return error_from_status(exc.code(), exc.details())
+    error = error_from_status(exc.code(), exc.details())
+    if isinstance(error, ResourceExhausted):
+        # grpc.aio gives (key, value) pairs, whatever its stubs say.
+        pairs = cast(Iterable[tuple[str, object]], exc.trailing_metadata() or ())
+        for key, value in pairs:
+            if key == RETRY_AFTER_KEY and str(value).isdigit():
+                error.retry_after_s = max(1, int(str(value)))
+    return error

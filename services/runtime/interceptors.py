@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import grpc
 
-from services.runtime.errors import BatonError
+from services.runtime.errors import RETRY_AFTER_KEY, BatonError, ResourceExhausted
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,9 @@ _StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncItera
 async def _abort_for(
     exc: Exception, method: str, context: grpc.aio.ServicerContext[Any, Any]
 ) -> None:
+    if isinstance(exc, ResourceExhausted):
+        retry = ((RETRY_AFTER_KEY, str(exc.retry_after_s)),)
+        await context.abort(exc.grpc_code, exc.message, trailing_metadata=retry)
     if isinstance(exc, BatonError):
         await context.abort(exc.grpc_code, exc.message)
     # Unknown failures: the traceback goes to the log, never on the wire.

@@ -25,7 +25,10 @@ from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
 )
+from services.runtime.limits import MAX_STEP_EVENTS_KEPT, check_viewport, truncate_text
+from services.runtime.redaction import redact_steps
 from services.session import state_machine
 from services.session.codec import TASK_STATUS_FROM_PROTO
 from services.session.model import (
@@ -40,6 +43,7 @@ from services.session.model import (
     TaskStatus,
     Viewport,
 )
+from services.session.paging import PageKey, key_of
 from services.session.settings import SessionSettings
 from services.session.store import SessionStore, Stored
 from services.session.workers import WorkerHost
@@ -48,17 +52,15 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-# Viewport bounds a display slot accepts.
-MIN_VIEWPORT = Viewport(640, 480)
-MAX_VIEWPORT = Viewport(3840, 2160)
-# Most step events kept on a session; older ones drop off (the count stays).
-MAX_STEPS_KEPT = 500
 # Writers retry a lost compare-and-swap this many times before giving up.
 MAX_SWAP_ATTEMPTS = 50
 # API activity is written at most this often per session.
 ACTIVITY_RESOLUTION = timedelta(seconds=5)
 # How often a pause is asked again while our StartTask has not reached automation.
 PAUSE_RETRY_S = 0.02
+# Retry-After of a create refused by the per-user session quota: sessions end
+# at a person's pace, so asking again sooner rarely helps.
+QUOTA_RETRY_AFTER_S = 30
 # Task states in which the agent may still act on the browser.
 _TASK_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
 
@@ -101,6 +103,7 @@ class SessionOrchestrator:
         self._task_seen: set[str] = set()
         # Control changes of one session run one at a time, pause/resume included.
         self._control_locks: dict[str, asyncio.Lock] = {}
+        self._create_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---
@@ -135,9 +138,14 @@ class SessionOrchestrator:
         await self._touch(stored.session)
         return stored.session
 
-    async def list_sessions(self, actor: Actor) -> list[Session]:
-        sessions = [s.session for s in await self._store.list_all() if _may_see(actor, s.session)]
-        return sorted(sessions, key=lambda s: s.created_at)
+    async def list_sessions(self, actor: Actor, after: PageKey | None = None) -> list[Session]:
+        """The actor's sessions in page order, those after `after` only when given."""
+        sessions = [
+            s.session
+            for s in await self._store.list_all()
+            if _may_see(actor, s.session) and (after is None or key_of(s.session) > after)
+        ]
+        return sorted(sessions, key=key_of)
 
     async def stream_access(self, actor: Actor, session_id: str) -> StreamAccess:
         session = (await self._get_owned(actor, session_id)).session
@@ -167,6 +175,7 @@ class SessionOrchestrator:
     # --- commands ---
 
     async def create(self, actor: Actor, spec: SessionSpec) -> Session:
+        """Start a session; one refused or failed here leaves no record behind."""
         viewport = self._check_spec(spec)
         now = self._clock()
         session = Session(
@@ -176,7 +185,8 @@ class SessionOrchestrator:
                 text=spec.task,
                 url=spec.url,
                 max_steps=spec.max_steps or self._settings.default_max_steps,
-                steps=spec.steps,
+                # Fill values and typed text go to automation only (runtime.redaction).
+                steps=redact_steps(spec.steps),
                 planner=spec.planner,
             ),
             viewport=viewport,
@@ -184,23 +194,58 @@ class SessionOrchestrator:
             updated_at=now,
             last_activity_at=now,
         )
-        await self._store.create(session)
+        # Counting and storing under one lock: concurrent creates of one user
+        # cannot all pass the quota (within this process).
+        async with self._create_lock:
+            await self._check_quota(actor)
+            await self._store.create(session)
+        launch = self._launch(session, spec.steps)
         try:
-            return await asyncio.wait_for(self._launch(session), self._settings.start_timeout_s)
+            return await asyncio.wait_for(launch, self._settings.start_timeout_s)
         except TimeoutError:
-            await self._finish(session.id, "the display or the task did not start in time", True)
+            await self._abandon(session.id, "the display or the task did not start in time")
             raise DeadlineExceeded("session did not start in time") from None
         except BatonError as exc:
-            await self._finish(session.id, f"could not start: {exc.message}", True)
+            await self._abandon(session.id, f"could not start: {exc.message}")
             raise
         except asyncio.CancelledError:
             # The caller went away (deadline, disconnect): nobody has the id to
             # use or end it, so it must not sit STARTING on a slot until idle.
-            await self._finish(session.id, "could not start: the request was cancelled", True)
+            await self._abandon(session.id, "could not start: the request was cancelled")
             raise
         except Exception:
-            await self._finish(session.id, "could not start: internal error", True)
+            await self._abandon(session.id, "could not start: internal error")
             raise
+
+    async def _check_quota(self, actor: Actor) -> None:
+        limit = self._settings.max_sessions_per_user
+        if actor.operator or not limit:
+            return
+        live = sum(
+            1
+            for stored in await self._store.list_all()
+            if stored.session.owner_user_id == actor.user_id and not stored.session.state.terminal
+        )
+        if live >= limit:
+            raise ResourceExhausted(
+                f"user {actor.user_id} has {live} live sessions, the most allowed "
+                f"(BATON_MAX_SESSIONS_PER_USER={limit}); end one first",
+                retry_after_s=QUOTA_RETRY_AFTER_S,
+            )
+
+    async def _abandon(self, session_id: str, reason: str) -> None:
+        """Free what a create that failed took, and forget the session: its
+        caller never got the id, and records of refused creates must not pile up."""
+        log.info("session %s: %s", session_id, reason)
+        stored = await self._store.get(session_id)
+        if stored is not None and stored.session.state.terminal:
+            return  # ended by someone who saw it (a list): theirs to read
+        await self._finish(session_id, reason, True)
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            stored = await self._store.get(session_id)
+            if stored is None or await self._store.delete(session_id, stored.revision):
+                break
+        self._control_locks.pop(session_id, None)
 
     def _check_spec(self, spec: SessionSpec) -> Viewport:
         if not spec.url and not spec.steps:
@@ -212,18 +257,11 @@ class SessionOrchestrator:
         viewport = spec.viewport or Viewport(
             self._settings.default_width, self._settings.default_height
         )
-        if not (
-            MIN_VIEWPORT.width <= viewport.width <= MAX_VIEWPORT.width
-            and MIN_VIEWPORT.height <= viewport.height <= MAX_VIEWPORT.height
-        ):
-            raise InvalidArgument(
-                f"viewport {viewport.width}x{viewport.height} is outside "
-                f"{MIN_VIEWPORT.width}x{MIN_VIEWPORT.height}.."
-                f"{MAX_VIEWPORT.width}x{MAX_VIEWPORT.height}"
-            )
+        check_viewport(viewport.width, viewport.height)
         return viewport
 
-    async def _launch(self, session: Session) -> Session:
+    async def _launch(self, session: Session, steps: tuple[automation_pb2.Step, ...]) -> Session:
+        """Place the session and start its task; `steps` as given, secrets included."""
         worker = self._worker
         slot = await worker.display.allocate_slot(
             session.id,
@@ -259,7 +297,7 @@ class SessionOrchestrator:
             task_text=session.task.text,
             url=session.task.url,
             max_steps=session.task.max_steps,
-            steps=session.task.steps,
+            steps=steps,
             planner=session.task.planner,  # type: ignore[arg-type]
         )
         now = self._clock()
@@ -435,8 +473,8 @@ class SessionOrchestrator:
             last = LastEvent(EventKind.TASK_CHANGED)
             steps = s.steps
             if kind == "step":
-                step = event.step
-                steps = (*s.steps, step)[-MAX_STEPS_KEPT:]
+                step = _bounded_step_event(event.step)
+                steps = (*s.steps, step)[-MAX_STEP_EVENTS_KEPT:]
                 if step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
                     task = replace(task, steps_completed=task.steps_completed + 1)
                 last = LastEvent(EventKind.STEP, step=step)
@@ -446,15 +484,17 @@ class SessionOrchestrator:
                 task = replace(
                     task,
                     status=status,
-                    reason=changed.reason,
+                    reason=truncate_text(changed.reason),
                     steps_completed=max(task.steps_completed, changed.steps_completed),
                 )
                 if status is not TaskStatus.WAITING_FOR_USER:
                     reason = ""
                 if status is TaskStatus.FAILED:
-                    last = LastEvent(EventKind.ERROR, message=f"task failed: {changed.reason}")
+                    last = LastEvent(
+                        EventKind.ERROR, message=truncate_text(f"task failed: {changed.reason}")
+                    )
             elif kind == "user_requested":
-                reason = event.user_requested.reason or "the agent asks for a person"
+                reason = truncate_text(event.user_requested.reason or "the agent asks for a person")
                 task = replace(task, status=TaskStatus.WAITING_FOR_USER, reason=reason)
             else:
                 return s
@@ -492,6 +532,7 @@ class SessionOrchestrator:
     async def _finish(self, session_id: str, reason: str, failed: bool) -> Session:
         """End the session (once) and free its browser and display."""
         now = self._clock()
+        reason = truncate_text(reason)
         ended_here = False
 
         def change(s: Session) -> Session:
@@ -643,6 +684,15 @@ class SessionOrchestrator:
             if await self._store.swap(changed, stored.revision) is not None:
                 return changed
         raise Conflict(f"session {session_id} is changing too fast; try again")
+
+
+def _bounded_step_event(event: automation_pb2.StepEvent) -> automation_pb2.StepEvent:
+    """The event as stored: its texts cut to the stored-field bound."""
+    bounded = automation_pb2.StepEvent()
+    bounded.CopyFrom(event)
+    for name in ("action", "description", "url", "error", "result"):
+        setattr(bounded, name, truncate_text(getattr(event, name)))
+    return bounded
 
 
 def _may_see(actor: Actor, session: Session) -> bool:

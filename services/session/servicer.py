@@ -9,7 +9,13 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.errors import InvalidArgument
-from services.session import codec
+from services.runtime.limits import (
+    MAX_REASON_BYTES,
+    MAX_USER_ID_BYTES,
+    check_create_request,
+    check_text,
+)
+from services.session import codec, paging
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 
@@ -31,6 +37,7 @@ OPERATOR_USER_ID = "operator"
 def _actor(message: session_pb2.Actor) -> Actor:
     if not message.user_id and not message.operator:
         raise InvalidArgument("actor.user_id is required (or actor.operator)")
+    check_text(message.user_id, "actor.user_id", MAX_USER_ID_BYTES)
     if message.user_id == OPERATOR_USER_ID and not message.operator:
         raise InvalidArgument(f"user id {OPERATOR_USER_ID!r} is reserved for operators")
     return Actor(user_id=message.user_id or OPERATOR_USER_ID, operator=message.operator)
@@ -49,6 +56,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def CreateSession(
         self, request: session_pb2.CreateSessionRequest, context: Context
     ) -> session_pb2.CreateSessionResponse:
+        actor = _actor(request.actor)
+        check_create_request(request)
         viewport = None
         if request.HasField("viewport"):
             viewport = Viewport(request.viewport.width, request.viewport.height)
@@ -60,7 +69,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             viewport=viewport,
             planner=request.planner,
         )
-        session = await self._sessions.create(_actor(request.actor), spec)
+        session = await self._sessions.create(actor, spec)
         return session_pb2.CreateSessionResponse(session=codec.to_proto(session))
 
     async def GetSession(
@@ -72,8 +81,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Context
     ) -> session_pb2.ListSessionsResponse:
-        sessions = await self._sessions.list_sessions(_actor(request.actor))
-        return session_pb2.ListSessionsResponse(sessions=[codec.to_proto(s) for s in sessions])
+        actor = _actor(request.actor)
+        size = paging.page_size(request.page_size)
+        after = paging.decode_token(request.page_token)
+        sessions = await self._sessions.list_sessions(actor, after)
+        chosen, next_token = paging.page(((s, codec.to_proto(s)) for s in sessions), size)
+        return session_pb2.ListSessionsResponse(sessions=chosen, next_page_token=next_token)
 
     async def ChangeControl(
         self, request: session_pb2.ChangeControlRequest, context: Context
@@ -90,6 +103,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def EndSession(
         self, request: session_pb2.EndSessionRequest, context: Context
     ) -> session_pb2.EndSessionResponse:
+        check_text(request.reason, "reason", MAX_REASON_BYTES)
         session = await self._sessions.end(
             _actor(request.actor),
             _session_id(request.session_id),

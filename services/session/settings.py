@@ -33,6 +33,9 @@ class SessionSettings:
     default_width: int = 1280
     default_height: int = 720
     default_max_steps: int = 50
+    # Live sessions one user may have at once (0: no limit). Operators are
+    # exempt: they act for everyone, and the hosts' slots still bound them.
+    max_sessions_per_user: int = 4
     log_level: str = "INFO"
     traces_exporter: str = "none"
 
@@ -58,6 +61,9 @@ class SessionSettings:
             ),
             start_timeout_s=env.number("BATON_START_TIMEOUT_S", cls.start_timeout_s, minimum=1),
             default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),
+            max_sessions_per_user=env.integer(
+                "BATON_MAX_SESSIONS_PER_USER", cls.max_sessions_per_user, minimum=0
+            ),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
         )

@@ -18,9 +18,11 @@ DISPLAY_NUMBERS = range(400, 500)
 
 
 @contextmanager
-def private_xvfb(width: int = 1280, height: int = 720) -> Iterator[str]:
-    """An Xvfb on a free display number in 400-499; yields ":N"; kills only it."""
-    for number in DISPLAY_NUMBERS:
+def private_xvfb(
+    width: int = 1280, height: int = 720, numbers: range = DISPLAY_NUMBERS
+) -> Iterator[str]:
+    """An Xvfb on a free display number in `numbers` (400-499); yields ":N"; kills only it."""
+    for number in numbers:
         if Path(f"/tmp/.X{number}-lock").exists():
             continue
         process = subprocess.Popen(

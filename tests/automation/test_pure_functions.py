@@ -50,6 +50,10 @@ def test_password_like_selectors() -> None:
     assert looks_like_password_selector("input[name=Password]")
     assert looks_like_password_selector("#pwd")
     assert not looks_like_password_selector("#spinner")
+    # The one rule (services/runtime/redaction.py) covers more than passwords.
+    for selector in ("#otp-code", "input[name=api_token]", "#client-secret", "#passcode"):
+        assert looks_like_password_selector(selector), selector
+    assert not looks_like_password_selector("#email")
 
 
 @pytest.mark.parametrize(

@@ -27,21 +27,21 @@ from baton.display.v1 import display_pb2 as baton_dot_display_dot_v1_dot_display
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x61ton/session/v1/session.proto\x12\x10\x62\x61ton.session.v1\x1a$baton/automation/v1/automation.proto\x1a\x1e\x62\x61ton/display/v1/display.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x05\x41\x63tor\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\x08\"\xb8\x01\n\x04Task\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmax_steps\x18\x03 \x01(\x05\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.baton.automation.v1.TaskStatus\x12\x17\n\x0fsteps_completed\x18\x05 \x01(\x05\x12(\n\x05steps\x18\x06 \x03(\x0b\x32\x19.baton.automation.v1.Step\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x8a\x01\n\tPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07slot_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\x12\x15\n\rwebsocket_url\x18\x04 \x01(\t\x12\x1a\n\x12\x61utomation_address\x18\x05 \x01(\t\x12\x17\n\x0f\x64isplay_address\x18\x06 \x01(\t\"\x82\x04\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.baton.session.v1.ControlState\x12\x30\n\ncontroller\x18\x03 \x01(\x0e\x32\x1c.baton.session.v1.Controller\x12\x1a\n\x12\x63ontroller_user_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x15\n\rowner_user_id\x18\x06 \x01(\t\x12$\n\x04task\x18\x07 \x01(\x0b\x32\x16.baton.session.v1.Task\x12-\n\x05steps\x18\x08 \x03(\x0b\x32\x1e.baton.automation.v1.StepEvent\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65nded_reason\x18\x0b \x01(\t\x12,\n\x08viewport\x18\x0c \x01(\x0b\x32\x1a.baton.display.v1.Viewport\x12.\n\tplacement\x18\r \x01(\x0b\x32\x1b.baton.session.v1.Placement\x12\x1b\n\x13user_request_reason\x18\x0e \x01(\t\"\xf3\x01\n\x14\x43reateSessionRequest\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x11\n\tmax_steps\x18\x04 \x01(\x05\x12(\n\x05steps\x18\x05 \x03(\x0b\x32\x19.baton.automation.v1.Step\x12,\n\x08viewport\x18\x06 \x01(\x0b\x32\x1a.baton.display.v1.Viewport\x12-\n\x07planner\x18\x07 \x01(\x0e\x32\x1c.baton.automation.v1.Planner\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"O\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"=\n\x13ListSessionsRequest\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.baton.session.v1.Actor\"C\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.baton.session.v1.Session\"\xb7\x01\n\x14\x43hangeControlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1f.baton.session.v1.ControlAction\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"C\n\x15\x43hangeControlResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"_\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x12\x45ndSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"Q\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"<\n\x0eSessionCreated\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"h\n\x0cStepReported\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12,\n\x04step\x18\x02 \x01(\x0b\x32\x1e.baton.automation.v1.StepEvent\"m\n\x0e\x43ontrolChanged\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12/\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1f.baton.session.v1.ControlAction\"9\n\x0bTaskChanged\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"K\n\x0cSessionError\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\x0cSessionEnded\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xda\x02\n\x14WatchSessionResponse\x12\x33\n\x07\x63reated\x18\x01 \x01(\x0b\x32 .baton.session.v1.SessionCreatedH\x00\x12.\n\x04step\x18\x02 \x01(\x0b\x32\x1e.baton.session.v1.StepReportedH\x00\x12;\n\x0f\x63ontrol_changed\x18\x03 \x01(\x0b\x32 .baton.session.v1.ControlChangedH\x00\x12\x35\n\x0ctask_changed\x18\x04 \x01(\x0b\x32\x1d.baton.session.v1.TaskChangedH\x00\x12/\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1e.baton.session.v1.SessionErrorH\x00\x12/\n\x05\x65nded\x18\x06 \x01(\x0b\x32\x1e.baton.session.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"T\n\x16GetStreamAccessRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"n\n\x17GetStreamAccessResponse\x12\x14\n\x0cupstream_url\x18\x01 \x01(\t\x12\x11\n\tview_only\x18\x02 \x01(\x08\x12*\n\x07session\x18\x03 \x01(\x0b\x32\x19.baton.session.v1.Session\"Y\n\x15RecordActivityRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.baton.session.v1.ActivityKind\"\x18\n\x16RecordActivityResponse*\xd4\x01\n\x0c\x43ontrolState\x12\x1d\n\x19\x43ONTROL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTROL_STATE_STARTING\x10\x01\x12\x1c\n\x18\x43ONTROL_STATE_AI_CONTROL\x10\x02\x12\x1e\n\x1a\x43ONTROL_STATE_USER_CONTROL\x10\x03\x12\x18\n\x14\x43ONTROL_STATE_PAUSED\x10\x04\x12\x17\n\x13\x43ONTROL_STATE_ENDED\x10\x05\x12\x18\n\x14\x43ONTROL_STATE_FAILED\x10\x06*\xc0\x01\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43ONTROL_ACTION_TAKE_CONTROL\x10\x01\x12!\n\x1d\x43ONTROL_ACTION_RETURN_CONTROL\x10\x02\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x03\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x04\x12\x16\n\x12\x43ONTROL_ACTION_END\x10\x05*P\n\nController\x12\x1a\n\x16\x43ONTROLLER_UNSPECIFIED\x10\x00\x12\x11\n\rCONTROLLER_AI\x10\x01\x12\x13\n\x0f\x43ONTROLLER_USER\x10\x02*\xad\x01\n\x0c\x41\x63tivityKind\x12\x1d\n\x19\x41\x43TIVITY_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TIVITY_KIND_VIEWER_JOINED\x10\x01\x12\x1d\n\x19\x41\x43TIVITY_KIND_VIEWER_LEFT\x10\x02\x12\x1c\n\x18\x41\x43TIVITY_KIND_USER_INPUT\x10\x03\x12 \n\x1c\x41\x43TIVITY_KIND_VIEWER_PRESENT\x10\x04\x32\x93\x06\n\x0eSessionService\x12`\n\rCreateSession\x12&.baton.session.v1.CreateSessionRequest\x1a\'.baton.session.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.baton.session.v1.GetSessionRequest\x1a$.baton.session.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.baton.session.v1.ListSessionsRequest\x1a&.baton.session.v1.ListSessionsResponse\x12`\n\rChangeControl\x12&.baton.session.v1.ChangeControlRequest\x1a\'.baton.session.v1.ChangeControlResponse\x12W\n\nEndSession\x12#.baton.session.v1.EndSessionRequest\x1a$.baton.session.v1.EndSessionResponse\x12_\n\x0cWatchSession\x12%.baton.session.v1.WatchSessionRequest\x1a&.baton.session.v1.WatchSessionResponse0\x01\x12\x66\n\x0fGetStreamAccess\x12(.baton.session.v1.GetStreamAccessRequest\x1a).baton.session.v1.GetStreamAccessResponse\x12\x63\n\x0eRecordActivity\x12\'.baton.session.v1.RecordActivityRequest\x1a(.baton.session.v1.RecordActivityResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62\x61ton/session/v1/session.proto\x12\x10\x62\x61ton.session.v1\x1a$baton/automation/v1/automation.proto\x1a\x1e\x62\x61ton/display/v1/display.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"*\n\x05\x41\x63tor\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08operator\x18\x02 \x01(\x08\"\xb8\x01\n\x04Task\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x11\n\tmax_steps\x18\x03 \x01(\x05\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x1f.baton.automation.v1.TaskStatus\x12\x17\n\x0fsteps_completed\x18\x05 \x01(\x05\x12(\n\x05steps\x18\x06 \x03(\x0b\x32\x19.baton.automation.v1.Step\x12\x0e\n\x06reason\x18\x07 \x01(\t\"\x8a\x01\n\tPlacement\x12\x0f\n\x07host_id\x18\x01 \x01(\t\x12\x0f\n\x07slot_id\x18\x02 \x01(\t\x12\x0f\n\x07\x64isplay\x18\x03 \x01(\t\x12\x15\n\rwebsocket_url\x18\x04 \x01(\t\x12\x1a\n\x12\x61utomation_address\x18\x05 \x01(\t\x12\x17\n\x0f\x64isplay_address\x18\x06 \x01(\t\"\x82\x04\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12-\n\x05state\x18\x02 \x01(\x0e\x32\x1e.baton.session.v1.ControlState\x12\x30\n\ncontroller\x18\x03 \x01(\x0e\x32\x1c.baton.session.v1.Controller\x12\x1a\n\x12\x63ontroller_user_id\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12\x15\n\rowner_user_id\x18\x06 \x01(\t\x12$\n\x04task\x18\x07 \x01(\x0b\x32\x16.baton.session.v1.Task\x12-\n\x05steps\x18\x08 \x03(\x0b\x32\x1e.baton.automation.v1.StepEvent\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0c\x65nded_reason\x18\x0b \x01(\t\x12,\n\x08viewport\x18\x0c \x01(\x0b\x32\x1a.baton.display.v1.Viewport\x12.\n\tplacement\x18\r \x01(\x0b\x32\x1b.baton.session.v1.Placement\x12\x1b\n\x13user_request_reason\x18\x0e \x01(\t\"\xf3\x01\n\x14\x43reateSessionRequest\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12\x0c\n\x04task\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\x11\n\tmax_steps\x18\x04 \x01(\x05\x12(\n\x05steps\x18\x05 \x03(\x0b\x32\x19.baton.automation.v1.Step\x12,\n\x08viewport\x18\x06 \x01(\x0b\x32\x1a.baton.display.v1.Viewport\x12-\n\x07planner\x18\x07 \x01(\x0e\x32\x1c.baton.automation.v1.Planner\"C\n\x15\x43reateSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"O\n\x11GetSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"@\n\x12GetSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"d\n\x13ListSessionsRequest\x12&\n\x05\x61\x63tor\x18\x01 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\\\n\x14ListSessionsResponse\x12+\n\x08sessions\x18\x01 \x03(\x0b\x32\x19.baton.session.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb7\x01\n\x14\x43hangeControlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12/\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\x1f.baton.session.v1.ControlAction\x12\x1d\n\x10\x65xpected_version\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"C\n\x15\x43hangeControlResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"_\n\x11\x45ndSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\x12\x0e\n\x06reason\x18\x03 \x01(\t\"@\n\x12\x45ndSessionResponse\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"Q\n\x13WatchSessionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"<\n\x0eSessionCreated\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"h\n\x0cStepReported\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12,\n\x04step\x18\x02 \x01(\x0b\x32\x1e.baton.automation.v1.StepEvent\"m\n\x0e\x43ontrolChanged\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12/\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x1f.baton.session.v1.ControlAction\"9\n\x0bTaskChanged\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\"K\n\x0cSessionError\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12\x0f\n\x07message\x18\x02 \x01(\t\"J\n\x0cSessionEnded\x12*\n\x07session\x18\x01 \x01(\x0b\x32\x19.baton.session.v1.Session\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xda\x02\n\x14WatchSessionResponse\x12\x33\n\x07\x63reated\x18\x01 \x01(\x0b\x32 .baton.session.v1.SessionCreatedH\x00\x12.\n\x04step\x18\x02 \x01(\x0b\x32\x1e.baton.session.v1.StepReportedH\x00\x12;\n\x0f\x63ontrol_changed\x18\x03 \x01(\x0b\x32 .baton.session.v1.ControlChangedH\x00\x12\x35\n\x0ctask_changed\x18\x04 \x01(\x0b\x32\x1d.baton.session.v1.TaskChangedH\x00\x12/\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x1e.baton.session.v1.SessionErrorH\x00\x12/\n\x05\x65nded\x18\x06 \x01(\x0b\x32\x1e.baton.session.v1.SessionEndedH\x00\x42\x07\n\x05\x65vent\"T\n\x16GetStreamAccessRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12&\n\x05\x61\x63tor\x18\x02 \x01(\x0b\x32\x17.baton.session.v1.Actor\"n\n\x17GetStreamAccessResponse\x12\x14\n\x0cupstream_url\x18\x01 \x01(\t\x12\x11\n\tview_only\x18\x02 \x01(\x08\x12*\n\x07session\x18\x03 \x01(\x0b\x32\x19.baton.session.v1.Session\"Y\n\x15RecordActivityRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x04kind\x18\x02 \x01(\x0e\x32\x1e.baton.session.v1.ActivityKind\"\x18\n\x16RecordActivityResponse*\xd4\x01\n\x0c\x43ontrolState\x12\x1d\n\x19\x43ONTROL_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43ONTROL_STATE_STARTING\x10\x01\x12\x1c\n\x18\x43ONTROL_STATE_AI_CONTROL\x10\x02\x12\x1e\n\x1a\x43ONTROL_STATE_USER_CONTROL\x10\x03\x12\x18\n\x14\x43ONTROL_STATE_PAUSED\x10\x04\x12\x17\n\x13\x43ONTROL_STATE_ENDED\x10\x05\x12\x18\n\x14\x43ONTROL_STATE_FAILED\x10\x06*\xc0\x01\n\rControlAction\x12\x1e\n\x1a\x43ONTROL_ACTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43ONTROL_ACTION_TAKE_CONTROL\x10\x01\x12!\n\x1d\x43ONTROL_ACTION_RETURN_CONTROL\x10\x02\x12\x18\n\x14\x43ONTROL_ACTION_PAUSE\x10\x03\x12\x19\n\x15\x43ONTROL_ACTION_RESUME\x10\x04\x12\x16\n\x12\x43ONTROL_ACTION_END\x10\x05*P\n\nController\x12\x1a\n\x16\x43ONTROLLER_UNSPECIFIED\x10\x00\x12\x11\n\rCONTROLLER_AI\x10\x01\x12\x13\n\x0f\x43ONTROLLER_USER\x10\x02*\xad\x01\n\x0c\x41\x63tivityKind\x12\x1d\n\x19\x41\x43TIVITY_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TIVITY_KIND_VIEWER_JOINED\x10\x01\x12\x1d\n\x19\x41\x43TIVITY_KIND_VIEWER_LEFT\x10\x02\x12\x1c\n\x18\x41\x43TIVITY_KIND_USER_INPUT\x10\x03\x12 \n\x1c\x41\x43TIVITY_KIND_VIEWER_PRESENT\x10\x04\x32\x93\x06\n\x0eSessionService\x12`\n\rCreateSession\x12&.baton.session.v1.CreateSessionRequest\x1a\'.baton.session.v1.CreateSessionResponse\x12W\n\nGetSession\x12#.baton.session.v1.GetSessionRequest\x1a$.baton.session.v1.GetSessionResponse\x12]\n\x0cListSessions\x12%.baton.session.v1.ListSessionsRequest\x1a&.baton.session.v1.ListSessionsResponse\x12`\n\rChangeControl\x12&.baton.session.v1.ChangeControlRequest\x1a\'.baton.session.v1.ChangeControlResponse\x12W\n\nEndSession\x12#.baton.session.v1.EndSessionRequest\x1a$.baton.session.v1.EndSessionResponse\x12_\n\x0cWatchSession\x12%.baton.session.v1.WatchSessionRequest\x1a&.baton.session.v1.WatchSessionResponse0\x01\x12\x66\n\x0fGetStreamAccess\x12(.baton.session.v1.GetStreamAccessRequest\x1a).baton.session.v1.GetStreamAccessResponse\x12\x63\n\x0eRecordActivity\x12\'.baton.session.v1.RecordActivityRequest\x1a(.baton.session.v1.RecordActivityResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'baton.session.v1.session_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CONTROLSTATE']._serialized_start=3295
-  _globals['_CONTROLSTATE']._serialized_end=3507
-  _globals['_CONTROLACTION']._serialized_start=3510
-  _globals['_CONTROLACTION']._serialized_end=3702
-  _globals['_CONTROLLER']._serialized_start=3704
-  _globals['_CONTROLLER']._serialized_end=3784
-  _globals['_ACTIVITYKIND']._serialized_start=3787
-  _globals['_ACTIVITYKIND']._serialized_end=3960
+  _globals['_CONTROLSTATE']._serialized_start=3359
+  _globals['_CONTROLSTATE']._serialized_end=3571
+  _globals['_CONTROLACTION']._serialized_start=3574
+  _globals['_CONTROLACTION']._serialized_end=3766
+  _globals['_CONTROLLER']._serialized_start=3768
+  _globals['_CONTROLLER']._serialized_end=3848
+  _globals['_ACTIVITYKIND']._serialized_start=3851
+  _globals['_ACTIVITYKIND']._serialized_end=4024
   _globals['_ACTOR']._serialized_start=155
   _globals['_ACTOR']._serialized_end=197
   _globals['_TASK']._serialized_start=200
@@ -59,41 +59,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSESSIONRESPONSE']._serialized_start=1440
   _globals['_GETSESSIONRESPONSE']._serialized_end=1504
   _globals['_LISTSESSIONSREQUEST']._serialized_start=1506
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1567
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1569
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1636
-  _globals['_CHANGECONTROLREQUEST']._serialized_start=1639
-  _globals['_CHANGECONTROLREQUEST']._serialized_end=1822
-  _globals['_CHANGECONTROLRESPONSE']._serialized_start=1824
-  _globals['_CHANGECONTROLRESPONSE']._serialized_end=1891
-  _globals['_ENDSESSIONREQUEST']._serialized_start=1893
-  _globals['_ENDSESSIONREQUEST']._serialized_end=1988
-  _globals['_ENDSESSIONRESPONSE']._serialized_start=1990
-  _globals['_ENDSESSIONRESPONSE']._serialized_end=2054
-  _globals['_WATCHSESSIONREQUEST']._serialized_start=2056
-  _globals['_WATCHSESSIONREQUEST']._serialized_end=2137
-  _globals['_SESSIONCREATED']._serialized_start=2139
-  _globals['_SESSIONCREATED']._serialized_end=2199
-  _globals['_STEPREPORTED']._serialized_start=2201
-  _globals['_STEPREPORTED']._serialized_end=2305
-  _globals['_CONTROLCHANGED']._serialized_start=2307
-  _globals['_CONTROLCHANGED']._serialized_end=2416
-  _globals['_TASKCHANGED']._serialized_start=2418
-  _globals['_TASKCHANGED']._serialized_end=2475
-  _globals['_SESSIONERROR']._serialized_start=2477
-  _globals['_SESSIONERROR']._serialized_end=2552
-  _globals['_SESSIONENDED']._serialized_start=2554
-  _globals['_SESSIONENDED']._serialized_end=2628
-  _globals['_WATCHSESSIONRESPONSE']._serialized_start=2631
-  _globals['_WATCHSESSIONRESPONSE']._serialized_end=2977
-  _globals['_GETSTREAMACCESSREQUEST']._serialized_start=2979
-  _globals['_GETSTREAMACCESSREQUEST']._serialized_end=3063
-  _globals['_GETSTREAMACCESSRESPONSE']._serialized_start=3065
-  _globals['_GETSTREAMACCESSRESPONSE']._serialized_end=3175
-  _globals['_RECORDACTIVITYREQUEST']._serialized_start=3177
-  _globals['_RECORDACTIVITYREQUEST']._serialized_end=3266
-  _globals['_RECORDACTIVITYRESPONSE']._serialized_start=3268
-  _globals['_RECORDACTIVITYRESPONSE']._serialized_end=3292
-  _globals['_SESSIONSERVICE']._serialized_start=3963
-  _globals['_SESSIONSERVICE']._serialized_end=4750
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1606
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1608
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1700
+  _globals['_CHANGECONTROLREQUEST']._serialized_start=1703
+  _globals['_CHANGECONTROLREQUEST']._serialized_end=1886
+  _globals['_CHANGECONTROLRESPONSE']._serialized_start=1888
+  _globals['_CHANGECONTROLRESPONSE']._serialized_end=1955
+  _globals['_ENDSESSIONREQUEST']._serialized_start=1957
+  _globals['_ENDSESSIONREQUEST']._serialized_end=2052
+  _globals['_ENDSESSIONRESPONSE']._serialized_start=2054
+  _globals['_ENDSESSIONRESPONSE']._serialized_end=2118
+  _globals['_WATCHSESSIONREQUEST']._serialized_start=2120
+  _globals['_WATCHSESSIONREQUEST']._serialized_end=2201
+  _globals['_SESSIONCREATED']._serialized_start=2203
+  _globals['_SESSIONCREATED']._serialized_end=2263
+  _globals['_STEPREPORTED']._serialized_start=2265
+  _globals['_STEPREPORTED']._serialized_end=2369
+  _globals['_CONTROLCHANGED']._serialized_start=2371
+  _globals['_CONTROLCHANGED']._serialized_end=2480
+  _globals['_TASKCHANGED']._serialized_start=2482
+  _globals['_TASKCHANGED']._serialized_end=2539
+  _globals['_SESSIONERROR']._serialized_start=2541
+  _globals['_SESSIONERROR']._serialized_end=2616
+  _globals['_SESSIONENDED']._serialized_start=2618
+  _globals['_SESSIONENDED']._serialized_end=2692
+  _globals['_WATCHSESSIONRESPONSE']._serialized_start=2695
+  _globals['_WATCHSESSIONRESPONSE']._serialized_end=3041
+  _globals['_GETSTREAMACCESSREQUEST']._serialized_start=3043
+  _globals['_GETSTREAMACCESSREQUEST']._serialized_end=3127
+  _globals['_GETSTREAMACCESSRESPONSE']._serialized_start=3129
+  _globals['_GETSTREAMACCESSRESPONSE']._serialized_end=3239
+  _globals['_RECORDACTIVITYREQUEST']._serialized_start=3241
+  _globals['_RECORDACTIVITYREQUEST']._serialized_end=3330
+  _globals['_RECORDACTIVITYRESPONSE']._serialized_start=3332
+  _globals['_RECORDACTIVITYRESPONSE']._serialized_end=3356
+  _globals['_SESSIONSERVICE']._serialized_start=4027
+  _globals['_SESSIONSERVICE']._serialized_end=4814
 # @@protoc_insertion_point(module_scope)

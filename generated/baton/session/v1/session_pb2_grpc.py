@@ -96,7 +96,8 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """ListSessions returns the actor's sessions; an operator gets all of them.
+        """ListSessions returns the actor's sessions, a page at a time; an operator
+        gets all of them.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,7 +38,9 @@ class SessionServiceStub:
     CreateSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.CreateSessionRequest, _session_pb2.CreateSessionResponse]
     GetSession: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]
     ListSessions: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]
-    """ListSessions returns the actor's sessions; an operator gets all of them."""
+    """ListSessions returns the actor's sessions, a page at a time; an operator
+    gets all of them.
+    """
     ChangeControl: _grpc.UnaryUnaryMultiCallable[_session_pb2.ChangeControlRequest, _session_pb2.ChangeControlResponse]
     """ChangeControl applies one control action. FAILED_PRECONDITION when the
     action is not allowed in the current state, ABORTED when
@@ -66,7 +68,9 @@ class SessionServiceAsyncStub(SessionServiceStub):
     CreateSession: _aio.UnaryUnaryMultiCallable[_session_pb2.CreateSessionRequest, _session_pb2.CreateSessionResponse]  # type: ignore[assignment]
     GetSession: _aio.UnaryUnaryMultiCallable[_session_pb2.GetSessionRequest, _session_pb2.GetSessionResponse]  # type: ignore[assignment]
     ListSessions: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSessionsRequest, _session_pb2.ListSessionsResponse]  # type: ignore[assignment]
-    """ListSessions returns the actor's sessions; an operator gets all of them."""
+    """ListSessions returns the actor's sessions, a page at a time; an operator
+    gets all of them.
+    """
     ChangeControl: _aio.UnaryUnaryMultiCallable[_session_pb2.ChangeControlRequest, _session_pb2.ChangeControlResponse]  # type: ignore[assignment]
     """ChangeControl applies one control action. FAILED_PRECONDITION when the
     action is not allowed in the current state, ABORTED when
@@ -109,7 +113,9 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _session_pb2.ListSessionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.ListSessionsResponse, _abc.Awaitable[_session_pb2.ListSessionsResponse]]:
-        """ListSessions returns the actor's sessions; an operator gets all of them."""
+        """ListSessions returns the actor's sessions, a page at a time; an operator
+        gets all of them.
+        """
 
     @_abc_1.abstractmethod
     def ChangeControl(
