@@ -28,13 +28,13 @@ from services.display.slot import (
 )
 from services.display.slot_allocator import Capacity, first_free
 from services.display.slot_events import SlotEventHub
-from services.runtime.vnc_auth import new_password
 from services.runtime.errors import (
     FailedPrecondition,
     NotFound,
     ResourceExhausted,
     Unavailable,
 )
+from services.runtime.vnc_auth import new_password
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from services.edge.auth import Authenticator
 from services.edge.server import RunningEdge, start_edge_server
 from services.edge.settings import EdgeSettings
 from services.runtime.grpc_server import RunningServer
+from services.runtime.vnc_auth import challenge_response
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
-from services.runtime.vnc_auth import challenge_response
 from services.session.workers import WorkerHost
 from tests.session.twins import AutomationTwin, DisplayTwin
 
