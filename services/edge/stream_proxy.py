@@ -252,6 +252,8 @@ class _ViewerConnection:
         # The edge runs the viewer's handshake itself (viewer_handshake.py).
         self._filter = ClientStreamFilter(self._gate, after_handshake=True)
         self._ended = asyncio.Event()
+        # Bytes the viewer sent right behind its ClientInit.
+        self._pending = b""
         self._last_input_report = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
