@@ -7,6 +7,7 @@ memory of a session (figure 4).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import os
 import shutil
@@ -23,9 +24,24 @@ from services.automation.chromium import WindowSize, chromium_args
 from services.display.display_argv import xvnc_argv
 from services.display.slot import Viewport
 from services.display.websockify_router import pick_free_port, wait_for_tcp
+from services.display.x_authority import write_xauthority
 from services.runtime.processes import require_binary, start_process, stop_process_group
+from services.runtime.vnc_auth import write_password_file
 
 VIEWPORT = Viewport(1280, 720)
+# The bare stack runs Xvnc as Baton does, with a VNC password and an X cookie.
+BARE_PASSWORD = "bare-pw1"
+_CREDENTIALS = Path(tempfile.mkdtemp(prefix="baton-bench-bare-"))
+atexit.register(shutil.rmtree, _CREDENTIALS, True)
+
+
+def bare_credentials(display: int) -> tuple[Path, Path]:
+    """The password file and the Xauthority file of a bare display."""
+    password_file = _CREDENTIALS / f"{display}.passwd"
+    xauthority = _CREDENTIALS / f"{display}.xauthority"
+    write_password_file(password_file, BARE_PASSWORD)
+    write_xauthority(xauthority, display)
+    return password_file, xauthority
 
 
 def bare_chromium_argv(chromium: str, profile: Path, url: str) -> list[str]:
@@ -63,7 +79,10 @@ class BareSession:
 
 async def start_display(display: int, vnc_port: int) -> asyncio.subprocess.Process:
     xvnc = require_binary("Xvnc", "tigervnc-standalone-server")
-    process = await start_process(xvnc_argv(xvnc, display, VIEWPORT, vnc_port))
+    password_file, xauthority = bare_credentials(display)
+    process = await start_process(
+        xvnc_argv(xvnc, display, VIEWPORT, vnc_port, password_file, xauthority)
+    )
     await wait_for_tcp(vnc_port, time.monotonic() + 10, process)
     return process
 
@@ -71,7 +90,11 @@ async def start_display(display: int, vnc_port: int) -> asyncio.subprocess.Proce
 async def start_chromium(display: int, url: str) -> tuple[asyncio.subprocess.Process, Path]:
     chromium = require_binary("chromium", "chromium")
     profile = Path(tempfile.mkdtemp(prefix="baton-bench-chromium-"))
-    env = {**os.environ, "DISPLAY": f":{display}"}
+    env = {
+        **os.environ,
+        "DISPLAY": f":{display}",
+        "XAUTHORITY": str(_CREDENTIALS / f"{display}.xauthority"),
+    }
     process = await start_process(bare_chromium_argv(chromium, profile, url), env=env)
     return process, profile
 
@@ -87,7 +110,9 @@ async def cold_start(display: int, vnc_port: int, url: str) -> float:
         chromium, profile = await start_chromium(display, url)
         session = BareSession(xvnc, chromium, profile, [websockify])
         await wait_for_tcp(port, time.monotonic() + 10, websockify)
-        async with open_viewer(f"ws://127.0.0.1:{port}/websockify") as viewer:
+        async with open_viewer(
+            f"ws://127.0.0.1:{port}/websockify", password=BARE_PASSWORD
+        ) as viewer:
             await wait_for_page(viewer)
             seen = time.perf_counter()
     finally:
@@ -123,7 +148,7 @@ class BareHost:
         self.sessions.append(BareSession(xvnc, chromium, profile))
         (self.tokens / f"bare{display}").write_text(f"127.0.0.1:{vnc_port}\n")
         ws_url = f"ws://127.0.0.1:{self.port}/websockify?token=bare{display}"
-        viewer = await self.viewers.enter_async_context(open_viewer(ws_url))
+        viewer = await self.viewers.enter_async_context(open_viewer(ws_url, password=BARE_PASSWORD))
         await asyncio.wait_for(wait_for_page(viewer), 60)
         self.readers.append(asyncio.create_task(keep_reading(viewer)))
 

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from baton.display.v1 import display_pb2, display_pb2_grpc
+from bench.bare import BARE_PASSWORD, bare_credentials
 from services.display.display_argv import xvnc_argv
 from services.display.rfb_client import probe
 from services.display.server import start_display_server
@@ -111,7 +112,10 @@ async def websockify_samples(samples: int) -> tuple[list[str], int]:
     """Start-up and per-connection cost: token routing vs one websockify per slot."""
     xvnc = require_binary("Xvnc", "tigervnc-standalone-server")
     display, vnc_port = DISPLAYS.last, VNC_PORTS.last
-    server = await start_process(xvnc_argv(xvnc, display, Viewport(1280, 720), vnc_port))
+    password_file, xauthority = bare_credentials(display)
+    server = await start_process(
+        xvnc_argv(xvnc, display, Viewport(1280, 720), vnc_port, password_file, xauthority)
+    )
     lines: list[str] = []
     try:
         await wait_for_tcp(vnc_port, time.monotonic() + 10, server)
@@ -152,13 +156,13 @@ async def websockify_samples(samples: int) -> tuple[list[str], int]:
             await wait_for_tcp(own_port, time.monotonic() + 10, own)
             shared_url = f"ws://127.0.0.1:{shared_port}/websockify?token=slot"
             own_url = f"ws://127.0.0.1:{own_port}/websockify"
-            await probe(shared_url)
-            await probe(own_url)
+            await probe(shared_url, BARE_PASSWORD)
+            await probe(own_url, BARE_PASSWORD)
             measured = [
                 ("start a websockify (one per slot)", start_one_per_slot),
                 ("add a token file (one per host)", add_token),
-                ("connect+RFB handshake, per slot", lambda: probe(own_url)),
-                ("connect+RFB handshake, by token", lambda: probe(shared_url)),
+                ("connect+RFB handshake, per slot", lambda: probe(own_url, BARE_PASSWORD)),
+                ("connect+RFB handshake, by token", lambda: probe(shared_url, BARE_PASSWORD)),
             ]
             for label, action in measured:
                 lines.append(row(label, await timed(action, samples)))

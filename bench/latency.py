@@ -63,13 +63,13 @@ async def presses(viewer: Viewer, count: int) -> list[float]:
 async def edge_vs_bare(stack: BenchStack, session_id: str, count: int) -> dict[str, Any]:
     edge: list[float] = []
     bare: list[float] = []
-    bare_url = await stack.bare_url(session_id)
+    bare_url, bare_password = await stack.bare_url(session_id)
     while len(edge) < count:
         block = min(BLOCK, count - len(edge))
         async with open_viewer(await stack.stream_url(session_id)) as viewer:
             await viewer.next_update()
             edge += await presses(viewer, block)
-        async with open_viewer(bare_url) as viewer:
+        async with open_viewer(bare_url, password=bare_password) as viewer:
             await viewer.next_update()
             bare += await presses(viewer, block)
     result: dict[str, Any] = {"edge": summary_ms(edge), "bare": summary_ms(bare)}

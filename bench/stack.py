@@ -141,9 +141,11 @@ class BenchStack:
         )
         return answer.session
 
-    async def bare_url(self, session_id: str) -> str:
-        """The slot's own websockify URL: the same display without Baton in front."""
-        return (await self.session(session_id)).placement.websocket_url
+    async def bare_url(self, session_id: str) -> tuple[str, str]:
+        """The slot's own websockify URL and VNC password: the display without the edge."""
+        placement = (await self.session(session_id)).placement
+        slot = await self.display.GetSlot(display_pb2.GetSlotRequest(slot_id=placement.slot_id))
+        return placement.websocket_url, slot.slot.vnc_password
 
     async def wait_warm(self, count: int) -> None:
         """Until `count` warm slots are ready, each with its pre-warmed Chromium up."""

@@ -59,10 +59,10 @@ def near(colour: Rgb, expected: Rgb, tolerance: int = 12) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def open_viewer(url: str, full: bool = True) -> AsyncIterator[Viewer]:
-    """Connect, handshake (shared) and send the first update request."""
+async def open_viewer(url: str, full: bool = True, password: str = "") -> AsyncIterator[Viewer]:
+    """Connect, handshake (shared; VncAuth with a password) and send the first update request."""
     async with open_rfb(url, open_timeout=10) as client:
-        await client.handshake(shared=True)
+        await client.handshake(shared=True, password=password)
         viewer = Viewer(client)
         await viewer.start(full)
         yield viewer

@@ -31,6 +31,8 @@ class SlotView:
     height: int
     # Ready and waiting in the warm pool, held by no session.
     warm_ready: bool
+    # The display's Xauthority file.
+    xauthority: str = ""
 
 
 @dataclass(frozen=True)
@@ -160,7 +162,7 @@ class BrowserPrewarmer:
 
     async def _launch(self, slot: SlotView) -> ManagedBrowser:
         return await self._launcher.launch(
-            warm_profile_name(slot.display), slot.display, slot.width, slot.height
+            warm_profile_name(slot.display), slot.display, slot.width, slot.height, slot.xauthority
         )
 
     def _launched(self, warm: _Warm) -> None:

@@ -73,6 +73,8 @@ class TaskRequest:
     max_steps: int
     steps: list[Step]
     planner: PlannerChoice = PlannerChoice.AUTO
+    # The display's Xauthority file (display slot's `xauthority`).
+    xauthority: str = ""
 
 
 @dataclass(frozen=True)
@@ -192,7 +194,7 @@ class BrowserSessions:
                 browser = await self._prewarmed.take(display, request.width, request.height)
             if browser is None:
                 browser = await self._launcher.launch(
-                    request.session_id, display, request.width, request.height
+                    request.session_id, display, request.width, request.height, request.xauthority
                 )
             return browser
         finally:

@@ -98,13 +98,29 @@ def chromium_args(window: WindowSize) -> list[str]:
     ]
 
 
-def browser_env(inherited: Mapping[str, str], display: str) -> dict[str, str | float | bool]:
-    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets) removed."""
+def browser_env(
+    inherited: Mapping[str, str], display: str, xauthority: str = ""
+) -> dict[str, str | float | bool]:
+    """Chromium's environment: ours with DISPLAY and XAUTHORITY set, Baton's settings removed.
+
+    XAUTHORITY is the display's own cookie file (services/display/README.md);
+    without one, whatever XAUTHORITY we inherited goes too.
+    """
     env: dict[str, str | float | bool] = {
-        name: value for name, value in inherited.items() if not name.startswith("BATON_")
+        name: value
+        for name, value in inherited.items()
+        if not name.startswith("BATON_") and name != "XAUTHORITY"
     }
     env["DISPLAY"] = display
+    if xauthority:
+        env["XAUTHORITY"] = xauthority
     return env
+
+
+def check_xauthority(path: str) -> str:
+    if path and not path.startswith("/"):
+        raise InvalidArgument(f"xauthority {path!r} is not an absolute path")
+    return path
 
 
 _DISPLAY = re.compile(r"^:\d{1,5}$")
@@ -371,12 +387,13 @@ class PlaywrightDriver:
             reap_chromium_zombies()
 
     async def launch(
-        self, session_id: str, display: str, width: int, height: int
+        self, session_id: str, display: str, width: int, height: int, xauthority: str = ""
     ) -> ChromiumBrowser:
         window = WindowSize(width, height)
         if self._playwright is None:
             raise Unavailable("the Playwright driver is not running")
         check_display(display)
+        check_xauthority(xauthority)
         if self._profile_root is not None:
             self._profile_root.mkdir(parents=True, exist_ok=True)
         profile_dir = Path(
@@ -390,7 +407,7 @@ class PlaywrightDriver:
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display),
+                env=browser_env(self._environ, display, xauthority),
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,

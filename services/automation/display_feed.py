@@ -29,6 +29,7 @@ def slot_view(slot: display_pb2.Slot) -> SlotView:
         width=slot.viewport.width,
         height=slot.viewport.height,
         warm_ready=slot.warm and slot.state == display_pb2.SLOT_STATE_READY,
+        xauthority=slot.xauthority,
     )
 
 

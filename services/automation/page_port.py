@@ -87,8 +87,10 @@ class ManagedBrowser(BrowserPage, Protocol):
 
 class BrowserLauncher(Protocol):
     async def launch(
-        self, session_id: str, display: str, width: int, height: int
-    ) -> ManagedBrowser: ...
+        self, session_id: str, display: str, width: int, height: int, xauthority: str = ""
+    ) -> ManagedBrowser:
+        """A browser on `display`; `xauthority` is the display's cookie file."""
+        ...
 
 
 # Playwright matches the focused element with this CSS selector.

@@ -170,6 +170,7 @@ def task_request_from_proto(request: pb.StartTaskRequest) -> TaskRequest:
         max_steps=request.max_steps,
         steps=[step_from_proto(step) for step in request.steps],
         planner=_PLANNER.get(request.planner, PlannerChoice.AUTO),
+        xauthority=request.xauthority,
     )
 
 

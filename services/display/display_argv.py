@@ -7,24 +7,43 @@ from pathlib import Path
 from services.display.slot import Viewport
 
 
-def xvnc_argv(xvnc: str, display: int, viewport: Viewport, vnc_port: int) -> list[str]:
+def xvnc_argv(
+    xvnc: str,
+    display: int,
+    viewport: Viewport,
+    vnc_port: int,
+    password_file: Path,
+    xauthority: Path,
+) -> list[str]:
     """TigerVNC Xvnc: the X server and the VNC server in one process."""
     return [
         xvnc,
         f":{display}",
+        # X clients need the display's cookie (services/display/x_authority.py).
+        "-auth",
+        str(xauthority),
         "-geometry",
         str(viewport),
         "-depth",
         "24",
         "-rfbport",
         str(vnc_port),
-        # Bind 127.0.0.1 only, and refuse anything not from loopback: security
-        # type None is then offered to local clients only.
+        # Bind 127.0.0.1 only, refuse anything not from loopback, and even
+        # there only with the slot's password, which only Baton knows.
         "-interface",
         "127.0.0.1",
         "-localhost",
         "-SecurityTypes",
-        "None",
+        "VncAuth",
+        "-PasswordFile",
+        str(password_file),
+        # Every viewer reaches Xvnc from 127.0.0.1 through websockify and the
+        # edge, so a blacklist entry would lock all of them out: never lock.
+        # The edge times out stalled handshakes itself (services/edge/README.md).
+        "-BlacklistThreshold",
+        "1000000",
+        "-BlacklistTimeout",
+        "0",
         # Several viewers watch one screen; a new one must not drop the others.
         "-AlwaysShared",
         # The screen size belongs to the slot, not to whichever viewer asks.
@@ -34,10 +53,12 @@ def xvnc_argv(xvnc: str, display: int, viewport: Viewport, vnc_port: int) -> lis
     ]
 
 
-def xvfb_argv(xvfb: str, display: int, viewport: Viewport) -> list[str]:
+def xvfb_argv(xvfb: str, display: int, viewport: Viewport, xauthority: Path) -> list[str]:
     return [
         xvfb,
         f":{display}",
+        "-auth",
+        str(xauthority),
         "-screen",
         "0",
         f"{viewport}x24",
@@ -46,17 +67,23 @@ def xvfb_argv(xvfb: str, display: int, viewport: Viewport) -> list[str]:
     ]
 
 
-def x11vnc_argv(x11vnc: str, display: int, vnc_port: int) -> list[str]:
+def x11vnc_argv(
+    x11vnc: str, display: int, vnc_port: int, password_file: Path, xauthority: Path
+) -> list[str]:
     return [
         x11vnc,
         "-display",
         f":{display}",
+        "-auth",
+        str(xauthority),
+        # The slot's password in vncpasswd's format; only Baton knows it.
+        "-rfbauth",
+        str(password_file),
         "-rfbport",
         str(vnc_port),
         # Listen on 127.0.0.1 only, and not on IPv6 at all.
         "-localhost",
         "-noipv6",
-        "-nopw",
         "-shared",
         "-forever",
         # No ~/.x11vncrc or other user configuration changes what we run.

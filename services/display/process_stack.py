@@ -11,7 +11,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -22,9 +22,11 @@ from services.display.settings import Backend
 from services.display.slot import Viewport
 from services.display.state_dir import ProcessRecord, StateDir
 from services.display.websockify_router import WebsockifyRouter, wait_for_tcp
+from services.display.x_authority import write_xauthority
 from services.display.x_display_files import lock_owner, remove_display_files, socket_file
 from services.runtime.errors import Unavailable
 from services.runtime.processes import require_binary, start_process, stop_process_group
+from services.runtime.vnc_auth import write_password_file
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +42,18 @@ class SlotSpec:
     vnc_port: int
     viewport: Viewport
     token: str
+    # The VNC server's password: random per slot, never logged (not in repr).
+    vnc_password: str = field(default="", repr=False)
 
 
 class RunningSlot(Protocol):
     @property
     def websocket_url(self) -> str: ...
+
+    @property
+    def xauthority(self) -> str:
+        """The Xauthority file with the display's cookie, for its X clients."""
+        ...
 
     async def wait_exit(self) -> str:
         """Return, with a reason, once any of the slot's programs has exited."""
@@ -116,6 +125,19 @@ class ProcessSlot:
     @property
     def websocket_url(self) -> str:
         return self._router.url_for(self.spec.token)
+
+    @property
+    def password_file(self) -> Path:
+        return self._state.slot_dir(self.spec.slot_id) / "vnc.passwd"
+
+    @property
+    def xauthority(self) -> str:
+        return str(self._state.slot_dir(self.spec.slot_id) / "Xauthority")
+
+    def write_credentials(self) -> None:
+        """The slot's VNC password file and X cookie, both 0600 in the 0700 slot dir."""
+        write_password_file(self.password_file, self.spec.vnc_password)
+        write_xauthority(Path(self.xauthority), self.spec.display)
 
     @property
     def pids(self) -> list[int]:
@@ -194,7 +216,9 @@ class ProcessSlot:
                 raise SlotStartError(reason)
             try:
                 remaining = max(deadline - time.monotonic(), 0.1)
-                init = await probe(self.websocket_url, open_timeout=remaining)
+                init = await probe(
+                    self.websocket_url, self.spec.vnc_password, open_timeout=remaining
+                )
             except RfbError as exc:
                 last_error = str(exc)
                 await asyncio.sleep(0.02)
@@ -253,20 +277,37 @@ class ProcessSlotLauncher:
     async def launch(self, spec: SlotSpec) -> RunningSlot:
         slot = ProcessSlot(spec, self._state, self._router, self._grace)
         deadline = time.monotonic() + self._ready_timeout
+        xauthority = Path(slot.xauthority)
         try:
+            slot.write_credentials()
             if self._backend is Backend.XVNC:
                 x_server = await slot.start_program(
                     "Xvnc",
-                    xvnc_argv(self._binaries.xvnc, spec.display, spec.viewport, spec.vnc_port),
+                    xvnc_argv(
+                        self._binaries.xvnc,
+                        spec.display,
+                        spec.viewport,
+                        spec.vnc_port,
+                        slot.password_file,
+                        xauthority,
+                    ),
                 )
                 await slot.wait_x_server(x_server, deadline)
             else:
                 x_server = await slot.start_program(
-                    "Xvfb", xvfb_argv(self._binaries.xvfb, spec.display, spec.viewport)
+                    "Xvfb",
+                    xvfb_argv(self._binaries.xvfb, spec.display, spec.viewport, xauthority),
                 )
                 await slot.wait_x_server(x_server, deadline)
                 await slot.start_program(
-                    "x11vnc", x11vnc_argv(self._binaries.x11vnc, spec.display, spec.vnc_port)
+                    "x11vnc",
+                    x11vnc_argv(
+                        self._binaries.x11vnc,
+                        spec.display,
+                        spec.vnc_port,
+                        slot.password_file,
+                        xauthority,
+                    ),
                 )
             await slot.wait_ready(deadline)
         except BaseException:

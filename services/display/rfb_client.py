@@ -1,8 +1,10 @@
 """A small RFB (VNC) client over a WebSocket, as a viewer would connect.
 
 The service uses it to prove a slot is ready (a full handshake through the
-slot's WebSocket); tests use it to read the framebuffer. It speaks RFB 3.3 to
-3.8, security type None only, and raw encoding only.
+slot's WebSocket, with the slot's password); the edge uses it to open its
+upstream connection; tests use it to read the framebuffer. It speaks RFB 3.3
+to 3.8, security types None and VncAuth (services/runtime/vnc_auth.py), and
+raw encoding only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.typing import Subprotocol
 
+from services.runtime.vnc_auth import CHALLENGE_SIZE, challenge_response
+
 SECURITY_NONE = 1
+SECURITY_VNC_AUTH = 2
 ENCODING_RAW = 0
 _MSG_FRAMEBUFFER_UPDATE = 0
 _MSG_SET_COLOUR_MAP_ENTRIES = 1
@@ -91,6 +96,8 @@ class ServerInit:
     height: int
     pixel_format: PixelFormat
     name: str
+    # The message as the server sent it, for a proxy to pass on unchanged.
+    raw: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -129,12 +136,19 @@ class RfbClient:
     async def _read_reason(self) -> str:
         return (await self._read(await self._read_u32())).decode(errors="replace")
 
-    async def handshake(self, shared: bool = True) -> ServerInit:
-        """Version, security None, ClientInit and ServerInit."""
+    async def handshake(self, shared: bool = True, password: str = "") -> ServerInit:
+        """Version, security, ClientInit and ServerInit.
+
+        With a password, VncAuth when the server offers it; without one,
+        security type None only.
+        """
         banner = await self._read(12)
         if not banner.startswith(b"RFB ") or not banner.endswith(b"\n"):
             raise RfbError(f"not an RFB server: {banner!r}")
-        major, minor = (int(part) for part in banner[4:11].split(b"."))
+        try:
+            major, minor = (int(part) for part in banner[4:11].split(b"."))
+        except ValueError:
+            raise RfbError(f"not an RFB server: {banner!r}") from None
         minor = 8 if (major, minor) >= (3, 8) else 7 if (major, minor) == (3, 7) else 3
         await self._channel.send(b"RFB 003.%03d\n" % minor)
         if minor == 3:
@@ -146,20 +160,44 @@ class RfbClient:
             if count == 0:
                 raise RfbError(f"server refused the connection: {await self._read_reason()}")
             offered = list(await self._read(count))
-        if SECURITY_NONE not in offered:
-            raise RfbError(f"server does not offer security type None (offers {offered})")
+        if password and SECURITY_VNC_AUTH in offered:
+            chosen = SECURITY_VNC_AUTH
+        elif SECURITY_NONE in offered:
+            chosen = SECURITY_NONE
+        else:
+            wanted = "VncAuth or None" if password else "None (no password given)"
+            raise RfbError(f"server does not offer security type {wanted} (offers {offered})")
         if minor != 3:
-            await self._channel.send(bytes([SECURITY_NONE]))
-        if minor == 8:
+            await self._channel.send(bytes([chosen]))
+        if chosen == SECURITY_VNC_AUTH:
+            challenge = await self._read(CHALLENGE_SIZE)
+            await self._channel.send(challenge_response(password, challenge))
+        # RFB 3.8 always sends a SecurityResult; earlier versions only after VncAuth.
+        if minor == 8 or chosen == SECURITY_VNC_AUTH:
             result = await self._read_u32()
             if result != 0:
-                raise RfbError(f"security handshake failed: {await self._read_reason()}")
+                reason = await self._read_reason() if minor == 8 else "authentication failed"
+                raise RfbError(f"security handshake failed: {reason}")
         await self._channel.send(bytes([1 if shared else 0]))
-        width, height = struct.unpack(">HH", await self._read(4))
-        pixel_format = PixelFormat.unpack(await self._read(16))
-        name = await self._read_reason()
-        self.server_init = ServerInit(width, height, pixel_format, name)
+        head = await self._read(20)
+        width, height = struct.unpack(">HH", head[:4])
+        pixel_format = PixelFormat.unpack(head[4:])
+        name_length = await self._read(4)
+        name = await self._read(struct.unpack(">I", name_length)[0])
+        self.server_init = ServerInit(
+            width,
+            height,
+            pixel_format,
+            name.decode(errors="replace"),
+            raw=head + name_length + name,
+        )
         return self.server_init
+
+    def take_buffered(self) -> bytes:
+        """Bytes already read from the server but not consumed (for a proxy)."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        return data
 
     async def send(self, message: bytes) -> None:
         """A client-to-server message as it is (a key or pointer event, for instance)."""
@@ -298,7 +336,7 @@ async def open_rfb(url: str, open_timeout: float = 5.0) -> AsyncIterator[RfbClie
         await connection.close()
 
 
-async def probe(url: str, open_timeout: float = 5.0) -> ServerInit:
+async def probe(url: str, password: str = "", open_timeout: float = 5.0) -> ServerInit:
     """One complete RFB handshake through the WebSocket at `url`."""
     async with open_rfb(url, open_timeout) as client:
-        return await client.handshake(shared=True)
+        return await client.handshake(shared=True, password=password)

@@ -43,6 +43,8 @@ def slot_to_proto(slot: Slot) -> display_pb2.Slot:
         create_time=create_time,
         failure_reason=slot.failure_reason,
         warm=slot.warm,
+        vnc_password=slot.vnc_password,
+        xauthority=slot.xauthority,
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from services.display.settings import Backend
@@ -49,6 +49,10 @@ class Slot:
     failure_reason: str = ""
     # True while the slot waits in the warm pool, held by no session.
     warm: bool = False
+    # The VNC server's password (never logged: not in repr) and the X
+    # display's Xauthority file; both travel only to Baton's own services.
+    vnc_password: str = field(default="", repr=False)
+    xauthority: str = ""
 
     @property
     def display_name(self) -> str:

@@ -34,6 +34,7 @@ from services.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.runtime.vnc_auth import new_password
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,14 @@ class SlotPool:
             raise ResourceExhausted(
                 f"no free VNC port in {ports.first}-{ports.last} (BATON_VNC_PORTS)"
             )
-        return SlotSpec(slot_id, display, port, viewport, token=secrets.token_urlsafe(18))
+        return SlotSpec(
+            slot_id,
+            display,
+            port,
+            viewport,
+            token=secrets.token_urlsafe(18),
+            vnc_password=new_password(),
+        )
 
     async def _launch(self, entry: _Entry) -> None:
         tried_displays: set[int] = set()
@@ -236,7 +244,13 @@ class SlotPool:
                     entry.slot, display=entry.spec.display, vnc_port=entry.spec.vnc_port
                 )
         entry.running = running
-        entry.slot = replace(entry.slot, state=SlotState.READY, websocket_url=running.websocket_url)
+        entry.slot = replace(
+            entry.slot,
+            state=SlotState.READY,
+            websocket_url=running.websocket_url,
+            vnc_password=entry.spec.vnc_password,
+            xauthority=running.xauthority,
+        )
         entry.supervisor = asyncio.create_task(
             self._supervise(entry), name=f"supervise-slot-{entry.slot.id}"
         )

@@ -181,9 +181,10 @@ def qemu_key_event(keysym: int, keycode: int, down: bool) -> bytes:
 class ClientStreamFilter:
     """Incremental filter for one viewer's client-to-server RFB stream."""
 
-    def __init__(self, allow_input: Callable[[], bool]) -> None:
+    def __init__(self, allow_input: Callable[[], bool], after_handshake: bool = False) -> None:
+        """`after_handshake`: the stream starts after ClientInit (the edge ran the handshake)."""
         self._allow_input = allow_input
-        self._phase = _Phase.VERSION
+        self._phase = _Phase.NORMAL if after_handshake else _Phase.VERSION
         self._minor = 0
         self._buffer = bytearray()
         # Held keys and buttons, so taking input away never leaves one stuck down.

@@ -3,7 +3,12 @@
 A browser connects with the short-lived stream token in the URL (browsers
 cannot set headers on WebSockets). The edge asks the session service where the
 slot's websockify is, connects to it with the `binary` subprotocol and copies
-bytes both ways. What the viewer sends goes through `ClientStreamFilter`, whose
+bytes both ways. The edge terminates the RFB handshake on both sides
+(viewer_handshake.py): the viewer sees security type None, the edge
+authenticates upstream with the slot's VNC password (VncAuth) and passes the
+ServerInit on; a viewer that does not finish its handshake within
+VIEWER_HANDSHAKE_TIMEOUT_S is closed, having never reached the display. What
+the viewer sends after that goes through `ClientStreamFilter`, whose
 input gate follows the session's WatchSession events: input reaches the display
 only while the session is USER_CONTROL and this viewer's user is the
 controller, and the switch happens on the open connection.
@@ -31,12 +36,14 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.typing import Subprotocol
 
 from baton.session.v1 import session_pb2
+from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
 from services.edge.auth import Authenticator, Principal
 from services.edge.json_views import error_json
 from services.edge.metrics import EdgeMetrics
 from services.edge.rate_limit import RateLimiter
 from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
 from services.edge.session_client import SessionClient
+from services.edge.viewer_handshake import serve_viewer_handshake
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind, session_of
 from services.runtime.errors import BatonError, NotFound, ResourceExhausted, Unauthenticated
 
@@ -51,6 +58,9 @@ CLOSE_TRY_AGAIN_LATER = 1013
 
 SUBPROTOCOL = "binary"
 UPSTREAM_CONNECT_TIMEOUT_S = 10.0
+# A viewer gets this long to finish its RFB handshake with the edge; a stalled
+# one is closed (1008) and affects nobody else (issue 12, finding 6).
+VIEWER_HANDSHAKE_TIMEOUT_S = 5.0
 # User input keeps a session from idling out; telling the service once in a
 # while is enough.
 INPUT_ACTIVITY_INTERVAL_S = 5.0
@@ -212,6 +222,22 @@ class StreamProxy:
             await websocket.close(CLOSE_TRY_AGAIN_LATER, "the session has no display yet")
             return
         try:
+            pending = await asyncio.wait_for(
+                serve_viewer_handshake(connection.receive_bytes, websocket.send_bytes),
+                VIEWER_HANDSHAKE_TIMEOUT_S,
+            )
+        except TimeoutError:
+            log.info("session %s: a viewer did not finish its RFB handshake", session_id)
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(CLOSE_POLICY_VIOLATION, "RFB handshake timed out")
+            return
+        except RfbProtocolError as exc:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120])
+            return
+        except (WebSocketDisconnect, _ViewerGone):
+            return
+        try:
             upstream = await connect(
                 access.upstream_url,
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
@@ -228,12 +254,32 @@ class StreamProxy:
             await websocket.close(CLOSE_INTERNAL_ERROR, "the display is unreachable")
             return
         _set_nodelay(upstream)
+        client = RfbClient(WebSocketChannel(upstream))
+        try:
+            init = await asyncio.wait_for(
+                client.handshake(shared=True, password=access.upstream_password),
+                UPSTREAM_CONNECT_TIMEOUT_S,
+            )
+            await websocket.send_bytes(init.raw + client.take_buffered())
+        except (RfbError, TimeoutError) as exc:
+            log.warning("session %s: RFB handshake with the display failed: %s", session_id, exc)
+            await upstream.close()
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+                await websocket.close(CLOSE_INTERNAL_ERROR, "the display refused the connection")
+            return
+        except WebSocketDisconnect:
+            await upstream.close()
+            return
         self._metrics.stream_connections += 1
         try:
-            await connection.run(upstream)
+            await connection.run(upstream, pending)
         finally:
             self._metrics.stream_connections -= 1
             await upstream.close()
+
+
+class _ViewerGone(Exception):
+    """The viewer went away during its handshake."""
 
 
 class _ViewerConnection:
@@ -251,8 +297,11 @@ class _ViewerConnection:
         self._sessions = sessions
         self._metrics = metrics
         self._gate = InputGate(principal.user_id)
-        self._filter = ClientStreamFilter(self._gate)
+        # The edge runs the viewer's handshake itself (viewer_handshake.py).
+        self._filter = ClientStreamFilter(self._gate, after_handshake=True)
         self._ended = asyncio.Event()
+        # Bytes the viewer sent right behind its ClientInit.
+        self._pending = b""
         self._last_input_report = 0.0
         self._background: set[asyncio.Task[None]] = set()
 
@@ -269,8 +318,19 @@ class _ViewerConnection:
                 with contextlib.suppress(ConnectionClosed):
                     await self._upstream.send(release)
 
-    async def run(self, upstream: ClientConnection) -> None:
+    async def receive_bytes(self) -> bytes:
+        """The viewer's next binary message (during the handshake)."""
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _ViewerGone
+        data = message.get("bytes")
+        if data is None:
+            raise RfbProtocolError("binary frames only")
+        return bytes(data)
+
+    async def run(self, upstream: ClientConnection, pending: bytes = b"") -> None:
         self._upstream = upstream
+        self._pending = pending
         self._report(session_pb2.ACTIVITY_KIND_VIEWER_JOINED)
         pumps = [
             asyncio.create_task(self._client_to_upstream(upstream)),
@@ -309,13 +369,16 @@ class _ViewerConnection:
             await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _client_to_upstream(self, upstream: ClientConnection) -> tuple[int, str]:
+        # What the viewer sent right behind its ClientInit comes first.
+        data: bytes | None = self._pending
         while True:
-            message = await self._websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return CLOSE_NORMAL, ""
-            data = message.get("bytes")
-            if data is None:
-                return CLOSE_UNSUPPORTED_DATA, "binary frames only"
+            if not data:
+                message = await self._websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return CLOSE_NORMAL, ""
+                data = message.get("bytes")
+                if data is None:
+                    return CLOSE_UNSUPPORTED_DATA, "binary frames only"
             result = self._filter.feed(data)
             self._metrics.input_forwarded += result.input_forwarded
             self._metrics.input_dropped += result.input_dropped
@@ -326,6 +389,7 @@ class _ViewerConnection:
                     await upstream.send(result.forward)
                 except ConnectionClosed:
                     return CLOSE_NORMAL, "the display closed the connection"
+            data = None
 
     async def _upstream_to_client(self, upstream: ClientConnection) -> tuple[int, str]:
         try:

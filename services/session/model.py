@@ -83,6 +83,10 @@ class Placement:
     websocket_url: str
     display_address: str
     automation_address: str
+    # The slot's VNC password (for the edge, through GetStreamAccess only;
+    # never in a Session message, never logged) and its Xauthority file.
+    vnc_password: str = field(default="", repr=False)
+    xauthority: str = ""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from baton.automation.v1 import automation_pb2
@@ -84,6 +84,7 @@ class StreamAccess:
     upstream_url: str
     view_only: bool
     session: Session
+    upstream_password: str = field(default="", repr=False)
 
 
 class SessionOrchestrator:
@@ -158,7 +159,12 @@ class SessionOrchestrator:
             and session.controller_user_id == actor.user_id
         )
         await self._touch(session)
-        return StreamAccess(session.placement.websocket_url, view_only, session)
+        return StreamAccess(
+            session.placement.websocket_url,
+            view_only,
+            session,
+            upstream_password=session.placement.vnc_password,
+        )
 
     async def watch(self, actor: Actor, session_id: str) -> AsyncIterator[Session]:
         """The session now, then every change watchers care about, until it ends."""
@@ -274,6 +280,8 @@ class SessionOrchestrator:
             websocket_url=slot.websocket_url,
             display_address=worker.display_address,
             automation_address=worker.automation_address,
+            vnc_password=slot.vnc_password,
+            xauthority=slot.xauthority,
         )
 
         def place(s: Session) -> Session:
@@ -291,6 +299,7 @@ class SessionOrchestrator:
         request = automation_pb2.StartTaskRequest(
             session_id=session.id,
             display=slot.display,
+            xauthority=slot.xauthority,
             viewport=display_pb2.Viewport(
                 width=session.viewport.width, height=session.viewport.height
             ),

@@ -138,6 +138,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             upstream_url=access.upstream_url,
             view_only=access.view_only,
             session=codec.to_proto(access.session),
+            upstream_password=access.upstream_password,
         )
 
     async def RecordActivity(

@@ -89,7 +89,9 @@ class FakeLauncher:
     hold: asyncio.Event | None = None
     on_perform: Callable[[Action], None] | None = None
 
-    async def launch(self, session_id: str, display: str, width: int, height: int) -> FakeBrowser:
+    async def launch(
+        self, session_id: str, display: str, width: int, height: int, xauthority: str = ""
+    ) -> FakeBrowser:
         if self.hold is not None:
             await self.hold.wait()
         browser = FakeBrowser(display=display, on_perform=self.on_perform)

@@ -138,7 +138,7 @@ async def test_five_concurrent_slots_serve_a_full_framebuffer_of_their_size(
 
         async def read(slot: display_pb2.Slot) -> tuple[int, int, int]:
             async with open_rfb(slot.websocket_url) as client:
-                await client.handshake()
+                await client.handshake(password=slot.vnc_password)
                 framebuffer = await client.read_framebuffer()
             return framebuffer.width, framebuffer.height, len(framebuffer.pixels)
 
@@ -150,7 +150,7 @@ async def test_five_concurrent_slots_serve_a_full_framebuffer_of_their_size(
             assert (slot.viewport.width, slot.viewport.height) == (width, height)
             assert slot.websocket_url.startswith("ws://127.0.0.1:")
             port = int(slot.vnc_address.rpartition(":")[2])
-            # VNC (security None) is reachable from loopback only.
+            # VNC (password only) is reachable from loopback only.
             addresses = listening_addresses(port)
             assert addresses
             assert all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
@@ -166,11 +166,12 @@ async def test_release_leaves_no_process_lock_or_socket(host: DisplayHost) -> No
     token_file = host.settings.state_dir / "tokens" / slot.websocket_url.rpartition("token=")[2]
     assert leftovers(display, pids, host.settings.state_dir, slot.id) != []
     assert token_file.exists()
-    # An X client (as Chromium will be) can use the display.
+    # An X client (as Chromium will be) with the display's cookie can use it.
     xdpyinfo = await asyncio.create_subprocess_exec(
         require_binary("xdpyinfo", "x11-utils"),
         "-display",
         slot.display,
+        env={"PATH": os.environ["PATH"], "XAUTHORITY": slot.xauthority},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )
@@ -188,7 +189,7 @@ async def test_release_leaves_no_process_lock_or_socket(host: DisplayHost) -> No
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(RfbError):
         async with open_rfb(slot.websocket_url, open_timeout=2) as client:
-            await client.handshake()
+            await client.handshake(password=slot.vnc_password)
 
 
 async def test_a_killed_vnc_server_fails_the_slot_and_cleans_it(host: DisplayHost) -> None:
@@ -248,7 +249,7 @@ async def test_warm_pool_hands_out_a_ready_default_size_slot(host: DisplayHost) 
         assert warm.slot.session_id == "warm"
         assert (warm.slot.viewport.width, warm.slot.viewport.height) == (1280, 720)
         async with open_rfb(warm.slot.websocket_url) as client:
-            init = await client.handshake()
+            init = await client.handshake(password=warm.slot.vnc_password)
         assert (init.width, init.height) == (1280, 720)
         # The pool refills in the background.
         await host.wait_warm_ready(WARM_SLOTS)
@@ -264,7 +265,7 @@ async def test_out_of_range_size_is_invalid(host: DisplayHost) -> None:
     largest = await host.allocate(3840, 2160)
     try:
         async with open_rfb(largest.slot.websocket_url) as client:
-            init = await client.handshake()
+            init = await client.handshake(password=largest.slot.vnc_password)
         assert (init.width, init.height) == (3840, 2160)
     finally:
         await host.release(largest.slot.id)
@@ -279,7 +280,7 @@ async def test_slots_survive_a_websockify_crash(host: DisplayHost) -> None:
         while True:
             try:
                 async with open_rfb(slot.websocket_url, open_timeout=2) as client:
-                    init = await client.handshake()
+                    init = await client.handshake(password=slot.vnc_password)
                 break
             except RfbError:
                 await asyncio.sleep(0.05)

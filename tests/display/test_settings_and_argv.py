@@ -72,31 +72,42 @@ def test_viewport_bounds() -> None:
             checked_viewport(width, height)
 
 
-def test_xvnc_listens_on_loopback_with_security_none_only() -> None:
-    argv = xvnc_argv("/usr/bin/Xvnc", 201, Viewport(1024, 768), 17201)
+def test_xvnc_listens_on_loopback_with_the_slot_password_and_cookie_only() -> None:
+    argv = xvnc_argv(
+        "/usr/bin/Xvnc", 201, Viewport(1024, 768), 17201, Path("/s/vnc.passwd"), Path("/s/xa")
+    )
     assert argv[:2] == ["/usr/bin/Xvnc", ":201"]
     joined = " ".join(argv)
     assert "-geometry 1024x768" in joined
     assert "-rfbport 17201" in joined
     assert "-interface 127.0.0.1" in joined
     assert "-localhost" in argv
-    assert "-SecurityTypes None" in joined
+    assert "-SecurityTypes VncAuth -PasswordFile /s/vnc.passwd" in joined
+    assert "-auth /s/xa" in joined
+    # All viewers share 127.0.0.1: never blacklisted (issue 12, finding 6).
+    assert "-BlacklistTimeout 0" in joined
+    assert "None" not in argv
     assert "-nolisten tcp" in joined
 
 
 def test_xvfb_and_x11vnc() -> None:
-    assert xvfb_argv("Xvfb", 7, Viewport(800, 600)) == [
+    assert xvfb_argv("Xvfb", 7, Viewport(800, 600), Path("/s/xa")) == [
         "Xvfb",
         ":7",
+        "-auth",
+        "/s/xa",
         "-screen",
         "0",
         "800x600x24",
         "-nolisten",
         "tcp",
     ]
-    argv = x11vnc_argv("x11vnc", 7, 5907)
-    assert " ".join(argv).startswith("x11vnc -display :7 -rfbport 5907")
+    argv = x11vnc_argv("x11vnc", 7, 5907, Path("/s/vnc.passwd"), Path("/s/xa"))
+    assert " ".join(argv).startswith(
+        "x11vnc -display :7 -auth /s/xa -rfbauth /s/vnc.passwd -rfbport 5907"
+    )
     assert {"-localhost", "-noipv6", "-shared", "-forever"} <= set(argv)
+    assert "-nopw" not in argv
 
 
 def test_websockify_routes_by_token_file_on_loopback() -> None:

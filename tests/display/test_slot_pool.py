@@ -26,6 +26,10 @@ class FakeSlot:
     def websocket_url(self) -> str:
         return f"ws://127.0.0.1:6080/websockify?token={self.spec.token}"
 
+    @property
+    def xauthority(self) -> str:
+        return f"/state/slots/{self.spec.slot_id}/Xauthority"
+
     async def wait_exit(self) -> str:
         await self._exited.wait()
         return self._reason

@@ -3,7 +3,7 @@
 The session service is the lead's real server; only its worker host (display
 and automation) is replaced by the in-memory twins of tests/session, with slots
 whose websocket_url points at `RfbRecorder`, a stand-in websockify that
-records what the edge forwards.
+records what the edge forwards after its (VncAuth) handshake, from ClientInit on.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +27,7 @@ from services.edge.auth import Authenticator
 from services.edge.server import RunningEdge, start_edge_server
 from services.edge.settings import EdgeSettings
 from services.runtime.grpc_server import RunningServer
+from services.runtime.vnc_auth import challenge_response
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.workers import WorkerHost
@@ -33,6 +36,14 @@ from tests.session.twins import AutomationTwin, DisplayTwin
 OPERATOR_TOKEN = "operator-token-for-tests"
 JWT_SECRET = "jwt-secret-for-the-edge-tests-0123456789"
 SERVER_VERSION = b"RFB 003.008\n"
+SLOT_PASSWORD = "slot-pw1"
+# What a viewer of the edge reads after its ClientInit: the display's ServerInit.
+SERVER_INIT = struct.pack(">HH", 800, 600) + bytes(16) + struct.pack(">I", 6) + b"recder"
+# The viewer's side of the edge's handshake: version, security None, shared.
+CLIENT_HANDSHAKE = b"RFB 003.008\n" + b"\x01" + b"\x01"
+# What the edge sends the viewer after its version, up to ServerInit: security
+# None offered, SecurityResult OK, the display's ServerInit.
+EDGE_HANDSHAKE = b"\x01\x01" + bytes(4) + SERVER_INIT
 
 
 def user_token(user_id: str) -> str:
@@ -44,11 +55,16 @@ def bearer(token: str) -> dict[str, str]:
 
 
 class RfbRecorder:
-    """A stand-in for a slot's websockify: greets like an RFB server, records bytes."""
+    """A stand-in for a slot's websockify: an RFB server wanting the slot password.
+
+    It records what arrives after the security handshake (from ClientInit on)
+    and counts refused passwords.
+    """
 
     def __init__(self) -> None:
         self.received: list[bytearray] = []
         self.closed: set[int] = set()
+        self.refused = 0
         self._changed = asyncio.Condition()
         self._server: Server | None = None
         self.url = ""
@@ -69,13 +85,50 @@ class RfbRecorder:
             self._server.close()
             await self._server.wait_closed()
 
+    async def _authenticate(self, connection: ServerConnection) -> bytes | None:
+        """VncAuth with SLOT_PASSWORD; the bytes read past it, or None when refused."""
+        pending = bytearray()
+
+        async def take(count: int) -> bytes:
+            while len(pending) < count:
+                message = await connection.recv()
+                assert isinstance(message, bytes), "the edge must send binary frames"
+                pending.extend(message)
+            data = bytes(pending[:count])
+            del pending[:count]
+            return data
+
+        await connection.send(SERVER_VERSION)
+        assert await take(12) == SERVER_VERSION
+        await connection.send(b"\x01\x02")
+        assert await take(1) == b"\x02"
+        challenge = os.urandom(16)
+        await connection.send(challenge)
+        if await take(16) != challenge_response(SLOT_PASSWORD, challenge):
+            self.refused += 1
+            await connection.send(struct.pack(">II", 1, 6) + b"denied")
+            return None
+        await connection.send(struct.pack(">I", 0))
+        return bytes(pending)
+
     async def _handle(self, connection: ServerConnection) -> None:
-        buffer = bytearray()
+        pending = None
+        with contextlib.suppress(Exception):
+            pending = await self._authenticate(connection)
+        if pending is None:
+            return
+        buffer = bytearray(pending)
         index = len(self.received)
         self.received.append(buffer)
-        await connection.send(SERVER_VERSION)
+        sent_init = False
         with contextlib.suppress(Exception):
+            if buffer:
+                await connection.send(SERVER_INIT)
+                sent_init = True
             async for message in connection:
+                if not sent_init:
+                    await connection.send(SERVER_INIT)
+                    sent_init = True
                 assert isinstance(message, bytes), "the edge must send binary frames"
                 async with self._changed:
                     buffer += message
@@ -108,12 +161,14 @@ class StreamDisplayTwin(DisplayTwin):
     def __init__(self, websocket_url: str, capacity: int = 100) -> None:
         super().__init__(capacity)
         self.websocket_url = websocket_url
+        self.vnc_password = SLOT_PASSWORD
 
     async def allocate_slot(
         self, session_id: str, viewport: display_pb2.Viewport
     ) -> display_pb2.Slot:
         slot = await super().allocate_slot(session_id, viewport)
         slot.websocket_url = self.websocket_url
+        slot.vnc_password = self.vnc_password
         self.slots[slot.id] = slot
         return slot
 

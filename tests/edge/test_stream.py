@@ -20,10 +20,18 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from services.edge.auth import Authenticator, Principal
 from services.edge.rfb_filter import key_event, pointer_event
 from tests.conftest import free_port
-from tests.edge.harness import OPERATOR_TOKEN, SERVER_VERSION, Stack, user_token
+from tests.edge.harness import (
+    CLIENT_HANDSHAKE,
+    EDGE_HANDSHAKE,
+    OPERATOR_TOKEN,
+    SERVER_VERSION,
+    Stack,
+    user_token,
+)
 
 ALICE = user_token("alice")
-CLIENT_HANDSHAKE = b"RFB 003.008\n" + b"\x01" + b"\x01"
+# What the display receives first: ClientInit, shared (the edge's own handshake).
+CLIENT_INIT = b"\x01"
 
 
 def marker(number: int) -> bytes:
@@ -40,6 +48,12 @@ async def viewer(url: str) -> AsyncIterator[ClientConnection]:
         assert connection.subprotocol == "binary"
         assert await connection.recv() == SERVER_VERSION
         await connection.send(CLIENT_HANDSHAKE)
+        received = b""
+        while len(received) < len(EDGE_HANDSHAKE):
+            message = await connection.recv()
+            assert isinstance(message, bytes)
+            received += message
+        assert received == EDGE_HANDSHAKE
         yield connection
 
 
@@ -48,7 +62,7 @@ async def test_input_passes_only_while_the_viewer_controls(stack: Stack) -> None
     async with viewer(await stack.stream_url(ALICE, session["id"])) as alice:
         await alice.send(KEY_A + CLICK + marker(1))
         received = await stack.recorder.wait_for(0, marker(1))
-        assert received == CLIENT_HANDSHAKE + marker(1)
+        assert received == CLIENT_INIT + marker(1)
 
         await stack.control(ALICE, session["id"], "take_control")
         # Same connection: no reconnect needed for input to flow.
@@ -74,7 +88,7 @@ async def test_another_viewer_sends_nothing_while_the_user_controls(stack: Stack
         await alice.send(marker(1))
         await stack.recorder.wait_for(0, marker(1))
         await operator.send(KEY_A + CLICK + marker(2))
-        assert await stack.recorder.wait_for(1, marker(2)) == CLIENT_HANDSHAKE + marker(2)
+        assert await stack.recorder.wait_for(1, marker(2)) == CLIENT_INIT + marker(2)
         await alice.send(KEY_A + marker(3))
         assert (await stack.recorder.wait_for(0, marker(3))).endswith(KEY_A + marker(3))
 
@@ -164,6 +178,20 @@ async def test_unreachable_display_closes_with_1011(stack: Stack) -> None:
     session = await stack.create_session(ALICE)
     url = await stack.stream_url(ALICE, session["id"])
     async with connect(url, subprotocols=["binary"], proxy=None) as connection:  # type: ignore[list-item]
+        assert await connection.recv() == SERVER_VERSION
+        await connection.send(CLIENT_HANDSHAKE)
         with pytest.raises(ConnectionClosed) as closed:
-            await connection.recv()
+            while True:
+                await connection.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+
+async def test_a_wrong_slot_password_closes_with_1011(stack: Stack) -> None:
+    stack.display.vnc_password = "wrong"
+    session = await stack.create_session(ALICE)
+    url = await stack.stream_url(ALICE, session["id"])
+    with pytest.raises(ConnectionClosed) as closed:
+        async with viewer(url):
+            pass
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert stack.recorder.refused == 1

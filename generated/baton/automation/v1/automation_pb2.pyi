@@ -464,6 +464,7 @@ class StartTaskRequest(_message.Message):
     MAX_STEPS_FIELD_NUMBER: _builtins.int
     STEPS_FIELD_NUMBER: _builtins.int
     PLANNER_FIELD_NUMBER: _builtins.int
+    XAUTHORITY_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     display: _builtins.str
     """display is the X display Chromium draws on, such as ":101"."""
@@ -471,6 +472,10 @@ class StartTaskRequest(_message.Message):
     url: _builtins.str
     max_steps: _builtins.int
     planner: Global___Planner.ValueType
+    xauthority: _builtins.str
+    """xauthority is the display's Xauthority file (the display slot's
+    `xauthority`); Chromium gets it as XAUTHORITY.
+    """
     @_builtins.property
     def viewport(self) -> _display_pb2.Viewport: ...
     @_builtins.property
@@ -486,10 +491,11 @@ class StartTaskRequest(_message.Message):
         max_steps: _builtins.int = ...,
         steps: _abc.Iterable[Global___Step] | None = ...,
         planner: Global___Planner.ValueType = ...,
+        xauthority: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "max_steps", b"max_steps", "planner", b"planner", "session_id", b"session_id", "steps", b"steps", "task_text", b"task_text", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "max_steps", b"max_steps", "planner", b"planner", "session_id", b"session_id", "steps", b"steps", "task_text", b"task_text", "url", b"url", "viewport", b"viewport", "xauthority", b"xauthority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

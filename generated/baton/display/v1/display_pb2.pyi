@@ -102,6 +102,8 @@ class Slot(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     FAILURE_REASON_FIELD_NUMBER: _builtins.int
     WARM_FIELD_NUMBER: _builtins.int
+    VNC_PASSWORD_FIELD_NUMBER: _builtins.int
+    XAUTHORITY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     host_id: _builtins.str
     """host_id names the worker host that owns the slot."""
@@ -123,6 +125,17 @@ class Slot(_message.Message):
     A warm slot in state READY is what AllocateSlot hands out first; the
     automation service keeps a Chromium running on each such display.
     """
+    vnc_password: _builtins.str
+    """vnc_password is the slot's VNC password (VncAuth), random per slot. Only
+    Baton's services see it: the session service keeps it with the session's
+    placement and hands it to the edge in GetStreamAccess only (never in a
+    Session message); nothing logs it.
+    """
+    xauthority: _builtins.str
+    """xauthority is the path of the Xauthority file holding the X display's
+    MIT-MAGIC-COOKIE-1 (mode 0600, on the worker host); every X client of the
+    display (Chromium, x11vnc) needs it.
+    """
     @_builtins.property
     def viewport(self) -> Global___Viewport: ...
     @_builtins.property
@@ -142,10 +155,12 @@ class Slot(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         failure_reason: _builtins.str = ...,
         warm: _builtins.bool = ...,
+        vnc_password: _builtins.str = ...,
+        xauthority: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "warm", b"warm", "websocket_url", b"websocket_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "vnc_password", b"vnc_password", "warm", b"warm", "websocket_url", b"websocket_url", "xauthority", b"xauthority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

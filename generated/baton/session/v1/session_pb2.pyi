@@ -773,10 +773,15 @@ class GetStreamAccessResponse(_message.Message):
     UPSTREAM_URL_FIELD_NUMBER: _builtins.int
     VIEW_ONLY_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
+    UPSTREAM_PASSWORD_FIELD_NUMBER: _builtins.int
     upstream_url: _builtins.str
     """upstream_url is the slot's RFB-over-WebSocket endpoint the edge proxies."""
     view_only: _builtins.bool
     """view_only is true unless the actor controls the session now."""
+    upstream_password: _builtins.str
+    """upstream_password is the slot's VNC password: the edge authenticates to
+    upstream_url with it (VncAuth) and never shows it to a viewer.
+    """
     @_builtins.property
     def session(self) -> Global___Session: ...
     def __init__(
@@ -785,10 +790,11 @@ class GetStreamAccessResponse(_message.Message):
         upstream_url: _builtins.str = ...,
         view_only: _builtins.bool = ...,
         session: Global___Session | None = ...,
+        upstream_password: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "upstream_url", b"upstream_url", "view_only", b"view_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "upstream_password", b"upstream_password", "upstream_url", b"upstream_url", "view_only", b"view_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
