@@ -6,6 +6,7 @@ hands every other request to the Starlette app.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,17 +22,25 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.edge.auth import OPERATOR_USER_ID, Authenticator, Principal
+from services.edge.auth import Authenticator, Principal, bearer_token
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
 from services.edge.metrics import EdgeMetrics
 from services.edge.openapi import openapi_document
+from services.edge.origins import OriginPolicy
 from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
 from services.edge.socketio_gateway import SocketGateway
 from services.edge.stream_proxy import StreamProxy
 from services.edge.watch_hub import SessionWatchHub
-from services.runtime.errors import BatonError, PayloadTooLarge, Unavailable
+from services.runtime.errors import (
+    BatonError,
+    PayloadTooLarge,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
+from services.runtime.session_ids import check_session_id
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +82,9 @@ class RestApi:
         auth: Authenticator,
         metrics: EdgeMetrics,
         settings: EdgeSettings,
+        hub: SessionWatchHub,
     ) -> None:
+        self._hub = hub
         self._actions = actions
         self._sessions = sessions
         self._auth = auth
@@ -104,6 +115,10 @@ class RestApi:
         async def handle(request: Request) -> Response:
             try:
                 principal = self._auth.authenticate_header(request.headers.get("authorization"))
+                if "session_id" in request.path_params:
+                    # Before any gRPC call: a huge id would not fit in gRPC's
+                    # metadata limit when quoted back in an error.
+                    check_session_id(request.path_params["session_id"], "the session id")
                 response = await endpoint(request, principal)
             except BatonError as exc:
                 response = _error_response(exc)
@@ -147,15 +162,33 @@ class RestApi:
         return _error_response(Unavailable("the session service is not ready"))
 
     async def metrics(self, request: Request) -> Response:
-        by_state: Counter[str] | None
         try:
-            sessions = await self._sessions.list(Principal(OPERATOR_USER_ID, operator=True))
-            by_state = Counter(state_name(session.state) for session in sessions)
-        except BatonError:
-            by_state = None
+            self._authorize_scrape(request.headers.get("authorization"))
+        except BatonError as exc:
+            return _error_response(exc)
+        # Served from what this edge keeps (its counters and the sessions its
+        # WatchSession feeds follow) plus one health check: a scrape costs the
+        # session service the same however many sessions there are.
+        watched = self._hub.latest_sessions()
+        by_state = Counter(state_name(session.state) for session in watched)
+        up = await self._sessions.healthy()
         return PlainTextResponse(
-            self._metrics.render(by_state), media_type="text/plain; version=0.0.4"
+            self._metrics.render(by_state, up), media_type="text/plain; version=0.0.4"
         )
+
+    def _authorize_scrape(self, authorization: str | None) -> None:
+        """The operator token or BATON_METRICS_TOKEN (a token good for nothing else)."""
+        needed = "/metrics needs the operator token or BATON_METRICS_TOKEN"
+        try:
+            token = bearer_token(authorization)
+            metrics_token = self._settings.metrics_token
+            if metrics_token and hmac.compare_digest(token.encode(), metrics_token.encode()):
+                return
+            principal = self._auth.authenticate(token)
+        except Unauthenticated:
+            raise Unauthenticated(needed) from None
+        if not principal.operator:
+            raise PermissionDenied(needed)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -193,8 +226,9 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     metrics = EdgeMetrics()
     hub = SessionWatchHub(sessions.watch)
     actions = SessionActions(sessions, auth, hub, metrics, settings.stream_token_lifetime_s)
-    rest = RestApi(actions, sessions, auth, metrics, settings)
-    proxy = StreamProxy(sessions, auth, hub, metrics)
+    rest = RestApi(actions, sessions, auth, metrics, settings, hub)
+    origins = OriginPolicy(settings.public_url, settings.cors_origins)
+    proxy = StreamProxy(sessions, auth, hub, metrics, origins)
     actions.observers.append(proxy.session_changed)
 
     async def console(request: Request) -> Response:
@@ -216,7 +250,15 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
-    socket_server = socketio.AsyncServer(async_mode="asgi")
+
+    def socketio_origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        scope = environ["asgi.scope"]
+        return origins.allows(origin, scope.get("scheme", "http"), environ.get("HTTP_HOST"))
+
+    # A foreign Origin is refused before the handshake completes (origins.py).
+    socket_server = socketio.AsyncServer(
+        async_mode="asgi", cors_allowed_origins=socketio_origin_allowed
+    )
     SocketGateway(socket_server, actions, auth, hub)
     asgi = socketio.ASGIApp(socket_server, other_asgi_app=starlette, socketio_path="socket.io")
     return EdgeApp(

@@ -18,6 +18,7 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
+from services.runtime.session_ids import check_session_id
 
 JsonObject = dict[str, Any]
 
@@ -336,4 +337,4 @@ def session_id_of(payload: Any) -> str:
     session_id = payload.get("id")
     if not isinstance(session_id, str) or not session_id:
         raise InvalidArgument("payload.id must be a non-empty string")
-    return _text(session_id, "payload.id")
+    return check_session_id(session_id, "payload.id")

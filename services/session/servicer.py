@@ -9,6 +9,7 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.errors import InvalidArgument
+from services.runtime.session_ids import check_session_id
 from services.session import codec
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
@@ -37,9 +38,7 @@ def _actor(message: session_pb2.Actor) -> Actor:
 
 
 def _session_id(session_id: str) -> str:
-    if not session_id:
-        raise InvalidArgument("session_id is required")
-    return session_id
+    return check_session_id(session_id)
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):

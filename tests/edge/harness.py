@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,11 @@ JWT_SECRET = "jwt-secret-for-the-edge-tests-0123456789"
 SERVER_VERSION = b"RFB 003.008\n"
 
 
-def user_token(user_id: str) -> str:
-    return jwt.encode({"sub": user_id}, JWT_SECRET, algorithm="HS256")
+def user_token(user_id: str, lifetime_s: float = 6 * 3600) -> str:
+    """A user JWT, as an identity provider would issue it: it expires."""
+    now = time.time()
+    claims = {"sub": user_id, "iat": int(now), "exp": int(now + lifetime_s)}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -188,7 +192,9 @@ async def running_stack(
         max_body_bytes=4096,
     )
     settings = dataclasses.replace(settings, **edge_overrides)
-    authenticator = Authenticator(settings.api_token, settings.jwt_secret)
+    authenticator = Authenticator(
+        settings.api_token, settings.jwt_secret, jwt_max_lifetime_s=settings.jwt_max_lifetime_s
+    )
     edge = await start_edge_server(settings, authenticator)
     http = aiohttp.ClientSession()
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -271,7 +272,7 @@ async def test_unreachable_session_service_gives_503() -> None:
         assert body["error"]["message"] == "the session service is unavailable"
         status, body = await call(stack, "GET", "/healthz", token=None)
         assert_error(status, body, 503, "unavailable")
-        status, text = await call(stack, "GET", "/metrics", token=None)
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
         assert "baton_session_service_up 0" in text
 
 
@@ -284,12 +285,53 @@ async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
     await stack.create_session(BOB)
     await stack.control(ALICE, session["id"], "take_control")
     await stack.control(ALICE, session["id"], "return_control")
-    status, text = await call(stack, "GET", "/metrics", token=None)
+    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
     assert status == 200
     assert 'baton_sessions{state="AI_CONTROL"} 2' in text
     assert 'baton_handoffs_total{action="take_control"} 1' in text
     assert 'baton_handoffs_total{action="return_control"} 1' in text
     assert "baton_session_service_up 1" in text
+
+
+async def test_metrics_need_the_operator_token_or_the_metrics_token() -> None:
+    async with running_stack(metrics_token="scrape-only-token") as stack:
+        status, body = await call(stack, "GET", "/metrics", token=None)
+        assert_error(status, body, 401, "unauthenticated")
+        assert "BATON_METRICS_TOKEN" in body["error"]["message"]
+        status, body = await call(stack, "GET", "/metrics", token="wrong")
+        assert_error(status, body, 401, "unauthenticated")
+        status, body = await call(stack, "GET", "/metrics", token=ALICE)
+        assert_error(status, body, 403, "permission_denied")
+        for token in (OPERATOR_TOKEN, "scrape-only-token"):
+            status, text = await call(stack, "GET", "/metrics", token=token)
+            assert status == 200 and "baton_session_service_up 1" in text
+        # The metrics token opens nothing else.
+        status, body = await call(stack, "GET", "/api/browser-session", token="scrape-only-token")
+        assert_error(status, body, 401, "unauthenticated")
+
+
+async def test_a_scrape_lists_no_sessions(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await stack.create_session(ALICE)
+    await stack.create_session(BOB)
+    await stack.control(ALICE, first["id"], "take_control")
+
+    async def no_listing(*args: object) -> None:
+        raise AssertionError("a scrape must not list sessions")
+
+    monkeypatch.setattr(stack.edge.sessions, "list", no_listing)
+    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+    assert status == 200
+    # From the WatchSession feeds this edge follows, kept current.
+    assert 'baton_sessions{state="AI_CONTROL"} 1' in text
+    assert 'baton_sessions{state="USER_CONTROL"} 1' in text
+    await stack.control(ALICE, first["id"], "end")
+    for _ in range(100):
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+        if 'baton_sessions{state="USER_CONTROL"}' not in text:
+            break
+        await asyncio.sleep(0.02)
+    assert 'baton_sessions{state="USER_CONTROL"}' not in text
+    assert 'baton_sessions{state="AI_CONTROL"} 1' in text
 
 
 async def test_unknown_paths_and_methods_answer_json_errors(stack: Stack) -> None:

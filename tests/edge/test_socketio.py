@@ -11,7 +11,7 @@ import pytest
 import socketio
 
 from baton.automation.v1 import automation_pb2
-from tests.edge.harness import OPERATOR_TOKEN, Stack, user_token
+from tests.edge.harness import OPERATOR_TOKEN, Stack, bearer, user_token
 
 ALICE = user_token("alice")
 BOB = user_token("bob")
@@ -190,7 +190,7 @@ async def test_events_fan_out_to_every_watcher(stack: Stack) -> None:
 
 
 async def metrics_text(stack: Stack) -> str:
-    async with stack.http.get(f"{stack.url}/metrics") as response:
+    async with stack.http.get(f"{stack.url}/metrics", headers=bearer(OPERATOR_TOKEN)) as response:
         return await response.text()
 
 
