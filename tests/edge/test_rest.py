@@ -293,6 +293,25 @@ async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
     assert "baton_session_service_up 1" in text
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("GET", ""), ("DELETE", ""), ("PUT", "/control"), ("GET", "/stream")],
+)
+@pytest.mark.parametrize("session_id", ["x" * 20_000, "a.b", "%C3%A9"])
+async def test_malformed_session_ids_are_400_before_any_call(
+    stack: Stack, method: str, suffix: str, session_id: str
+) -> None:
+    status, body = await call(
+        stack,
+        method,
+        f"/api/browser-session/{session_id}{suffix}",
+        json={"action": "take_control"} if suffix == "/control" else None,
+    )
+    # Was 429 "metadata size exceeds hard limit" for the 20 KB id.
+    assert_error(status, body, 400, "invalid_argument")
+    assert len(body["error"]["message"]) < 200
+
+
 async def test_metrics_need_the_operator_token_or_the_metrics_token() -> None:
     async with running_stack(metrics_token="scrape-only-token") as stack:
         status, body = await call(stack, "GET", "/metrics", token=None)

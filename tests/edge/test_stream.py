@@ -9,6 +9,7 @@ going to arrive has arrived.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import struct
 from collections.abc import AsyncIterator
@@ -194,8 +195,9 @@ async def test_the_stream_closes_when_the_jwt_that_asked_for_it_expires(stack: S
         await alice.send(marker(1))
         await stack.recorder.wait_for(0, marker(1))
         with pytest.raises(ConnectionClosed) as closed:
-            while True:
-                await alice.recv()
+            async with asyncio.timeout(15):
+                while True:
+                    await alice.recv()
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
     # A viewer opened with a long-lived token stays.
