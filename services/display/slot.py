@@ -8,9 +8,7 @@ from datetime import datetime
 
 from services.display.settings import Backend
 from services.runtime.errors import InvalidArgument
-
-MIN_WIDTH, MIN_HEIGHT = 640, 480
-MAX_WIDTH, MAX_HEIGHT = 3840, 2160
+from services.runtime.viewport_bounds import MAX_HEIGHT, MAX_WIDTH, MIN_HEIGHT, MIN_WIDTH
 
 
 class SlotState(enum.Enum):

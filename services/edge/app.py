@@ -74,6 +74,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def _route(path: str, **by_method: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path, so a 405's Allow header names every method it has."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
+    return Route(path, dispatch, methods=list(by_method))
+
+
 class RestApi:
     def __init__(
         self,
@@ -93,22 +103,21 @@ class RestApi:
 
     def routes(self) -> list[Route]:
         base = "/api/browser-session"
+        session = base + "/{session_id}"
         return [
-            Route(base, self._authed("create", self.create), methods=["POST"]),
-            Route(base, self._authed("list", self.list), methods=["GET"]),
-            Route(base + "/{session_id}", self._authed("get", self.get), methods=["GET"]),
-            Route(base + "/{session_id}", self._authed("delete", self.delete), methods=["DELETE"]),
-            Route(
-                base + "/{session_id}/control",
-                self._authed("control", self.control),
-                methods=["PUT"],
+            _route(
+                base, POST=self._authed("create", self.create), GET=self._authed("list", self.list)
             ),
-            Route(
-                base + "/{session_id}/stream", self._authed("stream", self.stream), methods=["GET"]
+            _route(
+                session,
+                GET=self._authed("get", self.get),
+                DELETE=self._authed("delete", self.delete),
             ),
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/openapi.json", self.openapi, methods=["GET"]),
+            _route(session + "/control", PUT=self._authed("control", self.control)),
+            _route(session + "/stream", GET=self._authed("stream", self.stream)),
+            _route("/healthz", GET=self.healthz),
+            _route("/metrics", GET=self.metrics),
+            _route("/openapi.json", GET=self.openapi),
         ]
 
     def _authed(self, name: str, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:

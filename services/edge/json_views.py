@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
+from services.runtime import viewport_bounds
 from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
 from services.runtime.session_ids import check_session_id
 
@@ -26,8 +27,8 @@ MAX_STEPS_LIMIT = 1000
 # Absent maxSteps: 0, which lets the session service apply its configured default.
 DEFAULT_MAX_STEPS = 0
 MAX_EXPLICIT_STEPS = 1000
-VIEWPORT_WIDTH_RANGE = (320, 7680)
-VIEWPORT_HEIGHT_RANGE = (200, 4320)
+VIEWPORT_WIDTH_RANGE = (viewport_bounds.MIN_WIDTH, viewport_bounds.MAX_WIDTH)
+VIEWPORT_HEIGHT_RANGE = (viewport_bounds.MIN_HEIGHT, viewport_bounds.MAX_HEIGHT)
 
 CONTROL_ACTIONS: dict[str, session_pb2.ControlAction.ValueType] = {
     "take_control": session_pb2.CONTROL_ACTION_TAKE_CONTROL,
@@ -175,6 +176,9 @@ def _integer(
     value = body.get(key)
     if value is None and default is not None:
         return default
+    # JSON has one number type: 215.0 is the integer 215 (as JSON Schema says).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     # bool is an int subclass; true is not a number of steps.
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidArgument(f"{where}.{key} must be an integer")

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from services.edge.json_views import CONTROL_ACTIONS, MAX_STEPS_LIMIT
+from services.edge.json_views import (
+    CONTROL_ACTIONS,
+    MAX_EXPLICIT_STEPS,
+    MAX_STEPS_LIMIT,
+    VIEWPORT_HEIGHT_RANGE,
+    VIEWPORT_WIDTH_RANGE,
+)
+from services.runtime.session_ids import SESSION_ID_MAX_LENGTH
 
 _STEP_ACTIONS = [
     "goto",
@@ -36,10 +43,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
-        400: "Invalid request",
+        400: "Invalid request (or a malformed session id)",
         401: "Missing or invalid token",
+        403: "The token may not do this",
         404: "No such session for this caller",
-        409: "Not allowed in the current state, or expectedVersion is stale",
+        409: "Not allowed in the current state (such as an ended session), "
+        "or expectedVersion is stale",
         413: "Request body too large",
         429: "No capacity for another session",
         503: "A backing service is unavailable",
@@ -51,8 +60,52 @@ _SESSION_ID = {
     "name": "id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}$"},
 }
+_INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+_MILLISECONDS = {"type": "integer", "minimum": 0, "maximum": 600_000}
+_TEXT = {"type": "string"}
+_SELECTOR = {"type": "string", "minLength": 1}
+_HTTP_URL = {"type": "string", "pattern": "^https?://"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Optional fields the server reads null as absent (JSON Schema 2020-12 style)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# Per action: its fields and which of them are required (json_views._STEP_FIELDS).
+_STEP_SHAPES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "goto": ({"url": _HTTP_URL}, ["url"]),
+    "click": ({"selector": _SELECTOR}, ["selector"]),
+    "fill": ({"selector": _TEXT, "value": _TEXT}, ["selector", "value"]),
+    "type": ({"text": _TEXT}, ["text"]),
+    "press": ({"key": _TEXT}, ["key"]),
+    "select": ({"selector": _TEXT, "value": _TEXT}, ["selector", "value"]),
+    "scroll": ({"dx": _nullable(_INT32), "dy": _nullable(_INT32)}, []),
+    "wait": ({"ms": _MILLISECONDS}, ["ms"]),
+    "wait_for": ({"selector": _SELECTOR}, ["selector"]),
+    "extract": ({"selector": _SELECTOR}, ["selector"]),
+    "screenshot": ({}, []),
+    "request_user": ({"reason": _nullable(_TEXT)}, []),
+}
+
+
+def _step_variant(action: str) -> dict[str, Any]:
+    fields, required = _STEP_SHAPES[action]
+    return {
+        "type": "object",
+        "title": action,
+        "required": ["action", *required],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"const": action},
+            **fields,
+            "allowFailure": {"type": "boolean"},
+            "timeoutMs": _nullable(_MILLISECONDS),
+        },
+    }
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -67,24 +120,9 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Step": {
-        "type": "object",
-        "required": ["action"],
         "description": "An explicit step: the action and its fields, such as "
         '{"action": "goto", "url": "https://example.com"}.',
-        "properties": {
-            "action": {"type": "string", "enum": _STEP_ACTIONS},
-            "url": {"type": "string"},
-            "selector": {"type": "string"},
-            "value": {"type": "string"},
-            "text": {"type": "string"},
-            "key": {"type": "string"},
-            "dx": {"type": "integer"},
-            "dy": {"type": "integer"},
-            "ms": {"type": "integer", "minimum": 0},
-            "reason": {"type": "string"},
-            "allowFailure": {"type": "boolean"},
-            "timeoutMs": {"type": "integer", "minimum": 0},
-        },
+        "oneOf": [_step_variant(action) for action in _STEP_ACTIONS],
     },
     "StepEvent": {
         "type": "object",
@@ -103,31 +141,64 @@ _SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
         "required": ["task"],
-        "description": "url is required unless explicit steps are given.",
+        "description": "Either a url and a task text to plan from, or explicit steps "
+        "(then task and url may be empty). With both steps and maxSteps, there may be at "
+        "most maxSteps steps (400 otherwise).",
         "additionalProperties": False,
         "properties": {
             "task": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
-            "maxSteps": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_STEPS_LIMIT,
-                "description": "Absent: the session service's default.",
-            },
-            "steps": {"type": "array", "items": _ref("Step")},
-            "viewport": {
-                "type": "object",
-                "required": ["width", "height"],
-                "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
-            },
+            "url": _nullable({"type": "string"}),
+            "maxSteps": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_STEPS_LIMIT,
+                    "description": "Absent or null: the session service's default.",
+                }
+            ),
+            "steps": _nullable(
+                {"type": "array", "items": _ref("Step"), "maxItems": MAX_EXPLICIT_STEPS}
+            ),
+            "viewport": _nullable(
+                {
+                    "type": "object",
+                    "required": ["width", "height"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "width": {
+                            "type": "integer",
+                            "minimum": VIEWPORT_WIDTH_RANGE[0],
+                            "maximum": VIEWPORT_WIDTH_RANGE[1],
+                        },
+                        "height": {
+                            "type": "integer",
+                            "minimum": VIEWPORT_HEIGHT_RANGE[0],
+                            "maximum": VIEWPORT_HEIGHT_RANGE[1],
+                        },
+                    },
+                }
+            ),
         },
+        "anyOf": [
+            {
+                "required": ["url"],
+                "properties": {"task": {"pattern": "\\S"}, "url": _HTTP_URL},
+            },
+            {
+                "required": ["steps"],
+                "properties": {
+                    "steps": {"type": "array", "minItems": 1},
+                    "url": _nullable({"anyOf": [_HTTP_URL, {"const": ""}]}),
+                },
+            },
+        ],
     },
     "Control": {
         "type": "object",
         "required": ["action"],
         "properties": {
             "action": {"type": "string", "enum": list(CONTROL_ACTIONS)},
-            "expectedVersion": {"type": "integer", "minimum": 0},
+            "expectedVersion": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
         },
     },
     "Session": {
@@ -259,7 +330,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Session"), "The session"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
                 "delete": {
@@ -267,7 +338,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Session"), "The ended session"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 409, 503),
                     },
                 },
             },
@@ -293,7 +364,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Stream"), "Where to connect"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 409, 503),
                     },
                 },
             },
@@ -317,12 +388,14 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
-                    "security": [],
+                    "description": "The operator token or BATON_METRICS_TOKEN.",
+                    "security": secured,
                     "responses": {
                         "200": {
                             "description": "Text exposition format",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(401, 403),
                     },
                 }
             },

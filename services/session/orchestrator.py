@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
+from services.runtime import viewport_bounds
 from services.runtime.errors import (
     BatonError,
     Conflict,
@@ -49,8 +50,8 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 
 # Viewport bounds a display slot accepts.
-MIN_VIEWPORT = Viewport(640, 480)
-MAX_VIEWPORT = Viewport(3840, 2160)
+MIN_VIEWPORT = Viewport(viewport_bounds.MIN_WIDTH, viewport_bounds.MIN_HEIGHT)
+MAX_VIEWPORT = Viewport(viewport_bounds.MAX_WIDTH, viewport_bounds.MAX_HEIGHT)
 # Most step events kept on a session; older ones drop off (the count stays).
 MAX_STEPS_KEPT = 500
 # Writers retry a lost compare-and-swap this many times before giving up.

@@ -358,6 +358,36 @@ async def test_unknown_paths_and_methods_answer_json_errors(stack: Stack) -> Non
     assert_error(status, body, 404, "not_found")
     status, body = await call(stack, "PATCH", "/api/browser-session")
     assert_error(status, body, 405, "method_not_allowed")
+    # Allow names every method of the path, not those of one route.
+    for path, methods in (
+        ("/api/browser-session", {"GET", "HEAD", "POST"}),
+        ("/api/browser-session/abc", {"GET", "HEAD", "DELETE"}),
+        ("/api/browser-session/abc/stream", {"GET", "HEAD"}),
+    ):
+        async with stack.http.request("PATCH", f"{stack.url}{path}") as response:
+            assert response.status == 405
+            allowed = {method.strip() for method in response.headers["Allow"].split(",")}
+            assert allowed == methods, path
+
+
+async def test_integral_numbers_are_integers_and_null_means_absent(stack: Stack) -> None:
+    session: dict[str, Any] = await stack.create_session(ALICE, maxSteps=4.0, viewport=None)
+    assert session["task"]["maxSteps"] == 4
+    status, body = await call(
+        stack,
+        "PUT",
+        f"/api/browser-session/{session['id']}/control",
+        json={"action": "take_control", "expectedVersion": float(session["version"])},
+    )
+    assert status == 200, body
+    for fraction in ({"maxSteps": 4.5}, {"maxSteps": True}, {"maxSteps": "4"}):
+        status, body = await call(
+            stack,
+            "POST",
+            "/api/browser-session",
+            json={"task": "t", "url": "http://127.0.0.1:9/", **fraction},
+        )
+        assert_error(status, body, 400, "invalid_argument")
 
 
 async def test_openapi_lists_exactly_the_rest_endpoints(stack: Stack) -> None:
