@@ -79,17 +79,16 @@ async def edge_vs_bare(stack: BenchStack, session_id: str, count: int) -> dict[s
 
 
 @contextlib.asynccontextmanager
-async def passive_viewers(url: str, count: int) -> AsyncIterator[None]:
-    """`count` viewers in a process of their own, reading every update."""
-    if count == 0:
+async def passive_viewers(urls: list[str]) -> AsyncIterator[None]:
+    """A viewer per stream URL (each is single-use), in a process of their own."""
+    if not urls:
         yield
         return
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bench.passive_viewers",
-        url,
-        str(count),
+        *urls,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -115,7 +114,7 @@ async def fan_out(
     result: dict[str, Any] = {}
     for viewers in counts:
         async with (
-            passive_viewers(await stack.stream_url(session_id), viewers - 1),
+            passive_viewers([await stack.stream_url(session_id) for _ in range(viewers - 1)]),
             open_viewer(await stack.stream_url(session_id)) as controller,
         ):
             await controller.next_update()

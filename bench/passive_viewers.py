@@ -1,7 +1,8 @@
-"""Viewers that only watch: `python -m bench.passive_viewers URL COUNT`.
+"""Viewers that only watch: `python -m bench.passive_viewers URL...`.
 
-Opens COUNT viewers on URL, prints "ready" once each has sent its first update
-request, reads every update until stdin closes, then disconnects.
+Opens a viewer on each stream URL (a stream URL opens one connection), prints
+"ready" once each has sent its first update request, reads every update until
+stdin closes, then disconnects.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import sys
 from bench.viewer import keep_reading, open_viewer
 
 
-async def main(url: str, count: int) -> None:
+async def main(urls: list[str]) -> None:
     async with contextlib.AsyncExitStack() as stack:
         readers = []
-        for _ in range(count):
+        for url in urls:
             viewer = await stack.enter_async_context(open_viewer(url, full=False))
             readers.append(asyncio.create_task(keep_reading(viewer)))
         print("ready", flush=True)
@@ -27,4 +28,4 @@ async def main(url: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1:]))

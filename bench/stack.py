@@ -79,7 +79,10 @@ SERVICES = ("display", "automation", "session", "edge")
 
 
 def user_token(user_id: str = USER_ID) -> str:
-    return jwt.encode({"sub": user_id}, JWT_SECRET, algorithm="HS256")
+    # The edge refuses user JWTs without exp (or living longer than a day).
+    now = int(time.time())
+    claims = {"sub": user_id, "iat": now, "exp": now + 6 * 3600}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 @dataclass

@@ -27,7 +27,9 @@ async def main() -> None:
         settings = dataclasses.replace(settings, api_token=generate_api_token())
     if not settings.novnc_dir.is_dir():
         log.warning("noVNC is missing from %s: run `make setup`", settings.novnc_dir)
-    auth = Authenticator(settings.api_token, settings.jwt_secret)
+    auth = Authenticator(
+        settings.api_token, settings.jwt_secret, jwt_max_lifetime_s=settings.jwt_max_lifetime_s
+    )
     running = await start_edge_server(settings, auth)
     url = console_url(settings.public_url or running.base_url, settings.api_token)
     print(f"Baton console: {url}", file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@ hands every other request to the Starlette app.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -21,10 +22,11 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from services.edge.auth import OPERATOR_USER_ID, Authenticator, Principal
+from services.edge.auth import Authenticator, Principal, bearer_token
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
 from services.edge.metrics import EdgeMetrics
 from services.edge.openapi import openapi_document
+from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
 from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
@@ -36,9 +38,12 @@ from services.runtime.errors import (
     BatonError,
     InvalidArgument,
     PayloadTooLarge,
+    PermissionDenied,
     ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
+from services.runtime.session_ids import check_session_id
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def _route(path: str, **by_method: Callable[[Request], Awaitable[Response]]) -> Route:
+    """One route per path, so a 405's Allow header names every method it has."""
+
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await by_method[method](request)
+
+    return Route(path, dispatch, methods=list(by_method))
+
+
 class RestApi:
     def __init__(
         self,
@@ -83,8 +98,10 @@ class RestApi:
         auth: Authenticator,
         metrics: EdgeMetrics,
         settings: EdgeSettings,
+        hub: SessionWatchHub,
         limiter: RateLimiter,
     ) -> None:
+        self._hub = hub
         self._limiter = limiter
         self._actions = actions
         self._sessions = sessions
@@ -94,22 +111,21 @@ class RestApi:
 
     def routes(self) -> list[Route]:
         base = "/api/browser-session"
+        session = base + "/{session_id}"
         return [
-            Route(base, self._authed("create", self.create), methods=["POST"]),
-            Route(base, self._authed("list", self.list), methods=["GET"]),
-            Route(base + "/{session_id}", self._authed("get", self.get), methods=["GET"]),
-            Route(base + "/{session_id}", self._authed("delete", self.delete), methods=["DELETE"]),
-            Route(
-                base + "/{session_id}/control",
-                self._authed("control", self.control),
-                methods=["PUT"],
+            _route(
+                base, POST=self._authed("create", self.create), GET=self._authed("list", self.list)
             ),
-            Route(
-                base + "/{session_id}/stream", self._authed("stream", self.stream), methods=["GET"]
+            _route(
+                session,
+                GET=self._authed("get", self.get),
+                DELETE=self._authed("delete", self.delete),
             ),
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/openapi.json", self.openapi, methods=["GET"]),
+            _route(session + "/control", PUT=self._authed("control", self.control)),
+            _route(session + "/stream", GET=self._authed("stream", self.stream)),
+            _route("/healthz", GET=self.healthz),
+            _route("/metrics", GET=self.metrics),
+            _route("/openapi.json", GET=self.openapi),
         ]
 
     def _authed(self, name: str, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -117,6 +133,10 @@ class RestApi:
             try:
                 principal = self._auth.authenticate_header(request.headers.get("authorization"))
                 self._limiter.check(principal)
+                if "session_id" in request.path_params:
+                    # Before any gRPC call: a huge id would not fit in gRPC's
+                    # metadata limit when quoted back in an error.
+                    check_session_id(request.path_params["session_id"], "the session id")
                 response = await endpoint(request, principal)
             except BatonError as exc:
                 response = _error_response(exc)
@@ -165,15 +185,33 @@ class RestApi:
         return _error_response(Unavailable("the session service is not ready"))
 
     async def metrics(self, request: Request) -> Response:
-        by_state: Counter[str] | None
         try:
-            sessions = await self._sessions.list(Principal(OPERATOR_USER_ID, operator=True))
-            by_state = Counter(state_name(session.state) for session in sessions)
-        except BatonError:
-            by_state = None
+            self._authorize_scrape(request.headers.get("authorization"))
+        except BatonError as exc:
+            return _error_response(exc)
+        # Served from what this edge keeps (its counters and the sessions its
+        # WatchSession feeds follow) plus one health check: a scrape costs the
+        # session service the same however many sessions there are.
+        watched = self._hub.latest_sessions()
+        by_state = Counter(state_name(session.state) for session in watched)
+        up = await self._sessions.healthy()
         return PlainTextResponse(
-            self._metrics.render(by_state), media_type="text/plain; version=0.0.4"
+            self._metrics.render(by_state, up), media_type="text/plain; version=0.0.4"
         )
+
+    def _authorize_scrape(self, authorization: str | None) -> None:
+        """The operator token or BATON_METRICS_TOKEN (a token good for nothing else)."""
+        needed = "/metrics needs the operator token or BATON_METRICS_TOKEN"
+        try:
+            token = bearer_token(authorization)
+            metrics_token = self._settings.metrics_token
+            if metrics_token and hmac.compare_digest(token.encode(), metrics_token.encode()):
+                return
+            principal = self._auth.authenticate(token)
+        except Unauthenticated:
+            raise Unauthenticated(needed) from None
+        if not principal.operator:
+            raise PermissionDenied(needed)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
@@ -212,8 +250,11 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     hub = SessionWatchHub(sessions.watch)
     actions = SessionActions(sessions, auth, hub, metrics, settings.stream_token_lifetime_s)
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
-    rest = RestApi(actions, sessions, auth, metrics, settings, limiter)
-    proxy = StreamProxy(sessions, auth, hub, metrics, limiter, settings.max_viewers_per_user)
+    rest = RestApi(actions, sessions, auth, metrics, settings, hub, limiter)
+    origins = OriginPolicy(settings.public_url, settings.cors_origins)
+    proxy = StreamProxy(
+        sessions, auth, hub, metrics, origins, limiter, settings.max_viewers_per_user
+    )
     actions.observers.append(proxy.session_changed)
 
     async def console(request: Request) -> Response:
@@ -235,7 +276,15 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
-    socket_server = socketio.AsyncServer(async_mode="asgi")
+
+    def socketio_origin_allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        scope = environ["asgi.scope"]
+        return origins.allows(origin, scope.get("scheme", "http"), environ.get("HTTP_HOST"))
+
+    # A foreign Origin is refused before the handshake completes (origins.py).
+    socket_server = socketio.AsyncServer(
+        async_mode="asgi", cors_allowed_origins=socketio_origin_allowed
+    )
     SocketGateway(socket_server, actions, auth, hub, limiter)
     asgi = socketio.ASGIApp(socket_server, other_asgi_app=starlette, socketio_path="socket.io")
     return EdgeApp(

@@ -1,11 +1,14 @@
 """Who is calling: operator token, user JWTs and short-lived stream tokens.
 
 - The operator token (BATON_API_TOKEN) acts for everyone.
-- A user JWT (HS256 with BATON_JWT_SECRET) names its user in `sub`.
+- A user JWT (HS256 with BATON_JWT_SECRET) names its user in `sub`; it must
+  carry `exp`, at most BATON_JWT_MAX_LIFETIME_S after its `iat` (or after now,
+  without `iat`), so no user token lives forever.
 - A stream token is what a browser puts in the stream WebSocket URL, since
   browsers cannot set headers on WebSockets: an HMAC-signed claim scoped to one
-  session and one user, valid for a short time (long enough to connect; the
-  connection itself then lives as long as the session allows).
+  session and one user, valid for a short time (long enough to connect), used
+  once (`StreamTokenLedger`), and carrying the expiry of the JWT it was asked
+  with, so the connection it opens closes when that JWT expires.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
@@ -26,20 +30,53 @@ from services.runtime.errors import Unauthenticated
 
 OPERATOR_USER_ID = "operator"
 _STREAM_TOKEN_CONTEXT = b"baton stream token v1"
+DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller."""
+    """An authenticated caller.
+
+    `expires_at` (epoch seconds) is when the credential it came from expires:
+    None for the operator token. It says nothing about who the caller is, so
+    it takes no part in equality.
+    """
 
     user_id: str
     operator: bool = False
+    expires_at: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
 class StreamGrant:
     token: str
     expires_at: float
+
+
+class StreamTokenLedger:
+    """The stream tokens already used, each kept until it would have expired.
+
+    A stream URL travels through places a header does not (browser history,
+    proxies' logs): used once, a copy of it opens nothing. Its size is bounded
+    by the tokens issued within one token lifetime.
+    """
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._used: dict[str, float] = {}
+
+    def redeem(self, nonce: str, expires_at: float) -> None:
+        """Mark `nonce` used; Unauthenticated if it already was."""
+        now = self._clock()
+        for old, expiry in list(self._used.items()):
+            if expiry < now:
+                del self._used[old]
+        if nonce in self._used:
+            raise Unauthenticated("stream token already used: ask for a new stream URL")
+        self._used[nonce] = expires_at
+
+    def __len__(self) -> int:
+        return len(self._used)
 
 
 def generate_api_token() -> str:
@@ -77,6 +114,7 @@ class Authenticator:
         jwt_secret: str | None,
         stream_secret: bytes | None = None,
         clock: Callable[[], float] = time.time,
+        jwt_max_lifetime_s: float = DEFAULT_JWT_MAX_LIFETIME_S,
     ) -> None:
         if not api_token:
             raise ValueError("api_token must not be empty")
@@ -88,6 +126,8 @@ class Authenticator:
             api_token.encode(), _STREAM_TOKEN_CONTEXT, hashlib.sha256
         )
         self._clock = clock
+        self._jwt_max_lifetime_s = jwt_max_lifetime_s
+        self.used_stream_tokens = StreamTokenLedger(clock)
 
     def authenticate(self, token: str) -> Principal:
         """The caller a bearer token (operator token or user JWT) stands for."""
@@ -105,12 +145,25 @@ class Authenticator:
                 raw,
                 self._jwt_secret,
                 algorithms=["HS256"],
-                options={"require": ["sub"]},
+                options={"require": ["sub", "exp"]},
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise Unauthenticated(
+                f"token has no {exc.claim!r} claim (user tokens must name a subject and expire)"
+            ) from None
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token") from None
+        expires_at = float(claims["exp"])
+        issued_at = claims.get("iat")
+        # PyJWT checked exp against time.time(): so does this, without iat.
+        start = float(issued_at) if isinstance(issued_at, int | float) else time.time()
+        if expires_at - start > self._jwt_max_lifetime_s:
+            raise Unauthenticated(
+                f"token lives longer than the allowed {self._jwt_max_lifetime_s:g} s "
+                "(BATON_JWT_MAX_LIFETIME_S): issue one with an earlier exp"
+            )
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise Unauthenticated("token has no subject")
@@ -118,7 +171,7 @@ class Authenticator:
             # The session service knows the operator's sessions by this user
             # id: a user named so would own them and share their input gate.
             raise Unauthenticated(f"the subject {OPERATOR_USER_ID!r} is reserved")
-        return Principal(subject)
+        return Principal(subject, expires_at=expires_at)
 
     def authenticate_header(self, authorization: str | None) -> Principal:
         return self.authenticate(bearer_token(authorization))
@@ -127,11 +180,16 @@ class Authenticator:
         self, session_id: str, principal: Principal, lifetime: float
     ) -> StreamGrant:
         expires_at = self._clock() + lifetime
+        if principal.expires_at is not None:
+            expires_at = min(expires_at, principal.expires_at)
         claims = {
             "sid": session_id,
             "sub": principal.user_id,
             "op": principal.operator,
             "exp": round(expires_at, 3),
+            # The caller's own credential's expiry: the connection ends with it.
+            "pexp": principal.expires_at,
+            "jti": secrets.token_urlsafe(12),
         }
         payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
         signature = hmac.digest(self._stream_key, payload, hashlib.sha256)
@@ -139,6 +197,18 @@ class Authenticator:
 
     def verify_stream_token(self, token: str, session_id: str) -> Principal:
         """The user a stream token was issued to, if it is valid for `session_id` now."""
+        return self._stream_claims(token, session_id)[0]
+
+    def redeem_stream_token(self, token: str, session_id: str) -> Principal:
+        """As verify_stream_token, and the token is spent: a second use is refused."""
+        principal, claims = self._stream_claims(token, session_id)
+        nonce = claims.get("jti")
+        if not isinstance(nonce, str):
+            raise Unauthenticated("stream token has no id: ask for a new stream URL")
+        self.used_stream_tokens.redeem(nonce, float(claims["exp"]))
+        return principal
+
+    def _stream_claims(self, token: str, session_id: str) -> tuple[Principal, dict[str, Any]]:
         encoded_payload, dot, encoded_signature = token.partition(".")
         if not dot:
             raise Unauthenticated("malformed stream token")
@@ -150,9 +220,15 @@ class Authenticator:
         expected = hmac.digest(self._stream_key, payload, hashlib.sha256)
         if not hmac.compare_digest(signature, expected):
             raise Unauthenticated("invalid stream token")
-        claims = json.loads(payload)
+        claims: dict[str, Any] = json.loads(payload)
         if claims.get("sid") != session_id:
             raise Unauthenticated("stream token is for another session")
         if float(claims["exp"]) < self._clock():
             raise Unauthenticated("stream token expired")
-        return Principal(str(claims["sub"]), operator=bool(claims["op"]))
+        principal_expiry = claims.get("pexp")
+        principal = Principal(
+            str(claims["sub"]),
+            operator=bool(claims["op"]),
+            expires_at=None if principal_expiry is None else float(principal_expiry),
+        )
+        return principal, claims

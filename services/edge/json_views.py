@@ -25,6 +25,7 @@ from services.runtime.limits import (
     MIN_VIEWPORT,
     check_create_request,
 )
+from services.runtime.session_ids import check_session_id
 
 JsonObject = dict[str, Any]
 
@@ -179,6 +180,9 @@ def _integer(
     value = body.get(key)
     if value is None and default is not None:
         return default
+    # JSON has one number type: 215.0 is the integer 215 (as JSON Schema says).
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     # bool is an int subclass; true is not a number of steps.
     if not isinstance(value, int) or isinstance(value, bool):
         raise InvalidArgument(f"{where}.{key} must be an integer")
@@ -343,4 +347,4 @@ def session_id_of(payload: Any) -> str:
     session_id = payload.get("id")
     if not isinstance(session_id, str) or not session_id:
         raise InvalidArgument("payload.id must be a non-empty string")
-    return _text(session_id, "payload.id")
+    return check_session_id(session_id, "payload.id")

@@ -1,7 +1,9 @@
 """Prometheus text exposition of the edge's metrics, written by hand.
 
-Sessions by state come from the session service at scrape time (a gauge);
-handoffs, step durations and stream figures are what this edge instance saw.
+Everything is what this edge instance keeps: sessions by state are those its
+WatchSession feeds follow (sessions created through it, watched or viewed
+through it), handoffs, step durations and stream figures what it saw. A scrape
+never lists sessions (served at any fleet size for the same cost).
 """
 
 from __future__ import annotations
@@ -68,19 +70,21 @@ class EdgeMetrics:
     stream_connections: int = 0
     step_durations: Histogram = field(default_factory=lambda: Histogram(STEP_DURATION_BUCKETS))
 
-    def render(self, sessions_by_state: Mapping[str, int] | None) -> str:
-        """The exposition text; sessions_by_state None when the service is unreachable."""
+    def render(self, sessions_by_state: Mapping[str, int], service_up: bool) -> str:
+        """The exposition text; service_up: the session service reports itself ready."""
         lines: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
 
-        family("baton_sessions", "gauge", "Sessions known to the session service, by state.")
-        for state, count in sorted((sessions_by_state or {}).items()):
+        family(
+            "baton_sessions", "gauge", "Live sessions this edge follows (WatchSession), by state."
+        )
+        for state, count in sorted(sessions_by_state.items()):
             lines.append(f"baton_sessions{_labels([('state', state)])} {count}")
-        family("baton_session_service_up", "gauge", "1 when the session service answered.")
-        lines.append(f"baton_session_service_up {0 if sessions_by_state is None else 1}")
+        family("baton_session_service_up", "gauge", "1 when the session service is ready.")
+        lines.append(f"baton_session_service_up {1 if service_up else 0}")
         family("baton_handoffs_total", "counter", "Control changes made through this edge.")
         for action, count in sorted(self.handoffs.items()):
             lines.append(f"baton_handoffs_total{_labels([('action', action)])} {count}")

@@ -21,6 +21,7 @@ from services.runtime.limits import (
     MAX_VIEWPORT,
     MIN_VIEWPORT,
 )
+from services.runtime.session_ids import SESSION_ID_MAX_LENGTH
 
 _STEP_ACTIONS = [
     "goto",
@@ -48,10 +49,12 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
-        400: "Invalid request",
+        400: "Invalid request (or a malformed session id)",
         401: "Missing or invalid token",
+        403: "The token may not do this",
         404: "No such session for this caller",
-        409: "Not allowed in the current state, or expectedVersion is stale",
+        409: "Not allowed in the current state (such as an ended session), "
+        "or expectedVersion is stale",
         413: "Request body too large",
         429: "Too many requests or sessions: no capacity, the user's session quota or "
         "the per-user rate limit (BATON_RATE_LIMIT_PER_S); Retry-After says when to ask again",
@@ -72,8 +75,52 @@ _SESSION_ID = {
     "name": "id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string"},
+    "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{1,{SESSION_ID_MAX_LENGTH}}}$"},
 }
+_INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
+_MILLISECONDS = {"type": "integer", "minimum": 0, "maximum": 600_000}
+_TEXT = {"type": "string"}
+_SELECTOR = {"type": "string", "minLength": 1}
+_HTTP_URL = {"type": "string", "pattern": "^https?://"}
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """Optional fields the server reads null as absent (JSON Schema 2020-12 style)."""
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+# Per action: its fields and which of them are required (json_views._STEP_FIELDS).
+_STEP_SHAPES: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "goto": ({"url": _HTTP_URL}, ["url"]),
+    "click": ({"selector": _SELECTOR}, ["selector"]),
+    "fill": ({"selector": _TEXT, "value": _TEXT}, ["selector", "value"]),
+    "type": ({"text": _TEXT}, ["text"]),
+    "press": ({"key": _TEXT}, ["key"]),
+    "select": ({"selector": _TEXT, "value": _TEXT}, ["selector", "value"]),
+    "scroll": ({"dx": _nullable(_INT32), "dy": _nullable(_INT32)}, []),
+    "wait": ({"ms": _MILLISECONDS}, ["ms"]),
+    "wait_for": ({"selector": _SELECTOR}, ["selector"]),
+    "extract": ({"selector": _SELECTOR}, ["selector"]),
+    "screenshot": ({}, []),
+    "request_user": ({"reason": _nullable(_TEXT)}, []),
+}
+
+
+def _step_variant(action: str) -> dict[str, Any]:
+    fields, required = _STEP_SHAPES[action]
+    return {
+        "type": "object",
+        "title": action,
+        "required": ["action", *required],
+        "additionalProperties": False,
+        "properties": {
+            "action": {"const": action},
+            **fields,
+            "allowFailure": {"type": "boolean"},
+            "timeoutMs": _nullable(_MILLISECONDS),
+        },
+    }
+
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -88,26 +135,11 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Step": {
-        "type": "object",
-        "required": ["action"],
         "description": "An explicit step: the action and its fields, such as "
         f'{{"action": "goto", "url": "https://example.com"}}. Each string field is at '
         f"most {MAX_STEP_FIELD_BYTES} UTF-8 bytes, all steps {MAX_STEPS_BYTES} bytes. A fill "
         "value or typed text reaches the browser and is never stored or returned.",
-        "properties": {
-            "action": {"type": "string", "enum": _STEP_ACTIONS},
-            "url": {"type": "string"},
-            "selector": {"type": "string"},
-            "value": {"type": "string"},
-            "text": {"type": "string"},
-            "key": {"type": "string"},
-            "dx": {"type": "integer"},
-            "dy": {"type": "integer"},
-            "ms": {"type": "integer", "minimum": 0},
-            "reason": {"type": "string"},
-            "allowFailure": {"type": "boolean"},
-            "timeoutMs": {"type": "integer", "minimum": 0},
-        },
+        "oneOf": [_step_variant(action) for action in _STEP_ACTIONS],
     },
     "StepEvent": {
         "type": "object",
@@ -126,43 +158,63 @@ _SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
         "required": ["task"],
-        "description": "url is required unless explicit steps are given. task is at most "
-        f"{MAX_TASK_BYTES} UTF-8 bytes, url at most {MAX_URL_BYTES}.",
+        "description": "Either a url and a task text to plan from, or explicit steps "
+        "(then task and url may be empty). With both steps and maxSteps, there may be at "
+        f"most maxSteps steps (400 otherwise). task is at most {MAX_TASK_BYTES} UTF-8 bytes, "
+        f"url at most {MAX_URL_BYTES}.",
         "additionalProperties": False,
         "properties": {
             "task": {"type": "string"},
-            "url": {"type": "string", "format": "uri"},
-            "maxSteps": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": MAX_MAX_STEPS,
-                "description": "Absent: the session service's default.",
+            "url": _nullable({"type": "string"}),
+            "maxSteps": _nullable(
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_MAX_STEPS,
+                    "description": "Absent or null: the session service's default.",
+                }
+            ),
+            "steps": _nullable({"type": "array", "items": _ref("Step"), "maxItems": MAX_STEPS}),
+            "viewport": _nullable(
+                {
+                    "type": "object",
+                    "required": ["width", "height"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "width": {
+                            "type": "integer",
+                            "minimum": MIN_VIEWPORT.width,
+                            "maximum": MAX_VIEWPORT.width,
+                        },
+                        "height": {
+                            "type": "integer",
+                            "minimum": MIN_VIEWPORT.height,
+                            "maximum": MAX_VIEWPORT.height,
+                        },
+                    },
+                }
+            ),
+        },
+        "anyOf": [
+            {
+                "required": ["url"],
+                "properties": {"task": {"pattern": "\\S"}, "url": _HTTP_URL},
             },
-            "steps": {"type": "array", "items": _ref("Step"), "maxItems": MAX_STEPS},
-            "viewport": {
-                "type": "object",
-                "required": ["width", "height"],
+            {
+                "required": ["steps"],
                 "properties": {
-                    "width": {
-                        "type": "integer",
-                        "minimum": MIN_VIEWPORT.width,
-                        "maximum": MAX_VIEWPORT.width,
-                    },
-                    "height": {
-                        "type": "integer",
-                        "minimum": MIN_VIEWPORT.height,
-                        "maximum": MAX_VIEWPORT.height,
-                    },
+                    "steps": {"type": "array", "minItems": 1},
+                    "url": _nullable({"anyOf": [_HTTP_URL, {"const": ""}]}),
                 },
             },
-        },
+        ],
     },
     "Control": {
         "type": "object",
         "required": ["action"],
         "properties": {
             "action": {"type": "string", "enum": list(CONTROL_ACTIONS)},
-            "expectedVersion": {"type": "integer", "minimum": 0},
+            "expectedVersion": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
         },
     },
     "Session": {
@@ -315,7 +367,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Session"), "The session"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
                 "delete": {
@@ -323,7 +375,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Session"), "The ended session"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 409, 503),
                     },
                 },
             },
@@ -349,7 +401,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Stream"), "Where to connect"),
-                        **_errors(401, 404, 503),
+                        **_errors(400, 401, 404, 409, 503),
                     },
                 },
             },
@@ -373,12 +425,14 @@ def openapi_document() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
-                    "security": [],
+                    "description": "The operator token or BATON_METRICS_TOKEN.",
+                    "security": secured,
                     "responses": {
                         "200": {
                             "description": "Text exposition format",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
-                        }
+                        },
+                        **_errors(401, 403),
                     },
                 }
             },

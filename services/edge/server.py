@@ -18,6 +18,7 @@ import uvicorn
 
 from services.edge.app import EdgeApp, build_edge_app
 from services.edge.auth import Authenticator
+from services.edge.log_redaction import redact_server_logs
 from services.edge.rfb_filter import MAX_CUT_TEXT
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
@@ -80,6 +81,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> RunningEdge:
     """Serve the edge on settings.host:settings.port until `stop()`."""
+    # uvicorn logs each WebSocket handshake with its query string: the token.
+    redact_server_logs()
     sessions = SessionClient(settings.session_address)
     app = build_edge_app(settings, sessions, auth)
     config = uvicorn.Config(

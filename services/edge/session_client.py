@@ -42,7 +42,7 @@ class SessionClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    async def healthy(self, deadline_s: float = 2.0) -> bool:
+    async def healthy(self, deadline_s: float = 5.0) -> bool:
         """Whether the session service and its workers are ready.
 
         The session server's overall health (service "") is SERVING only while

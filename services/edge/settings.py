@@ -21,6 +21,13 @@ class EdgeSettings:
     # Empty means: generate one at start-up and print it with the console URL.
     api_token: str = ""
     jwt_secret: str | None = None
+    # The longest a user JWT may live (exp - iat, or exp - now without iat).
+    jwt_max_lifetime_s: float = 24 * 3600.0
+    # Browser origins, besides the edge's own, whose pages may open the stream
+    # WebSocket and Socket.IO (scheme://host[:port], as browsers send Origin).
+    cors_origins: tuple[str, ...] = ()
+    # A token that may read /metrics only (the operator token always may).
+    metrics_token: str | None = None
     # How long a stream URL can be used to connect.
     stream_token_lifetime_s: float = 60.0
     max_body_bytes: int = 64 * 1024
@@ -65,6 +72,11 @@ class EdgeSettings:
             ),
             api_token=env.text("BATON_API_TOKEN", ""),
             jwt_secret=jwt_secret,
+            jwt_max_lifetime_s=env.number(
+                "BATON_JWT_MAX_LIFETIME_S", cls.jwt_max_lifetime_s, minimum=1
+            ),
+            cors_origins=tuple(origin.rstrip("/") for origin in env.items("BATON_CORS_ORIGINS")),
+            metrics_token=env.optional("BATON_METRICS_TOKEN"),
             stream_token_lifetime_s=env.number(
                 "BATON_STREAM_TOKEN_LIFETIME_S", cls.stream_token_lifetime_s, minimum=1
             ),

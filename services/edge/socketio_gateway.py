@@ -1,15 +1,19 @@
 """Socket.IO door: session events pushed to every client watching a session.
 
 Clients authenticate on connect with `auth: {token}` (the operator token or a
-user JWT). Each client event is acknowledged with `{ok: true, session}` or
-`{ok: false, error: {code, message}}`. A client that creates or watches a
+user JWT). When that JWT expires, the client gets `auth:expired {error}` and is
+disconnected; events it sends after the expiry are refused. Each client event
+is acknowledged with `{ok: true, session}` or `{ok: false, error: {code,
+message}}`. A client that creates or watches a
 session joins its room; one WatchSession feed per session (shared through the
 hub) fans the session's events out to the room.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -97,6 +101,8 @@ class SocketGateway:
         self._auth = auth
         self._hub = hub
         self._principals: dict[str, Principal] = {}
+        # Per client whose token expires: the task that disconnects it then.
+        self._expiries: dict[str, asyncio.Task[None]] = {}
         # Per session: the clients (sids) in its room and the feed's unsubscribe.
         self._members: dict[str, set[str]] = {}
         self._feeds: dict[str, Callable[[], None]] = {}
@@ -122,9 +128,25 @@ class SocketGateway:
                 exc.message, {"code": exc.code}
             ) from None
         self._principals[sid] = principal
+        if principal.expires_at is not None:
+            self._expiries[sid] = asyncio.create_task(
+                self._expire(sid, principal.expires_at), name=f"socketio-expiry-{sid}"
+            )
+
+    async def _expire(self, sid: str, expires_at: float) -> None:
+        """A connection lives no longer than the JWT it was opened with."""
+        await asyncio.sleep(max(0.0, expires_at - time.time()))
+        self._expiries.pop(sid, None)
+        await self._server.emit(
+            "auth:expired", error_json(Unauthenticated("token expired")), to=sid
+        )
+        await self._server.disconnect(sid)
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         self._principals.pop(sid, None)
+        expiry = self._expiries.pop(sid, None)
+        if expiry is not None and expiry is not asyncio.current_task():
+            expiry.cancel()
         for session_id in [sid_session for sid_session, m in self._members.items() if sid in m]:
             self._leave(sid, session_id)
 
@@ -133,6 +155,8 @@ class SocketGateway:
             principal = self._principals.get(sid)
             if principal is None:
                 return {"ok": False, **error_json(Unauthenticated("not connected"))}
+            if principal.expires_at is not None and principal.expires_at <= time.time():
+                return {"ok": False, **error_json(Unauthenticated("token expired"))}
             try:
                 self._limiter.check(principal)
                 return {"ok": True, "session": await handler(sid, principal, payload)}

@@ -13,11 +13,16 @@ input gate follows the session's WatchSession events: input reaches the display
 only while the session is USER_CONTROL and this viewer's user is the
 controller, and the switch happens on the open connection.
 
+Before accepting, the handshake's Origin must be one the edge serves
+(`OriginPolicy`) and the stream token is spent (`redeem_stream_token`): a
+foreign page or a second use of a URL gets HTTP 403.
+
 Close codes follow websockify: 1000 when the upstream or the session closes,
-1011 when the upstream cannot be reached, 1008 for a refused token, 1002 for a
-malformed RFB message (that connection only), 1013 when the session has no
-display yet. A user over the rate limit or with too many open viewers gets the
-handshake refused with HTTP 429 and Retry-After.
+1011 when the upstream cannot be reached, 1008 for a refused token (and when
+the JWT the stream URL was asked with expires), 1002 for a malformed RFB
+message (that connection only), 1013 when the session has no display yet. A
+user over the rate limit or with too many open viewers gets the handshake
+refused with HTTP 429 and Retry-After.
 """
 
 from __future__ import annotations
@@ -39,7 +44,9 @@ from baton.session.v1 import session_pb2
 from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
 from services.edge.auth import Authenticator, Principal
 from services.edge.json_views import error_json
+from services.edge.log_redaction import redact_tokens
 from services.edge.metrics import EdgeMetrics
+from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
 from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
 from services.edge.session_client import SessionClient
@@ -128,6 +135,7 @@ class StreamProxy:
         auth: Authenticator,
         hub: SessionWatchHub,
         metrics: EdgeMetrics,
+        origins: OriginPolicy,
         limiter: RateLimiter,
         max_viewers_per_user: int,
     ) -> None:
@@ -135,6 +143,7 @@ class StreamProxy:
         self._auth = auth
         self._hub = hub
         self._metrics = metrics
+        self._origins = origins
         self._limiter = limiter
         self._max_viewers_per_user = max_viewers_per_user
         self._viewers: dict[str, set[_ViewerConnection]] = {}
@@ -152,8 +161,13 @@ class StreamProxy:
 
     async def handle(self, websocket: WebSocket) -> None:
         session_id = websocket.path_params["session_id"]
+        origin = websocket.headers.get("origin")
+        if not self._origins.allows(origin, websocket.url.scheme, websocket.headers.get("host")):
+            log.warning("session %s: stream refused for origin %r", session_id, origin)
+            await websocket.close(CLOSE_POLICY_VIOLATION, "origin not allowed")
+            return
         try:
-            principal = self._auth.verify_stream_token(
+            principal = self._auth.redeem_stream_token(
                 websocket.query_params.get("token", ""), session_id
             )
         except Unauthenticated as exc:
@@ -249,7 +263,10 @@ class StreamProxy:
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             log.warning(
-                "session %s: upstream %s unreachable: %s", session_id, access.upstream_url, exc
+                "session %s: upstream %s unreachable: %s",
+                session_id,
+                redact_tokens(access.upstream_url),
+                exc,
             )
             await websocket.close(CLOSE_INTERNAL_ERROR, "the display is unreachable")
             return
@@ -292,6 +309,7 @@ class _ViewerConnection:
         metrics: EdgeMetrics,
     ) -> None:
         self.session_id = session_id
+        self._credential_expiry = principal.expires_at
         self._websocket = websocket
         self._upstream: ClientConnection | None = None
         self._sessions = sessions
@@ -337,6 +355,7 @@ class _ViewerConnection:
             asyncio.create_task(self._upstream_to_client(upstream)),
             asyncio.create_task(self._wait_for_end()),
             asyncio.create_task(self._report_presence()),
+            asyncio.create_task(self._wait_for_credential_expiry()),
         ]
         code, reason = CLOSE_NORMAL, ""
         try:
@@ -404,6 +423,14 @@ class _ViewerConnection:
         while True:
             await asyncio.sleep(VIEWER_PRESENT_INTERVAL_S)
             self._report(session_pb2.ACTIVITY_KIND_VIEWER_PRESENT)
+
+    async def _wait_for_credential_expiry(self) -> tuple[int, str]:
+        """A stream lives no longer than the JWT its URL was asked with."""
+        if self._credential_expiry is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(max(0.0, self._credential_expiry - time.time()))
+        return CLOSE_POLICY_VIOLATION, "token expired"
 
     async def _wait_for_end(self) -> tuple[int, str]:
         await self._ended.wait()

@@ -50,6 +50,8 @@ class SessionWatchHub:
         self._source = source
         self._retry_delay = retry_delay
         self._feeds: dict[str, _Feed] = {}
+        # The newest session each running feed has delivered (for /metrics).
+        self._latest: dict[str, session_pb2.Session] = {}
         self._next_id = 0
 
     def subscribe(self, session_id: str, listener: Listener) -> Callable[[], None]:
@@ -70,11 +72,16 @@ class SessionWatchHub:
                     feed.task.cancel()
                 if self._feeds.get(session_id) is feed:
                     del self._feeds[session_id]
+                    self._latest.pop(session_id, None)
 
         return unsubscribe
 
     def watched(self) -> list[str]:
         return sorted(self._feeds)
+
+    def latest_sessions(self) -> list[session_pb2.Session]:
+        """The current state of every session this hub follows (ended ones leave)."""
+        return list(self._latest.values())
 
     def feed_task(self, session_id: str) -> asyncio.Task[None] | None:
         """The task relaying `session_id`'s events, while there is one."""
@@ -84,6 +91,7 @@ class SessionWatchHub:
     async def close(self) -> None:
         tasks = [feed.task for feed in self._feeds.values() if feed.task is not None]
         self._feeds.clear()
+        self._latest.clear()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -103,11 +111,20 @@ class SessionWatchHub:
         finally:
             if self._feeds.get(session_id) is feed and feed.task is asyncio.current_task():
                 del self._feeds[session_id]
+            if session_id not in self._feeds:
+                self._latest.pop(session_id, None)
 
     async def _relay(self, session_id: str, feed: _Feed) -> bool:
         """Deliver one stream's events; True once the session has ended."""
         initial = True
         async for event in self._source(session_id):
+            if event_kind(event) == "ended":
+                self._latest.pop(session_id, None)
+            else:
+                latest = self._latest.get(session_id)
+                session = session_of(event)
+                if latest is None or session.version >= latest.version:
+                    self._latest[session_id] = session
             for listener in list(feed.listeners.values()):
                 try:
                     await listener(event, initial)

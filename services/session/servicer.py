@@ -15,6 +15,7 @@ from services.runtime.limits import (
     check_create_request,
     check_text,
 )
+from services.runtime.session_ids import check_session_id
 from services.session import codec, paging
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
@@ -44,9 +45,7 @@ def _actor(message: session_pb2.Actor) -> Actor:
 
 
 def _session_id(session_id: str) -> str:
-    if not session_id:
-        raise InvalidArgument("session_id is required")
-    return session_id
+    return check_session_id(session_id)
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):

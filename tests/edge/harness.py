@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import os
 import struct
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -46,8 +47,11 @@ CLIENT_HANDSHAKE = b"RFB 003.008\n" + b"\x01" + b"\x01"
 EDGE_HANDSHAKE = b"\x01\x01" + bytes(4) + SERVER_INIT
 
 
-def user_token(user_id: str) -> str:
-    return jwt.encode({"sub": user_id}, JWT_SECRET, algorithm="HS256")
+def user_token(user_id: str, lifetime_s: float = 6 * 3600) -> str:
+    """A user JWT, as an identity provider would issue it: it expires."""
+    now = time.time()
+    claims = {"sub": user_id, "iat": int(now), "exp": int(now + lifetime_s)}
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -243,7 +247,9 @@ async def running_stack(
         max_body_bytes=4096,
     )
     settings = dataclasses.replace(settings, **edge_overrides)
-    authenticator = Authenticator(settings.api_token, settings.jwt_secret)
+    authenticator = Authenticator(
+        settings.api_token, settings.jwt_secret, jwt_max_lifetime_s=settings.jwt_max_lifetime_s
+    )
     edge = await start_edge_server(settings, authenticator)
     http = aiohttp.ClientSession()
     try:

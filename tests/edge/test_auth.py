@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import jwt
 import pytest
 
@@ -30,16 +32,50 @@ def make(clock: Clock | None = None) -> Authenticator:
     return Authenticator("operator-token", SECRET, clock=clock or Clock())
 
 
+def in_an_hour() -> int:
+    return int(time.time()) + 3600
+
+
 def user_jwt(claims: dict[str, object], secret: str = SECRET, algorithm: str = "HS256") -> str:
-    return jwt.encode(claims, secret, algorithm=algorithm)
+    """A JWT with `claims`, expiring in an hour unless they say otherwise."""
+    return jwt.encode({"exp": in_an_hour(), **claims}, secret, algorithm=algorithm)
 
 
 def test_operator_token_is_the_operator() -> None:
-    assert make().authenticate("operator-token") == Principal(OPERATOR_USER_ID, operator=True)
+    principal = make().authenticate("operator-token")
+    assert principal == Principal(OPERATOR_USER_ID, operator=True)
+    assert principal.expires_at is None
 
 
-def test_user_jwt_names_its_subject() -> None:
-    assert make().authenticate(user_jwt({"sub": "alice"})) == Principal("alice")
+def test_user_jwt_names_its_subject_and_expiry() -> None:
+    expiry = in_an_hour()
+    principal = make().authenticate(user_jwt({"sub": "alice", "exp": expiry}))
+    assert principal == Principal("alice")
+    assert principal.expires_at == expiry
+
+
+def test_a_user_jwt_must_expire() -> None:
+    forever = jwt.encode({"sub": "alice"}, SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated, match="no 'exp' claim"):
+        make().authenticate(forever)
+
+
+def test_a_user_jwt_may_live_at_most_the_maximum_lifetime() -> None:
+    now = int(time.time())
+    auth = Authenticator("operator-token", SECRET, jwt_max_lifetime_s=3600)
+    # Issued long ago, but its lifetime (exp - iat) is within the bound.
+    assert auth.authenticate(user_jwt({"sub": "alice", "iat": now - 3000, "exp": now + 600}))
+    for claims in (
+        {"sub": "alice", "iat": now, "exp": now + 3601},
+        {"sub": "alice", "iat": now - 7200, "exp": now + 60},
+        # Without iat, measured from now.
+        {"sub": "alice", "exp": now + 7200},
+    ):
+        with pytest.raises(Unauthenticated, match="BATON_JWT_MAX_LIFETIME_S"):
+            auth.authenticate(user_jwt(claims))
+    # The default: a day.
+    with pytest.raises(Unauthenticated, match="longer than the allowed 86400 s"):
+        make().authenticate(user_jwt({"sub": "alice", "exp": now + 2 * 86400}))
 
 
 @pytest.mark.parametrize(
@@ -61,6 +97,36 @@ def test_user_jwt_names_its_subject() -> None:
 def test_bad_tokens_are_rejected(token: str) -> None:
     with pytest.raises(Unauthenticated):
         make().authenticate(token)
+
+
+def test_a_stream_token_is_used_once() -> None:
+    clock = Clock()
+    auth = make(clock)
+    grant = auth.issue_stream_token("s1", Principal("alice"), lifetime=60)
+    assert auth.redeem_stream_token(grant.token, "s1") == Principal("alice")
+    with pytest.raises(Unauthenticated, match="already used"):
+        auth.redeem_stream_token(grant.token, "s1")
+    # Verifying alone spends nothing; each URL asked for is its own token.
+    again = auth.issue_stream_token("s1", Principal("alice"), lifetime=60)
+    assert auth.verify_stream_token(again.token, "s1") == Principal("alice")
+    assert auth.redeem_stream_token(again.token, "s1") == Principal("alice")
+    # Spent tokens are forgotten once they would have expired anyway.
+    assert len(auth.used_stream_tokens) == 2
+    clock.now += 61
+    fresh = auth.issue_stream_token("s1", Principal("alice"), lifetime=60)
+    auth.redeem_stream_token(fresh.token, "s1")
+    assert len(auth.used_stream_tokens) == 1
+
+
+def test_a_stream_token_carries_and_is_bounded_by_the_jwt_expiry() -> None:
+    clock = Clock()
+    auth = make(clock)
+    alice = Principal("alice", expires_at=clock.now + 10)
+    grant = auth.issue_stream_token("s1", alice, lifetime=60)
+    assert grant.expires_at == clock.now + 10
+    assert auth.redeem_stream_token(grant.token, "s1").expires_at == clock.now + 10
+    operator = auth.issue_stream_token("s1", Principal(OPERATOR_USER_ID, operator=True), 60)
+    assert auth.redeem_stream_token(operator.token, "s1").expires_at is None
 
 
 def test_jwts_are_rejected_when_no_secret_is_configured() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -271,7 +272,7 @@ async def test_unreachable_session_service_gives_503() -> None:
         assert body["error"]["message"] == "the session service is unavailable"
         status, body = await call(stack, "GET", "/healthz", token=None)
         assert_error(status, body, 503, "unavailable")
-        status, text = await call(stack, "GET", "/metrics", token=None)
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
         assert "baton_session_service_up 0" in text
 
 
@@ -284,7 +285,7 @@ async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
     await stack.create_session(BOB)
     await stack.control(ALICE, session["id"], "take_control")
     await stack.control(ALICE, session["id"], "return_control")
-    status, text = await call(stack, "GET", "/metrics", token=None)
+    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
     assert status == 200
     assert 'baton_sessions{state="AI_CONTROL"} 2' in text
     assert 'baton_handoffs_total{action="take_control"} 1' in text
@@ -292,11 +293,101 @@ async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
     assert "baton_session_service_up 1" in text
 
 
+@pytest.mark.parametrize(
+    ("method", "suffix"),
+    [("GET", ""), ("DELETE", ""), ("PUT", "/control"), ("GET", "/stream")],
+)
+@pytest.mark.parametrize("session_id", ["x" * 20_000, "a.b", "%C3%A9"])
+async def test_malformed_session_ids_are_400_before_any_call(
+    stack: Stack, method: str, suffix: str, session_id: str
+) -> None:
+    status, body = await call(
+        stack,
+        method,
+        f"/api/browser-session/{session_id}{suffix}",
+        json={"action": "take_control"} if suffix == "/control" else None,
+    )
+    # Was 429 "metadata size exceeds hard limit" for the 20 KB id.
+    assert_error(status, body, 400, "invalid_argument")
+    assert len(body["error"]["message"]) < 200
+
+
+async def test_metrics_need_the_operator_token_or_the_metrics_token() -> None:
+    async with running_stack(metrics_token="scrape-only-token") as stack:
+        status, body = await call(stack, "GET", "/metrics", token=None)
+        assert_error(status, body, 401, "unauthenticated")
+        assert "BATON_METRICS_TOKEN" in body["error"]["message"]
+        status, body = await call(stack, "GET", "/metrics", token="wrong")
+        assert_error(status, body, 401, "unauthenticated")
+        status, body = await call(stack, "GET", "/metrics", token=ALICE)
+        assert_error(status, body, 403, "permission_denied")
+        for token in (OPERATOR_TOKEN, "scrape-only-token"):
+            status, text = await call(stack, "GET", "/metrics", token=token)
+            assert status == 200 and "baton_session_service_up 1" in text
+        # The metrics token opens nothing else.
+        status, body = await call(stack, "GET", "/api/browser-session", token="scrape-only-token")
+        assert_error(status, body, 401, "unauthenticated")
+
+
+async def test_a_scrape_lists_no_sessions(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = await stack.create_session(ALICE)
+    await stack.create_session(BOB)
+    await stack.control(ALICE, first["id"], "take_control")
+
+    async def no_listing(*args: object) -> None:
+        raise AssertionError("a scrape must not list sessions")
+
+    monkeypatch.setattr(stack.edge.sessions, "list", no_listing)
+    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+    assert status == 200
+    # From the WatchSession feeds this edge follows, kept current.
+    assert 'baton_sessions{state="AI_CONTROL"} 1' in text
+    assert 'baton_sessions{state="USER_CONTROL"} 1' in text
+    await stack.control(ALICE, first["id"], "end")
+    for _ in range(100):
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+        if 'baton_sessions{state="USER_CONTROL"}' not in text:
+            break
+        await asyncio.sleep(0.02)
+    assert 'baton_sessions{state="USER_CONTROL"}' not in text
+    assert 'baton_sessions{state="AI_CONTROL"} 1' in text
+
+
 async def test_unknown_paths_and_methods_answer_json_errors(stack: Stack) -> None:
     status, body = await call(stack, "GET", "/api/nothing-here")
     assert_error(status, body, 404, "not_found")
     status, body = await call(stack, "PATCH", "/api/browser-session")
     assert_error(status, body, 405, "method_not_allowed")
+    # Allow names every method of the path, not those of one route.
+    for path, methods in (
+        ("/api/browser-session", {"GET", "HEAD", "POST"}),
+        ("/api/browser-session/abc", {"GET", "HEAD", "DELETE"}),
+        ("/api/browser-session/abc/stream", {"GET", "HEAD"}),
+    ):
+        async with stack.http.request("PATCH", f"{stack.url}{path}") as response:
+            assert response.status == 405
+            allowed = {method.strip() for method in response.headers["Allow"].split(",")}
+            assert allowed == methods, path
+
+
+async def test_integral_numbers_are_integers_and_null_means_absent(stack: Stack) -> None:
+    session: dict[str, Any] = await stack.create_session(ALICE, maxSteps=4.0, viewport=None)
+    assert session["task"]["maxSteps"] == 4
+    status, body = await call(
+        stack,
+        "PUT",
+        f"/api/browser-session/{session['id']}/control",
+        json={"action": "take_control", "expectedVersion": float(session["version"])},
+    )
+    assert status == 200, body
+    for fraction in ({"maxSteps": 4.5}, {"maxSteps": True}, {"maxSteps": "4"}):
+        status, body = await call(
+            stack,
+            "POST",
+            "/api/browser-session",
+            json={"task": "t", "url": "http://127.0.0.1:9/", **fraction},
+        )
+        assert_error(status, body, 400, "invalid_argument")
 
 
 async def test_openapi_lists_exactly_the_rest_endpoints(stack: Stack) -> None:

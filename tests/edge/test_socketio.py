@@ -11,7 +11,7 @@ import pytest
 import socketio
 
 from baton.automation.v1 import automation_pb2
-from tests.edge.harness import OPERATOR_TOKEN, Stack, user_token
+from tests.edge.harness import OPERATOR_TOKEN, Stack, bearer, running_stack, user_token
 
 ALICE = user_token("alice")
 BOB = user_token("bob")
@@ -190,7 +190,7 @@ async def test_events_fan_out_to_every_watcher(stack: Stack) -> None:
 
 
 async def metrics_text(stack: Stack) -> str:
-    async with stack.http.get(f"{stack.url}/metrics") as response:
+    async with stack.http.get(f"{stack.url}/metrics", headers=bearer(OPERATOR_TOKEN)) as response:
         return await response.text()
 
 
@@ -209,19 +209,94 @@ async def test_unknown_sessions_are_not_found(stack: Stack, event: str, payload:
     assert ack["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize(
-    ("event", "payload"),
-    [
-        ("session:watch", None),
-        ("session:watch", {"id": 3}),
-        ("session:watch", {"id": "\ud800"}),
-        ("session:create", {"task": "\udfff", "url": "http://127.0.0.1:9/"}),
-        ("session:control", {"id": "x", "action": "steal"}),
-        ("session:create", "not an object"),
-    ],
+CLIENT_EVENTS = (
+    "session:create",
+    "session:watch",
+    "session:control",
+    "session:pause",
+    "session:resume",
+    "session:end",
 )
-async def test_malformed_payloads_are_invalid(stack: Stack, event: str, payload: Any) -> None:
+# Payloads no event accepts: not objects, ids that are not ids, fields that
+# are not what they should be.
+MALFORMED_PAYLOADS: list[Any] = [
+    None,
+    3,
+    "not an object",
+    [],
+    [{"id": "x"}],
+    {},
+    {"id": 3},
+    {"id": ""},
+    {"id": None},
+    {"id": "\ud800"},
+    {"id": "x" * 20_000},
+    {"id": "../etc/passwd"},
+    {"id": {"nested": "object"}},
+    {"id": "x", "action": "steal"},
+    {"id": "x", "action": 7},
+    {"task": "\udfff", "url": "http://127.0.0.1:9/"},
+    {"task": "t", "url": "ftp://x/"},
+    {"task": "t", "url": "http://127.0.0.1:9/", "maxSteps": "many"},
+    {"task": "t", "url": "http://127.0.0.1:9/", "steps": [{"action": "explode"}]},
+]
+
+
+@pytest.mark.parametrize("event", CLIENT_EVENTS)
+async def test_malformed_payloads_are_invalid_for_every_event(stack: Stack, event: str) -> None:
     async with connected(stack, ALICE) as alice:
-        ack = await alice.call(event, payload)
-    assert ack["ok"] is False
-    assert ack["error"]["code"] == "invalid_argument"
+        for payload in MALFORMED_PAYLOADS:
+            ack = await alice.call(event, payload)
+            assert ack["ok"] is False, (event, payload, ack)
+            # Refused for its shape, or (an event that ignores the bad field)
+            # for naming no session: never internal, never a huge echo.
+            assert ack["error"]["code"] in {"invalid_argument", "not_found"}, (event, payload, ack)
+            assert len(ack["error"]["message"]) < 300
+        # The connection survived them all and still works.
+        created = await alice.call("session:create", NEW_SESSION)
+        assert created["ok"] is True
+        watched = await alice.call("session:watch", {"id": created["session"]["id"]})
+        assert watched["ok"] is True
+
+
+async def test_only_the_edges_own_and_configured_origins_may_connect() -> None:
+    async with running_stack(cors_origins=("https://console.example",)) as stack:
+        # On the stack's HTTP session, which the stack closes: a refused
+        # handshake leaves the client's own open.
+        client = socketio.AsyncClient(reconnection=False, http_session=stack.http)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            await client.connect(
+                stack.url,
+                auth={"token": ALICE},
+                headers={"Origin": "https://evil.example"},
+                transports=["websocket"],
+            )
+        assert not client.connected
+        for origin in (stack.url, "https://console.example"):
+            client = socketio.AsyncClient(reconnection=False, http_session=stack.http)
+            await client.connect(
+                stack.url,
+                auth={"token": ALICE},
+                headers={"Origin": origin},
+                transports=["websocket"],
+            )
+            assert client.connected
+            await client.disconnect()
+
+
+async def test_a_connection_ends_when_its_jwt_expires(stack: Stack) -> None:
+    client = Client()
+    expired: asyncio.Queue[Any] = asyncio.Queue()
+    client.sio.on("auth:expired", expired.put)
+    disconnected = asyncio.Event()
+    client.sio.on("disconnect", lambda *reason: disconnected.set())
+    await client.sio.connect(
+        stack.url, auth={"token": user_token("alice", lifetime_s=2)}, transports=["websocket"]
+    )
+    # Live until then.
+    assert (await client.call("session:create", NEW_SESSION))["ok"] is True
+    async with asyncio.timeout(15):
+        notice = await expired.get()
+        await disconnected.wait()
+    assert notice == {"error": {"code": "unauthenticated", "message": "token expired"}}
+    assert not client.sio.connected

@@ -9,6 +9,8 @@ going to arrive has arrived.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,6 +28,7 @@ from tests.edge.harness import (
     OPERATOR_TOKEN,
     SERVER_VERSION,
     Stack,
+    running_stack,
     user_token,
 )
 
@@ -43,8 +46,13 @@ CLICK = pointer_event(10, 10, 1) + pointer_event(10, 10, 0)
 
 
 @asynccontextmanager
-async def viewer(url: str) -> AsyncIterator[ClientConnection]:
-    async with connect(url, subprotocols=["binary"], proxy=None) as connection:  # type: ignore[list-item]
+async def viewer(url: str, origin: str | None = None) -> AsyncIterator[ClientConnection]:
+    async with connect(
+        url,
+        subprotocols=["binary"],  # type: ignore[list-item]
+        proxy=None,
+        origin=origin,  # type: ignore[arg-type]
+    ) as connection:
         assert connection.subprotocol == "binary"
         assert await connection.recv() == SERVER_VERSION
         await connection.send(CLIENT_HANDSHAKE)
@@ -95,8 +103,9 @@ async def test_another_viewer_sends_nothing_while_the_user_controls(stack: Stack
 
 async def test_a_malformed_message_closes_only_that_viewer(stack: Stack) -> None:
     session = await stack.create_session(ALICE)
-    url = await stack.stream_url(ALICE, session["id"])
-    async with viewer(url) as good, viewer(url) as bad:
+    good_url = await stack.stream_url(ALICE, session["id"])
+    bad_url = await stack.stream_url(ALICE, session["id"])
+    async with viewer(good_url) as good, viewer(bad_url) as bad:
         await bad.send(b"\x07garbage")
         with pytest.raises(ConnectionClosed) as closed:
             await bad.recv()
@@ -147,11 +156,88 @@ async def test_an_oversized_message_closes_the_viewer_unread(stack: Stack) -> No
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
 
-async def expect_refused(url: str) -> None:
+async def expect_refused(url: str, origin: str | None = None) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(url, subprotocols=["binary"], proxy=None):  # type: ignore[list-item]
+        async with connect(
+            url,
+            subprotocols=["binary"],  # type: ignore[list-item]
+            proxy=None,
+            origin=origin,  # type: ignore[arg-type]
+        ):
             pass
     assert refused.value.response.status_code == 403
+
+
+async def test_a_stream_url_opens_one_connection(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    url = await stack.stream_url(ALICE, session["id"])
+    async with viewer(url) as first:
+        # A copy of the URL (from a proxy's log, say) opens nothing, even
+        # while the first connection is open and the token has not expired.
+        await expect_refused(url)
+        await first.send(marker(1))
+        await stack.recorder.wait_for(0, marker(1))
+    await expect_refused(url)
+    assert len(stack.recorder.received) == 1
+    # A fresh URL (what the console asks for on every reconnect) works.
+    async with viewer(await stack.stream_url(ALICE, session["id"])) as second:
+        await second.send(marker(2))
+        await stack.recorder.wait_for(1, marker(2))
+
+
+async def test_only_the_edges_own_and_configured_origins_may_open_the_stream() -> None:
+    async with running_stack(cors_origins=("https://console.example",)) as stack:
+        session = await stack.create_session(ALICE)
+
+        async def url() -> str:
+            return await stack.stream_url(ALICE, session["id"])
+
+        # Cross-site WebSocket hijacking: a page elsewhere using a user's URL.
+        await expect_refused(await url(), origin="https://evil.example")
+        await expect_refused(await url(), origin=f"http://localhost:{stack.edge.port}")
+        assert stack.recorder.received == []
+        allowed = (stack.url, "https://console.example", None)
+        for index, origin in enumerate(allowed):
+            async with viewer(await url(), origin=origin) as connection:
+                await connection.send(marker(index))
+                await stack.recorder.wait_for(index, marker(index))
+
+
+async def test_the_stream_closes_when_the_jwt_that_asked_for_it_expires(stack: Stack) -> None:
+    session = await stack.create_session(ALICE)
+    short_lived = user_token("alice", lifetime_s=3)
+    async with viewer(await stack.stream_url(short_lived, session["id"])) as alice:
+        await alice.send(marker(1))
+        await stack.recorder.wait_for(0, marker(1))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(15):
+                while True:
+                    await alice.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
+    # A viewer opened with a long-lived token stays.
+    async with viewer(await stack.stream_url(ALICE, session["id"])) as still:
+        await still.send(marker(2))
+        await stack.recorder.wait_for(1, marker(2))
+
+
+async def test_stream_tokens_never_reach_the_log(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = await stack.create_session(ALICE)
+    url = await stack.stream_url(ALICE, session["id"])
+    token = url.partition("?token=")[2]
+    with caplog.at_level(logging.INFO):
+        async with viewer(url) as alice:
+            await alice.send(marker(1))
+            await stack.recorder.wait_for(0, marker(1))
+        await expect_refused(url)
+    handshakes = [r.getMessage() for r in caplog.records if '"WebSocket ' in r.getMessage()]
+    # The positive marker: uvicorn did log both handshakes, path and all.
+    assert any("[accepted]" in line for line in handshakes), handshakes
+    assert any(" 403" in line for line in handshakes), handshakes
+    assert all("token=[redacted]" in line for line in handshakes), handshakes
+    assert token[:20] not in caplog.text
 
 
 async def test_refused_tokens(stack: Stack) -> None:

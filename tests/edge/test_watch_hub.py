@@ -182,7 +182,7 @@ def test_metrics_exposition() -> None:
     metrics.step_durations.observe(0.2)
     metrics.step_durations.observe(3.0)
     metrics.http_requests[("create", 201)] += 1
-    text = metrics.render({"AI_CONTROL": 2, "USER_CONTROL": 1})
+    text = metrics.render({"AI_CONTROL": 2, "USER_CONTROL": 1}, service_up=True)
     lines = text.splitlines()
     assert "# TYPE baton_sessions gauge" in lines
     assert 'baton_sessions{state="AI_CONTROL"} 2' in lines
@@ -196,4 +196,4 @@ def test_metrics_exposition() -> None:
     assert "baton_step_duration_seconds_count 2" in lines
     assert 'baton_http_requests_total{route="create",status="201"} 1' in lines
     assert "baton_session_service_up 1" in lines
-    assert "baton_session_service_up 0" in metrics.render(None).splitlines()
+    assert "baton_session_service_up 0" in metrics.render({}, service_up=False).splitlines()

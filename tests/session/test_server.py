@@ -101,6 +101,20 @@ async def test_grpcurl_works_through_reflection_alone(service: Service) -> None:
     assert "Code: NotFound" in missing
 
 
+@pytest.mark.parametrize("session_id", ["x" * 20_000, "a/b", "\u00e9t\u00e9", "id with spaces"])
+async def test_malformed_session_ids_are_invalid_arguments(
+    service: Service, session_id: str
+) -> None:
+    # A 16 KB id quoted back in NOT_FOUND's details overflowed gRPC's
+    # metadata limit: the caller saw RESOURCE_EXHAUSTED.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await service.stub.GetSession(
+            session_pb2.GetSessionRequest(session_id=session_id, actor=ALICE)
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(refused.value.details() or "") < 200
+
+
 async def test_domain_errors_become_status_codes(service: Service) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as missing:
         await service.stub.GetSession(session_pb2.GetSessionRequest(session_id="nope", actor=ALICE))
