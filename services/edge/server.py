@@ -80,7 +80,7 @@ def bind_listener(host: str, port: int) -> socket.socket:
 
 async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> RunningEdge:
     """Serve the edge on settings.host:settings.port until `stop()`."""
-    sessions = SessionClient(settings.session_address)
+    sessions = SessionClient(settings.session_address, settings.internal_token)
     app = build_edge_app(settings, sessions, auth)
     config = uvicorn.Config(
         app.asgi,

@@ -17,6 +17,7 @@ from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.internal_auth import InternalToken
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ def actor_of(principal: Principal) -> session_pb2.Actor:
 
 
 class SessionClient:
-    def __init__(self, address: str, timeout: float = 90.0) -> None:
-        self._channel = open_channel(address)
+    def __init__(self, address: str, token: InternalToken, timeout: float = 90.0) -> None:
+        self._channel = open_channel(address, token)
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
         # CreateSession waits for a slot and the browser: allow for it.
         self._timeout = timeout

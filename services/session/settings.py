@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
 
 
@@ -35,6 +36,8 @@ class SessionSettings:
     default_max_steps: int = 50
     log_level: str = "INFO"
     traces_exporter: str = "none"
+    # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
+    internal_token: InternalToken = field(kw_only=True)
 
     @classmethod
     def from_env(cls, env: Env) -> SessionSettings:
@@ -60,4 +63,5 @@ class SessionSettings:
             default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+            internal_token=InternalToken.from_env(env),
         )

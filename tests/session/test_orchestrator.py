@@ -25,6 +25,7 @@ from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore, Stored
 from services.session.workers import WorkerHost
+from tests.conftest import INTERNAL_TOKEN
 from tests.session.factories import T0
 from tests.session.stores import store
 from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
@@ -62,7 +63,7 @@ class Plane:
 async def plane(store: SessionStore) -> AsyncIterator[Plane]:
     worker, display, automation = twin_worker()
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
     sessions = SessionOrchestrator(store, worker, settings, clock)
     yield Plane(sessions, display, automation, clock)
     await sessions.close()
@@ -289,7 +290,7 @@ async def test_a_broken_task_stream_fails_the_session(plane: Plane) -> None:
 def plane_with(store: SessionStore, display: DisplayTwin, automation: AutomationTwin) -> Plane:
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, automation)
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
     return Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
 
 
@@ -423,7 +424,9 @@ async def test_the_reaper_outlives_a_failed_round() -> None:
     worker, display, automation = twin_worker()
     clock = Clock()
     # A tiny idle timeout: the reaper runs every 10 ms.
-    settings = SessionSettings(idle_timeout_s=0.04, max_lifetime_s=600)
+    settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN, idle_timeout_s=0.04, max_lifetime_s=600
+    )
     sessions = SessionOrchestrator(FlakyStore(), worker, settings, clock)
     plane = Plane(sessions, display, automation, clock)
     try:
@@ -441,7 +444,9 @@ async def test_ended_sessions_are_removed_after_the_retention_period(
 ) -> None:
     worker, display, automation = twin_worker()
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300)
+    settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300
+    )
     plane = Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
     try:
         ended = await plane.sessions.create(ALICE, SPEC)
@@ -464,7 +469,7 @@ async def test_ended_sessions_are_removed_after_the_retention_period(
 async def test_a_start_that_times_out_is_unavailable_not_internal(store: SessionStore) -> None:
     display = SlowDisplay()
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, AutomationTwin())
-    settings = SessionSettings(start_timeout_s=0.05)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, start_timeout_s=0.05)
     sessions = SessionOrchestrator(store, worker, settings, Clock())
     try:
         with pytest.raises(DeadlineExceeded):
