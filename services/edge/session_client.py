@@ -8,6 +8,7 @@ Socket.IO layers map them the same way.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -36,6 +37,8 @@ def actor_of(principal: Principal) -> session_pb2.Actor:
 class SessionClient:
     def __init__(self, address: str, token: InternalToken, timeout: float = 90.0) -> None:
         self._channel = open_channel(address, token)
+        # Names this edge process to the session service's handoff fence.
+        self.edge_id = uuid.uuid4().hex
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
         # CreateSession waits for a slot and the browser: allow for it.
         self._timeout = timeout
@@ -94,15 +97,24 @@ class SessionClient:
         self, principal: Principal, session_id: str
     ) -> session_pb2.GetStreamAccessResponse:
         request = session_pb2.GetStreamAccessRequest(
-            session_id=session_id, actor=actor_of(principal)
+            session_id=session_id, actor=actor_of(principal), edge_id=self.edge_id
         )
         return await _call(self._stub.GetStreamAccess(request, timeout=self._timeout))
 
     async def record_activity(
         self, session_id: str, kind: session_pb2.ActivityKind.ValueType
     ) -> None:
-        request = session_pb2.RecordActivityRequest(session_id=session_id, kind=kind)
+        request = session_pb2.RecordActivityRequest(
+            session_id=session_id, kind=kind, edge_id=self.edge_id
+        )
         await _call(self._stub.RecordActivity(request, timeout=self._timeout))
+
+    async def acknowledge_control(self, session_id: str, version: int) -> None:
+        """Tell the session service this edge's input gates are at `version`."""
+        request = session_pb2.AcknowledgeControlRequest(
+            session_id=session_id, edge_id=self.edge_id, version=version
+        )
+        await _call(self._stub.AcknowledgeControl(request, timeout=self._timeout))
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         """The session's events, first its current state, until it ends."""

@@ -27,6 +27,9 @@ class SessionSettings:
     # each connected viewer every 30 s).
     viewer_lease_s: float = 90.0
     max_lifetime_s: float = 4 * 3600.0
+    # On return_control, how long the agent's resume waits for every edge with
+    # viewers to confirm its input gates are closed (README "The handoff fence").
+    control_fence_timeout_s: float = 2.0
     # An ended session stays readable (GET, list) this long, then is removed.
     ended_retention_s: float = 3600.0
     # Longest wait for a slot and the task start when creating a session.
@@ -56,6 +59,9 @@ class SessionSettings:
             idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
             viewer_lease_s=env.number("BATON_VIEWER_LEASE_S", cls.viewer_lease_s, minimum=1),
             max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
+            control_fence_timeout_s=env.number(
+                "BATON_CONTROL_FENCE_TIMEOUT_S", cls.control_fence_timeout_s, minimum=0.01
+            ),
             ended_retention_s=env.number(
                 "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1
             ),
