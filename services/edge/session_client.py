@@ -94,10 +94,14 @@ class SessionClient:
         return answer.session
 
     async def stream_access(
-        self, principal: Principal, session_id: str
+        self, principal: Principal, session_id: str, holds_gate: bool = False
     ) -> session_pb2.GetStreamAccessResponse:
+        """Where the stream is; `holds_gate` when this edge will gate the viewer's input
+        (the session service then waits for its acknowledgements: the handoff fence)."""
         request = session_pb2.GetStreamAccessRequest(
-            session_id=session_id, actor=actor_of(principal), edge_id=self.edge_id
+            session_id=session_id,
+            actor=actor_of(principal),
+            edge_id=self.edge_id if holds_gate else "",
         )
         return await _call(self._stub.GetStreamAccess(request, timeout=self._timeout))
 

@@ -180,7 +180,7 @@ class StreamProxy:
     ) -> None:
         session_id = connection.session_id
         try:
-            access = await self._sessions.stream_access(principal, session_id)
+            access = await self._sessions.stream_access(principal, session_id, holds_gate=True)
         except NotFound as exc:
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
             return

@@ -181,7 +181,9 @@ def require_stack_binaries() -> None:
 
 
 @contextlib.asynccontextmanager
-async def full_stack(work_dir: Path) -> AsyncIterator[FullStack]:
+async def full_stack(
+    work_dir: Path, displays: NumberRange = DISPLAYS, vnc_ports: NumberRange = VNC_PORTS
+) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     profile_root = work_dir / "profiles"
     profile_root.mkdir()
@@ -194,8 +196,8 @@ async def full_stack(work_dir: Path) -> AsyncIterator[FullStack]:
                 backend=Backend.XVNC,
                 max_slots=2,
                 warm_slots=0,
-                displays=DISPLAYS,
-                vnc_ports=VNC_PORTS,
+                displays=displays,
+                vnc_ports=vnc_ports,
                 state_dir=work_dir / "display",
                 stop_grace=1.0,
             )
