@@ -173,7 +173,8 @@ def test_display_slots_and_events_reach_the_prewarmer() -> None:
 
 def test_display_address_setting() -> None:
     def address(environ: dict[str, str]) -> str | None:
-        return AutomationSettings.from_env(Env(environ)).display_address
+        internal = {"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value}
+        return AutomationSettings.from_env(Env({**internal, **environ})).display_address
 
     assert address({}) == "127.0.0.1:50052"
     assert address({"BATON_DISPLAY_PORT": "6001"}) == "127.0.0.1:6001"
