@@ -19,12 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
-
 from baton.automation.v1 import automation_pb2 as pb
 from baton.automation.v1 import automation_pb2_grpc as pb_grpc
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
+from services.runtime.grpc_client import open_channel
+from services.runtime.internal_auth import InternalToken
 from tests.automation.support import page_server, private_xvfb
 
 PRESS = pb.Step(press=pb.PressAction(key="a"))
@@ -84,9 +84,11 @@ async def main(samples: int) -> None:
         page_server() as site,
         tempfile.TemporaryDirectory() as profiles,
     ):
-        settings = AutomationSettings(profile_root=Path(profiles))
+        settings = AutomationSettings(
+            internal_token=InternalToken.generate(), profile_root=Path(profiles)
+        )
         running = await start_automation_server(settings)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        channel = open_channel(f"127.0.0.1:{running.port}", settings.internal_token)
         stub = pb_grpc.AutomationServiceStub(channel)
         try:
             print(

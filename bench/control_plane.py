@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -23,12 +24,17 @@ from bench.stats import summary_ms
 from services.display.websockify_router import pick_free_port, wait_for_tcp
 from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import serve_until_signal
+from services.runtime.internal_auth import ENV_NAME, InternalToken
 from services.runtime.processes import require_binary, start_process, stop_process_group
+from services.runtime.settings import Env
 
 ACTIONS = (
     session_pb2.CONTROL_ACTION_TAKE_CONTROL,
     session_pb2.CONTROL_ACTION_RETURN_CONTROL,
 )
+
+# The session service process gets it in its environment.
+INTERNAL_TOKEN = InternalToken.generate()
 
 
 def etcd_argv(etcd: str, data_dir: Path, client_port: int, peer_port: int) -> list[str]:
@@ -65,7 +71,8 @@ async def running_etcd() -> AsyncIterator[str]:
 async def session_service(etcd: str | None) -> AsyncIterator[int]:
     """The session service with twin workers in its own process; its port."""
     argv = [sys.executable, "-m", "bench.control_plane", "serve"] + ([etcd] if etcd else [])
-    process = await start_process(argv, stdout=asyncio.subprocess.PIPE)
+    env = {**os.environ, ENV_NAME: INTERNAL_TOKEN.value}
+    process = await start_process(argv, env=env, stdout=asyncio.subprocess.PIPE)
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
@@ -75,7 +82,7 @@ async def session_service(etcd: str | None) -> AsyncIterator[int]:
 
 
 async def measure(port: int, clients: int, cycles: int) -> dict[str, Any]:
-    async with open_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}", INTERNAL_TOKEN) as channel:
         stub = session_pb2_grpc.SessionServiceStub(channel)
         sessions = []
         for index in range(clients):
@@ -120,7 +127,10 @@ async def serve(etcd: str | None) -> None:
     from tests.session.twins import twin_worker
 
     worker, _, _ = twin_worker()
-    settings = SessionSettings(etcd_endpoints=(etcd,) if etcd else ())
+    settings = SessionSettings(
+        internal_token=InternalToken.from_env(Env(os.environ)),
+        etcd_endpoints=(etcd,) if etcd else (),
+    )
     running = await start_session_server(settings, worker=worker)
     print(running.port, flush=True)
     await serve_until_signal(running, grace=1.0)

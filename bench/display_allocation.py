@@ -29,6 +29,7 @@ from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.display.slot import Viewport
 from services.display.websockify_router import pick_free_port, wait_for_tcp
 from services.runtime.grpc_client import open_channel
+from services.runtime.internal_auth import InternalToken
 from services.runtime.processes import require_binary, start_process, stop_process_group
 
 # In the bench's ranges (displays 500-599, ports 18500-18599), clear of the tests'.
@@ -63,6 +64,7 @@ async def wait_warm_ready(stub: display_pb2_grpc.DisplayServiceAsyncStub, count:
 
 async def allocation_samples(backend: Backend, warm: bool, samples: int) -> list[float]:
     settings = DisplaySettings(
+        internal_token=InternalToken.generate(),
         host_id="bench",
         backend=backend,
         max_slots=4,
@@ -72,7 +74,7 @@ async def allocation_samples(backend: Backend, warm: bool, samples: int) -> list
         state_dir=Path(tempfile.mkdtemp(prefix="baton-bench-display-")),
     )
     running = await start_display_server(settings)
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", settings.internal_token)
     stub = display_pb2_grpc.DisplayServiceStub(channel)
     times: list[float] = []
     try:

@@ -25,6 +25,7 @@ from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.display.websockify_router import pick_free_port
 from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.internal_auth import InternalToken
 from services.runtime.processes import start_process, stop_process_group
 
 API_TOKEN = "bench-operator-token"
@@ -69,10 +70,14 @@ def stack_env(
             "BATON_HOST_ID": "bench",
             "BATON_IDLE_TIMEOUT_S": "3600",
             "BATON_LOG_LEVEL": "WARNING",
+            "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
         }
     )
     return env
 
+
+# Fresh per bench run; the services get it in their environment.
+INTERNAL_TOKEN = InternalToken.generate()
 
 # The order `make run` uses; stopped in reverse.
 SERVICES = ("display", "automation", "session", "edge")
@@ -218,11 +223,11 @@ async def running_stack(config: StackConfig, work_dir: Path) -> AsyncIterator[Be
             finally:
                 os.close(log)
             await _wait_ready(name, ports[name], processes[name], http)
-        session_channel = open_channel(f"127.0.0.1:{ports['session']}")
+        session_channel = open_channel(f"127.0.0.1:{ports['session']}", INTERNAL_TOKEN)
         stack.push_async_callback(session_channel.close, None)
-        display_channel = open_channel(f"127.0.0.1:{ports['display']}")
+        display_channel = open_channel(f"127.0.0.1:{ports['display']}", INTERNAL_TOKEN)
         stack.push_async_callback(display_channel.close, None)
-        automation_channel = open_channel(f"127.0.0.1:{ports['automation']}")
+        automation_channel = open_channel(f"127.0.0.1:{ports['automation']}", INTERNAL_TOKEN)
         stack.push_async_callback(automation_channel.close, None)
         yield BenchStack(
             config=config,

@@ -2,10 +2,11 @@
 
 Starts display, automation, session and edge in that order and waits until each
 is ready (gRPC health SERVING, or the edge's /healthz answering 200); the edge
-prints the console URL with its token. On Ctrl-C or SIGTERM it stops them in
-reverse order: SIGTERM to each service, which stops its own children, then
-SIGKILL to whatever is left after a grace. If any of them dies, the rest are
-stopped too.
+prints the console URL with its token. Every service gets the same internal
+credential (BATON_INTERNAL_TOKEN), generated for this run when unset. On Ctrl-C
+or SIGTERM it stops them in reverse order: SIGTERM to each service, which stops
+its own children, then SIGKILL to whatever is left after a grace. If any of them
+dies, the rest are stopped too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import grpc
 from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.errors import Unavailable
 from services.runtime.grpc_client import is_serving
+from services.runtime.internal_auth import ENV_NAME, InternalToken
 from services.runtime.processes import start_process, stop_process_group
 
 STOP_GRACE_S = 10.0
@@ -81,8 +83,16 @@ async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> 
     raise Unavailable(f"{service.name} was not ready within {READY_TIMEOUT_S:g} s")
 
 
+def with_internal_token(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ`, with a fresh BATON_INTERNAL_TOKEN when it has none."""
+    env = dict(environ)
+    if not env.get(ENV_NAME):
+        env[ENV_NAME] = InternalToken.generate().value
+    return env
+
+
 async def main() -> None:
-    env = dict(os.environ)
+    env = with_internal_token(os.environ)
     running: list[tuple[Service, asyncio.subprocess.Process]] = []
     stop = asyncio.create_task(until_stop_signal())
     try:

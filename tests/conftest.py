@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from services.runtime import processes
+from services.runtime.internal_auth import InternalToken
+
+# The deployment credential every test stack's services share (BATON_INTERNAL_TOKEN).
+INTERNAL_TOKEN = InternalToken("internal-token-for-the-tests-0123456789")
 
 
 def require_binary(name: str, debian_package: str) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
 
 
@@ -47,24 +48,25 @@ class AutomationSettings:
     llm: LlmSettings = LlmSettings()
     log_level: str = "info"
     traces_exporter: str = "none"
+    # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
+    internal_token: InternalToken = field(kw_only=True)
 
     @classmethod
     def from_env(cls, env: Env) -> AutomationSettings:
-        defaults = cls()
         profile_root = env.optional("BATON_PROFILE_ROOT")
         display_address = env.text(
             "BATON_DISPLAY_ADDRESS", f"127.0.0.1:{env.integer('BATON_DISPLAY_PORT', 50052)}"
         ).strip()
         return cls(
-            port=env.integer("BATON_AUTOMATION_PORT", defaults.port, minimum=0),
-            listen_host=env.text("BATON_AUTOMATION_HOST", defaults.listen_host),
-            chromium_path=env.text("BATON_CHROMIUM_PATH", defaults.chromium_path),
-            pause_grace_ms=env.integer("BATON_PAUSE_GRACE_MS", defaults.pause_grace_ms, minimum=0),
+            port=env.integer("BATON_AUTOMATION_PORT", cls.port, minimum=0),
+            listen_host=env.text("BATON_AUTOMATION_HOST", cls.listen_host),
+            chromium_path=env.text("BATON_CHROMIUM_PATH", cls.chromium_path),
+            pause_grace_ms=env.integer("BATON_PAUSE_GRACE_MS", cls.pause_grace_ms, minimum=0),
             action_timeout_ms=env.integer(
-                "BATON_ACTION_TIMEOUT_MS", defaults.action_timeout_ms, minimum=1
+                "BATON_ACTION_TIMEOUT_MS", cls.action_timeout_ms, minimum=1
             ),
             default_max_steps=env.integer(
-                "BATON_DEFAULT_MAX_STEPS", defaults.default_max_steps, minimum=1
+                "BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, minimum=1
             ),
             profile_root=Path(profile_root) if profile_root else None,
             display_address=prewarm_address(display_address),
@@ -73,9 +75,10 @@ class AutomationSettings:
                 model=env.text("BATON_LLM_MODEL", ""),
                 api_key=env.optional("BATON_LLM_API_KEY"),
                 request_timeout_s=env.number(
-                    "BATON_LLM_TIMEOUT_S", defaults.llm.request_timeout_s, minimum=1
+                    "BATON_LLM_TIMEOUT_S", cls.llm.request_timeout_s, minimum=1
                 ),
             ),
-            log_level=env.text("BATON_LOG_LEVEL", defaults.log_level),
-            traces_exporter=env.text("OTEL_TRACES_EXPORTER", defaults.traces_exporter),
+            log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
+            traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+            internal_token=InternalToken.from_env(env),
         )

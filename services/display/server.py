@@ -59,7 +59,7 @@ async def start_display_server(
         def register(server: grpc.aio.Server) -> None:
             display_pb2_grpc.add_DisplayServiceServicer_to_server(servicer, server)
 
-        running = await start_server(register, [SERVICE_NAME], address)
+        running = await start_server(register, [SERVICE_NAME], address, settings.internal_token)
         # Started: from here on the server's stop hooks own the clean-up.
         undo.pop_all()
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
 
 
@@ -86,6 +87,8 @@ class DisplaySettings:
     stop_grace: float = 2.0
     log_level: str = "INFO"
     traces_exporter: str = "none"
+    # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
+    internal_token: InternalToken = field(kw_only=True)
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -133,4 +136,5 @@ class DisplaySettings:
             stop_grace=env.number("BATON_DISPLAY_STOP_GRACE", 2.0, minimum=0.0),
             log_level=env.text("BATON_LOG_LEVEL", "INFO"),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", "none"),
+            internal_token=InternalToken.from_env(env),
         )

@@ -8,6 +8,7 @@ Socket.IO layers map them the same way.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -17,6 +18,7 @@ from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.internal_auth import InternalToken
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,10 @@ def actor_of(principal: Principal) -> session_pb2.Actor:
 
 
 class SessionClient:
-    def __init__(self, address: str, timeout: float = 90.0) -> None:
-        self._channel = open_channel(address)
+    def __init__(self, address: str, token: InternalToken, timeout: float = 90.0) -> None:
+        self._channel = open_channel(address, token)
+        # Names this edge process to the session service's handoff fence.
+        self.edge_id = uuid.uuid4().hex
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)
         # CreateSession waits for a slot and the browser: allow for it.
         self._timeout = timeout
@@ -103,18 +107,31 @@ class SessionClient:
         return answer.session
 
     async def stream_access(
-        self, principal: Principal, session_id: str
+        self, principal: Principal, session_id: str, holds_gate: bool = False
     ) -> session_pb2.GetStreamAccessResponse:
+        """Where the stream is; `holds_gate` when this edge will gate the viewer's input
+        (the session service then waits for its acknowledgements: the handoff fence)."""
         request = session_pb2.GetStreamAccessRequest(
-            session_id=session_id, actor=actor_of(principal)
+            session_id=session_id,
+            actor=actor_of(principal),
+            edge_id=self.edge_id if holds_gate else "",
         )
         return await _call(self._stub.GetStreamAccess(request, timeout=self._timeout))
 
     async def record_activity(
         self, session_id: str, kind: session_pb2.ActivityKind.ValueType
     ) -> None:
-        request = session_pb2.RecordActivityRequest(session_id=session_id, kind=kind)
+        request = session_pb2.RecordActivityRequest(
+            session_id=session_id, kind=kind, edge_id=self.edge_id
+        )
         await _call(self._stub.RecordActivity(request, timeout=self._timeout))
+
+    async def acknowledge_control(self, session_id: str, version: int) -> None:
+        """Tell the session service this edge's input gates are at `version`."""
+        request = session_pb2.AcknowledgeControlRequest(
+            session_id=session_id, edge_id=self.edge_id, version=version
+        )
+        await _call(self._stub.AcknowledgeControl(request, timeout=self._timeout))
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         """The session's events, first its current state, until it ends."""

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
 
 _HERE = Path(__file__).resolve().parent
@@ -49,6 +50,8 @@ class EdgeSettings:
     socketio_client_dir: Path = _HERE / "node_modules" / "socket.io-client" / "dist"
     log_level: str = "INFO"
     traces_exporter: str = "none"
+    # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
+    internal_token: InternalToken = field(kw_only=True)
 
     @property
     def tls(self) -> bool:
@@ -91,4 +94,5 @@ class EdgeSettings:
             public_url=env.optional("BATON_PUBLIC_URL"),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+            internal_token=InternalToken.from_env(env),
         )

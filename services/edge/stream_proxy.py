@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -149,6 +151,10 @@ class StreamProxy:
         self._viewers: dict[str, set[_ViewerConnection]] = {}
         # Open stream connections per user on this edge.
         self._per_user: Counter[str] = Counter()
+        # Per session with viewers here: the feed listener that acknowledges
+        # control changes to the session service's handoff fence.
+        self._fence_listeners: dict[str, Callable[[], None]] = {}
+        self._acknowledging: set[asyncio.Task[None]] = set()
 
     async def session_changed(self, session: session_pb2.Session) -> None:
         """Apply a change made through this edge to its viewers at once.
@@ -204,7 +210,12 @@ class StreamProxy:
         # Listen before asking for access, so no change falls in between; the
         # gate keeps whichever session version is newest.
         unsubscribe = self._hub.subscribe(session_id, connection.on_event)
-        viewers = self._viewers.setdefault(session_id, set())
+        viewers = self._viewers.get(session_id)
+        if viewers is None:
+            viewers = self._viewers[session_id] = set()
+            self._fence_listeners[session_id] = self._hub.subscribe(
+                session_id, functools.partial(self._close_gates_and_acknowledge, session_id)
+            )
         viewers.add(connection)
         try:
             await self._serve(websocket, principal, connection)
@@ -213,13 +224,35 @@ class StreamProxy:
             viewers.discard(connection)
             if not viewers and self._viewers.get(session_id) is viewers:
                 del self._viewers[session_id]
+                self._fence_listeners.pop(session_id)()
+
+    async def _close_gates_and_acknowledge(
+        self, session_id: str, event: Event, initial: bool
+    ) -> None:
+        """The edge's half of the handoff fence (services/edge/README.md): every
+        gate of the session here applies the version first, then it is acknowledged."""
+        if not (initial or event_kind(event) == "control_changed"):
+            return
+        session = session_of(event)
+        for viewer in list(self._viewers.get(session_id, ())):
+            await viewer.apply(session)
+        # Not awaited here: the feed's other listeners need not wait for the call.
+        task = asyncio.create_task(self._acknowledge(session_id, session.version))
+        self._acknowledging.add(task)
+        task.add_done_callback(self._acknowledging.discard)
+
+    async def _acknowledge(self, session_id: str, version: int) -> None:
+        try:
+            await self._sessions.acknowledge_control(session_id, version)
+        except BatonError as exc:
+            log.debug("session %s: control change not acknowledged: %s", session_id, exc)
 
     async def _serve(
         self, websocket: WebSocket, principal: Principal, connection: _ViewerConnection
     ) -> None:
         session_id = connection.session_id
         try:
-            access = await self._sessions.stream_access(principal, session_id)
+            access = await self._sessions.stream_access(principal, session_id, holds_gate=True)
         except NotFound as exc:
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
             return

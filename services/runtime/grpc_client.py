@@ -6,12 +6,17 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime.internal_auth import InternalToken, token_interceptors
 from services.runtime.telemetry import client_interceptors
 
 
-def open_channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to a Baton service (they listen on trusted networks)."""
-    return grpc.aio.insecure_channel(target, interceptors=client_interceptors())
+def open_channel(target: str, token: InternalToken) -> grpc.aio.Channel:
+    """A channel to a Baton service that sends the deployment's internal credential
+    on every call (services/runtime/internal_auth.py); plaintext, so the services
+    belong on a private network."""
+    return grpc.aio.insecure_channel(
+        target, interceptors=[*client_interceptors(), *token_interceptors(token)]
+    )
 
 
 async def is_serving(channel: grpc.aio.Channel, service: str = "", deadline_s: float = 1.0) -> bool:

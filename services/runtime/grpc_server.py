@@ -1,7 +1,8 @@
 """gRPC server bootstrap shared by every service.
 
-`start_server` builds a grpc.aio server with health, reflection, the trace
-context interceptor and the error-mapping interceptor, binds it (port 0 picks a
+`start_server` builds a grpc.aio server with health, reflection, the internal
+credential check (services/runtime/internal_auth.py), the trace context
+interceptor and the error-mapping interceptor, binds it (port 0 picks a
 free port, as tests do) and starts it. `serve_until_signal` runs it until
 SIGTERM or SIGINT and shuts down gracefully: health turns NOT_SERVING first.
 """
@@ -19,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from services.runtime.entrypoint import until_stop_signal
 from services.runtime.interceptors import ErrorMappingInterceptor
+from services.runtime.internal_auth import InternalAuthInterceptor, InternalToken
 from services.runtime.telemetry import server_interceptors
 
 log = logging.getLogger(__name__)
@@ -45,9 +47,18 @@ async def start_server(
     register: Registrar,
     service_names: Sequence[str],
     address: str,
+    token: InternalToken,
 ) -> RunningServer:
-    """Start a server on `address` ("127.0.0.1:0" picks a free port)."""
-    server = grpc.aio.server(interceptors=[*server_interceptors(), ErrorMappingInterceptor()])
+    """Start a server on `address` ("127.0.0.1:0" picks a free port) that refuses
+    every call but health checks without `token`."""
+    # The credential check is outermost: an unauthenticated call runs nothing else.
+    server = grpc.aio.server(
+        interceptors=[
+            InternalAuthInterceptor(token),
+            *server_interceptors(),
+            ErrorMappingInterceptor(),
+        ]
+    )
     register(server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,6 +11,7 @@ from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.runtime.errors import error_from_rpc
 from services.runtime.grpc_client import open_channel
+from services.runtime.internal_auth import InternalToken
 from services.session.workers import WorkerHost
 
 # Deadlines for unary calls, in seconds. Allocation may cold-start a display.
@@ -107,11 +108,11 @@ class GrpcAutomation:
 
 
 def grpc_worker_host(
-    host_id: str, display_address: str, automation_address: str
+    host_id: str, display_address: str, automation_address: str, token: InternalToken
 ) -> tuple[WorkerHost, list[grpc.aio.Channel]]:
     """A worker host reached over gRPC, and the channels to close at shutdown."""
-    display_channel = open_channel(display_address)
-    automation_channel = open_channel(automation_address)
+    display_channel = open_channel(display_address, token)
+    automation_channel = open_channel(automation_address, token)
     host = WorkerHost(
         host_id=host_id,
         display_address=display_address,

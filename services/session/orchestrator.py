@@ -31,6 +31,7 @@ from services.runtime.limits import MAX_STEP_EVENTS_KEPT, check_viewport, trunca
 from services.runtime.redaction import redact_steps
 from services.session import state_machine
 from services.session.codec import TASK_STATUS_FROM_PROTO
+from services.session.control_fence import ControlFence
 from services.session.model import (
     Action,
     Actor,
@@ -106,6 +107,8 @@ class SessionOrchestrator:
         self._control_locks: dict[str, asyncio.Lock] = {}
         self._create_lock = asyncio.Lock()
         self._background: list[asyncio.Task[None]] = []
+        # Edges holding stream viewers; the agent resumes after they closed their gates.
+        self._fence = ControlFence(settings.viewer_lease_s)
 
     # --- lifecycle ---
 
@@ -148,7 +151,8 @@ class SessionOrchestrator:
         ]
         return sorted(sessions, key=key_of)
 
-    async def stream_access(self, actor: Actor, session_id: str) -> StreamAccess:
+    async def stream_access(self, actor: Actor, session_id: str, edge_id: str = "") -> StreamAccess:
+        """Where the stream is and whether `actor` may type; `edge_id` holds the gate."""
         session = (await self._get_owned(actor, session_id)).session
         if session.state.terminal:
             raise FailedPrecondition(f"session {session_id} is {session.state.value}")
@@ -158,6 +162,8 @@ class SessionOrchestrator:
             session.state is ControlState.USER_CONTROL
             and session.controller_user_id == actor.user_id
         )
+        if edge_id:
+            self._fence.access_granted(session_id, edge_id)
         await self._touch(session)
         return StreamAccess(
             session.placement.websocket_url,
@@ -347,6 +353,7 @@ class SessionOrchestrator:
         if state_machine.is_noop(session, action, actor):
             return session
         state_machine.next_state(session, action, actor)
+        leaving_user = session.state is ControlState.USER_CONTROL
         pausing = action in (Action.TAKE_CONTROL, Action.PAUSE)
         now = self._clock()
         try:
@@ -364,8 +371,26 @@ class SessionOrchestrator:
                 await self._undo_pause(session_id)
             raise
         if action in (Action.RETURN_CONTROL, Action.RESUME):
+            if leaving_user:
+                # The fence: no agent action before every edge's gates are closed
+                # (services/session/README.md, "The handoff fence").
+                late = await self._fence.wait(
+                    session_id, changed.version, self._settings.control_fence_timeout_s
+                )
+                if late:
+                    log.warning(
+                        "session %s: edges %s did not confirm their input gates closed "
+                        "within %g s; their viewers are treated as gone",
+                        session_id,
+                        ", ".join(late),
+                        self._settings.control_fence_timeout_s,
+                    )
             await self._resume_agent(changed)
         return changed
+
+    async def acknowledge_control(self, session_id: str, edge_id: str, version: int) -> None:
+        """`edge_id` has applied `version` (or newer) of the session to its input gates."""
+        await self._fence.acknowledge(session_id, edge_id, version)
 
     async def _undo_pause(self, session_id: str) -> None:
         try:
@@ -377,8 +402,8 @@ class SessionOrchestrator:
             log.warning("session %s: undoing a pause failed: %s", session_id, exc.message)
 
     async def _pause_agent(self, session: Session) -> None:
-        if session.task.status not in _TASK_ACTIVE:
-            return
+        # Whatever the task's status: a finished task's browser still takes Act
+        # calls, and automation's action gate is what refuses them.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.start_timeout_s
         while True:
@@ -400,11 +425,13 @@ class SessionOrchestrator:
         return session_id in self._task_runs and session_id not in self._task_seen
 
     async def _resume_agent(self, session: Session) -> None:
-        if session.task.status not in _TASK_ACTIVE:
-            return
         try:
             await self._worker.automation.resume_task(session.id)
         except BatonError as exc:
+            if session.task.status not in _TASK_ACTIVE:
+                # No agent left to resume (its browser may be gone): nothing lost.
+                log.info("session %s: reopening the action gate: %s", session.id, exc.message)
+                return
             log.warning("session %s: resume failed: %s", session.id, exc.message)
             await self._record_error(session.id, f"the agent could not resume: {exc.message}")
 
@@ -413,10 +440,18 @@ class SessionOrchestrator:
         return await self._finish(session_id, reason, failed=False)
 
     async def record_activity(
-        self, session_id: str, viewers_delta: int, input_seen: bool, viewer_seen: bool = False
+        self,
+        session_id: str,
+        viewers_delta: int,
+        input_seen: bool,
+        viewer_seen: bool = False,
+        edge_id: str = "",
     ) -> None:
         """Count viewers joining (+1) and leaving (-1), user input, and viewers
-        still present (`viewer_seen`, refreshed at most once per resolution)."""
+        still present (`viewer_seen`, refreshed at most once per resolution);
+        `edge_id` is the edge that holds them."""
+        if edge_id and (viewers_delta or viewer_seen):
+            self._fence.viewers_changed(session_id, edge_id, viewers_delta)
         now = self._clock()
         # Refresh presence well within the lease, but not on every report.
         resolution = min(ACTIVITY_RESOLUTION, timedelta(seconds=self._settings.viewer_lease_s / 3))
@@ -553,6 +588,7 @@ class SessionOrchestrator:
         if not ended_here:
             return ended
         self._control_locks.pop(session_id, None)
+        self._fence.forget(session_id)
         run = self._task_runs.pop(session_id, None)
         if run is not None and run is not asyncio.current_task():
             run.cancel()

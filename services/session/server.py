@@ -34,7 +34,10 @@ async def start_session_server(
     channels: list[grpc.aio.Channel] = []
     if worker is None:
         worker, channels = grpc_worker_host(
-            settings.host_id, settings.display_address, settings.automation_address
+            settings.host_id,
+            settings.display_address,
+            settings.automation_address,
+            settings.internal_token,
         )
     if store is None:
         store = await open_store(settings)
@@ -44,6 +47,7 @@ async def start_session_server(
         lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
         address,
+        settings.internal_token,
     )
     orchestrator.start_background()
     monitor = WorkerHealthMonitor(running.health, channels)

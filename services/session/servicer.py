@@ -131,7 +131,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self, request: session_pb2.GetStreamAccessRequest, context: Context
     ) -> session_pb2.GetStreamAccessResponse:
         access = await self._sessions.stream_access(
-            _actor(request.actor), _session_id(request.session_id)
+            _actor(request.actor), _session_id(request.session_id), request.edge_id
         )
         return session_pb2.GetStreamAccessResponse(
             upstream_url=access.upstream_url,
@@ -147,6 +147,20 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             raise InvalidArgument(f"unknown activity kind {request.kind}")
         viewers_delta, input_seen, viewer_seen = _ACTIVITY[request.kind]
         await self._sessions.record_activity(
-            _session_id(request.session_id), viewers_delta, input_seen, viewer_seen
+            _session_id(request.session_id),
+            viewers_delta,
+            input_seen,
+            viewer_seen,
+            request.edge_id,
         )
         return session_pb2.RecordActivityResponse()
+
+    async def AcknowledgeControl(
+        self, request: session_pb2.AcknowledgeControlRequest, context: Context
+    ) -> session_pb2.AcknowledgeControlResponse:
+        if not request.edge_id:
+            raise InvalidArgument("edge_id is required")
+        await self._sessions.acknowledge_control(
+            _session_id(request.session_id), request.edge_id, request.version
+        )
+        return session_pb2.AcknowledgeControlResponse()

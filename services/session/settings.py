@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
 
 
@@ -26,6 +27,9 @@ class SessionSettings:
     # each connected viewer every 30 s).
     viewer_lease_s: float = 90.0
     max_lifetime_s: float = 4 * 3600.0
+    # On return_control, how long the agent's resume waits for every edge with
+    # viewers to confirm its input gates are closed (README "The handoff fence").
+    control_fence_timeout_s: float = 2.0
     # An ended session stays readable (GET, list) this long, then is removed.
     ended_retention_s: float = 3600.0
     # Longest wait for a slot and the task start when creating a session.
@@ -38,6 +42,8 @@ class SessionSettings:
     max_sessions_per_user: int = 4
     log_level: str = "INFO"
     traces_exporter: str = "none"
+    # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
+    internal_token: InternalToken = field(kw_only=True)
 
     @classmethod
     def from_env(cls, env: Env) -> SessionSettings:
@@ -56,6 +62,9 @@ class SessionSettings:
             idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
             viewer_lease_s=env.number("BATON_VIEWER_LEASE_S", cls.viewer_lease_s, minimum=1),
             max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
+            control_fence_timeout_s=env.number(
+                "BATON_CONTROL_FENCE_TIMEOUT_S", cls.control_fence_timeout_s, minimum=0.01
+            ),
             ended_retention_s=env.number(
                 "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1
             ),
@@ -66,4 +75,5 @@ class SessionSettings:
             ),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
+            internal_token=InternalToken.from_env(env),
         )

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 
@@ -17,9 +16,10 @@ from baton.automation.v1 import automation_pb2_grpc as pb_grpc
 from baton.display.v1 import display_pb2
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings, LlmSettings
+from services.runtime.grpc_client import open_channel
 from tests.automation.scripted_llm import ScriptedLlm, scripted_llm
 from tests.automation.support import PageServer, page_server, private_xvfb
-from tests.conftest import require_binary
+from tests.conftest import INTERNAL_TOKEN, require_binary
 
 PAUSE_GRACE_MS = 500
 
@@ -75,13 +75,14 @@ async def automation(
     display: str, profile_root: Path, llm: ScriptedLlm
 ) -> AsyncIterator[Automation]:
     settings = AutomationSettings(
+        internal_token=INTERNAL_TOKEN,
         pause_grace_ms=PAUSE_GRACE_MS,
         action_timeout_ms=10000,
         profile_root=profile_root,
         llm=LlmSettings(base_url=llm.base_url, model="scripted-model", api_key="test-key"),
     )
     running = await start_automation_server(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     try:
         yield Automation(pb_grpc.AutomationServiceStub(channel), display, profile_root)
     finally:

@@ -22,9 +22,11 @@ from services.automation.proc_table import (
 )
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
+from services.runtime.grpc_client import open_channel
 from tests.automation.conftest import PAUSE_GRACE_MS, Automation, TaskStream, step_is
 from tests.automation.scripted_llm import ScriptedLlm, tool_call_answer
 from tests.automation.support import PageServer, eventually
+from tests.conftest import INTERNAL_TOKEN
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -403,8 +405,10 @@ async def test_a_refused_connection_is_a_failed_step_not_a_service_error(
 async def test_stopping_the_server_closes_every_browser(
     display: str, site: PageServer, tmp_path: Path
 ) -> None:
-    running = await start_automation_server(AutomationSettings(profile_root=tmp_path))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    running = await start_automation_server(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, profile_root=tmp_path)
+    )
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     stub = pb_grpc.AutomationServiceStub(channel)
     request = pb.StartTaskRequest(
         session_id="shutdown",

@@ -15,6 +15,7 @@ from services.automation.steps import StatusChanged, TaskStatus
 from services.runtime.settings import Env
 from tests.automation.fake_browser import FakeLauncher
 from tests.automation.support import eventually
+from tests.conftest import INTERNAL_TOKEN
 
 
 def warm(slot_id: str = "a", display: str = ":7", size: tuple[int, int] = (800, 600)) -> SlotView:
@@ -118,7 +119,9 @@ async def test_start_task_adopts_and_warm_events_skip_displays_in_use(
 ) -> None:
     sessions: BrowserSessions
     prewarmer = BrowserPrewarmer(launcher, lambda display: sessions.uses_display(display))
-    sessions = BrowserSessions(AutomationSettings(), launcher, None, prewarmer)
+    sessions = BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN), launcher, None, prewarmer
+    )
     prewarmer.slot_warmed(warm())
     await eventually(lambda: len(prewarmer.ready()) == 1)
     request = TaskRequest("s", ":7", 800, 600, "", "http://site/", 5, [])
@@ -170,7 +173,8 @@ def test_display_slots_and_events_reach_the_prewarmer() -> None:
 
 def test_display_address_setting() -> None:
     def address(environ: dict[str, str]) -> str | None:
-        return AutomationSettings.from_env(Env(environ)).display_address
+        internal = {"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value}
+        return AutomationSettings.from_env(Env({**internal, **environ})).display_address
 
     assert address({}) == "127.0.0.1:50052"
     assert address({"BATON_DISPLAY_PORT": "6001"}) == "127.0.0.1:6001"
@@ -178,4 +182,4 @@ def test_display_address_setting() -> None:
     assert address({"BATON_DISPLAY_ADDRESS": "none"}) is None
     assert address({"BATON_DISPLAY_ADDRESS": ""}) is None
     # Built in code (tests, embedding): no pre-warming unless asked for.
-    assert AutomationSettings().display_address is None
+    assert AutomationSettings(internal_token=INTERNAL_TOKEN).display_address is None

@@ -14,6 +14,7 @@ from services.automation.steps import Click, RequestUser, StatusChanged, Step, T
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.automation.fake_browser import FakeLauncher
 from tests.automation.support import eventually
+from tests.conftest import INTERNAL_TOKEN
 
 
 def request(session_id: str = "s", *steps: Step, **fields: object) -> TaskRequest:
@@ -38,7 +39,9 @@ def launcher() -> FakeLauncher:
 
 @pytest.fixture
 def sessions(launcher: FakeLauncher) -> BrowserSessions:
-    return BrowserSessions(AutomationSettings(pause_grace_ms=50), launcher, None)
+    return BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, pause_grace_ms=50), launcher, None
+    )
 
 
 async def test_a_task_streams_to_its_end_and_keeps_the_browser(

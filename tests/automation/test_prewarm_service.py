@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 import pytest_asyncio
 
@@ -22,10 +21,11 @@ from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
 from services.display.server import start_display_server
 from services.display.settings import Backend, DisplaySettings, NumberRange
+from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
 from tests.automation.conftest import TaskStream
 from tests.automation.support import PageServer
-from tests.conftest import free_port, require_binary
+from tests.conftest import INTERNAL_TOKEN, free_port, require_binary
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,6 +44,7 @@ class DisplayHost:
 
 def display_settings(state_dir: Path) -> DisplaySettings:
     return DisplaySettings(
+        internal_token=INTERNAL_TOKEN,
         host_id="prewarm-test",
         backend=Backend.XVNC,
         max_slots=3,
@@ -60,7 +61,7 @@ async def host(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Displa
     require_binary("Xvnc", "tigervnc-standalone-server")
     require_binary("chromium", "chromium")
     running = await start_display_server(display_settings(tmp_path_factory.mktemp("display")))
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     try:
         yield DisplayHost(running, display_pb2_grpc.DisplayServiceStub(channel))
     finally:
@@ -89,9 +90,11 @@ async def automation(host: DisplayHost, tmp_path: Path) -> AsyncIterator[Automat
 
 @contextlib.asynccontextmanager
 async def automation_for(display_address: str, profile_root: Path) -> AsyncIterator[Automation]:
-    settings = AutomationSettings(profile_root=profile_root, display_address=display_address)
+    settings = AutomationSettings(
+        internal_token=INTERNAL_TOKEN, profile_root=profile_root, display_address=display_address
+    )
     running = await start_automation_server(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     automation = Automation(running, pb_grpc.AutomationServiceStub(channel), profile_root)
     try:
         yield automation

@@ -35,6 +35,7 @@ from services.automation.steps import (
 )
 from services.runtime.errors import InvalidArgument
 from services.runtime.settings import ConfigError, Env
+from tests.conftest import INTERNAL_TOKEN
 
 
 def test_fill_values_are_shown_only_when_known_not_secret() -> None:
@@ -134,6 +135,7 @@ def test_settings_from_env() -> None:
     settings = AutomationSettings.from_env(
         Env(
             {
+                "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
                 "BATON_AUTOMATION_PORT": "6000",
                 "BATON_PAUSE_GRACE_MS": "250",
                 "BATON_LLM_BASE_URL": "http://localhost:11434/v1",
@@ -145,9 +147,17 @@ def test_settings_from_env() -> None:
     assert settings.pause_grace_ms == 250
     assert settings.chromium_path == "/usr/bin/chromium"
     assert settings.llm.configured
-    assert not AutomationSettings.from_env(Env({})).llm.configured
+    assert not AutomationSettings.from_env(
+        Env(
+            {
+                "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
+            }
+        )
+    ).llm.configured
     with pytest.raises(ConfigError):
-        AutomationSettings.from_env(Env({"BATON_ACTION_TIMEOUT_MS": "0"}))
+        AutomationSettings.from_env(
+            Env({"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value, "BATON_ACTION_TIMEOUT_MS": "0"})
+        )
 
 
 @pytest.mark.parametrize(

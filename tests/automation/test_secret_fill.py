@@ -25,6 +25,7 @@ from services.session.settings import SessionSettings
 from services.session.store import MemoryStore
 from services.session.workers import WorkerHost
 from tests.automation.support import PageServer, eventually, private_xvfb
+from tests.conftest import INTERNAL_TOKEN
 from tests.session.twins import DisplayTwin
 
 SECRET = "pa55-Word-in-the-page-7731"
@@ -63,7 +64,9 @@ async def test_a_filled_password_reaches_the_page_and_is_kept_nowhere(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     automation = await start_automation_server(
-        AutomationSettings(action_timeout_ms=10000, profile_root=tmp_path)
+        AutomationSettings(
+            internal_token=INTERNAL_TOKEN, action_timeout_ms=10000, profile_root=tmp_path
+        )
     )
     automation_channel = grpc.aio.insecure_channel(f"127.0.0.1:{automation.port}")
     worker = WorkerHost(
@@ -74,7 +77,13 @@ async def test_a_filled_password_reaches_the_page_and_is_kept_nowhere(
         automation=GrpcAutomation(automation_channel),
     )
     store = MemoryStore()
-    session_server = await start_session_server(SessionSettings(), worker=worker, store=store)
+    session_server = await start_session_server(
+        SessionSettings(
+            internal_token=INTERNAL_TOKEN,
+        ),
+        worker=worker,
+        store=store,
+    )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{session_server.port}")
     stub = session_pb2_grpc.SessionServiceStub(channel)
     try:

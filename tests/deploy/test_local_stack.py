@@ -12,6 +12,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
+
+from baton.session.v1 import session_pb2, session_pb2_grpc
 from tests.conftest import free_port, require_binary
 
 
@@ -48,10 +52,11 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
     require_binary("Xvnc", "tigervnc-standalone-server")
     require_binary("chromium", "chromium")
     edge_port = free_port()
+    session_port = free_port()
     env = {
         **os.environ,
         "BATON_EDGE_PORT": str(edge_port),
-        "BATON_SESSION_PORT": str(free_port()),
+        "BATON_SESSION_PORT": str(session_port),
         "BATON_DISPLAY_PORT": str(free_port()),
         "BATON_AUTOMATION_PORT": str(free_port()),
         "BATON_API_TOKEN": "launcher-test-token",
@@ -97,6 +102,17 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         with urllib.request.urlopen(request, timeout=60) as reply:
             assert reply.status == 201
             assert json.load(reply)["state"] == "AI_CONTROL"
+        # The services share a credential the launcher made: a local process
+        # without it cannot call them, whatever actor it claims.
+        with grpc.insecure_channel(f"127.0.0.1:{session_port}") as channel:
+            with pytest.raises(grpc.RpcError) as refused:
+                session_pb2_grpc.SessionServiceStub(channel).ListSessions(
+                    session_pb2.ListSessionsRequest(
+                        actor=session_pb2.Actor(user_id="operator", operator=True)
+                    ),
+                    timeout=10,
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         started = descendants(launcher.pid)
         # Four services, an X server and websockify at least, and a browser.
         assert len(started) >= 6

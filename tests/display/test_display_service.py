@@ -23,7 +23,7 @@ from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.display.state_dir import ProcessRecord
 from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
-from tests.conftest import require_binary
+from tests.conftest import INTERNAL_TOKEN, require_binary
 from tests.display.host_inspection import (
     leftovers,
     listening_addresses,
@@ -104,6 +104,7 @@ async def host(
     backend: Backend = request.param
     require_backend(backend)
     settings = DisplaySettings(
+        internal_token=INTERNAL_TOKEN,
         host_id="test-host",
         backend=backend,
         max_slots=MAX_SLOTS,
@@ -114,7 +115,7 @@ async def host(
         stop_grace=1.0,
     )
     running = await start_display_server(settings)
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     try:
         yield DisplayHost(settings, running, channel)
     finally:

@@ -8,7 +8,6 @@ import signal
 import sys
 from pathlib import Path
 
-import grpc
 import pytest
 
 from baton.display.v1 import display_pb2, display_pb2_grpc
@@ -18,7 +17,8 @@ from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.display.state_dir import ProcessRecord, StateDir
 from services.display.x_display_files import display_held, lock_file, lock_owner
 from services.runtime.errors import FailedPrecondition
-from tests.conftest import free_port, require_binary
+from services.runtime.grpc_client import open_channel
+from tests.conftest import INTERNAL_TOKEN, free_port, require_binary
 from tests.display.test_display_service import require_backend
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ async def start_bystander_xvfb() -> tuple[asyncio.subprocess.Process, int]:
 
 
 async def allocate_when_up(port: int, count: int) -> list[display_pb2.Slot]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with open_channel(f"127.0.0.1:{port}", INTERNAL_TOKEN) as channel:
         await channel.channel_ready()
         stub = display_pb2_grpc.DisplayServiceStub(channel)
         responses = [
@@ -83,6 +83,7 @@ async def test_restart_reaps_the_earlier_run_and_spares_other_x_servers(
         "BATON_VNC_PORTS": VNC_PORTS[backend],
         "BATON_MAX_SLOTS": "3",
         "BATON_WARM_SLOTS": "1",
+        "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
     }
     bystander, bystander_display = await start_bystander_xvfb()
     log_path = tmp_path / "service.log"
@@ -113,6 +114,7 @@ async def test_restart_reaps_the_earlier_run_and_spares_other_x_servers(
         assert all(is_running(pid) for pid in old_pids)
 
         settings = DisplaySettings(
+            internal_token=INTERNAL_TOKEN,
             backend=backend,
             max_slots=3,
             warm_slots=0,
@@ -151,6 +153,7 @@ async def test_restart_reaps_the_earlier_run_and_spares_other_x_servers(
 async def test_a_second_service_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     require_backend(Backend.XVNC)
     settings = DisplaySettings(
+        internal_token=INTERNAL_TOKEN,
         max_slots=1,
         warm_slots=0,
         displays=NumberRange(260, 261),

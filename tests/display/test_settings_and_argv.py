@@ -12,10 +12,13 @@ from services.display.slot import Viewport, checked_viewport
 from services.display.slot_allocator import Capacity, first_free
 from services.runtime.errors import InvalidArgument, ResourceExhausted
 from services.runtime.settings import ConfigError, Env
+from tests.conftest import INTERNAL_TOKEN
 
 
 def test_defaults() -> None:
-    settings = DisplaySettings.from_env(Env({"BATON_HOST_ID": "worker-1"}))
+    settings = DisplaySettings.from_env(
+        Env({"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value, "BATON_HOST_ID": "worker-1"})
+    )
     assert settings.port == 50052
     assert settings.backend is Backend.XVNC
     assert (settings.default_width, settings.default_height) == (1280, 720)
@@ -28,6 +31,7 @@ def test_everything_can_be_set() -> None:
     settings = DisplaySettings.from_env(
         Env(
             {
+                "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
                 "BATON_DISPLAY_PORT": "6000",
                 "BATON_DISPLAY_BACKEND": "xvfb-x11vnc",
                 "BATON_MAX_SLOTS": "4",
@@ -61,7 +65,7 @@ def test_everything_can_be_set() -> None:
 )
 def test_bad_settings_are_refused(name: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        DisplaySettings.from_env(Env({name: value}))
+        DisplaySettings.from_env(Env({"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value, name: value}))
 
 
 def test_viewport_bounds() -> None:

@@ -22,6 +22,7 @@ from services.display.server import start_display_server
 from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.runtime.grpc_client import open_channel
 from services.runtime.processes import require_binary
+from tests.conftest import INTERNAL_TOKEN
 from tests.display.test_display_service import DisplayHost, require_backend
 
 # This file's own display numbers and VNC ports (issue 12 helpers' ranges).
@@ -67,6 +68,7 @@ async def host(
     backend: Backend = request.param
     require_backend(backend)
     settings = DisplaySettings(
+        internal_token=INTERNAL_TOKEN,
         host_id="credentials-host",
         backend=backend,
         max_slots=2,
@@ -77,7 +79,7 @@ async def host(
         stop_grace=1.0,
     )
     running = await start_display_server(settings)
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     try:
         yield DisplayHost(settings, running, channel)
     finally:

@@ -13,6 +13,7 @@ from services.display.settings import DisplaySettings, NumberRange
 from services.display.slot import SlotEventKind, SlotState, Viewport
 from services.display.slot_pool import SlotPool
 from services.runtime.errors import NotFound, ResourceExhausted, Unavailable
+from tests.conftest import INTERNAL_TOKEN
 
 
 class FakeSlot:
@@ -68,6 +69,7 @@ def make_pool(
     display_held: Callable[[int], bool] = lambda n: False,
 ) -> SlotPool:
     settings = DisplaySettings(
+        internal_token=INTERNAL_TOKEN,
         max_slots=max_slots,
         warm_slots=warm_slots,
         displays=NumberRange(10, 19),

@@ -32,7 +32,7 @@ from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
-from tests.conftest import require_binary
+from tests.conftest import INTERNAL_TOKEN, require_binary
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
 
 # Display numbers and VNC ports of their own, apart from the display tests'.
@@ -147,7 +147,7 @@ class FullStack:
             return answer
 
     async def slot(self, slot_id: str) -> display_pb2.Slot:
-        async with open_channel(f"127.0.0.1:{self.display.port}") as channel:
+        async with open_channel(f"127.0.0.1:{self.display.port}", INTERNAL_TOKEN) as channel:
             answer = await display_pb2_grpc.DisplayServiceStub(channel).GetSlot(
                 display_pb2.GetSlotRequest(slot_id=slot_id)
             )
@@ -191,6 +191,7 @@ async def full_stack(
         site = await stack.enter_async_context(form_site())
         display = await start_display_server(
             DisplaySettings(
+                internal_token=INTERNAL_TOKEN,
                 host_id="edge-e2e",
                 backend=Backend.XVNC,
                 max_slots=2,
@@ -203,12 +204,15 @@ async def full_stack(
         )
         stack.push_async_callback(display.stop, 1.0)
         automation = await start_automation_server(
-            AutomationSettings(profile_root=profile_root, action_timeout_ms=10000),
+            AutomationSettings(
+                internal_token=INTERNAL_TOKEN, profile_root=profile_root, action_timeout_ms=10000
+            ),
             environ=dict(os.environ),
         )
         stack.push_async_callback(automation.stop, 1.0)
         session = await start_session_server(
             SessionSettings(
+                internal_token=INTERNAL_TOKEN,
                 host_id="edge-e2e",
                 display_address=f"127.0.0.1:{display.port}",
                 automation_address=f"127.0.0.1:{automation.port}",
@@ -216,6 +220,7 @@ async def full_stack(
         )
         stack.push_async_callback(session.stop, 1.0)
         settings = EdgeSettings(
+            internal_token=INTERNAL_TOKEN,
             port=0,
             session_address=f"127.0.0.1:{session.port}",
             api_token=OPERATOR_TOKEN,
@@ -225,7 +230,7 @@ async def full_stack(
         stack.push_async_callback(edge.stop)
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
-        channel = open_channel(f"127.0.0.1:{session.port}")
+        channel = open_channel(f"127.0.0.1:{session.port}", INTERNAL_TOKEN)
         stack.push_async_callback(channel.close, None)
         yield FullStack(
             display=display,

@@ -32,6 +32,7 @@ from services.runtime.vnc_auth import challenge_response
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.workers import WorkerHost
+from tests.conftest import INTERNAL_TOKEN
 from tests.session.twins import AutomationTwin, DisplayTwin
 
 OPERATOR_TOKEN = "operator-token-for-tests"
@@ -237,9 +238,10 @@ async def running_stack(
         automation=automation,
     )
     session_server = await start_session_server(
-        session_settings or SessionSettings(), worker=worker
+        session_settings or SessionSettings(internal_token=INTERNAL_TOKEN), worker=worker
     )
     settings = EdgeSettings(
+        internal_token=INTERNAL_TOKEN,
         port=0,
         session_address=f"127.0.0.1:{session_server.port}",
         api_token=OPERATOR_TOKEN,

@@ -17,6 +17,7 @@ from services.edge.auth import Principal
 from services.edge.rate_limit import RateLimiter
 from services.runtime.errors import ResourceExhausted
 from services.session.settings import SessionSettings
+from tests.conftest import INTERNAL_TOKEN
 from tests.edge.harness import OPERATOR_TOKEN, Stack, bearer, running_stack, user_token
 
 ALICE = user_token("alice")
@@ -68,7 +69,7 @@ async def test_seventy_huge_tasks_get_400_and_listing_still_answers() -> None:
 
 
 async def test_a_user_over_the_session_quota_gets_429_while_others_create() -> None:
-    settings = SessionSettings(max_sessions_per_user=2)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, max_sessions_per_user=2)
     async with running_stack(session_settings=settings) as stack:
         await stack.create_session(ALICE)
         await stack.create_session(ALICE)
@@ -102,7 +103,7 @@ async def test_the_rate_limit_answers_429_with_retry_after_and_recovers() -> Non
 
 
 async def test_rest_pages_list_every_session_once() -> None:
-    settings = SessionSettings(max_sessions_per_user=0)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, max_sessions_per_user=0)
     async with running_stack(session_settings=settings) as stack:
         created = {(await stack.create_session(ALICE))["id"] for _ in range(7)}
         seen: list[str] = []

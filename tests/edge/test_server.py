@@ -25,17 +25,19 @@ from websockets.typing import Subprotocol
 from services.edge.server import bind_listener
 from services.edge.settings import EdgeSettings
 from services.runtime.settings import ConfigError, Env
-from tests.conftest import free_port
+from tests.conftest import INTERNAL_TOKEN, free_port
 from tests.edge.harness import SERVER_VERSION, bearer, running_stack, user_token
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_settings_defaults_and_environment() -> None:
-    assert EdgeSettings.from_env(Env({})) == EdgeSettings()
+    internal = {"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value}
+    assert EdgeSettings.from_env(Env(internal)) == EdgeSettings(internal_token=INTERNAL_TOKEN)
     settings = EdgeSettings.from_env(
         Env(
             {
+                **internal,
                 "BATON_EDGE_HOST": "0.0.0.0",
                 "BATON_EDGE_PORT": "9443",
                 "BATON_SESSION_PORT": "6000",
@@ -76,6 +78,7 @@ async def test_main_generates_a_token_prints_the_url_and_stops_on_sigterm() -> N
         "BATON_EDGE_PORT": str(port),
         "BATON_SESSION_PORT": str(free_port()),
         "BATON_API_TOKEN": "",
+        "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,

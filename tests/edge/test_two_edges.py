@@ -10,6 +10,7 @@ import socketio
 from services.edge.auth import Authenticator
 from services.edge.server import start_edge_server
 from services.edge.settings import EdgeSettings
+from tests.conftest import INTERNAL_TOKEN
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, running_stack, user_token
 from tests.edge.test_stream import KEY_A, marker, viewer
 
@@ -19,6 +20,7 @@ ALICE = user_token("alice")
 async def test_a_change_made_on_one_edge_reaches_viewers_and_watchers_on_another() -> None:
     async with running_stack() as stack:
         settings = EdgeSettings(
+            internal_token=INTERNAL_TOKEN,
             port=0,
             session_address=f"127.0.0.1:{stack.session_server.port}",
             api_token=OPERATOR_TOKEN,

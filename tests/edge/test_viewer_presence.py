@@ -8,11 +8,12 @@ import pytest
 
 from services.edge import stream_proxy
 from services.session.settings import SessionSettings
+from tests.conftest import INTERNAL_TOKEN
 from tests.edge.harness import Stack, bearer, running_stack
 from tests.edge.test_stream import ALICE, viewer
 
 # Short enough for a test, with wide margins between them.
-SETTINGS = SessionSettings(idle_timeout_s=1.0, viewer_lease_s=0.6)
+SETTINGS = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=1.0, viewer_lease_s=0.6)
 
 
 async def state_of(stack: Stack, session_id: object) -> str:

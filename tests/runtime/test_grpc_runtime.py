@@ -13,6 +13,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from services.runtime.errors import NotFound, ResourceExhausted
 from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer, start_server
+from tests.conftest import INTERNAL_TOKEN
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,8 +50,8 @@ def register(server: grpc.aio.Server) -> None:
 
 @pytest.fixture
 async def probe() -> AsyncIterator[tuple[RunningServer, grpc.aio.Channel]]:
-    running = await start_server(register, ["test.Probe"], "127.0.0.1:0")
-    channel = open_channel(f"127.0.0.1:{running.port}")
+    running = await start_server(register, ["test.Probe"], "127.0.0.1:0", INTERNAL_TOKEN)
+    channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
     yield running, channel
     await channel.close(None)
     await running.stop(grace=1)

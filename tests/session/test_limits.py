@@ -32,6 +32,7 @@ from services.session.etcd_store import EtcdStore, parse_endpoint
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore
+from tests.conftest import INTERNAL_TOKEN
 from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
 
 SECRET = "hunter2-Tr0ub4dor&3"
@@ -57,7 +58,12 @@ async def service_factory() -> AsyncIterator[object]:
     async def start(store: SessionStore, settings: SessionSettings | None = None) -> Service:
         worker, display, automation = twin_worker()
         running = await start_session_server(
-            settings or SessionSettings(), worker=worker, store=store
+            settings
+            or SessionSettings(
+                internal_token=INTERNAL_TOKEN,
+            ),
+            worker=worker,
+            store=store,
         )
         # Large pages are allowed to arrive whole (the server keeps them under 4 MiB).
         channel = grpc.aio.insecure_channel(
@@ -257,7 +263,7 @@ async def test_two_thousand_refused_creates_leave_no_record(service_factory: obj
 async def test_a_user_over_the_session_quota_is_refused_while_others_create(
     service_factory: object,
 ) -> None:
-    settings = SessionSettings(max_sessions_per_user=3)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, max_sessions_per_user=3)
     service: Service = await service_factory(MemoryStore(), settings)  # type: ignore[operator]
 
     async def create(actor: session_pb2.Actor) -> session_pb2.Session:
@@ -287,7 +293,7 @@ async def test_a_user_over_the_session_quota_is_refused_while_others_create(
 
 
 async def test_pages_list_every_session_once(service_factory: object) -> None:
-    settings = SessionSettings(max_sessions_per_user=0)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, max_sessions_per_user=0)
     service: Service = await service_factory(MemoryStore(), settings)  # type: ignore[operator]
     service.display.capacity = 1000
     created = set()
@@ -331,7 +337,7 @@ async def test_pages_list_every_session_once(service_factory: object) -> None:
 async def test_a_list_of_maximal_sessions_stays_under_the_grpc_limit(
     service_factory: object,
 ) -> None:
-    settings = SessionSettings(max_sessions_per_user=0)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, max_sessions_per_user=0)
     service: Service = await service_factory(MemoryStore(), settings)  # type: ignore[operator]
     field = "s" * MAX_STEP_FIELD_BYTES
     step = automation_pb2.Step(select=automation_pb2.SelectAction(selector=field, value=field))

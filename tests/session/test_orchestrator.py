@@ -25,6 +25,7 @@ from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore, Stored
 from services.session.workers import WorkerHost
+from tests.conftest import INTERNAL_TOKEN
 from tests.session.factories import T0
 from tests.session.stores import store
 from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
@@ -62,7 +63,7 @@ class Plane:
 async def plane(store: SessionStore) -> AsyncIterator[Plane]:
     worker, display, automation = twin_worker()
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
     sessions = SessionOrchestrator(store, worker, settings, clock)
     yield Plane(sessions, display, automation, clock)
     await sessions.close()
@@ -287,7 +288,7 @@ async def test_a_broken_task_stream_fails_the_session(plane: Plane) -> None:
 def plane_with(store: SessionStore, display: DisplayTwin, automation: AutomationTwin) -> Plane:
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, automation)
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
     return Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
 
 
@@ -422,7 +423,12 @@ async def test_the_reaper_outlives_a_failed_round() -> None:
     clock = Clock()
     # A tiny idle timeout: the reaper runs every 10 ms.
     # No session quota, so the create does not list: the reaper's first round does.
-    settings = SessionSettings(idle_timeout_s=0.04, max_lifetime_s=600, max_sessions_per_user=0)
+    settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN,
+        idle_timeout_s=0.04,
+        max_lifetime_s=600,
+        max_sessions_per_user=0,
+    )
     sessions = SessionOrchestrator(FlakyStore(), worker, settings, clock)
     plane = Plane(sessions, display, automation, clock)
     try:
@@ -440,7 +446,9 @@ async def test_ended_sessions_are_removed_after_the_retention_period(
 ) -> None:
     worker, display, automation = twin_worker()
     clock = Clock()
-    settings = SessionSettings(idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300)
+    settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300
+    )
     plane = Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
     try:
         ended = await plane.sessions.create(ALICE, SPEC)
@@ -463,7 +471,7 @@ async def test_ended_sessions_are_removed_after_the_retention_period(
 async def test_a_start_that_times_out_is_unavailable_not_internal(store: SessionStore) -> None:
     display = SlowDisplay()
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, AutomationTwin())
-    settings = SessionSettings(start_timeout_s=0.05)
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, start_timeout_s=0.05)
     sessions = SessionOrchestrator(store, worker, settings, Clock())
     try:
         with pytest.raises(DeadlineExceeded):
@@ -629,3 +637,78 @@ async def test_viewers_count_only_while_reported_present(plane: Plane) -> None:
     plane.clock.advance(71)
     [ended] = await plane.sessions.reap()
     assert (ended.id, ended.ended_reason) == (session.id, "idle for 60 s")
+
+
+async def finish_task(plane: Plane, session_id: str) -> None:
+    plane.automation.feed(session_id).put_nowait(
+        automation_pb2.StartTaskResponse(
+            status_changed=automation_pb2.TaskStatusChanged(
+                status=automation_pb2.TASK_STATUS_COMPLETED
+            )
+        )
+    )
+    async for change in plane.sessions.watch(ALICE, session_id):
+        if change.task.status is TaskStatus.COMPLETED:
+            return
+
+
+async def test_take_control_closes_the_action_gate_even_when_the_task_has_finished(
+    plane: Plane,
+) -> None:
+    # Issue 12, finding 7: Act still drives a finished task's browser, so the
+    # person's control must close automation's gate whatever the task's status.
+    session = await plane.sessions.create(ALICE, SPEC)
+    await finish_task(plane, session.id)
+    await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    assert plane.automation.calls[-1] == ("pause", session.id)
+    await plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    assert plane.automation.calls[-1] == ("resume", session.id)
+
+
+async def test_return_control_resumes_the_agent_only_after_every_edge_acknowledged(
+    plane: Plane,
+) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    await plane.sessions.record_activity(session.id, 1, False, True, edge_id="edge-1")
+    await plane.sessions.stream_access(ALICE, session.id, edge_id="edge-2")
+    taken = await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    returning = asyncio.create_task(
+        plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    )
+    await asyncio.sleep(0.2)
+    # Committed, but the agent waits for both edges' gates.
+    assert (await plane.sessions.get(ALICE, session.id)).state is ControlState.AI_CONTROL
+    assert ("resume", session.id) not in plane.automation.calls
+    # An acknowledgement of the version before the change does not count.
+    await plane.sessions.acknowledge_control(session.id, "edge-1", taken.version)
+    await plane.sessions.acknowledge_control(session.id, "edge-2", taken.version + 1)
+    await asyncio.sleep(0.1)
+    assert not returning.done()
+    await plane.sessions.acknowledge_control(session.id, "edge-1", taken.version + 1)
+    returned = await asyncio.wait_for(returning, 1)
+    assert returned.version == taken.version + 1
+    assert plane.automation.calls[-1] == ("resume", session.id)
+
+
+async def test_an_edge_that_never_acknowledges_delays_the_resume_a_bounded_time(
+    store: SessionStore,
+) -> None:
+    worker, _, automation = twin_worker()
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, control_fence_timeout_s=0.3)
+    sessions = SessionOrchestrator(store, worker, settings, Clock())
+    try:
+        session = await sessions.create(ALICE, SPEC)
+        await sessions.record_activity(session.id, 1, False, True, edge_id="dead-edge")
+        await sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+        began = asyncio.get_running_loop().time()
+        await sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+        waited = asyncio.get_running_loop().time() - began
+        assert 0.3 <= waited < 2.0
+        assert automation.calls[-1] == ("resume", session.id)
+        # Its viewers are treated as gone: the next return does not wait for it.
+        await sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+        began = asyncio.get_running_loop().time()
+        await sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+        assert asyncio.get_running_loop().time() - began < 0.3
+    finally:
+        await sessions.close()

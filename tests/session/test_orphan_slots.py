@@ -14,7 +14,7 @@ from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore
 from services.session.workers import WorkerHost
-from tests.conftest import require_binary
+from tests.conftest import INTERNAL_TOKEN, require_binary
 from tests.session.twins import AutomationTwin
 
 SPEC = SessionSpec(task="t", url="http://127.0.0.1:9/", max_steps=5, steps=(), viewport=None)
@@ -24,6 +24,7 @@ async def test_a_slot_held_for_an_unknown_session_is_released(tmp_path: Path) ->
     require_binary("Xvnc", "tigervnc-standalone-server")
     display = await start_display_server(
         DisplaySettings(
+            internal_token=INTERNAL_TOKEN,
             host_id="orphans",
             backend=Backend.XVNC,
             max_slots=3,
@@ -34,10 +35,12 @@ async def test_a_slot_held_for_an_unknown_session_is_released(tmp_path: Path) ->
             stop_grace=1.0,
         )
     )
-    channel = open_channel(f"127.0.0.1:{display.port}")
+    channel = open_channel(f"127.0.0.1:{display.port}", INTERNAL_TOKEN)
     automation = AutomationTwin()
     worker = WorkerHost("orphans", "display", "automation", GrpcDisplay(channel), automation)
-    sessions = SessionOrchestrator(MemoryStore(), worker, SessionSettings())
+    sessions = SessionOrchestrator(
+        MemoryStore(), worker, SessionSettings(internal_token=INTERNAL_TOKEN)
+    )
     try:
         session = await sessions.create(Actor("alice"), SPEC)
         assert session.placement is not None

@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -19,13 +21,17 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer, start_server
+from services.runtime.internal_auth import InternalToken
 from services.session.server import SERVICE_NAME, start_session_server
 from services.session.settings import SessionSettings
-from tests.conftest import free_port
+from tests.conftest import INTERNAL_TOKEN, free_port
 from tests.session.twins import AutomationTwin, DisplayTwin, twin_worker
 
 ALICE = session_pb2.Actor(user_id="alice")
+PROTO_ROOT = str(Path(__file__).resolve().parents[2] / "protos")
+SESSION_PROTO = "baton/session/v1/session.proto"
 
 
 class Service:
@@ -33,14 +39,16 @@ class Service:
         self.running = running
         self.display = display
         self.automation = automation
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        self.channel = open_channel(f"127.0.0.1:{running.port}", INTERNAL_TOKEN)
         self.stub = session_pb2_grpc.SessionServiceStub(self.channel)
 
 
 @pytest.fixture
 async def service() -> AsyncIterator[Service]:
     worker, display, automation = twin_worker()
-    running = await start_session_server(SessionSettings(), worker=worker)
+    running = await start_session_server(
+        SessionSettings(internal_token=INTERNAL_TOKEN), worker=worker
+    )
     service = Service(running, display, automation)
     yield service
     await service.channel.close(None)
@@ -53,20 +61,83 @@ async def next_event(stream: object) -> session_pb2.WatchSessionResponse:
     return message
 
 
-def list_services_by_reflection(port: int) -> list[str]:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+class _SendToken(grpc.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    """What open_channel does, for the blocking channel reflection needs."""
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", INTERNAL_TOKEN.header)]
+        return continuation(details._replace(metadata=metadata), requests)
+
+
+def list_services_by_reflection(port: int, with_token: bool) -> list[str]:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:
+        channel = grpc.intercept_channel(plain, _SendToken()) if with_token else plain
         database = ProtoReflectionDescriptorDatabase(channel)
         return list(database.get_services())
 
 
-async def test_reflection_and_health_need_no_proto_files(service: Service) -> None:
-    names = await asyncio.to_thread(list_services_by_reflection, service.running.port)
+async def test_reflection_needs_the_credential_and_health_needs_none(service: Service) -> None:
+    names = await asyncio.to_thread(list_services_by_reflection, service.running.port, True)
     assert SERVICE_NAME in names
     assert "grpc.health.v1.Health" in names
-    health = health_pb2_grpc.HealthStub(service.channel)
-    for name in ("", SERVICE_NAME):
-        reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(grpc.RpcError) as refused:
+        await asyncio.to_thread(list_services_by_reflection, service.running.port, False)
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.running.port}") as anonymous:
+        health = health_pb2_grpc.HealthStub(anonymous)
+        for name in ("", SERVICE_NAME):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+FORGED_OPERATOR = '{"actor": {"user_id": "operator", "operator": true}}'
+
+
+async def test_a_forged_operator_without_the_credential_is_unauthenticated(
+    service: Service,
+) -> None:
+    created = await service.stub.CreateSession(
+        session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
+    )
+    address = f"127.0.0.1:{service.running.port}"
+    method = "baton.session.v1.SessionService/ListSessions"
+    wrong = "authorization: Bearer " + "x" * 40
+    for headers in ([], ["-H", wrong], ["-H", "authorization: " + INTERNAL_TOKEN.value]):
+        status, output = await grpcurl(
+            "-use-reflection=false", "-proto", SESSION_PROTO, "-import-path", PROTO_ROOT,
+            *headers, "-d", FORGED_OPERATOR, address, method,
+        )  # fmt: skip
+        assert status != 0, output
+        assert "Code: Unauthenticated" in output
+        assert created.session.id not in output
+    # The same request with the credential: the operator sees Alice's session.
+    status, output = await grpcurl(
+        "-H", f"authorization: {INTERNAL_TOKEN.header}", "-d", FORGED_OPERATOR, address, method
+    )
+    assert status == 0, output
+    assert created.session.id in output
+
+    # A Python client without the credential, with a wrong one, then with it.
+    request = session_pb2.ListSessionsRequest(
+        actor=session_pb2.Actor(user_id="operator", operator=True)
+    )
+    wrong_token = InternalToken("y" * 40)
+    async with (
+        grpc.aio.insecure_channel(address) as plain,
+        open_channel(address, wrong_token) as bad,
+    ):
+        for channel in (plain, bad):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await session_pb2_grpc.SessionServiceStub(channel).ListSessions(request)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            stream = session_pb2_grpc.SessionServiceStub(channel).WatchSession(
+                session_pb2.WatchSessionRequest(session_id=created.session.id, actor=request.actor)
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as unwatched:
+                await stream.read()
+            assert unwatched.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    listed = await service.stub.ListSessions(request)
+    assert [s.id for s in listed.sessions] == [created.session.id]
 
 
 async def grpcurl(*args: str) -> tuple[int, str]:
@@ -81,10 +152,12 @@ async def grpcurl(*args: str) -> tuple[int, str]:
 
 async def test_grpcurl_works_through_reflection_alone(service: Service) -> None:
     address = f"127.0.0.1:{service.running.port}"
-    status, listed = await grpcurl(address, "list")
+    status, listed = await grpcurl("-H", f"authorization: {INTERNAL_TOKEN.header}", address, "list")
     assert status == 0
     assert SERVICE_NAME in listed.split()
     status, health = await grpcurl(
+        "-H",
+        f"authorization: {INTERNAL_TOKEN.header}",
         "-d",
         '{"service": "baton.session.v1.SessionService"}',
         address,
@@ -92,6 +165,8 @@ async def test_grpcurl_works_through_reflection_alone(service: Service) -> None:
     )
     assert json.loads(health) == {"status": "SERVING"}
     status, missing = await grpcurl(
+        "-H",
+        f"authorization: {INTERNAL_TOKEN.header}",
         "-d",
         '{"actor": {"user_id": "alice"}, "session_id": "nope"}',
         address,
@@ -222,7 +297,9 @@ async def test_stream_access_is_interactive_only_for_the_controller(service: Ser
 
 async def test_graceful_shutdown_reports_not_serving_first() -> None:
     worker, _, _ = twin_worker()
-    running = await start_session_server(SessionSettings(), worker=worker)
+    running = await start_session_server(
+        SessionSettings(internal_token=INTERNAL_TOKEN), worker=worker
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         watch = health.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
@@ -234,7 +311,12 @@ async def test_graceful_shutdown_reports_not_serving_first() -> None:
 
 def test_the_process_stops_cleanly_on_sigterm() -> None:
     port = free_port()
-    env = {**os.environ, "BATON_SESSION_PORT": str(port), "BATON_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "BATON_SESSION_PORT": str(port),
+        "BATON_LOG_LEVEL": "WARNING",
+        "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.session"], env=env, stderr=subprocess.PIPE
     )
@@ -270,6 +352,7 @@ def test_bad_settings_exit_with_a_message_not_a_traceback() -> None:
 async def test_overall_health_waits_for_the_worker_host() -> None:
     display_port, automation_port = free_port(), free_port()
     settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN,
         display_address=f"127.0.0.1:{display_port}",
         automation_address=f"127.0.0.1:{automation_port}",
     )
@@ -287,7 +370,9 @@ async def test_overall_health_waits_for_the_worker_host() -> None:
             assert await status(SERVICE_NAME) == health_pb2.HealthCheckResponse.SERVING
             assert await status("") == health_pb2.HealthCheckResponse.NOT_SERVING
             for port in (display_port, automation_port):
-                workers.append(await start_server(lambda server: None, [], f"127.0.0.1:{port}"))
+                workers.append(
+                    await start_server(lambda server: None, [], f"127.0.0.1:{port}", INTERNAL_TOKEN)
+                )
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
             while (await watch.read()).status != health_pb2.HealthCheckResponse.SERVING:
                 pass

@@ -749,7 +749,10 @@ class GetStreamAccessRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     ACTOR_FIELD_NUMBER: _builtins.int
+    EDGE_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    edge_id: _builtins.str
+    """edge_id names the edge that will hold the viewer's input gate."""
     @_builtins.property
     def actor(self) -> Global___Actor: ...
     def __init__(
@@ -757,10 +760,11 @@ class GetStreamAccessRequest(_message.Message):
         *,
         session_id: _builtins.str = ...,
         actor: Global___Actor | None = ...,
+        edge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "edge_id", b"edge_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -806,17 +810,21 @@ class RecordActivityRequest(_message.Message):
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
+    EDGE_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     kind: Global___ActivityKind.ValueType
+    edge_id: _builtins.str
+    """edge_id names the edge reporting its viewers (a random id per edge process)."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         kind: Global___ActivityKind.ValueType = ...,
+        edge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edge_id", b"edge_id", "kind", b"kind", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -836,3 +844,44 @@ class RecordActivityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordActivityResponse: _TypeAlias = RecordActivityResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeControlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    EDGE_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    edge_id: _builtins.str
+    version: _builtins.int
+    """version is the session version now applied to the edge's input gates."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        edge_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edge_id", b"edge_id", "session_id", b"session_id", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeControlRequest: _TypeAlias = AcknowledgeControlRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeControlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeControlResponse: _TypeAlias = AcknowledgeControlResponse  # noqa: Y015

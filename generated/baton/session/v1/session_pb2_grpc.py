@@ -76,6 +76,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RecordActivityRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RecordActivityResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeControl = channel.unary_unary(
+                '/baton.session.v1.SessionService/AcknowledgeControl',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -141,6 +146,16 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeControl(self, request, context):
+        """AcknowledgeControl: the edge has applied this version of the session to
+        every input gate it holds. When control returns to the agent, the agent
+        resumes only once every edge holding viewers has acknowledged the new
+        version, or a bounded wait has passed (the handoff fence).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -183,6 +198,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.RecordActivity,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RecordActivityRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RecordActivityResponse.SerializeToString,
+            ),
+            'AcknowledgeControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeControl,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -403,6 +423,33 @@ class SessionService:
             '/baton.session.v1.SessionService/RecordActivity',
             baton_dot_session_dot_v1_dot_session__pb2.RecordActivityRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.RecordActivityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/AcknowledgeControl',
+            baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,12 @@ class SessionServiceStub:
     """
     RecordActivity: _grpc.UnaryUnaryMultiCallable[_session_pb2.RecordActivityRequest, _session_pb2.RecordActivityResponse]
     """RecordActivity keeps a session from idling out (viewers, user input)."""
+    AcknowledgeControl: _grpc.UnaryUnaryMultiCallable[_session_pb2.AcknowledgeControlRequest, _session_pb2.AcknowledgeControlResponse]
+    """AcknowledgeControl: the edge has applied this version of the session to
+    every input gate it holds. When control returns to the agent, the agent
+    resumes only once every edge holding viewers has acknowledged the new
+    version, or a bounded wait has passed (the handoff fence).
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -87,6 +93,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """
     RecordActivity: _aio.UnaryUnaryMultiCallable[_session_pb2.RecordActivityRequest, _session_pb2.RecordActivityResponse]  # type: ignore[assignment]
     """RecordActivity keeps a session from idling out (viewers, user input)."""
+    AcknowledgeControl: _aio.UnaryUnaryMultiCallable[_session_pb2.AcknowledgeControlRequest, _session_pb2.AcknowledgeControlResponse]  # type: ignore[assignment]
+    """AcknowledgeControl: the edge has applied this version of the session to
+    every input gate it holds. When control returns to the agent, the agent
+    resumes only once every edge holding viewers has acknowledged the new
+    version, or a bounded wait has passed (the handoff fence).
+    """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     """SessionService owns the truth about every session and is the only service
@@ -162,5 +174,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_session_pb2.RecordActivityResponse, _abc.Awaitable[_session_pb2.RecordActivityResponse]]:
         """RecordActivity keeps a session from idling out (viewers, user input)."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeControl(
+        self,
+        request: _session_pb2.AcknowledgeControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.AcknowledgeControlResponse, _abc.Awaitable[_session_pb2.AcknowledgeControlResponse]]:
+        """AcknowledgeControl: the edge has applied this version of the session to
+        every input gate it holds. When control returns to the agent, the agent
+        resumes only once every edge holding viewers has acknowledged the new
+        version, or a bounded wait has passed (the handoff fence).
+        """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

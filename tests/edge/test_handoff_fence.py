@@ -1,0 +1,191 @@
+"""Twenty handoffs through two edges, an agent and a person both acting non-stop.
+
+The agent is an external caller of automation's `Act`, pressing a key again and
+again (refused while a person has control); the person types through the stream
+of the second edge while control changes are made through the first. The form
+page logs every key in the order Chromium saw it, and each phase has its own keys:
+no agent key may follow a key the person typed after taking control (the action
+gate closes on USER_CONTROL even though the task has finished). Once
+return_control has answered (the agent resumed after the handoff fence), the
+second edge forwards none of the person's input, though the person keeps typing.
+
+The page cannot show the second property itself: Chromium hands native X key
+events to the page later than CDP input (over 200 ms seen under load), so a key
+the edge forwarded before the fence may still reach the page after the agent's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from baton.automation.v1 import automation_pb2, automation_pb2_grpc
+from services.display.settings import NumberRange
+from services.edge.auth import Authenticator
+from services.edge.server import start_edge_server
+from services.edge.settings import EdgeSettings
+from services.runtime.grpc_client import open_channel
+from tests.conftest import INTERNAL_TOKEN
+from tests.edge.full_stack import FullStack, full_stack
+from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, user_token
+from tests.edge.test_full_stack import raw_viewer, stream_url
+
+ALICE = user_token("alice")
+HANDOFFS = 20
+# The agent's key in AI phase k (0 before the first handoff), the person's in
+# USER phase k (1-based); keys that need no shift, so each is one keysym.
+AGENT_KEYS = "abcdefghijklmnopqrstu"
+PERSON_KEYS = "0123456789,./;'[]-=`"
+PAUSE_S = 0.01
+
+
+def phase_of(key: str) -> int:
+    """AI phase k is 2k, USER phase k is 2k - 1: the log must never go back."""
+    if key in AGENT_KEYS:
+        return 2 * AGENT_KEYS.index(key)
+    return 2 * (PERSON_KEYS.index(key) + 1) - 1
+
+
+@pytest.mark.timeout(120)
+async def test_no_input_crosses_a_handoff_in_either_direction(tmp_path: Path) -> None:
+    async with full_stack(tmp_path, NumberRange(850, 859), NumberRange(19050, 19059)) as stack:
+        await run_handoffs(stack)
+
+
+async def run_handoffs(stack: FullStack) -> None:
+    settings = EdgeSettings(
+        internal_token=INTERNAL_TOKEN,
+        port=0,
+        session_address=f"127.0.0.1:{stack.session.port}",
+        api_token=OPERATOR_TOKEN,
+        jwt_secret=JWT_SECRET,
+    )
+    other = await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET))
+    channel = open_channel(f"127.0.0.1:{stack.automation.port}", INTERNAL_TOKEN)
+    automation = automation_pb2_grpc.AutomationServiceStub(channel)
+    stop = asyncio.Event()
+    agent_key = [AGENT_KEYS[0]]
+    person_key = [""]
+    refused = [0]
+    try:
+        stack.site.clear()
+        created = await stack.request(
+            "POST",
+            "/api/browser-session",
+            ALICE,
+            {"task": "open the form", "url": stack.site.form_url},
+        )
+        session_id = created["id"]
+        # No steps and no planner: the agent opens the page and its task ends.
+        session = await stack.wait_for_session(
+            ALICE, session_id, lambda s: s["task"]["status"] == "COMPLETED"
+        )
+        centre = (session["viewport"]["width"] // 2, session["viewport"]["height"] // 2)
+        url = (await stream_url(stack, ALICE, session_id)).replace(
+            f":{stack.edge.port}/", f":{other.port}/"
+        )
+
+        async def agent() -> None:
+            while not stop.is_set():
+                step = automation_pb2.Step(press=automation_pb2.PressAction(key=agent_key[0]))
+                try:
+                    await automation.Act(
+                        automation_pb2.ActRequest(session_id=session_id, step=step)
+                    )
+                except grpc.aio.AioRpcError as error:
+                    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+                    refused[0] += 1
+                await asyncio.sleep(PAUSE_S)
+
+        def keys() -> str:
+            return stack.site.keys()
+
+        async with raw_viewer(url) as person:
+
+            async def type_forever() -> None:
+                while not stop.is_set():
+                    if person_key[0]:
+                        await person.type(person_key[0])
+                    await asyncio.sleep(PAUSE_S)
+
+            workers = [asyncio.create_task(agent()), asyncio.create_task(type_forever())]
+            try:
+                await within(stack, lambda: AGENT_KEYS[0] in keys(), "the agent typing")
+                forwarded_after_resume: list[int] = []
+                resumed_at = await forwarded(other.base_url, stack)
+                for k in range(1, HANDOFFS + 1):
+                    forwarded_after_resume.append(
+                        await forwarded(other.base_url, stack) - resumed_at
+                    )
+                    await control(stack, session_id, "take_control")
+                    person_key[0] = PERSON_KEYS[k - 1]
+                    await person.click(*centre)
+                    await within(
+                        stack, lambda: keys().count(person_key[0]) >= 3, f"the person in round {k}"
+                    )
+                    agent_key[0] = AGENT_KEYS[k]
+                    await control(stack, session_id, "return_control")
+                    resumed_at = await forwarded(other.base_url, stack)
+                    # The person goes on typing; the agent's next key is the marker.
+                    await within(
+                        stack, lambda: agent_key[0] in keys(), f"the agent after round {k}"
+                    )
+                    await asyncio.sleep(0.05)
+                # A last stretch of both at once under the agent's control.
+                await asyncio.sleep(0.3)
+                forwarded_after_resume.append(await forwarded(other.base_url, stack) - resumed_at)
+            finally:
+                stop.set()
+                await asyncio.gather(*workers, return_exceptions=True)
+        for worker in workers:
+            if worker.done() and not worker.cancelled() and worker.exception():
+                raise worker.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        await channel.close(None)
+        await other.stop()
+    log = keys()
+    phases = [phase_of(key) for key in log]
+    # No agent key after a key of a later person phase: the agent never acted
+    # while a person held control.
+    agent_during_user = [
+        (i, log[max(0, i - 5) : i + 5])
+        for i, phase in enumerate(phases)
+        if phase % 2 == 0 and any(p % 2 == 1 and p > phase for p in phases[:i])
+    ]
+    assert agent_during_user == [], f"the agent acted under USER_CONTROL: {agent_during_user}"
+    assert forwarded_after_resume == [0] * (HANDOFFS + 1)
+    # Every phase happened, with keys from both sides, and the agent was refused.
+    assert sorted(set(phases)) == list(range(2 * HANDOFFS + 1))
+    assert refused[0] > 0
+
+
+async def within(stack: FullStack, predicate: Callable[[], bool], what: str) -> None:
+    try:
+        await asyncio.wait_for(stack.site.wait_until(predicate), 10)
+    except TimeoutError:
+        raise AssertionError(f"no keys from {what} within 10 s: {stack.site.keys()!r}") from None
+
+
+async def forwarded(edge_url: str, stack: FullStack) -> int:
+    """How many RFB input messages the edge has let through so far (its /metrics)."""
+    async with stack.http.get(
+        f"{edge_url}/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+    ) as answer:
+        text = await answer.text()
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('baton_stream_input_messages_total{outcome="forwarded"}')
+    )
+    return int(float(line.split()[-1]))
+
+
+async def control(stack: FullStack, session_id: str, action: str) -> None:
+    await stack.request(
+        "PUT", f"/api/browser-session/{session_id}/control", ALICE, {"action": action}
+    )
