@@ -21,6 +21,7 @@ import pytest
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.internal_auth import token_interceptors
 from services.runtime.limits import (
     MAX_STEP_FIELD_BYTES,
     MAX_STEPS,
@@ -69,6 +70,7 @@ async def service_factory() -> AsyncIterator[object]:
         channel = grpc.aio.insecure_channel(
             f"127.0.0.1:{running.port}",
             options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)],
+            interceptors=token_interceptors(INTERNAL_TOKEN),
         )
 
         async def stop() -> None:
