@@ -221,7 +221,7 @@ class BrowserSessions:
         return gate
 
     async def _drain_input(self, session_id: str) -> None:
-        """Before the agent's first action after a pause: the person's input reaches the page first."""
+        """Before the first action after a pause: the person's input reaches the page first."""
         timeout_ms = self._settings.input_drain_ms
         session = self._sessions.get(session_id)
         if session is None or timeout_ms <= 0 or not session.browser.alive():

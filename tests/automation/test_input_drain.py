@@ -24,7 +24,7 @@ VIEWPORT = Viewport(left=0, top=80, width=1280, height=640)
 class TwinScreen:
     """An X pointer and a page: moves over the viewport reach the page after `lag_s`."""
 
-    pointer: Point = Point(640, 360)
+    pointer: Point = field(default_factory=lambda: Point(640, 360))
     lag_s: float = 0.0
     # The page navigates away mid-drain: its listener is gone.
     navigating: bool = False
