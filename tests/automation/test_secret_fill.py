@@ -10,7 +10,6 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from baton.automation.v1 import automation_pb2 as pb
@@ -18,6 +17,7 @@ from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
+from services.runtime.grpc_client import open_channel
 from services.session import codec
 from services.session.grpc_workers import GrpcAutomation
 from services.session.server import start_session_server
@@ -68,7 +68,7 @@ async def test_a_filled_password_reaches_the_page_and_is_kept_nowhere(
             internal_token=INTERNAL_TOKEN, action_timeout_ms=10000, profile_root=tmp_path
         )
     )
-    automation_channel = grpc.aio.insecure_channel(f"127.0.0.1:{automation.port}")
+    automation_channel = open_channel(f"127.0.0.1:{automation.port}", INTERNAL_TOKEN)
     worker = WorkerHost(
         host_id="real-automation",
         display_address="twin-display",
@@ -84,7 +84,7 @@ async def test_a_filled_password_reaches_the_page_and_is_kept_nowhere(
         worker=worker,
         store=store,
     )
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{session_server.port}")
+    channel = open_channel(f"127.0.0.1:{session_server.port}", INTERNAL_TOKEN)
     stub = session_pb2_grpc.SessionServiceStub(channel)
     try:
         steps = [
