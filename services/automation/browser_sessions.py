@@ -215,8 +215,31 @@ class BrowserSessions:
     def _gate(self, session_id: str) -> ActionGate:
         gate = self._gates.get(session_id)
         if gate is None:
-            gate = self._gates[session_id] = ActionGate(self._settings.pause_grace_ms / 1000)
+            gate = self._gates[session_id] = ActionGate(
+                self._settings.pause_grace_ms / 1000, lambda: self._drain_input(session_id)
+            )
         return gate
+
+    async def _drain_input(self, session_id: str) -> None:
+        """Before the first action after a pause: the person's input reaches the page first."""
+        timeout_ms = self._settings.input_drain_ms
+        session = self._sessions.get(session_id)
+        if session is None or timeout_ms <= 0 or not session.browser.alive():
+            return
+        try:
+            outcome = await session.browser.drain_input(timeout_ms / 1000)
+        except (BrowserGone, ActionFailed) as error:
+            log.warning("session %s: input drain skipped: %s", session_id, error)
+            return
+        if outcome.drained:
+            log.info("session %s: input drained in %.0f ms", session_id, outcome.elapsed_ms)
+        else:
+            log.warning(
+                "session %s: input not drained (%s) after %.0f ms; the agent goes on",
+                session_id,
+                outcome.reason,
+                outcome.elapsed_ms,
+            )
 
     def _known_gate(self, session_id: str) -> ActionGate:
         gate = self._gates.get(session_id)

@@ -15,11 +15,20 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import BrowserContext, CDPSession, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from services.automation.captcha import first_captcha
+from services.automation.input_drain import (
+    DrainFailed,
+    DrainOutcome,
+    Point,
+    Viewport,
+    XdotoolPointer,
+    drain_x_input,
+    x_env,
+)
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
     ActionFailed,
@@ -64,6 +73,102 @@ _SCAN_SCRIPT = """() => ({
   emptyPasswords: Array.from(document.querySelectorAll('input[type=password]'))
     .filter(e => !e.value && !e.disabled && e.getClientRects().length > 0).length,
 })"""
+
+
+# The input drain's listener (input_drain.py), run in an isolated world of the
+# page's main frame: the page's own scripts cannot see or disturb it.
+_DRAIN_WORLD = "baton-input-drain"
+_DRAIN_ARM_SCRIPT = """(() => {
+  if (globalThis.__batonDrain) globalThis.__batonDrain.stop();
+  // Trusted pointer moves since armed (the marker may come before wait() is called).
+  const moves = [];
+  let wake = () => {};
+  const onMove = (event) => {
+    if (!event.isTrusted) return;
+    if (moves.length < 1000) moves.push([event.screenX, event.screenY]);
+    wake();
+  };
+  window.addEventListener('pointermove', onMove, {capture: true, passive: true});
+  globalThis.__batonDrain = {
+    wait(x, y, ms) {
+      const at = () => moves.some((m) => Math.abs(m[0] - x) < 0.5 && Math.abs(m[1] - y) < 0.5);
+      return new Promise((resolve) => {
+        const timer = setTimeout(() => resolve(at()), ms);
+        wake = () => { if (at()) { clearTimeout(timer); resolve(true); } };
+        wake();
+      });
+    },
+    stop() { window.removeEventListener('pointermove', onMove, {capture: true}); },
+  };
+  return {
+    left: window.screenX + Math.round((window.outerWidth - window.innerWidth) / 2),
+    top: window.screenY + window.outerHeight - window.innerHeight,
+    width: window.innerWidth,
+    height: window.innerHeight,
+  };
+})()"""
+
+
+class CdpMarkerPage:
+    """The drain's MarkerPage on a Playwright page, through its own CDP session."""
+
+    def __init__(self, page: Page) -> None:
+        self._page = page
+        self._cdp: CDPSession | None = None
+        self._context_id = 0
+
+    async def _evaluate(self, expression: str, await_promise: bool = False) -> object:
+        assert self._cdp is not None
+        try:
+            answer = await self._cdp.send(
+                "Runtime.evaluate",
+                {
+                    "expression": expression,
+                    "contextId": self._context_id,
+                    "returnByValue": True,
+                    "awaitPromise": await_promise,
+                },
+            )
+        except PlaywrightError as error:
+            # Mostly a navigation that destroyed the world mid-drain.
+            raise DrainFailed(_first_line(error)) from None
+        if "exceptionDetails" in answer:
+            raise DrainFailed(str(answer["exceptionDetails"].get("text", "script error")))
+        return answer["result"].get("value")
+
+    async def arm(self) -> Viewport:
+        try:
+            self._cdp = await self._page.context.new_cdp_session(self._page)
+            tree = await self._cdp.send("Page.getFrameTree")
+            world = await self._cdp.send(
+                "Page.createIsolatedWorld",
+                {"frameId": tree["frameTree"]["frame"]["id"], "worldName": _DRAIN_WORLD},
+            )
+        except PlaywrightError as error:
+            raise DrainFailed(_first_line(error)) from None
+        self._context_id = int(world["executionContextId"])
+        found = await self._evaluate(_DRAIN_ARM_SCRIPT)
+        if not isinstance(found, dict):
+            raise DrainFailed("the page gave no viewport")
+        return Viewport(
+            int(found["left"]), int(found["top"]), int(found["width"]), int(found["height"])
+        )
+
+    async def wait_for_pointer(self, at: Point, timeout_s: float) -> bool:
+        ms = int(timeout_s * 1000)
+        seen = await self._evaluate(f"__batonDrain.wait({at.x}, {at.y}, {ms})", True)
+        return seen is True
+
+    async def disarm(self) -> None:
+        if self._cdp is None:
+            return
+        cdp, self._cdp = self._cdp, None
+        with contextlib.suppress(PlaywrightError):
+            await cdp.send(
+                "Runtime.evaluate",
+                {"expression": "__batonDrain.stop()", "contextId": self._context_id},
+            )
+            await cdp.detach()
 
 
 @dataclass(frozen=True)
@@ -166,8 +271,11 @@ class ChromiumBrowser:
         profile_dir: Path,
         display: str,
         on_closed: Callable[[ChromiumBrowser], None] = lambda _browser: None,
+        x_environment: Mapping[str, str] | None = None,
     ) -> None:
         self._context = context
+        # What xdotool needs to reach this browser's display (the input drain).
+        self._x_env = dict(x_environment or {"DISPLAY": display})
         self._on_closed = on_closed
         self.profile_dir = profile_dir
         self.display = display
@@ -317,6 +425,11 @@ class ChromiumBrowser:
         except PlaywrightError as error:
             raise self._translate(error, 10000) from None
 
+    async def drain_input(self, timeout_s: float) -> DrainOutcome:
+        """Wait until the page has had every X input queued before (input_drain.py)."""
+        page = await self._current_page()
+        return await drain_x_input(CdpMarkerPage(page), XdotoolPointer(self._x_env), timeout_s)
+
     async def close(self) -> None:
         """Close Chromium (or clean up after it died), kill stragglers, delete the profile."""
         if self.closed:
@@ -429,7 +542,13 @@ class PlaywrightDriver:
             self._abandoned.add(cleanup)
             cleanup.add_done_callback(self._abandoned.discard)
             raise
-        browser = ChromiumBrowser(context, profile_dir, display, self._browsers.discard)
+        browser = ChromiumBrowser(
+            context,
+            profile_dir,
+            display,
+            self._browsers.discard,
+            x_env(self._environ, display, xauthority),
+        )
         self._browsers.add(browser)
         log.info("launched Chromium pid %s on %s for %s", browser.pid, display, session_id)
         return browser

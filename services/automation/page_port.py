@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.automation.input_drain import DrainOutcome
 from services.automation.steps import (
     Action,
     Fill,
@@ -79,6 +80,10 @@ class ManagedBrowser(BrowserPage, Protocol):
     pid: int | None
 
     def alive(self) -> bool: ...
+
+    async def drain_input(self, timeout_s: float) -> DrainOutcome:
+        """Wait (bounded) until the page has had every X input queued before (input_drain.py)."""
+        ...
 
     async def close(self) -> None:
         """Close the browser (or clean up after it died) and delete its profile."""

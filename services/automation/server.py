@@ -14,12 +14,13 @@ from services.automation.browser_prewarm import BrowserPrewarmer
 from services.automation.browser_sessions import BrowserSessions, LlmPlannerFactory
 from services.automation.chromium import PlaywrightDriver
 from services.automation.display_feed import DisplaySlotFeed
+from services.automation.input_drain import XDOTOOL
 from services.automation.llm_planner import HttpChatClient, LlmPlanner
 from services.automation.planners import Planner
 from services.automation.servicer import AutomationServicer
 from services.automation.settings import AutomationSettings
 from services.runtime.grpc_server import RunningServer, start_server
-from services.runtime.processes import MissingBinary
+from services.runtime.processes import MissingBinary, require_binary
 
 SERVICE_NAME = automation_pb2.DESCRIPTOR.services_by_name["AutomationService"].full_name
 
@@ -50,6 +51,9 @@ async def start_automation_server(
             f"Chromium not found at {settings.chromium_path}: install the Debian package "
             "chromium (apt-get install chromium) or set BATON_CHROMIUM_PATH"
         )
+    if settings.input_drain_ms > 0:
+        # The input drain moves the pointer with it (input_drain.py).
+        require_binary(XDOTOOL, "xdotool")
     driver = PlaywrightDriver(
         settings.chromium_path,
         settings.profile_root,

@@ -38,6 +38,9 @@ class AutomationSettings:
     pause_grace_ms: int = 1000
     # Default timeout of one browser action; a step's timeout_ms overrides it.
     action_timeout_ms: int = 15000
+    # After a pause, how long the agent's first action may wait for the person's
+    # X input to reach the page (input_drain.py); 0 turns the drain off.
+    input_drain_ms: int = 1000
     # Used when a task asks for max_steps 0.
     default_max_steps: int = 50
     # Parent of the per-session Chromium profile directories (None: the system temp dir).
@@ -65,6 +68,7 @@ class AutomationSettings:
             action_timeout_ms=env.integer(
                 "BATON_ACTION_TIMEOUT_MS", cls.action_timeout_ms, minimum=1
             ),
+            input_drain_ms=env.integer("BATON_INPUT_DRAIN_MS", cls.input_drain_ms, minimum=0),
             default_max_steps=env.integer(
                 "BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, minimum=1
             ),

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.automation.input_drain import DrainOutcome
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
     ActionFailed,
@@ -33,6 +34,8 @@ class FakeBrowser:
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     # Called before each action: lets a test check the state it runs in.
     on_perform: Callable[[Action], None] | None = None
+    # Input drains asked for, and how many actions had run before each.
+    drains: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -77,6 +80,10 @@ class FakeBrowser:
 
     def alive(self) -> bool:
         return not self.gone.is_set()
+
+    async def drain_input(self, timeout_s: float) -> DrainOutcome:
+        self.drains.append(len(self.performed))
+        return DrainOutcome(drained=True, elapsed_ms=0)
 
     async def close(self) -> None:
         self.closed = True

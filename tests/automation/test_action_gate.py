@@ -116,3 +116,78 @@ async def test_cancelling_the_caller_cancels_the_action() -> None:
         await running
     assert cancelled.is_set()
     assert not gate.busy
+
+
+async def test_the_first_action_after_a_pause_waits_for_settling_once() -> None:
+    settled: list[str] = []
+    order: list[str] = []
+
+    async def settle() -> None:
+        await asyncio.sleep(0.02)
+        settled.append("drained")
+        order.append("settle")
+
+    gate = ActionGate(grace_s=1, settle=settle)
+
+    async def action() -> None:
+        order.append("action")
+
+    # No pause yet: nothing to settle.
+    await gate.run(action)
+    await gate.pause()
+    gate.resume()
+    await gate.run(action)
+    await gate.run(action)
+    assert order == ["action", "settle", "action", "action"]
+    # A resume without a pause before it settles nothing.
+    gate.resume()
+    await gate.run(action)
+    assert settled == ["drained"]
+
+
+async def test_a_pause_during_settling_cancels_it_and_refuses_the_action() -> None:
+    started = asyncio.Event()
+    settles: list[str] = []
+
+    async def settle() -> None:
+        settles.append("start")
+        started.set()
+        await asyncio.sleep(10)
+
+    gate = ActionGate(grace_s=5, settle=settle)
+    await gate.pause()
+    gate.resume()
+
+    async def action() -> str:
+        return "acted"
+
+    running = asyncio.ensure_future(gate.run(action))
+    await started.wait()
+    # The pause does not wait for the grace: settling is only waiting.
+    outcome = await asyncio.wait_for(gate.pause(), 0.5)
+    assert not outcome.aborted_action
+    with pytest.raises(GateClosed):
+        await running
+    # Due again after the next resume; this time it finishes.
+    gate = ActionGate(grace_s=5, settle=_quick)
+    await gate.pause()
+    gate.resume()
+    assert await gate.run(action) == "acted"
+
+
+async def _quick() -> None:
+    return None
+
+
+async def test_a_failing_settle_does_not_stop_the_action() -> None:
+    async def settle() -> None:
+        raise RuntimeError("bug")
+
+    gate = ActionGate(grace_s=1, settle=settle)
+    await gate.pause()
+    gate.resume()
+
+    async def action() -> str:
+        return "acted"
+
+    assert await gate.run(action) == "acted"

@@ -173,3 +173,32 @@ async def test_closing_during_the_launch_closes_the_new_browser(
     with pytest.raises(FailedPrecondition, match="closed while starting"):
         await first
     assert launcher.launched[0].closed
+
+
+async def test_the_first_action_after_a_resume_drains_the_persons_input(
+    launcher: FakeLauncher,
+) -> None:
+    sessions = BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, pause_grace_ms=50), launcher, None
+    )
+    [_ async for _ in sessions.start_task(request("s"))]
+    browser = launcher.launched[0]
+    await sessions.act("s", Step(Click("#a")))
+    assert browser.drains == []
+    await sessions.pause("s")
+    sessions.resume("s")
+    await sessions.act("s", Step(Click("#a")))
+    await sessions.act("s", Step(Click("#a")))
+    # Once, before the first action after the resume (goto + one click before it).
+    assert browser.drains == [2]
+
+
+async def test_input_drain_ms_0_turns_the_drain_off(launcher: FakeLauncher) -> None:
+    sessions = BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, input_drain_ms=0), launcher, None
+    )
+    [_ async for _ in sessions.start_task(request("s"))]
+    await sessions.pause("s")
+    sessions.resume("s")
+    await sessions.act("s", Step(Click("#a")))
+    assert launcher.launched[0].drains == []

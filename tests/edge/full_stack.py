@@ -182,7 +182,10 @@ def require_stack_binaries() -> None:
 
 @contextlib.asynccontextmanager
 async def full_stack(
-    work_dir: Path, displays: NumberRange = DISPLAYS, vnc_ports: NumberRange = VNC_PORTS
+    work_dir: Path,
+    displays: NumberRange = DISPLAYS,
+    vnc_ports: NumberRange = VNC_PORTS,
+    input_drain_ms: int = AutomationSettings.input_drain_ms,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     profile_root = work_dir / "profiles"
@@ -205,7 +208,10 @@ async def full_stack(
         stack.push_async_callback(display.stop, 1.0)
         automation = await start_automation_server(
             AutomationSettings(
-                internal_token=INTERNAL_TOKEN, profile_root=profile_root, action_timeout_ms=10000
+                internal_token=INTERNAL_TOKEN,
+                profile_root=profile_root,
+                action_timeout_ms=10000,
+                input_drain_ms=input_drain_ms,
             ),
             environ=dict(os.environ),
         )
