@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import tempfile
 import time
@@ -35,6 +34,7 @@ from services.automation.proc_table import (
     reap_chromium_zombies,
     set_subreaper,
 )
+from services.automation.profile_reaper import TEMP_SUBDIR, mark_owned, secure_delete
 from services.automation.steps import (
     Action,
     Click,
@@ -101,12 +101,18 @@ def chromium_args(window: WindowSize) -> list[str]:
     ]
 
 
-def browser_env(inherited: Mapping[str, str], display: str) -> dict[str, str | float | bool]:
-    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets) removed."""
+def browser_env(
+    inherited: Mapping[str, str], display: str, temp_dir: Path | None = None
+) -> dict[str, str | float | bool]:
+    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets)
+    removed; its temporary files in `temp_dir` (inside the profile, so they are
+    deleted with it: profile_reaper.py)."""
     env: dict[str, str | float | bool] = {
         name: value for name, value in inherited.items() if not name.startswith("BATON_")
     }
     env["DISPLAY"] = display
+    if temp_dir is not None:
+        env["TMPDIR"] = str(temp_dir)
     return env
 
 
@@ -141,7 +147,7 @@ async def _abandon(launch: asyncio.Future[BrowserContext], profile_dir: Path) ->
         await asyncio.wait_for(context.close(), 10)
     except Exception as error:
         log.info("abandoned launch for %s: %s", profile_dir, error)
-    await asyncio.to_thread(shutil.rmtree, profile_dir, True)
+    await asyncio.to_thread(secure_delete, profile_dir)
 
 
 class ChromiumBrowser:
@@ -305,7 +311,7 @@ class ChromiumBrowser:
         except Exception as error:  # the driver may be gone too; clean up regardless
             log.info("closing Chromium for %s: %s", self.profile_dir, error)
         await self._kill_leftovers()
-        await asyncio.to_thread(shutil.rmtree, self.profile_dir, True)
+        await asyncio.to_thread(secure_delete, self.profile_dir)
         self.closed = True
         self._on_closed(self)
 
@@ -376,6 +382,9 @@ class PlaywrightDriver:
         profile_dir = Path(
             tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
         )
+        mark_owned(profile_dir)
+        temp_dir = profile_dir / TEMP_SUBDIR
+        temp_dir.mkdir(mode=0o700)
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
@@ -384,7 +393,7 @@ class PlaywrightDriver:
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display),
+                env=browser_env(self._environ, display, temp_dir),
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,
@@ -393,7 +402,7 @@ class PlaywrightDriver:
         try:
             context = await asyncio.shield(launch)
         except PlaywrightError as error:
-            shutil.rmtree(profile_dir, ignore_errors=True)
+            secure_delete(profile_dir)
             raise Unavailable(
                 f"cannot launch Chromium ({self._chromium_path}) on display {display}: "
                 f"{_first_line(error)}"

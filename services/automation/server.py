@@ -16,6 +16,7 @@ from services.automation.chromium import PlaywrightDriver
 from services.automation.display_feed import DisplaySlotFeed
 from services.automation.llm_planner import HttpChatClient, LlmPlanner
 from services.automation.planners import Planner
+from services.automation.profile_reaper import reap_orphans
 from services.automation.servicer import AutomationServicer
 from services.automation.settings import AutomationSettings
 from services.runtime.grpc_server import RunningServer, start_server
@@ -50,6 +51,8 @@ async def start_automation_server(
             f"Chromium not found at {settings.chromium_path}: install the Debian package "
             "chromium (apt-get install chromium) or set BATON_CHROMIUM_PATH"
         )
+    # What a crashed predecessor left: its browsers, profiles and temp dirs.
+    await asyncio.to_thread(reap_orphans, settings.profile_root)
     driver = PlaywrightDriver(
         settings.chromium_path,
         settings.profile_root,

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -218,9 +219,14 @@ async def test_graceful_shutdown_reports_not_serving_first() -> None:
         await stopping
 
 
-def test_the_process_stops_cleanly_on_sigterm() -> None:
+def test_the_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "BATON_SESSION_PORT": str(port), "BATON_LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        "BATON_SESSION_PORT": str(port),
+        "BATON_LOG_LEVEL": "WARNING",
+        "BATON_SESSION_STATE_DIR": str(tmp_path),
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.session"], env=env, stderr=subprocess.PIPE
     )

@@ -1,0 +1,144 @@
+"""Chromium profiles: marked with their owner, securely deleted, reaped after a crash.
+
+Each profile directory holds an owner file naming the automation process that
+made it (pid and start time, so a recycled pid does not count). At start, the
+automation service kills the Chromium processes of every profile whose owner is
+gone (a crashed predecessor) and securely deletes those profiles; profiles of
+another live automation service sharing the root are left alone. Chromium's own
+temporary directories go inside the profile (TMPDIR, see chromium.browser_env),
+so they go with it; `org.chromium.Chromium.*` dirs left in the temp dir by older
+runs are removed when no process holds them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+from services.automation.proc_table import list_processes
+
+log = logging.getLogger(__name__)
+
+PROFILE_GLOB = "baton-profile-*"
+OWNER_FILE = "baton-owner"
+# The browser's TMPDIR inside its profile.
+TEMP_SUBDIR = "tmp"
+# Chromium's temp dirs (its ProcessSingleton socket lives in one).
+TEMP_GLOBS = ("org.chromium.Chromium.*",)
+# Files holding what the person did or typed: overwritten before they are unlinked.
+SENSITIVE_NAMES = ("Cookies", "History", "Login Data", "Web Data", "Visited Links")
+# A profile without an owner file this young may be just being made.
+UNOWNED_GRACE_S = 60.0
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner_stamp(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid} {_start_time(pid)}"
+
+
+def mark_owned(profile_dir: Path) -> None:
+    (profile_dir / OWNER_FILE).write_text(owner_stamp())
+
+
+def _owner_alive(profile_dir: Path) -> bool:
+    try:
+        stamp = (profile_dir / OWNER_FILE).read_text().split()
+    except FileNotFoundError:
+        age = time.time() - profile_dir.stat().st_mtime
+        return age < UNOWNED_GRACE_S
+    if len(stamp) != 2 or not stamp[0].isdigit():
+        return False
+    return owner_stamp(int(stamp[0])).split() == stamp
+
+
+def _overwrite(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        size = path.stat().st_size
+        with path.open("r+b") as handle:
+            handle.write(b"\0" * size)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def secure_delete(profile_dir: Path) -> None:
+    """Overwrite the profile's cookie, history and login files, then remove it all."""
+    if not profile_dir.is_dir():
+        return
+    for root, _dirs, files in os.walk(profile_dir):
+        for name in files:
+            if name.split("-journal")[0].split("-wal")[0] in SENSITIVE_NAMES:
+                _overwrite(Path(root) / name)
+    shutil.rmtree(profile_dir, ignore_errors=True)
+
+
+def _kill_users(profile_dir: Path) -> list[int]:
+    """SIGKILL every process running with this profile; their pids."""
+    flag = f"--user-data-dir={profile_dir}"
+    killed = []
+    for entry in list_processes():
+        if flag in entry.argv and not entry.zombie:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(entry.pid, signal.SIGKILL)
+                killed.append(entry.pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+        flag in e.argv and not e.zombie for e in list_processes()
+    ):
+        time.sleep(0.05)
+    return killed
+
+
+def _held_paths() -> set[str]:
+    """Paths some process has open, listens on (unix sockets) or works in."""
+    held = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 8:
+                held.add(fields[7])
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            held.add(os.readlink(proc / "cwd"))
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    held.add(os.readlink(fd))
+    return held
+
+
+def reap_orphans(profile_root: Path | None) -> list[Path]:
+    """Kill and securely delete what crashed automation services left; what was removed."""
+    root = profile_root or Path(tempfile.gettempdir())
+    removed = []
+    for profile in sorted(root.glob(PROFILE_GLOB)):
+        if not profile.is_dir() or _owner_alive(profile):
+            continue
+        killed = _kill_users(profile)
+        secure_delete(profile)
+        log.warning("removed the profile %s left by a crash (killed %s)", profile, killed)
+        removed.append(profile)
+    temp = Path(tempfile.gettempdir())
+    leftovers = [p for pattern in TEMP_GLOBS for p in temp.glob(pattern) if p.is_dir()]
+    if leftovers:
+        held = _held_paths()
+        for left in leftovers:
+            if not any(path == str(left) or path.startswith(f"{left}/") for path in held):
+                shutil.rmtree(left, ignore_errors=True)
+                removed.append(left)
+    return removed
