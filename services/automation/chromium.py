@@ -34,7 +34,7 @@ from services.automation.proc_table import (
     reap_chromium_zombies,
     set_subreaper,
 )
-from services.automation.profile_reaper import TEMP_SUBDIR, mark_owned, secure_delete
+from services.automation.profile_reaper import mark_owned, secure_delete
 from services.automation.steps import (
     Action,
     Click,
@@ -101,18 +101,12 @@ def chromium_args(window: WindowSize) -> list[str]:
     ]
 
 
-def browser_env(
-    inherited: Mapping[str, str], display: str, temp_dir: Path | None = None
-) -> dict[str, str | float | bool]:
-    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets)
-    removed; its temporary files in `temp_dir` (inside the profile, so they are
-    deleted with it: profile_reaper.py)."""
+def browser_env(inherited: Mapping[str, str], display: str) -> dict[str, str | float | bool]:
+    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets) removed."""
     env: dict[str, str | float | bool] = {
         name: value for name, value in inherited.items() if not name.startswith("BATON_")
     }
     env["DISPLAY"] = display
-    if temp_dir is not None:
-        env["TMPDIR"] = str(temp_dir)
     return env
 
 
@@ -383,8 +377,6 @@ class PlaywrightDriver:
             tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
         )
         mark_owned(profile_dir)
-        temp_dir = profile_dir / TEMP_SUBDIR
-        temp_dir.mkdir(mode=0o700)
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
@@ -393,7 +385,7 @@ class PlaywrightDriver:
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display, temp_dir),
+                env=browser_env(self._environ, display),
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,

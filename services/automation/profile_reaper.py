@@ -4,10 +4,12 @@ Each profile directory holds an owner file naming the automation process that
 made it (pid and start time, so a recycled pid does not count). At start, the
 automation service kills the Chromium processes of every profile whose owner is
 gone (a crashed predecessor) and securely deletes those profiles; profiles of
-another live automation service sharing the root are left alone. Chromium's own
-temporary directories go inside the profile (TMPDIR, see chromium.browser_env),
-so they go with it; `org.chromium.Chromium.*` dirs left in the temp dir by older
-runs are removed when no process holds them.
+another live automation service sharing the root are left alone. Chromium keeps
+its ProcessSingleton socket in an `org.chromium.Chromium.*` dir of the system
+temp dir (not in a TMPDIR inside the profile: a unix socket path is limited to
+108 bytes, which a deep profile root exceeds and Chromium then fails to start);
+the profile links to it, so that dir is deleted with the profile, and such dirs
+left by older runs are removed at start when no process holds them.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ log = logging.getLogger(__name__)
 
 PROFILE_GLOB = "baton-profile-*"
 OWNER_FILE = "baton-owner"
-# The browser's TMPDIR inside its profile.
-TEMP_SUBDIR = "tmp"
+# Links in a profile to the temp dir holding Chromium's ProcessSingleton socket.
+SINGLETON_LINKS = ("SingletonSocket", "SingletonCookie")
 # Chromium's temp dirs (its ProcessSingleton socket lives in one).
 TEMP_GLOBS = ("org.chromium.Chromium.*",)
 # Files holding what the person did or typed: overwritten before they are unlinked.
@@ -78,6 +80,11 @@ def secure_delete(profile_dir: Path) -> None:
     """Overwrite the profile's cookie, history and login files, then remove it all."""
     if not profile_dir.is_dir():
         return
+    for name in SINGLETON_LINKS:
+        with contextlib.suppress(OSError):
+            target = Path(os.readlink(profile_dir / name)).parent
+            if target.name.startswith("org.chromium.Chromium."):
+                shutil.rmtree(target, ignore_errors=True)
     for root, _dirs, files in os.walk(profile_dir):
         for name in files:
             if name.split("-journal")[0].split("-wal")[0] in SENSITIVE_NAMES:

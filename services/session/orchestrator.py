@@ -414,7 +414,7 @@ class SessionOrchestrator:
             raise
         except BatonError as exc:
             log.warning("session %s: task stream failed: %s", session_id, exc.message)
-            await self._finish(session_id, failure_reasons.AUTOMATION_CRASHED, failed=True)
+            await self._finish(session_id, await self._why_stream_broke(session_id), failed=True)
         except Exception:
             log.exception("session %s: task stream crashed", session_id)
             await self._finish(session_id, failure_reasons.AUTOMATION_FAILED, failed=True)
@@ -422,6 +422,22 @@ class SessionOrchestrator:
             if self._task_runs.get(session_id) is asyncio.current_task():
                 del self._task_runs[session_id]
             self._task_seen.discard(session_id)
+
+    async def _why_stream_broke(self, session_id: str) -> str:
+        """Ask the worker host what is gone: the slot, the automation service or the browser."""
+        stored = await self._store.get(session_id)
+        placement = stored.session.placement if stored else None
+        try:
+            slots = {s.id: s.session_id for s in await self._worker.display.list_slots()}
+            if placement is not None and slots.get(placement.slot_id) != session_id:
+                return failure_reasons.DISPLAY_CRASHED
+        except BatonError:
+            return failure_reasons.DISPLAY_CRASHED
+        try:
+            await self._worker.automation.list_browsers()
+        except BatonError:
+            return failure_reasons.AUTOMATION_CRASHED
+        return failure_reasons.BROWSER_CRASHED
 
     async def _apply_task_event(
         self, session_id: str, event: automation_pb2.StartTaskResponse
