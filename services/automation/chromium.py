@@ -101,12 +101,18 @@ def chromium_args(window: WindowSize) -> list[str]:
     ]
 
 
-def browser_env(inherited: Mapping[str, str], display: str) -> dict[str, str | float | bool]:
-    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets) removed."""
+def browser_env(
+    inherited: Mapping[str, str], display: str, temp_dir: Path | None = None
+) -> dict[str, str | float | bool]:
+    """Chromium's environment: ours with DISPLAY set and Baton's settings (secrets)
+    removed; its temporary files in its own `temp_dir`, deleted with its profile
+    (profile_reaper.py)."""
     env: dict[str, str | float | bool] = {
         name: value for name, value in inherited.items() if not name.startswith("BATON_")
     }
     env["DISPLAY"] = display
+    if temp_dir is not None:
+        env["TMPDIR"] = str(temp_dir)
     return env
 
 
@@ -376,7 +382,7 @@ class PlaywrightDriver:
         profile_dir = Path(
             tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
         )
-        mark_owned(profile_dir)
+        temp_dir = mark_owned(profile_dir)
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
@@ -385,7 +391,7 @@ class PlaywrightDriver:
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display),
+                env=browser_env(self._environ, display, temp_dir),
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,

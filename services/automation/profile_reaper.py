@@ -4,12 +4,10 @@ Each profile directory holds an owner file naming the automation process that
 made it (pid and start time, so a recycled pid does not count). At start, the
 automation service kills the Chromium processes of every profile whose owner is
 gone (a crashed predecessor) and securely deletes those profiles; profiles of
-another live automation service sharing the root are left alone. Chromium keeps
-its ProcessSingleton socket in an `org.chromium.Chromium.*` dir of the system
-temp dir (not in a TMPDIR inside the profile: a unix socket path is limited to
-108 bytes, which a deep profile root exceeds and Chromium then fails to start);
-the profile links to it, so that dir is deleted with the profile, and such dirs
-left by older runs are removed at start when no process holds them.
+another live automation service sharing the root are left alone. Each browser
+gets its own TMPDIR (its `org.chromium.Chromium.*` dirs land there), owned and
+linked from its profile, so it is deleted with it; temp dirs left by older runs
+are removed at start when their owner is gone or no process holds them.
 """
 
 from __future__ import annotations
@@ -29,8 +27,11 @@ log = logging.getLogger(__name__)
 
 PROFILE_GLOB = "baton-profile-*"
 OWNER_FILE = "baton-owner"
-# Links in a profile to the temp dir holding Chromium's ProcessSingleton socket.
-SINGLETON_LINKS = ("SingletonSocket", "SingletonCookie")
+# A browser's own TMPDIR: a short path in the system temp dir (a unix socket
+# path is limited to 108 bytes, which a TMPDIR inside a deep profile root
+# exceeds, and Chromium then fails to start), named in its profile.
+TEMP_PREFIX = "baton-tmp-"
+TEMP_LINK = "baton-tmp"
 # Chromium's temp dirs (its ProcessSingleton socket lives in one).
 TEMP_GLOBS = ("org.chromium.Chromium.*",)
 # Files holding what the person did or typed: overwritten before they are unlinked.
@@ -52,8 +53,13 @@ def owner_stamp(pid: int | None = None) -> str:
     return f"{pid} {_start_time(pid)}"
 
 
-def mark_owned(profile_dir: Path) -> None:
+def mark_owned(profile_dir: Path) -> Path:
+    """Stamp the profile as ours; the browser's own temp dir, linked from it."""
     (profile_dir / OWNER_FILE).write_text(owner_stamp())
+    temp_dir = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX))
+    (temp_dir / OWNER_FILE).write_text(owner_stamp())
+    (profile_dir / TEMP_LINK).symlink_to(temp_dir)
+    return temp_dir
 
 
 def _owner_alive(profile_dir: Path) -> bool:
@@ -80,11 +86,10 @@ def secure_delete(profile_dir: Path) -> None:
     """Overwrite the profile's cookie, history and login files, then remove it all."""
     if not profile_dir.is_dir():
         return
-    for name in SINGLETON_LINKS:
-        with contextlib.suppress(OSError):
-            target = Path(os.readlink(profile_dir / name)).parent
-            if target.name.startswith("org.chromium.Chromium."):
-                shutil.rmtree(target, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        temp_dir = Path(os.readlink(profile_dir / TEMP_LINK))
+        if temp_dir.name.startswith(TEMP_PREFIX):
+            shutil.rmtree(temp_dir, ignore_errors=True)
     for root, _dirs, files in os.walk(profile_dir):
         for name in files:
             if name.split("-journal")[0].split("-wal")[0] in SENSITIVE_NAMES:
@@ -141,6 +146,10 @@ def reap_orphans(profile_root: Path | None) -> list[Path]:
         log.warning("removed the profile %s left by a crash (killed %s)", profile, killed)
         removed.append(profile)
     temp = Path(tempfile.gettempdir())
+    for temp_dir in sorted(temp.glob(f"{TEMP_PREFIX}*")):
+        if temp_dir.is_dir() and not _owner_alive(temp_dir):
+            shutil.rmtree(temp_dir, ignore_errors=True)
+            removed.append(temp_dir)
     leftovers = [p for pattern in TEMP_GLOBS for p in temp.glob(pattern) if p.is_dir()]
     if leftovers:
         held = _held_paths()

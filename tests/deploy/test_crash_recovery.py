@@ -136,7 +136,11 @@ def assert_gone(tree: set[int], sockets: set[str]) -> None:
 
 
 def chromium_temp_dirs(stack: LauncherStack) -> list[str]:
-    return sorted(p.name for p in stack.tmp.glob("org.chromium.Chromium.*"))
+    return sorted(
+        p.name
+        for pattern in ("org.chromium.Chromium.*", "baton-tmp-*")
+        for p in stack.tmp.glob(pattern)
+    )
 
 
 @pytest.mark.timeout(150)
@@ -166,9 +170,10 @@ async def test_a_killed_automation_is_restarted_and_its_browsers_and_profiles_re
     await view(stack, session["id"])
     profiles = list(stack.profiles.glob("baton-profile-*"))
     assert profiles, "no browser profile while a session runs"
-    # Chromium's temp dir (its ProcessSingleton socket), linked from the profile.
-    temp_dirs = singleton_dirs(profiles)
+    # Each browser's own TMPDIR, linked from its profile.
+    temp_dirs = [Path(os.readlink(p / "baton-tmp")) for p in profiles]
     assert temp_dirs and all(d.is_dir() for d in temp_dirs)
+    assert any(next(d.glob("org.chromium.Chromium.*"), None) for d in temp_dirs)
     tree, sockets = kill_and_wait(stack, "automation")
     chromium = browsers_of(profiles)
     assert_gone(tree | chromium, sockets)
@@ -178,16 +183,6 @@ async def test_a_killed_automation_is_restarted_and_its_browsers_and_profiles_re
     failed = wait_for_session(stack, session["id"], "FAILED")
     assert failed["endedReason"] in ("the browser crashed", "the automation service crashed")
     await a_new_session_can_be_watched(stack)
-
-
-def singleton_dirs(profiles: list[Path]) -> list[Path]:
-    found = []
-    for profile in profiles:
-        try:
-            found.append(Path(os.readlink(profile / "SingletonSocket")).parent)
-        except OSError:
-            continue
-    return found
 
 
 def browsers_of(profiles: list[Path]) -> set[int]:
