@@ -117,7 +117,7 @@ class SupervisedService:
             await stop_process_group(self.process, self._stop_grace_s, leader_only=True)
 
 
-async def supervise_all(services: list[SupervisedService], until: Awaitable[None]) -> None:
+async def supervise_all(services: list[SupervisedService], until: Awaitable[object]) -> None:
     """Restart crashed services until `until` completes, then stop restarting."""
     watchers = [asyncio.create_task(s.supervise(), name=f"supervise-{s.name}") for s in services]
     try:

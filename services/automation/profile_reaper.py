@@ -154,7 +154,9 @@ def reap_orphans(profile_root: Path | None) -> list[Path]:
     if leftovers:
         held = _held_paths()
         for left in leftovers:
-            if not any(path == str(left) or path.startswith(f"{left}/") for path in held):
+            # Old and held by no process: another live Chromium's are neither.
+            old = time.time() - left.stat().st_mtime > UNOWNED_GRACE_S
+            if old and not any(path == str(left) or path.startswith(f"{left}/") for path in held):
                 shutil.rmtree(left, ignore_errors=True)
                 removed.append(left)
     return removed
