@@ -155,7 +155,10 @@ def reap_orphans(profile_root: Path | None) -> list[Path]:
         held = _held_paths()
         for left in leftovers:
             # Old and held by no process: another live Chromium's are neither.
-            old = time.time() - left.stat().st_mtime > UNOWNED_GRACE_S
+            try:
+                old = time.time() - left.stat().st_mtime > UNOWNED_GRACE_S
+            except OSError:
+                continue
             if old and not any(path == str(left) or path.startswith(f"{left}/") for path in held):
                 shutil.rmtree(left, ignore_errors=True)
                 removed.append(left)
