@@ -175,3 +175,5 @@ class LauncherStack:
                 self.process.kill()
                 self.process.wait()
             self._reader.join(5)
+            if self.process.stdout is not None:
+                self.process.stdout.close()
