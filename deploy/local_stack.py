@@ -5,29 +5,33 @@ is ready (gRPC health SERVING, or the edge's /healthz answering 200); the edge
 prints the console URL with its token. Every service gets the same internal
 credential (BATON_INTERNAL_TOKEN), generated for this run when unset. On Ctrl-C
 or SIGTERM it stops them in reverse order: SIGTERM to each service, which stops
-its own children, then SIGKILL to whatever is left after a grace. If any of them
-dies, the rest are stopped too.
+its own children, then SIGKILL to whatever is left after a grace. A service that
+fails to start stops the stack; one that dies later is restarted with backoff
+while the others keep running (deploy/supervisor.py), and its successor reaps
+what it left.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
 import grpc
 
+from deploy.supervisor import Ready, Start, SupervisedService, supervise_all
 from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.errors import Unavailable
 from services.runtime.grpc_client import is_serving
 from services.runtime.internal_auth import ENV_NAME, InternalToken
-from services.runtime.processes import start_process, stop_process_group
+from services.runtime.processes import start_process
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
@@ -91,36 +95,48 @@ def with_internal_token(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _starter(service: Service, env: Mapping[str, str]) -> Start:
+    def start() -> Awaitable[asyncio.subprocess.Process]:
+        argv = [sys.executable, "-m", service.module]
+        return start_process(argv, env=env, stdout=None, stderr=None)
+
+    return start
+
+
+def _readiness(service: Service) -> Ready:
+    def ready(process: asyncio.subprocess.Process) -> Awaitable[None]:
+        return _wait_ready(service, process)
+
+    return ready
+
+
 async def main() -> None:
     env = with_internal_token(os.environ)
-    running: list[tuple[Service, asyncio.subprocess.Process]] = []
+    running: list[SupervisedService] = []
     stop = asyncio.create_task(until_stop_signal())
     try:
         for service in stack(env):
-            process = await start_process(
-                [sys.executable, "-m", service.module], env=env, stdout=None, stderr=None
+            supervised = SupervisedService(
+                service.name, _starter(service, env), _readiness(service), STOP_GRACE_S
             )
-            running.append((service, process))
-            ready = asyncio.create_task(_wait_ready(service, process))
+            running.append(supervised)
+            ready = asyncio.create_task(supervised.start())
             await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
             if stop.done():
                 ready.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Unavailable):
+                    await ready
                 return
             ready.result()
             print(f"baton: {service.name} ready", flush=True)
         # The edge has printed the console URL (with the token) above.
         print("\nbaton: all services ready; Ctrl-C stops everything\n", flush=True)
-        exits = [asyncio.create_task(p.wait()) for _, p in running]
-        done, _ = await asyncio.wait({*exits, stop}, return_when=asyncio.FIRST_COMPLETED)
-        for (service, process), exit_task in zip(running, exits, strict=True):
-            exit_task.cancel()
-            if exit_task in done:
-                print(f"baton: {service.name} exited with status {process.returncode}")
+        await supervise_all(running, stop)
     finally:
         # The signal handlers stay until every child is gone: a second Ctrl-C
         # must not cut the clean-up short.
-        for _, process in reversed(running):
-            await stop_process_group(process, STOP_GRACE_S, leader_only=True)
+        for supervised in reversed(running):
+            await supervised.stop()
         stop.cancel()
         print("baton: stopped", flush=True)
 

@@ -407,6 +407,12 @@ class BrowserSessions:
         await self._stop(session, "the browser was closed")
         await self._discard(session)
 
+    def with_browser(self) -> list[str]:
+        """Sessions whose Chromium runs here or is being started."""
+        running = {sid for sid, s in self._sessions.items() if s.browser.alive()}
+        starting = {sid for sid, lock in self._launching.items() if lock.locked()}
+        return sorted(running | starting)
+
     async def close_all(self) -> None:
         self._gates.clear()
         for session in list(self._sessions.values()):

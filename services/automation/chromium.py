@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 import signal
 import tempfile
 import time
@@ -44,6 +43,7 @@ from services.automation.proc_table import (
     reap_chromium_zombies,
     set_subreaper,
 )
+from services.automation.profile_reaper import mark_owned, secure_delete
 from services.automation.steps import (
     Action,
     Click,
@@ -204,9 +204,14 @@ def chromium_args(window: WindowSize) -> list[str]:
 
 
 def browser_env(
-    inherited: Mapping[str, str], display: str, xauthority: str = ""
+    inherited: Mapping[str, str],
+    display: str,
+    xauthority: str = "",
+    temp_dir: Path | None = None,
 ) -> dict[str, str | float | bool]:
-    """Chromium's environment: ours with DISPLAY and XAUTHORITY set, Baton's settings removed.
+    """Chromium's environment: ours with DISPLAY and XAUTHORITY set and Baton's
+    settings (secrets) removed; its temporary files in its own `temp_dir`, deleted
+    with its profile (profile_reaper.py).
 
     XAUTHORITY is the display's own cookie file (services/display/README.md);
     without one, whatever XAUTHORITY we inherited goes too.
@@ -219,6 +224,8 @@ def browser_env(
     env["DISPLAY"] = display
     if xauthority:
         env["XAUTHORITY"] = xauthority
+    if temp_dir is not None:
+        env["TMPDIR"] = str(temp_dir)
     return env
 
 
@@ -259,7 +266,7 @@ async def _abandon(launch: asyncio.Future[BrowserContext], profile_dir: Path) ->
         await asyncio.wait_for(context.close(), 10)
     except Exception as error:
         log.info("abandoned launch for %s: %s", profile_dir, error)
-    await asyncio.to_thread(shutil.rmtree, profile_dir, True)
+    await asyncio.to_thread(secure_delete, profile_dir)
 
 
 class ChromiumBrowser:
@@ -440,7 +447,7 @@ class ChromiumBrowser:
         except Exception as error:  # the driver may be gone too; clean up regardless
             log.info("closing Chromium for %s: %s", self.profile_dir, error)
         await self._kill_leftovers()
-        await asyncio.to_thread(shutil.rmtree, self.profile_dir, True)
+        await asyncio.to_thread(secure_delete, self.profile_dir)
         self.closed = True
         self._on_closed(self)
 
@@ -512,6 +519,7 @@ class PlaywrightDriver:
         profile_dir = Path(
             tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
         )
+        temp_dir = mark_owned(profile_dir)
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
@@ -520,7 +528,7 @@ class PlaywrightDriver:
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display, xauthority),
+                env=browser_env(self._environ, display, xauthority, temp_dir),
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,
@@ -529,7 +537,7 @@ class PlaywrightDriver:
         try:
             context = await asyncio.shield(launch)
         except PlaywrightError as error:
-            shutil.rmtree(profile_dir, ignore_errors=True)
+            secure_delete(profile_dir)
             raise Unavailable(
                 f"cannot launch Chromium ({self._chromium_path}) on display {display}: "
                 f"{_first_line(error)}"

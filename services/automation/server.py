@@ -17,6 +17,7 @@ from services.automation.display_feed import DisplaySlotFeed
 from services.automation.input_drain import XDOTOOL
 from services.automation.llm_planner import HttpChatClient, LlmPlanner
 from services.automation.planners import Planner
+from services.automation.profile_reaper import reap_orphans
 from services.automation.servicer import AutomationServicer
 from services.automation.settings import AutomationSettings
 from services.runtime.grpc_server import RunningServer, start_server
@@ -54,6 +55,8 @@ async def start_automation_server(
     if settings.input_drain_ms > 0:
         # The input drain moves the pointer with it (input_drain.py).
         require_binary(XDOTOOL, "xdotool")
+    # What a crashed predecessor left: its browsers, profiles and temp dirs.
+    await asyncio.to_thread(reap_orphans, settings.profile_root)
     driver = PlaywrightDriver(
         settings.chromium_path,
         settings.profile_root,

@@ -242,6 +242,11 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
         await self._sessions.close_browser(request.session_id)
         return pb.CloseBrowserResponse()
 
+    async def ListBrowsers(
+        self, request: pb.ListBrowsersRequest, context: Context
+    ) -> pb.ListBrowsersResponse:
+        return pb.ListBrowsersResponse(session_ids=self._sessions.with_browser())
+
     async def ListWarmBrowsers(
         self, request: pb.ListWarmBrowsersRequest, context: Context
     ) -> pb.ListWarmBrowsersResponse:

@@ -106,6 +106,12 @@ class GrpcAutomation:
             )
         )
 
+    async def list_browsers(self) -> set[str]:
+        reply = await _unary(
+            self._stub.ListBrowsers(automation_pb2.ListBrowsersRequest(), timeout=_CALL_TIMEOUT)
+        )
+        return set(reply.session_ids)
+
 
 def grpc_worker_host(
     host_id: str, display_address: str, automation_address: str, token: InternalToken

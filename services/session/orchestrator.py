@@ -29,7 +29,7 @@ from services.runtime.errors import (
 )
 from services.runtime.limits import MAX_STEP_EVENTS_KEPT, check_viewport, truncate_text
 from services.runtime.redaction import redact_steps
-from services.session import state_machine
+from services.session import failure_reasons, state_machine
 from services.session.codec import TASK_STATUS_FROM_PROTO
 from services.session.control_fence import ControlFence
 from services.session.model import (
@@ -109,6 +109,8 @@ class SessionOrchestrator:
         self._background: list[asyncio.Task[None]] = []
         # Edges holding stream viewers; the agent resumes after they closed their gates.
         self._fence = ControlFence(settings.viewer_lease_s)
+        # Sessions found without their slot or browser in the last round, with why.
+        self._stranded: dict[str, str] = {}
 
     # --- lifecycle ---
 
@@ -494,14 +496,30 @@ class SessionOrchestrator:
             raise
         except BatonError as exc:
             log.warning("session %s: task stream failed: %s", session_id, exc.message)
-            await self._finish(session_id, f"automation failed: {exc.message}", failed=True)
+            await self._finish(session_id, await self._why_stream_broke(session_id), failed=True)
         except Exception:
             log.exception("session %s: task stream crashed", session_id)
-            await self._finish(session_id, "automation failed unexpectedly", failed=True)
+            await self._finish(session_id, failure_reasons.AUTOMATION_FAILED, failed=True)
         finally:
             if self._task_runs.get(session_id) is asyncio.current_task():
                 del self._task_runs[session_id]
             self._task_seen.discard(session_id)
+
+    async def _why_stream_broke(self, session_id: str) -> str:
+        """Ask the worker host what is gone: the slot, the automation service or the browser."""
+        stored = await self._store.get(session_id)
+        placement = stored.session.placement if stored else None
+        try:
+            slots = {s.id: s.session_id for s in await self._worker.display.list_slots()}
+            if placement is not None and slots.get(placement.slot_id) != session_id:
+                return failure_reasons.DISPLAY_CRASHED
+        except BatonError:
+            return failure_reasons.DISPLAY_CRASHED
+        try:
+            await self._worker.automation.list_browsers()
+        except BatonError:
+            return failure_reasons.AUTOMATION_CRASHED
+        return failure_reasons.BROWSER_CRASHED
 
     async def _apply_task_event(
         self, session_id: str, event: automation_pb2.StartTaskResponse
@@ -671,12 +689,65 @@ class SessionOrchestrator:
             released.append(slot.id)
         return released
 
+    async def recover_after_restart(self) -> list[str]:
+        """Sessions stored by a previous run of this (only) session service whose
+        task was running: automation stopped it when our StartTask stream
+        closed, so say so; the session and its browser stay. Returns their ids."""
+        now = self._clock()
+        recovered = []
+
+        def change(s: Session) -> Session:
+            if s.state.terminal or s.task.status not in _TASK_ACTIVE:
+                return s
+            task = replace(
+                s.task, status=TaskStatus.CANCELLED, reason=failure_reasons.TASK_INTERRUPTED
+            )
+            return replace(
+                s,
+                task=task,
+                user_request_reason="",
+                version=s.version + 1,
+                updated_at=now,
+                last_event=LastEvent(EventKind.TASK_CHANGED),
+            )
+
+        for stored in await self._store.list_all():
+            if await self._update(stored.session.id, change) is not stored.session:
+                recovered.append(stored.session.id)
+        if recovered:
+            log.info("after a restart: %d sessions lost their running task", len(recovered))
+        return recovered
+
+    async def fail_stranded(self) -> list[str]:
+        """Fail live sessions whose slot or browser is gone from the worker host
+        (a display, browser or worker restart); the ids failed.
+
+        A session is failed when found so in two rounds in a row, so a slot or
+        browser that another writer is just creating is not taken for lost.
+        """
+        sessions = [s.session for s in await self._store.list_all()]
+        slots = {slot.id: slot.session_id for slot in await self._worker.display.list_slots()}
+        browsers = frozenset(await self._worker.automation.list_browsers())
+        starting = frozenset(s for s in self._task_runs if self._task_in_flight(s))
+        found = failure_reasons.stranded(
+            sessions, failure_reasons.WorkerView(slots, browsers), starting
+        )
+        failed = []
+        for session_id, reason in found.items():
+            if session_id in self._stranded:
+                log.warning("session %s: %s", session_id, reason)
+                await self._finish(session_id, reason, failed=True)
+                failed.append(session_id)
+        self._stranded = {k: v for k, v in found.items() if k not in failed}
+        return failed
+
     async def _reap_forever(self) -> None:
         interval = min(5.0, self._settings.idle_timeout_s / 4)
         while True:
             await asyncio.sleep(interval)
             try:
                 await self.reap()
+                await self.fail_stranded()
                 await self.release_orphans()
             except BatonError as exc:
                 log.warning("reaper: %s", exc.message)
@@ -702,7 +773,8 @@ class SessionOrchestrator:
             session = stored.session
             placement = session.placement
             if placement and placement.slot_id == slot_id and not session.state.terminal:
-                await self._finish(session.id, f"display failed: {reason}", failed=True)
+                log.warning("session %s: slot %s failed: %s", session.id, slot_id, reason)
+                await self._finish(session.id, failure_reasons.DISPLAY_CRASHED, failed=True)
 
     # --- store access ---
 

@@ -11,6 +11,7 @@ from services.session.grpc_workers import grpc_worker_host
 from services.session.orchestrator import SessionOrchestrator
 from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
+from services.session.sqlite_store import SqliteStore
 from services.session.store import MemoryStore, SessionStore
 from services.session.worker_health import WorkerHealthMonitor
 from services.session.workers import WorkerHost
@@ -21,6 +22,8 @@ SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_na
 async def open_store(settings: SessionSettings) -> SessionStore:
     if settings.etcd_endpoints:
         return await EtcdStore.connect(settings.etcd_endpoints)
+    if settings.state_dir is not None:
+        return SqliteStore.open(settings.state_dir)
     return MemoryStore()
 
 
@@ -42,6 +45,9 @@ async def start_session_server(
     if store is None:
         store = await open_store(settings)
     orchestrator = SessionOrchestrator(store, worker, settings)
+    if not settings.etcd_endpoints:
+        # The embedded store is this service's alone: its running tasks were ours.
+        await orchestrator.recover_after_restart()
     servicer = SessionServicer(orchestrator)
     running = await start_server(
         lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),

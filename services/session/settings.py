@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
+
+
+def default_state_dir(port: int, env: Env) -> Path:
+    """Where the embedded store keeps its file: the user's state dir (XDG)."""
+    state_home = env.optional("XDG_STATE_HOME")
+    home = env.optional("HOME")
+    base = Path(state_home) if state_home else Path(home) / ".local/state" if home else None
+    return (base or Path("/var/lib")) / f"baton-session-{port}"
 
 
 @dataclass(frozen=True)
@@ -16,6 +25,9 @@ class SessionSettings:
     bind_host: str = "127.0.0.1"
     # Empty: the embedded in-memory store. Otherwise etcd endpoints (host:port).
     etcd_endpoints: tuple[str, ...] = ()
+    # Without etcd: the embedded store's directory (sqlite_store.py); None keeps
+    # sessions in memory only (tests). from_env always names one.
+    state_dir: Path | None = None
     # The worker host this session service places sessions on.
     host_id: str = "local"
     display_address: str = "127.0.0.1:50052"
@@ -47,10 +59,13 @@ class SessionSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> SessionSettings:
+        port = env.integer("BATON_SESSION_PORT", cls.port, minimum=0)
+        state_dir = env.optional("BATON_SESSION_STATE_DIR")
         return cls(
-            port=env.integer("BATON_SESSION_PORT", cls.port, minimum=0),
+            port=port,
             bind_host=env.text("BATON_SESSION_HOST", cls.bind_host),
             etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            state_dir=Path(state_dir) if state_dir else default_state_dir(port, env),
             host_id=env.text("BATON_HOST_ID", socket.gethostname()),
             display_address=env.text(
                 "BATON_DISPLAY_ADDRESS", f"127.0.0.1:{env.integer('BATON_DISPLAY_PORT', 50052)}"

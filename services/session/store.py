@@ -59,9 +59,17 @@ class MemoryStore:
         # None tells a watcher that the session was deleted.
         self._watchers: dict[str, set[asyncio.Queue[Stored | None]]] = {}
 
+    def _persist(self, stored: Stored) -> None:
+        """Write a change through before it is visible (sqlite_store.py); nothing here."""
+
+    def _erase(self, session_id: str, revision: int) -> None:
+        """Write a delete through before it is visible; nothing here."""
+
     def _commit(self, session: Session) -> int:
-        self._revision += 1
-        stored = Stored(session, self._revision)
+        stored = Stored(session, self._revision + 1)
+        # No await from the revision check to here: the compare-and-swap is atomic.
+        self._persist(stored)
+        self._revision = stored.revision
         self._latest[session.id] = stored
         self._history.setdefault(session.id, deque(maxlen=_HISTORY)).append(stored)
         for queue in self._watchers.get(session.id, ()):
@@ -89,6 +97,7 @@ class MemoryStore:
         current = self._latest.get(session_id)
         if current is None or current.revision != revision:
             return False
+        self._erase(session_id, self._revision + 1)
         self._revision += 1
         del self._latest[session_id]
         self._history.pop(session_id, None)

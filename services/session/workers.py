@@ -39,6 +39,10 @@ class AutomationPort(Protocol):
 
     async def close_browser(self, session_id: str) -> None: ...
 
+    async def list_browsers(self) -> set[str]:
+        """Sessions whose browser runs (or is starting) on the host."""
+        ...
+
 
 @dataclass(frozen=True)
 class WorkerHost:

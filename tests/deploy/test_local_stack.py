@@ -64,6 +64,7 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         "BATON_VNC_PORTS": "18600-18603",
         "BATON_MAX_SLOTS": "2",
         "BATON_DISPLAY_STATE_DIR": str(tmp_path / "display-state"),
+        "BATON_SESSION_STATE_DIR": str(tmp_path / "session-state"),
         "BATON_PROFILE_ROOT": str(tmp_path),
         "BATON_LOG_LEVEL": "WARNING",
     }

@@ -309,13 +309,14 @@ async def test_graceful_shutdown_reports_not_serving_first() -> None:
         await stopping
 
 
-def test_the_process_stops_cleanly_on_sigterm() -> None:
+def test_the_process_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
     env = {
         **os.environ,
         "BATON_SESSION_PORT": str(port),
         "BATON_LOG_LEVEL": "WARNING",
         "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
+        "BATON_SESSION_STATE_DIR": str(tmp_path),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "services.session"], env=env, stderr=subprocess.PIPE

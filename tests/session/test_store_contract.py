@@ -13,9 +13,10 @@ import aetcd
 import aetcd.exceptions
 import pytest
 
-from services.runtime.errors import Conflict, Unavailable
+from services.runtime.errors import Conflict, FailedPrecondition, Unavailable
 from services.session.etcd_store import EtcdStore
 from services.session.model import ControlState, Session
+from services.session.sqlite_store import SqliteStore
 from services.session.store import SessionStore, Stored
 from tests.conftest import free_port, start_etcd, stop_etcd
 from tests.session.factories import make_session
@@ -196,3 +197,29 @@ async def test_delete_needs_the_current_revision_and_ends_watches(store: Session
 
 async def next_change(changes: AsyncIterator[Stored]) -> Stored:
     return await anext(changes)
+
+
+async def test_the_sqlite_store_keeps_sessions_across_a_restart(tmp_path: Path) -> None:
+    first_run = SqliteStore.open(tmp_path)
+    session = make_session(session_id="a")
+    created = await first_run.create(session)
+    swapped = await first_run.swap(replace(session, version=2), created)
+    assert swapped is not None
+    gone = await first_run.create(make_session(session_id="b"))
+    assert await first_run.delete("b", gone)
+    # A second service cannot take the same state dir while the first runs.
+    with pytest.raises(FailedPrecondition):
+        SqliteStore.open(tmp_path)
+    # Not closed: a crash leaves the file as it is.
+    first_run._lock.close()
+    second_run = SqliteStore.open(tmp_path)
+    try:
+        assert await second_run.get("a") == Stored(replace(session, version=2), swapped)
+        assert await second_run.get("b") is None
+        # Revisions go on from where they were, so a stale one stays stale.
+        assert await second_run.swap(replace(session, version=3), created) is None
+        later = await second_run.swap(replace(session, version=3), swapped)
+        assert later is not None and later > gone
+    finally:
+        await second_run.close()
+        first_run._db.close()

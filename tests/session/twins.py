@@ -62,6 +62,7 @@ class AutomationTwin:
         self.calls: list[tuple[str, str]] = []
         self.started: dict[str, automation_pb2.StartTaskRequest] = {}
         self.feeds: dict[str, asyncio.Queue[automation_pb2.StartTaskResponse | None]] = {}
+        self.closed: set[str] = set()
 
     def feed(self, session_id: str) -> asyncio.Queue[automation_pb2.StartTaskResponse | None]:
         return self.feeds.setdefault(session_id, asyncio.Queue())
@@ -86,6 +87,10 @@ class AutomationTwin:
 
     async def close_browser(self, session_id: str) -> None:
         self.calls.append(("close", session_id))
+        self.closed.add(session_id)
+
+    async def list_browsers(self) -> set[str]:
+        return set(self.started) - self.closed
 
 
 def twin_worker() -> tuple[WorkerHost, DisplayTwin, AutomationTwin]:

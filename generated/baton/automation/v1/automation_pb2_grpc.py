@@ -76,6 +76,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.FromString,
                 _registered_method=True)
+        self.ListBrowsers = channel.unary_unary(
+                '/baton.automation.v1.AutomationService/ListBrowsers',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.FromString,
+                _registered_method=True)
 
 
 class AutomationServiceServicer:
@@ -142,6 +147,14 @@ class AutomationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBrowsers(self, request, context):
+        """ListBrowsers lists the sessions whose Chromium is running here (or being
+        started), so the session service can fail those whose browser is gone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AutomationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +197,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     servicer.ListWarmBrowsers,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.SerializeToString,
+            ),
+            'ListBrowsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBrowsers,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -404,6 +422,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/ListWarmBrowsers',
             baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.ListWarmBrowsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBrowsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.automation.v1.AutomationService/ListBrowsers',
+            baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -58,6 +58,10 @@ class AutomationServiceStub:
     """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
     display slots that are up and wait for a StartTask on their display.
     """
+    ListBrowsers: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ListBrowsersRequest, _automation_pb2.ListBrowsersResponse]
+    """ListBrowsers lists the sessions whose Chromium is running here (or being
+    started), so the session service can fail those whose browser is gone.
+    """
 
 @_typing.type_check_only
 class AutomationServiceAsyncStub(AutomationServiceStub):
@@ -88,6 +92,10 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     ListWarmBrowsers: _aio.UnaryUnaryMultiCallable[_automation_pb2.ListWarmBrowsersRequest, _automation_pb2.ListWarmBrowsersResponse]  # type: ignore[assignment]
     """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
     display slots that are up and wait for a StartTask on their display.
+    """
+    ListBrowsers: _aio.UnaryUnaryMultiCallable[_automation_pb2.ListBrowsersRequest, _automation_pb2.ListBrowsersResponse]  # type: ignore[assignment]
+    """ListBrowsers lists the sessions whose Chromium is running here (or being
+    started), so the session service can fail those whose browser is gone.
     """
 
 class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -164,6 +172,16 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_automation_pb2.ListWarmBrowsersResponse, _abc.Awaitable[_automation_pb2.ListWarmBrowsersResponse]]:
         """ListWarmBrowsers lists the Chromiums started ahead on this host's warm
         display slots that are up and wait for a StartTask on their display.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBrowsers(
+        self,
+        request: _automation_pb2.ListBrowsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_automation_pb2.ListBrowsersResponse, _abc.Awaitable[_automation_pb2.ListBrowsersResponse]]:
+        """ListBrowsers lists the sessions whose Chromium is running here (or being
+        started), so the session service can fail those whose browser is gone.
         """
 
 def add_AutomationServiceServicer_to_server(servicer: AutomationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
