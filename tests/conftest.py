@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def require_binary(name: str, debian_package: str) -> str:
         return processes.require_binary(name, debian_package)
     except processes.MissingBinary as exc:
         pytest.fail(f"{exc.message}; it belongs in deploy/debian-packages.txt")
+
+
+async def eventually(predicate: Callable[[], bool], within_s: float = 5) -> None:
+    """Return once `predicate()` holds; fail after `within_s` seconds."""
+    deadline = time.monotonic() + within_s
+    while True:
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
 
 
 def free_port() -> int:

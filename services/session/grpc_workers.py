@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -9,14 +10,18 @@ import grpc
 
 from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
-from services.runtime.errors import error_from_rpc
+from services.runtime.errors import Unavailable, error_from_rpc
 from services.runtime.grpc_client import open_channel
 from services.runtime.internal_auth import InternalToken
 from services.session.workers import WorkerHost
 
 # Deadlines for unary calls, in seconds. Allocation may cold-start a display.
+# Unary calls wait for the channel to be ready within their deadline, so a call
+# made while a restarted worker service is being reconnected to waits for it
+# instead of failing at once; a task stream waits at most _CONNECT_TIMEOUT.
 _ALLOCATE_TIMEOUT = 30.0
 _CALL_TIMEOUT = 15.0
+_CONNECT_TIMEOUT = 10.0
 
 T = TypeVar("T")
 
@@ -40,6 +45,7 @@ class GrpcDisplay:
             self._stub.AllocateSlot(
                 display_pb2.AllocateSlotRequest(session_id=session_id, viewport=viewport),
                 timeout=_ALLOCATE_TIMEOUT,
+                wait_for_ready=True,
             )
         )
         return response.slot
@@ -47,13 +53,17 @@ class GrpcDisplay:
     async def release_slot(self, slot_id: str) -> None:
         await _unary(
             self._stub.ReleaseSlot(
-                display_pb2.ReleaseSlotRequest(slot_id=slot_id), timeout=_CALL_TIMEOUT
+                display_pb2.ReleaseSlotRequest(slot_id=slot_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         )
 
     async def list_slots(self) -> list[display_pb2.Slot]:
         response = await _unary(
-            self._stub.ListSlots(display_pb2.ListSlotsRequest(), timeout=_CALL_TIMEOUT)
+            self._stub.ListSlots(
+                display_pb2.ListSlotsRequest(), timeout=_CALL_TIMEOUT, wait_for_ready=True
+            )
         )
         return list(response.slots)
 
@@ -67,11 +77,18 @@ class GrpcDisplay:
 
 class GrpcAutomation:
     def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._channel = channel
         self._stub = automation_pb2_grpc.AutomationServiceStub(channel)
 
     async def start_task(
         self, request: automation_pb2.StartTaskRequest
     ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), _CONNECT_TIMEOUT)
+        except TimeoutError:
+            raise Unavailable(
+                f"the automation service did not answer within {_CONNECT_TIMEOUT:g} s"
+            ) from None
         try:
             async for event in self._stub.StartTask(request):
                 yield event
@@ -81,34 +98,44 @@ class GrpcAutomation:
     async def pause_task(self, session_id: str) -> None:
         await _unary(
             self._stub.PauseTask(
-                automation_pb2.PauseTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+                automation_pb2.PauseTaskRequest(session_id=session_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         )
 
     async def resume_task(self, session_id: str) -> None:
         await _unary(
             self._stub.ResumeTask(
-                automation_pb2.ResumeTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+                automation_pb2.ResumeTaskRequest(session_id=session_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         )
 
     async def cancel_task(self, session_id: str) -> None:
         await _unary(
             self._stub.CancelTask(
-                automation_pb2.CancelTaskRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+                automation_pb2.CancelTaskRequest(session_id=session_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         )
 
     async def close_browser(self, session_id: str) -> None:
         await _unary(
             self._stub.CloseBrowser(
-                automation_pb2.CloseBrowserRequest(session_id=session_id), timeout=_CALL_TIMEOUT
+                automation_pb2.CloseBrowserRequest(session_id=session_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
             )
         )
 
     async def list_browsers(self) -> set[str]:
         reply = await _unary(
-            self._stub.ListBrowsers(automation_pb2.ListBrowsersRequest(), timeout=_CALL_TIMEOUT)
+            self._stub.ListBrowsers(
+                automation_pb2.ListBrowsersRequest(), timeout=_CALL_TIMEOUT, wait_for_ready=True
+            )
         )
         return set(reply.session_ids)
 

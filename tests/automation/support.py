@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -223,14 +222,3 @@ def page_server() -> Iterator[PageServer]:
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-async def eventually(predicate: Callable[[], bool], within_s: float = 5) -> None:
-    """Return once `predicate()` holds; fail after `within_s` seconds."""
-    deadline = time.monotonic() + within_s
-    while True:
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)

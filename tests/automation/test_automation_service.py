@@ -25,8 +25,8 @@ from services.automation.settings import AutomationSettings
 from services.runtime.grpc_client import open_channel
 from tests.automation.conftest import PAUSE_GRACE_MS, Automation, TaskStream, step_is
 from tests.automation.scripted_llm import ScriptedLlm, tool_call_answer
-from tests.automation.support import PageServer, eventually
-from tests.conftest import INTERNAL_TOKEN
+from tests.automation.support import PageServer
+from tests.conftest import INTERNAL_TOKEN, eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -14,8 +14,7 @@ from services.automation.settings import AutomationSettings
 from services.automation.steps import StatusChanged, TaskStatus
 from services.runtime.settings import Env
 from tests.automation.fake_browser import FakeLauncher
-from tests.automation.support import eventually
-from tests.conftest import INTERNAL_TOKEN
+from tests.conftest import INTERNAL_TOKEN, eventually
 
 
 def warm(slot_id: str = "a", display: str = ":7", size: tuple[int, int] = (800, 600)) -> SlotView:

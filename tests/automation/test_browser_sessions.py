@@ -13,8 +13,7 @@ from services.automation.settings import AutomationSettings
 from services.automation.steps import Click, RequestUser, StatusChanged, Step, TaskStatus
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests.automation.fake_browser import FakeLauncher
-from tests.automation.support import eventually
-from tests.conftest import INTERNAL_TOKEN
+from tests.conftest import INTERNAL_TOKEN, eventually
 
 
 def request(session_id: str = "s", *steps: Step, **fields: object) -> TaskRequest:

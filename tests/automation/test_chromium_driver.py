@@ -12,7 +12,7 @@ import pytest_asyncio
 
 from services.automation.chromium import PlaywrightDriver
 from services.automation.proc_table import browser_main_pid, list_processes
-from tests.automation.support import eventually
+from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

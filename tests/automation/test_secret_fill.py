@@ -24,8 +24,8 @@ from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore
 from services.session.workers import WorkerHost
-from tests.automation.support import PageServer, eventually, private_xvfb
-from tests.conftest import INTERNAL_TOKEN
+from tests.automation.support import PageServer, private_xvfb
+from tests.conftest import INTERNAL_TOKEN, eventually
 from tests.session.twins import DisplayTwin
 
 SECRET = "pa55-Word-in-the-page-7731"

@@ -31,7 +31,7 @@ from services.automation.steps import (
 )
 from services.automation.task_runner import StepRunner, TaskSpec
 from tests.automation.fake_browser import FakeBrowser
-from tests.automation.support import eventually
+from tests.conftest import eventually
 
 
 class Harness:
