@@ -1,7 +1,9 @@
-"""Ports towards a worker host's display and automation services.
+"""Ports towards the worker hosts' display and automation services.
 
 The orchestrator talks to these protocols; `grpc_workers` implements them over
-gRPC, and unit tests use in-memory twins.
+gRPC, and unit tests use in-memory twins. A `WorkerDirectory` says which hosts
+exist: one fixed host without etcd (`make run`), the hosts registered in etcd in a
+cluster (services/runtime/worker_registry.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Protocol
 
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
+from services.runtime.worker_registry import WorkerRecord
 
 
 class DisplayPort(Protocol):
@@ -53,3 +56,33 @@ class WorkerHost:
     automation_address: str
     display: DisplayPort
     automation: AutomationPort
+
+
+@dataclass(frozen=True)
+class HostView:
+    """A live host: how to call it, and what it last said about itself."""
+
+    host: WorkerHost
+    record: WorkerRecord
+
+
+@dataclass(frozen=True)
+class LostHost:
+    """A host whose registration ended: its lease expired, or a new epoch replaced it."""
+
+    host_id: str
+    epoch: str
+
+
+class WorkerDirectory(Protocol):
+    def live_hosts(self) -> list[HostView]:
+        """Hosts that exist now (draining ones included: they still hold sessions)."""
+        ...
+
+    def host(self, host_id: str) -> WorkerHost | None:
+        """The live host with that id, or None when it is gone."""
+        ...
+
+    def lost_hosts(self) -> AsyncIterator[LostHost]:
+        """Every host whose registration ends from now on, as it ends."""
+        ...
