@@ -3,10 +3,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run test fresh-check setup system-packages proto proto-check lint format pytest bench clean
+.PHONY: run cluster test fresh-check setup system-packages proto proto-check lint format pytest bench clean
 
 run: setup
 	$(PY) -m deploy.local_stack
+
+# A whole cluster on this machine, worker hosts in network namespaces (root
+# only; deploy/README.md).
+cluster: setup
+	$(PY) -m deploy.cluster
 
 test: setup lint pytest
 

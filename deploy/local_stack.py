@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -44,6 +44,11 @@ class Service:
     # gRPC port to probe for health, or None for the HTTP edge.
     grpc_port: int | None
     http_url: str | None = None
+    # Where the gRPC health probe goes: a worker host's services listen on its
+    # own address in a cluster (deploy/worker_host.py).
+    grpc_host: str = "127.0.0.1"
+    # The gRPC health check's service name; "" is the server's overall health.
+    health_service: str = ""
 
 
 def stack(env: Mapping[str, str]) -> list[Service]:
@@ -70,14 +75,15 @@ def _http_ready(url: str) -> bool:
         return False
 
 
-async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> None:
+async def wait_ready(service: Service, process: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise Unavailable(f"{service.name} exited with status {process.returncode}")
         if service.grpc_port is not None:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
-                ready = await is_serving(channel)
+            address = f"{service.grpc_host}:{service.grpc_port}"
+            async with grpc.aio.insecure_channel(address) as channel:
+                ready = await is_serving(channel, service.health_service)
         else:
             assert service.http_url is not None
             ready = await asyncio.to_thread(_http_ready, service.http_url)
@@ -95,29 +101,42 @@ def with_internal_token(environ: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def _starter(service: Service, env: Mapping[str, str]) -> Start:
+def starter(
+    service: Service,
+    env: Mapping[str, str],
+    stdout: int | None = None,
+    wrapper: Sequence[str] = (),
+) -> Start:
+    """Starts the service's module with `env`, under `wrapper` (a command that
+    execs its arguments); its output goes to ours, or to `stdout`."""
+
     def start() -> Awaitable[asyncio.subprocess.Process]:
-        argv = [sys.executable, "-m", service.module]
-        return start_process(argv, env=env, stdout=None, stderr=None)
+        argv = [*wrapper, sys.executable, "-m", service.module]
+        return start_process(argv, env=env, stdout=stdout, stderr=None)
 
     return start
 
 
-def _readiness(service: Service) -> Ready:
+def readiness(service: Service) -> Ready:
     def ready(process: asyncio.subprocess.Process) -> Awaitable[None]:
-        return _wait_ready(service, process)
+        return wait_ready(service, process)
 
     return ready
 
 
 async def main() -> None:
     env = with_internal_token(os.environ)
+    await run_stack(stack(env), env)
+
+
+async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
+    """Start `services` in order, restart crashed ones, stop all on a signal."""
     running: list[SupervisedService] = []
     stop = asyncio.create_task(until_stop_signal())
     try:
-        for service in stack(env):
+        for service in services:
             supervised = SupervisedService(
-                service.name, _starter(service, env), _readiness(service), STOP_GRACE_S
+                service.name, starter(service, env), readiness(service), STOP_GRACE_S
             )
             running.append(supervised)
             ready = asyncio.create_task(supervised.start())

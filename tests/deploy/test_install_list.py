@@ -48,11 +48,12 @@ def test_every_required_program_is_in_the_install_list() -> None:
 def test_every_required_program_comes_from_its_listed_package() -> None:
     for name, package in sorted(required_programs()):
         path = require_binary(name, package)
+        resolved = str(Path(path).resolve())
+        # With merged /usr, dpkg may know a program by its /bin or /sbin path
+        # (iproute2's ip: /bin/ip, found as /usr/sbin/ip -> /usr/bin/ip).
+        aliases = [resolved, resolved.removeprefix("/usr"), f"/sbin/{name}"]
         owner = subprocess.run(
-            ["dpkg-query", "--search", str(Path(path).resolve())],
-            capture_output=True,
-            text=True,
-            check=False,
+            ["dpkg-query", "--search", *aliases], capture_output=True, text=True, check=False
         )
         # "package[:arch]: /path" per line.
         owners = {line.split(":")[0] for line in owner.stdout.splitlines()}

@@ -1,0 +1,487 @@
+"""`make cluster`: a whole Baton cluster on one machine (deploy/README.md).
+
+Starts etcd (3 members), 2 worker hosts (display + automation, each in its own
+network, mount and PID namespaces: deploy/netns.py, deploy/worker_host.py),
+2 session services and 2 edges in the root namespace, all sharing one
+BATON_INTERNAL_TOKEN and one operator token. Its standard output is the
+cluster's address book, one `baton-cluster: ...` line each (the services' own
+output goes to standard error):
+
+    baton-cluster: worker <host id> <address> pgid <process group id>
+    baton-cluster: edge <console URL>
+    baton-cluster: gateway <address>
+    baton-cluster: ready
+
+`kill -9 -<pgid>` kills a worker host whole (its PID namespace goes with its
+first process); the launcher then says so and does not restart it: a host is
+the unit that fails. Session services and edges that crash are restarted like
+`make run`'s. Ctrl-C or SIGTERM stops everything and removes the namespaces,
+the bridge and the run directory; a second Ctrl-C does not cut that short.
+What a killed launcher left is removed at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from baton.automation.v1 import automation_pb2
+from baton.display.v1 import display_pb2
+from baton.session.v1 import session_pb2
+from deploy import netns
+from deploy.local_stack import (
+    STOP_GRACE_S,
+    Service,
+    readiness,
+    starter,
+    wait_ready,
+    with_internal_token,
+)
+from deploy.supervisor import SupervisedService, describe_exit, supervise_all
+from deploy.worker_host import AUTOMATION_PORT, DISPLAY_PORT
+from services.display.settings import NumberRange
+from services.edge.auth import console_url, generate_api_token
+from services.runtime.entrypoint import run_service, until_stop_signal
+from services.runtime.errors import BatonError, FailedPrecondition, Unavailable
+from services.runtime.processes import require_binary, start_process, stop_process_group
+from services.runtime.settings import Env
+
+PREFIX = "baton-cluster:"
+WORKER_IDS = ("w1", "w2")
+SESSION_REPLICAS = 2
+ETCD_MEMBERS = 3
+ETCD_READY_TIMEOUT_S = 30.0
+# A member's data is removed with the run dir anyway; a leader whose peers stop
+# with it would wait for a leadership transfer that cannot happen.
+ETCD_STOP_GRACE_S = 2.0
+
+DISPLAY_HEALTH = display_pb2.DESCRIPTOR.services_by_name["DisplayService"].full_name
+AUTOMATION_HEALTH = automation_pb2.DESCRIPTOR.services_by_name["AutomationService"].full_name
+SESSION_HEALTH = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
+
+# Children in the root namespace get SIGTERM when the launcher dies, however it
+# dies (PR_SET_PDEATHSIG): a kill -9 of the launcher leaves no service behind.
+ROOT_WRAPPER = ("setpriv", "--pdeathsig", "TERM")
+
+# Variables every process of the cluster gets from the launcher, never from the
+# caller's environment: they differ per process.
+PER_PROCESS = (
+    "BATON_DISPLAY_ADDRESS",
+    "BATON_AUTOMATION_ADDRESS",
+    "BATON_HOST_ID",
+    "BATON_PUBLIC_URL",
+    "BATON_SESSION_ADDRESS",
+)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    edge_ports: tuple[int, ...] = (8080, 8081)
+    edge_host: str = "127.0.0.1"
+    # Split evenly between the worker hosts: disjoint on every host.
+    display_numbers: NumberRange = field(default_factory=lambda: NumberRange(100, 199))
+    vnc_ports: NumberRange = field(default_factory=lambda: NumberRange(15900, 15999))
+    # Etcd data, session state dirs and logs; removed on stop. Fixed, so that a
+    # killed launcher's is found at the next start.
+    run_dir: Path = Path("/run/baton-cluster")
+    api_token: str = field(default_factory=generate_api_token, repr=False)
+    https: bool = False
+
+    @classmethod
+    def from_env(cls, env: Env) -> ClusterSettings:
+        ports = env.items("BATON_CLUSTER_EDGE_PORTS") or ["8080", "8081"]
+        try:
+            edge_ports = tuple(int(port) for port in ports)
+        except ValueError:
+            raise FailedPrecondition(
+                f"BATON_CLUSTER_EDGE_PORTS={','.join(ports)!r} is not a list of ports"
+            ) from None
+        return cls(
+            edge_ports=edge_ports,
+            edge_host=env.text("BATON_EDGE_HOST", cls.edge_host),
+            display_numbers=NumberRange.parse(
+                "BATON_DISPLAY_NUMBERS", env.text("BATON_DISPLAY_NUMBERS", "100-199")
+            ),
+            vnc_ports=NumberRange.parse(
+                "BATON_VNC_PORTS", env.text("BATON_VNC_PORTS", "15900-15999")
+            ),
+            run_dir=Path(env.text("BATON_CLUSTER_RUN_DIR", str(cls.run_dir))),
+            api_token=env.optional("BATON_API_TOKEN") or generate_api_token(),
+            https=env.optional("BATON_TLS_CERT") is not None,
+        )
+
+
+@dataclass(frozen=True)
+class EtcdMember:
+    name: str
+    client_port: int
+    peer_port: int
+
+
+def split_range(numbers: NumberRange, parts: int) -> list[NumberRange]:
+    """`numbers` cut into `parts` disjoint ranges of equal length."""
+    size = len(numbers) // parts
+    if size < 1:
+        raise FailedPrecondition(
+            f"the range {numbers.first}-{numbers.last} is too small for {parts} worker hosts"
+        )
+    return [
+        NumberRange(numbers.first + i * size, numbers.first + (i + 1) * size - 1)
+        for i in range(parts)
+    ]
+
+
+def etcd_argv(
+    binary: str, member: EtcdMember, members: Sequence[EtcdMember], host: str, data_dir: Path
+) -> list[str]:
+    def peer(m: EtcdMember) -> str:
+        return f"http://{host}:{m.peer_port}"
+
+    client = f"http://{host}:{member.client_port}"
+    return [
+        binary,
+        f"--name={member.name}",
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer(member)}",
+        f"--initial-advertise-peer-urls={peer(member)}",
+        "--initial-cluster=" + ",".join(f"{m.name}={peer(m)}" for m in members),
+        "--initial-cluster-state=new",
+        "--initial-cluster-token=baton-cluster",
+        "--log-level=warn",
+    ]
+
+
+def etcd_endpoints(members: Sequence[EtcdMember], host: str) -> str:
+    return ",".join(f"{host}:{m.client_port}" for m in members)
+
+
+def without_per_process(base: Mapping[str, str]) -> dict[str, str]:
+    return {name: value for name, value in base.items() if name not in PER_PROCESS}
+
+
+def worker_env(
+    base: Mapping[str, str],
+    host: netns.HostNetwork,
+    endpoints: str,
+    displays: NumberRange,
+    vnc_ports: NumberRange,
+) -> dict[str, str]:
+    """A worker host's environment: its services on its own address (README, Cluster)."""
+    display = f"{host.address}:{DISPLAY_PORT}"
+    automation = f"{host.address}:{AUTOMATION_PORT}"
+    return {
+        **without_per_process(base),
+        "BATON_ETCD_ENDPOINTS": endpoints,
+        "BATON_HOST_ID": host.host_id,
+        "BATON_DISPLAY_HOST": host.address,
+        "BATON_DISPLAY_PORT": str(DISPLAY_PORT),
+        "BATON_DISPLAY_ADVERTISE_ADDRESS": display,
+        "BATON_AUTOMATION_HOST": host.address,
+        "BATON_AUTOMATION_PORT": str(AUTOMATION_PORT),
+        "BATON_AUTOMATION_ADVERTISE_ADDRESS": automation,
+        # The automation service follows its own host's display for pre-warming.
+        "BATON_DISPLAY_ADDRESS": display,
+        "BATON_WEBSOCKIFY_HOST": host.address,
+        "BATON_STREAM_ADVERTISE_HOST": host.address,
+        "BATON_DISPLAY_NUMBERS": f"{displays.first}-{displays.last}",
+        "BATON_VNC_PORTS": f"{vnc_ports.first}-{vnc_ports.last}",
+        # Everything a host keeps in files stays in its private /tmp.
+        "TMPDIR": "/tmp",
+        "BATON_DISPLAY_STATE_DIR": "/tmp/baton-display-state",
+        "BATON_PROFILE_ROOT": "/tmp/baton-profiles",
+    }
+
+
+def session_env(
+    base: Mapping[str, str], port: int, endpoints: str, state_dir: Path
+) -> dict[str, str]:
+    """A session replica's: etcd, no single worker address (hosts come from the registry)."""
+    return {
+        **without_per_process(base),
+        "BATON_ETCD_ENDPOINTS": endpoints,
+        "BATON_SESSION_HOST": "127.0.0.1",
+        "BATON_SESSION_PORT": str(port),
+        "BATON_SESSION_STATE_DIR": str(state_dir),
+    }
+
+
+def session_target(ports: Sequence[int], first: int) -> str:
+    """A gRPC target naming every session replica, `ports[first]`'s first: the
+    edge uses that one and fails over to the next when it goes (pick_first)."""
+    ordered = [*ports[first:], *ports[:first]]
+    return "ipv4:" + ",".join(f"127.0.0.1:{port}" for port in ordered)
+
+
+def edge_env(base: Mapping[str, str], host: str, port: int, session: str) -> dict[str, str]:
+    return {
+        **without_per_process(base),
+        "BATON_EDGE_HOST": host,
+        "BATON_EDGE_PORT": str(port),
+        "BATON_SESSION_ADDRESS": session,
+    }
+
+
+def edge_base_url(settings: ClusterSettings, port: int) -> str:
+    scheme = "https" if settings.https else "http"
+    return f"{scheme}://{settings.edge_host}:{port}"
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _etcd_healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(json.load(response).get("health") == "true")
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def single_launcher(lock_path: Path) -> Iterator[None]:
+    """One cluster per machine: the names (baton-br0, ...) are fixed. The lock
+    goes with the process, so a killed launcher's leftovers are stale for sure."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FailedPrecondition(
+                f"another make cluster is running (it holds {lock_path})"
+            ) from None
+        try:
+            yield
+        finally:
+            lock_path.unlink(missing_ok=True)
+
+
+@dataclass
+class WorkerProcess:
+    host: netns.HostNetwork
+    process: asyncio.subprocess.Process
+
+
+class Cluster:
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        env: Mapping[str, str],
+        say: Callable[[str], None],
+        output: IO[str],
+    ) -> None:
+        self.settings = settings
+        self.env = env
+        self.say = say
+        self.output = output
+        self.plan = netns.plan_network(WORKER_IDS)
+        self.network = netns.Network(self.plan)
+        self.etcd: list[asyncio.subprocess.Process] = []
+        self.workers: list[WorkerProcess] = []
+        self.sessions: list[SupervisedService] = []
+        self.edges: list[SupervisedService] = []
+
+    async def remove_leftovers(self) -> None:
+        namespaces, links = await netns.leftovers()
+        run_dir = self.settings.run_dir
+        if namespaces or links or run_dir.exists():
+            await netns.remove(namespaces, links)
+            shutil.rmtree(run_dir, ignore_errors=True)
+            found = [*namespaces, *links, *([str(run_dir)] if run_dir.exists() else [])]
+            self.say(
+                f"{PREFIX} removed leftovers of an earlier run: {' '.join(found or [str(run_dir)])}"
+            )
+
+    async def start(self) -> None:
+        self.settings.run_dir.mkdir(parents=True)
+        await self.network.create()
+        endpoints = await self._start_etcd()
+        displays = split_range(self.settings.display_numbers, len(self.plan.hosts))
+        vnc_ports = split_range(self.settings.vnc_ports, len(self.plan.hosts))
+        waits: list[Awaitable[None]] = []
+        for host, numbers, ports in zip(self.plan.hosts, displays, vnc_ports, strict=True):
+            waits.append(
+                self._start_worker(host, worker_env(self.env, host, endpoints, numbers, ports))
+            )
+        session_ports = [free_port("127.0.0.1") for _ in range(SESSION_REPLICAS)]
+        for index, port in enumerate(session_ports):
+            name = f"session-{index + 1}"
+            env = session_env(self.env, port, endpoints, self.settings.run_dir / name)
+            service = Service(name, "services.session", port, health_service=SESSION_HEALTH)
+            self.sessions.append(self._supervised(service, env))
+        for index, port in enumerate(self.settings.edge_ports):
+            url = edge_base_url(self.settings, port) + "/"
+            env = edge_env(
+                self.env,
+                self.settings.edge_host,
+                port,
+                session_target(session_ports, index % len(session_ports)),
+            )
+            # The console page: /healthz also asks the session service about
+            # its worker hosts, which is the registry's business, not ours.
+            service = Service(f"edge-{index + 1}", "services.edge", None, http_url=url)
+            self.edges.append(self._supervised(service, env))
+        waits += [supervised.start() for supervised in [*self.sessions, *self.edges]]
+        await asyncio.gather(*waits)
+
+    def _supervised(self, service: Service, env: Mapping[str, str]) -> SupervisedService:
+        return SupervisedService(
+            service.name,
+            starter(service, env, stdout=self.output.fileno(), wrapper=ROOT_WRAPPER),
+            readiness(service),
+            STOP_GRACE_S,
+            say=self.say,
+        )
+
+    async def _start_etcd(self) -> str:
+        binary = require_binary("etcd", "etcd-server")
+        host = self.plan.gateway
+        members = [
+            EtcdMember(f"etcd-{i + 1}", free_port(host), free_port(host))
+            for i in range(ETCD_MEMBERS)
+        ]
+        for member in members:
+            argv = etcd_argv(binary, member, members, host, self.settings.run_dir / member.name)
+            starting = start_process(
+                [*ROOT_WRAPPER, *argv], env=self.env, stdout=self.output.fileno(), stderr=None
+            )
+            self.etcd.append(await _start(starting))
+        deadline = time.monotonic() + ETCD_READY_TIMEOUT_S
+        for member, process in zip(members, self.etcd, strict=True):
+            url = f"http://{host}:{member.client_port}/health"
+            while not await asyncio.to_thread(_etcd_healthy, url):
+                if process.returncode is not None:
+                    raise Unavailable(f"{member.name} {describe_exit(process.returncode)}")
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"etcd was not healthy within {ETCD_READY_TIMEOUT_S:g} s")
+                await asyncio.sleep(0.2)
+        return etcd_endpoints(members, host)
+
+    async def _start_worker(self, host: netns.HostNetwork, env: Mapping[str, str]) -> None:
+        argv = netns.enter_argv(host.namespace, [sys.executable, "-m", "deploy.worker_host"])
+        process = await _start(
+            start_process(argv, env=env, stdout=self.output.fileno(), stderr=None)
+        )
+        self.workers.append(WorkerProcess(host, process))
+        for name, port, health in (
+            ("display", DISPLAY_PORT, DISPLAY_HEALTH),
+            ("automation", AUTOMATION_PORT, AUTOMATION_HEALTH),
+        ):
+            probe = Service(
+                f"{host.host_id} {name}",
+                f"services.{name}",
+                port,
+                grpc_host=host.address,
+                health_service=health,
+            )
+            await wait_ready(probe, process)
+
+    def announce(self) -> None:
+        for worker in self.workers:
+            host = worker.host
+            self.say(f"{PREFIX} worker {host.host_id} {host.address} pgid {worker.process.pid}")
+        for port in self.settings.edge_ports:
+            url = console_url(edge_base_url(self.settings, port), self.settings.api_token)
+            self.say(f"{PREFIX} edge {url}")
+        self.say(f"{PREFIX} gateway {self.plan.gateway}")
+        self.say(f"{PREFIX} ready")
+
+    async def run_until(self, stop: Awaitable[object]) -> None:
+        """Restart crashed session services and edges; report dead hosts and members."""
+        watchers = [
+            asyncio.create_task(self._report_exit(w.host.host_id, w.process, "worker"))
+            for w in self.workers
+        ]
+        watchers += [
+            asyncio.create_task(self._report_exit(f"etcd-{i + 1}", p, "etcd member"))
+            for i, p in enumerate(self.etcd)
+        ]
+        try:
+            await supervise_all([*self.sessions, *self.edges], stop)
+        finally:
+            for watcher in watchers:
+                watcher.cancel()
+
+    async def _report_exit(self, name: str, process: asyncio.subprocess.Process, kind: str) -> None:
+        await process.wait()
+        self.say(f"{PREFIX} {kind} {name} {describe_exit(process.returncode)}; not restarted")
+
+    async def stop(self) -> None:
+        """Stop what was started, newest first, then remove the network and files.
+
+        Idempotent and safe after a failure part-way through `start`."""
+        await asyncio.gather(*(edge.stop() for edge in self.edges))
+        await asyncio.gather(*(session.stop() for session in self.sessions))
+        # The whole group: unshare's own process ignores SIGTERM, the host's
+        # first process (deploy/worker_host.py) stops its services in order.
+        await asyncio.gather(*(stop_process_group(w.process, STOP_GRACE_S) for w in self.workers))
+        await asyncio.gather(*(stop_process_group(p, ETCD_STOP_GRACE_S) for p in self.etcd))
+        await self.network.destroy()
+        shutil.rmtree(self.settings.run_dir, ignore_errors=True)
+
+
+async def _start(
+    starting: Awaitable[asyncio.subprocess.Process],
+) -> asyncio.subprocess.Process:
+    """Start a process even when a stop cancels the caller meanwhile (its
+    caller records it, so the stop finds and ends it)."""
+    task = asyncio.ensure_future(starting)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
+async def main() -> None:
+    netns.require_privileges()
+    settings = ClusterSettings.from_env(Env(os.environ))
+    env = with_internal_token(os.environ)
+    env["BATON_API_TOKEN"] = settings.api_token
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    with single_launcher(settings.run_dir.with_name(settings.run_dir.name + ".lock")):
+        cluster = Cluster(settings, env, say, sys.stderr)
+        # Installed first and kept until the clean-up is over: a second Ctrl-C
+        # must not cut it short.
+        stop = asyncio.create_task(until_stop_signal())
+        try:
+            await cluster.remove_leftovers()
+            starting = asyncio.create_task(cluster.start())
+            await asyncio.wait({starting, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, BatonError):
+                    await starting
+                return
+            starting.result()
+            cluster.announce()
+            await cluster.run_until(stop)
+        finally:
+            await cluster.stop()
+            stop.cancel()
+            say(f"{PREFIX} stopped")
+
+
+if __name__ == "__main__":
+    run_service(main)
