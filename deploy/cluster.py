@@ -340,7 +340,7 @@ class Cluster:
             service = Service(f"edge-{index + 1}", "services.edge", None, http_url=url)
             self.edges.append(self._supervised(service, env))
         waits += [supervised.start() for supervised in [*self.sessions, *self.edges]]
-        await asyncio.gather(*waits)
+        await _all_or_nothing(waits)
 
     def _supervised(self, service: Service, env: Mapping[str, str]) -> SupervisedService:
         return SupervisedService(
@@ -436,6 +436,19 @@ class Cluster:
         await asyncio.gather(*(stop_process_group(p, ETCD_STOP_GRACE_S) for p in self.etcd))
         await self.network.destroy()
         shutil.rmtree(self.settings.run_dir, ignore_errors=True)
+
+
+async def _all_or_nothing(awaitables: Sequence[Awaitable[None]]) -> None:
+    """Await all; when one fails (or a stop cancels us), cancel and await the
+    rest before raising, so that nothing starts behind the clean-up."""
+    tasks = [asyncio.ensure_future(awaitable) for awaitable in awaitables]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 async def _start(

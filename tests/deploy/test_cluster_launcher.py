@@ -1,0 +1,264 @@
+"""`make cluster`'s launcher, for real: namespaces, etcd, worker hosts, replicas.
+
+Needs root (the launcher makes network namespaces and a bridge); the test
+machine runs the suite as root. Uses displays 1300-1309 and VNC ports
+19500-19509 only, and talks to 10.200.0.1 (the bridge) and loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deploy import netns
+from tests.conftest import free_port, require_binary
+from tests.deploy.stack_process import alive, cmdline, process_tree
+
+GATEWAY = "10.200.0.1"
+TOKEN = "cluster-launcher-test-token"
+LINE = re.compile(r"baton-cluster: .*")
+WORKER = re.compile(r"baton-cluster: worker (w\d) (10\.200\.0\.\d+) pgid (\d+)")
+EDGE = re.compile(r"baton-cluster: edge (http://127\.0\.0\.1:(\d+))/#token=(\S+)")
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+
+def ours_in(listing: str) -> list[str]:
+    return [line for line in listing.splitlines() if line.split()[0].startswith("baton-")]
+
+
+def all_pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def namespace_of(pid: int, kind: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/{kind}")
+    except OSError:
+        return None
+
+
+class Launcher:
+    def __init__(self, run_dir: Path, edge_ports: list[int]) -> None:
+        self.run_dir = run_dir
+        env = {
+            **os.environ,
+            "BATON_CLUSTER_EDGE_PORTS": ",".join(map(str, edge_ports)),
+            "BATON_CLUSTER_RUN_DIR": str(run_dir),
+            "BATON_DISPLAY_NUMBERS": "1300-1309",
+            "BATON_VNC_PORTS": "19500-19509",
+            "BATON_MAX_SLOTS": "2",
+            "BATON_WARM_SLOTS": "0",
+            "BATON_API_TOKEN": TOKEN,
+            "BATON_LOG_LEVEL": "WARNING",
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy.cluster"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._readers = [
+            threading.Thread(
+                target=self._read, args=(self.process.stdout, self.lines), daemon=True
+            ),
+            threading.Thread(
+                target=self._read, args=(self.process.stderr, self.errors), daemon=True
+            ),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @staticmethod
+    def _read(stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            into.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.lines:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no {text!r} line; stdout:\n"
+                    + "\n".join(self.lines)
+                    + "\nstderr:\n"
+                    + "\n".join(self.errors[-40:])
+                )
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for reader in self._readers:
+            reader.join(5)
+        for stream in (self.process.stdout, self.process.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class GatewayPage(http.server.BaseHTTPRequestHandler):
+    """A page on the bridge's address (the gateway), as a test would serve one."""
+
+    def do_GET(self) -> None:
+        body = b"baton-gateway-marker"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def gateway_page() -> Iterator[int]:
+    """Serve GatewayPage on the gateway (which exists while the cluster runs); its port."""
+    server = http.server.HTTPServer((GATEWAY, 0), GatewayPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def remove_leftovers() -> None:
+    async def remove() -> None:
+        await netns.remove(*await netns.leftovers())
+
+    asyncio.run(remove())
+
+
+def make_stale_leftovers() -> int:
+    """What a kill -9'd launcher leaves: a namespace with a process in it, a bridge."""
+    ip("netns", "add", "baton-w1")
+    ip("link", "add", "name", "baton-br0", "type", "bridge")
+    sleeper = subprocess.Popen(["ip", "netns", "exec", "baton-w1", "sleep", "300"])
+    deadline = time.monotonic() + 5
+    while namespace_of(sleeper.pid, "net") == namespace_of(os.getpid(), "net"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    threading.Thread(target=sleeper.wait, daemon=True).start()
+    return sleeper.pid
+
+
+@pytest.mark.timeout(150)
+def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
+    require_binary("ip", "iproute2")
+    require_binary("etcd", "etcd-server")
+    assert ours_in(ip("netns", "list")) == [], "another cluster is running on this machine"
+    stale_pid = make_stale_leftovers()
+    edge_ports = [free_port(), free_port()]
+    launcher = Launcher(tmp_path / "run", edge_ports)
+    try:
+        launcher.wait_for("baton-cluster: ready", timeout=90)
+        # The stale namespace, its process and the bridge were found and removed.
+        assert any("removed leftovers" in line and "baton-w1" in line for line in launcher.lines)
+        assert not alive(stale_pid)
+
+        # Every line has its shape; the address book is complete.
+        ours = [line for line in launcher.lines if line.startswith("baton-cluster:")]
+        assert ours == launcher.lines
+        workers = [WORKER.fullmatch(line) for line in ours if " worker " in line]
+        edges = [EDGE.fullmatch(line) for line in ours if " edge " in line]
+        assert all(workers) and all(edges), ours
+        assert [(m[1], m[2]) for m in workers if m] == [
+            ("w1", "10.200.0.11"),
+            ("w2", "10.200.0.12"),
+        ]
+        assert sorted(int(m[2]) for m in edges if m) == sorted(edge_ports)
+        assert {m[3] for m in edges if m} == {TOKEN}
+        assert f"baton-cluster: gateway {GATEWAY}" in ours
+        assert ours[-1] == "baton-cluster: ready"
+
+        # Each worker host's services run in its own network namespace and
+        # mount namespace, with a /tmp of their own.
+        our_net = namespace_of(os.getpid(), "net")
+        our_mnt = namespace_of(os.getpid(), "mnt")
+        host_nets, host_mnts = set(), set()
+        worker_pids: set[int] = set()
+        for match in workers:
+            assert match is not None
+            pgid = int(match[3])
+            net = namespace_of(pgid, "net")
+            assert net is not None and net != our_net
+            in_host = [pid for pid in all_pids() if namespace_of(pid, "net") == net]
+            worker_pids.update(in_host)
+            display = [pid for pid in in_host if cmdline(pid)[1:3] == ["-m", "services.display"]]
+            automation = [
+                pid for pid in in_host if cmdline(pid)[1:3] == ["-m", "services.automation"]
+            ]
+            assert len(display) == 1 and len(automation) == 1, [cmdline(p) for p in in_host]
+            mnt = namespace_of(display[0], "mnt")
+            assert mnt is not None and mnt != our_mnt
+            assert namespace_of(automation[0], "mnt") == mnt
+            host_nets.add(net)
+            host_mnts.add(mnt)
+            # A file in the host's /tmp is seen by its services only.
+            marker = f"baton-private-tmp-{match[1]}"
+            Path(f"/proc/{display[0]}/root/tmp/{marker}").write_text("x")
+            assert not Path(f"/tmp/{marker}").exists()
+            assert Path(f"/proc/{automation[0]}/root/tmp/{marker}").exists()
+        assert len(host_nets) == 2 and len(host_mnts) == 2
+        for match in workers:
+            assert match is not None
+            other = "w2" if match[1] == "w1" else "w1"
+            assert not Path(f"/proc/{match[3]}/root/tmp/baton-private-tmp-{other}").exists()
+
+        # The gateway answers from inside a worker host's namespace.
+        with gateway_page() as port:
+            url = f"http://{GATEWAY}:{port}/"
+            fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
+            inside = subprocess.run(
+                ["ip", "netns", "exec", "baton-w2", sys.executable, "-c", fetch],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            )
+        assert inside.stdout.strip() == "baton-gateway-marker", inside.stderr
+
+        # Both edges serve the console.
+        for match in edges:
+            assert match is not None
+            with urllib.request.urlopen(match[1] + "/", timeout=10) as reply:
+                assert reply.status == 200
+                assert b"<html" in reply.read().lower()
+
+        everything = process_tree(launcher.process.pid) | worker_pids
+        assert len(everything) >= 3 + 2 * 3 + 2 + 2  # etcd, hosts, sessions, edges
+        launcher.process.send_signal(signal.SIGTERM)
+        assert launcher.process.wait(timeout=45) == 0, "\n".join(launcher.errors[-40:])
+        launcher.close()
+        assert launcher.lines[-1] == "baton-cluster: stopped"
+
+        # Nothing is left: processes, namespaces, links, files.
+        assert [pid for pid in everything if alive(pid)] == []
+        assert [p for p in all_pids() if namespace_of(p, "net") in host_nets] == []
+        assert ours_in(ip("netns", "list")) == []
+        assert netns.baton_links(ip("-br", "link")) == []
+        assert not (tmp_path / "run").exists()
+        assert not (tmp_path / "run.lock").exists()
+    finally:
+        launcher.close()
+        # Whatever a failed run left must not break the next test.
+        remove_leftovers()
