@@ -13,6 +13,7 @@ import http.server
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -261,4 +262,52 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
     finally:
         launcher.close()
         # Whatever a failed run left must not break the next test.
+        remove_leftovers()
+
+
+def test_without_root_it_says_so_in_one_line_and_makes_nothing(tmp_path: Path) -> None:
+    # Root, minus the two capabilities namespaces need: as an unprivileged user.
+    drop = ["setpriv", "--bounding-set", "-net_admin,-sys_admin", "--inh-caps", "-all"]
+    env = {**os.environ, "BATON_CLUSTER_RUN_DIR": str(tmp_path / "run")}
+    result = subprocess.run(
+        [*drop, sys.executable, "-m", "deploy.cluster"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "needs root" in result.stderr, result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.timeout(120)
+def test_a_service_failing_mid_start_stops_everything_already_made(tmp_path: Path) -> None:
+    assert ours_in(ip("netns", "list")) == [], "another cluster is running on this machine"
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    # The second edge cannot bind: by then etcd, the hosts and the sessions run.
+    launcher = Launcher(tmp_path / "run", [free_port(), taken.getsockname()[1]])
+    try:
+        seen: set[int] = set()
+        saw_hosts = False
+        deadline = time.monotonic() + 90
+        while launcher.process.poll() is None and time.monotonic() < deadline:
+            seen |= process_tree(launcher.process.pid)
+            saw_hosts = saw_hosts or bool(ours_in(ip("netns", "list")))
+            time.sleep(0.05)
+        assert launcher.process.wait(timeout=5) == 2
+        launcher.close()
+        assert saw_hosts, "the failure came before the namespaces: nothing was tested"
+        assert any(line.startswith("error: edge-2") for line in launcher.errors), launcher.errors
+        assert "baton-cluster: ready" not in launcher.lines
+        assert [pid for pid in seen if alive(pid)] == []
+        assert ours_in(ip("netns", "list")) == []
+        assert netns.baton_links(ip("-br", "link")) == []
+        assert not (tmp_path / "run").exists()
+    finally:
+        taken.close()
+        launcher.close()
         remove_leftovers()
