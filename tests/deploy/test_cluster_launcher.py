@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import json
 import os
 import re
 import signal
@@ -238,12 +239,19 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
             )
         assert inside.stdout.strip() == "baton-gateway-marker", inside.stderr
 
-        # Both edges serve the console.
+        # Both edges serve the console, and reach a session service (with the
+        # shared internal credential), which reaches etcd: listing answers.
         for match in edges:
             assert match is not None
             with urllib.request.urlopen(match[1] + "/", timeout=10) as reply:
                 assert reply.status == 200
                 assert b"<html" in reply.read().lower()
+            listing = urllib.request.Request(
+                match[1] + "/api/browser-session", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            with urllib.request.urlopen(listing, timeout=20) as reply:
+                assert reply.status == 200
+                assert json.load(reply)["sessions"] == []
 
         everything = process_tree(launcher.process.pid) | worker_pids
         assert len(everything) >= 3 + 2 * 3 + 2 + 2  # etcd, hosts, sessions, edges
