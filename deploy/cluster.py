@@ -54,7 +54,7 @@ from deploy.supervisor import SupervisedService, describe_exit, supervise_all
 from deploy.worker_host import AUTOMATION_PORT, DISPLAY_PORT
 from services.display.settings import NumberRange
 from services.edge.auth import console_url, generate_api_token
-from services.runtime.entrypoint import run_service, until_stop_signal
+from services.runtime.entrypoint import run_service, stop_signals
 from services.runtime.errors import BatonError, FailedPrecondition, Unavailable
 from services.runtime.processes import require_binary, start_process, stop_process_group
 from services.runtime.settings import Env
@@ -473,11 +473,13 @@ async def main() -> None:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    with single_launcher(settings.run_dir.with_name(settings.run_dir.name + ".lock")):
+    with (
+        single_launcher(settings.run_dir.with_name(settings.run_dir.name + ".lock")),
+        # Kept until the clean-up is over: a second Ctrl-C must not cut it short.
+        stop_signals(lambda: say(f"{PREFIX} still stopping")) as stop_requested,
+    ):
         cluster = Cluster(settings, env, say, sys.stderr)
-        # Installed first and kept until the clean-up is over: a second Ctrl-C
-        # must not cut it short.
-        stop = asyncio.create_task(until_stop_signal())
+        stop = asyncio.create_task(stop_requested.wait())
         try:
             await cluster.remove_leftovers()
             starting = asyncio.create_task(cluster.start())
@@ -491,6 +493,8 @@ async def main() -> None:
             cluster.announce()
             await cluster.run_until(stop)
         finally:
+            if stop_requested.is_set():
+                say(f"{PREFIX} stopping")
             await cluster.stop()
             stop.cancel()
             say(f"{PREFIX} stopped")

@@ -4,9 +4,10 @@ The root namespace gets a Linux bridge with the gateway address (10.200.0.1/24);
 each worker host gets a network namespace joined to the bridge by a veth pair,
 with its own address (10.200.0.11, .12, ...) and no default route, so what runs
 inside reaches the private range only. Everything is made with `ip` (Debian's
-iproute2) and named `baton-...`, so that a later start finds and removes what a
-killed launcher left. The commands are built by pure functions; `Network` runs
-them.
+iproute2) under names no one else uses (`baton-cluster-<host>` namespaces,
+`baton-cl-<host>` veths, the `baton-br0` bridge), so that a later start finds
+and removes what a killed launcher left. The commands are built by pure
+functions; `Network` runs them.
 
 A worker host's processes also need their own /tmp (network namespaces do not
 separate it: X lock files and sockets would collide) and should die together
@@ -28,7 +29,10 @@ from dataclasses import dataclass
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.processes import require_binary
 
-PREFIX = "baton-"
+# Names only this launcher uses (other tools may make `baton-...` namespaces of
+# their own): what a killed launcher left is found by them and nothing else.
+NAMESPACE_PREFIX = "baton-cluster-"
+VETH_PREFIX = "baton-cl-"
 BRIDGE = "baton-br0"
 SUBNET = "10.200.0.0/24"
 # The namespace side of every veth pair: each namespace has exactly one.
@@ -67,8 +71,8 @@ def plan_network(host_ids: Sequence[str], subnet: str = SUBNET) -> NetworkPlan:
     hosts = tuple(
         HostNetwork(
             host_id=host_id,
-            namespace=f"{PREFIX}{host_id}",
-            veth=f"{PREFIX}{host_id}-v",
+            namespace=f"{NAMESPACE_PREFIX}{host_id}",
+            veth=f"{VETH_PREFIX}{host_id}",
             address=str(network[FIRST_HOST_OFFSET + index]),
         )
         for index, host_id in enumerate(host_ids)
@@ -132,13 +136,13 @@ def enter_argv(namespace: str, argv: Sequence[str]) -> list[str]:
 def baton_namespaces(ip_netns_list: str) -> list[str]:
     """Our namespaces in `ip netns list` output ("name" or "name (id: N)" lines)."""
     names = (line.split()[0] for line in ip_netns_list.splitlines() if line.strip())
-    return [name for name in names if name.startswith(PREFIX)]
+    return [name for name in names if name.startswith(NAMESPACE_PREFIX)]
 
 
 def baton_links(ip_brief_link: str) -> list[str]:
     """Our interfaces in `ip -br link` output ("name@peer  STATE ..." lines)."""
     names = (line.split()[0].split("@")[0] for line in ip_brief_link.splitlines() if line.strip())
-    return [name for name in names if name.startswith(PREFIX)]
+    return [name for name in names if name == BRIDGE or name.startswith(VETH_PREFIX)]
 
 
 def has_capabilities(proc_status: str, *bits: int) -> bool:

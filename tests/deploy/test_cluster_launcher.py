@@ -41,7 +41,7 @@ def ip(*args: str) -> str:
 
 
 def ours_in(listing: str) -> list[str]:
-    return [line for line in listing.splitlines() if line.split()[0].startswith("baton-")]
+    return netns.baton_namespaces(listing)
 
 
 def all_pids() -> list[int]:
@@ -91,8 +91,11 @@ class Launcher:
 
     @staticmethod
     def _read(stream: object, into: list[str]) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            into.append(line.rstrip("\n"))
+        # Ends at EOF, or when close() closes the stream under a reader that
+        # a leaked child keeps waiting (the test then fails on the leak).
+        with contextlib.suppress(ValueError, OSError):
+            for line in stream:  # type: ignore[attr-defined]
+                into.append(line.rstrip("\n"))
 
     def wait_for(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -153,9 +156,9 @@ def remove_leftovers() -> None:
 
 def make_stale_leftovers() -> int:
     """What a kill -9'd launcher leaves: a namespace with a process in it, a bridge."""
-    ip("netns", "add", "baton-w1")
+    ip("netns", "add", "baton-cluster-w1")
     ip("link", "add", "name", "baton-br0", "type", "bridge")
-    sleeper = subprocess.Popen(["ip", "netns", "exec", "baton-w1", "sleep", "300"])
+    sleeper = subprocess.Popen(["ip", "netns", "exec", "baton-cluster-w1", "sleep", "300"])
     deadline = time.monotonic() + 5
     while namespace_of(sleeper.pid, "net") == namespace_of(os.getpid(), "net"):
         assert time.monotonic() < deadline
@@ -175,7 +178,9 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
     try:
         launcher.wait_for("baton-cluster: ready", timeout=90)
         # The stale namespace, its process and the bridge were found and removed.
-        assert any("removed leftovers" in line and "baton-w1" in line for line in launcher.lines)
+        assert any(
+            "removed leftovers" in line and "baton-cluster-w1" in line for line in launcher.lines
+        )
         assert not alive(stale_pid)
 
         # Every line has its shape; the address book is complete.
@@ -232,7 +237,7 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
             url = f"http://{GATEWAY}:{port}/"
             fetch = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
             inside = subprocess.run(
-                ["ip", "netns", "exec", "baton-w2", sys.executable, "-c", fetch],
+                ["ip", "netns", "exec", "baton-cluster-w2", sys.executable, "-c", fetch],
                 capture_output=True,
                 text=True,
                 timeout=20,
@@ -255,6 +260,9 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
 
         everything = process_tree(launcher.process.pid) | worker_pids
         assert len(everything) >= 3 + 2 * 3 + 2 + 2  # etcd, hosts, sessions, edges
+        launcher.process.send_signal(signal.SIGTERM)
+        # A second one (an impatient Ctrl-C) must not cut the clean-up short.
+        launcher.wait_for("baton-cluster: stopping", timeout=10)
         launcher.process.send_signal(signal.SIGTERM)
         assert launcher.process.wait(timeout=45) == 0, "\n".join(launcher.errors[-40:])
         launcher.close()

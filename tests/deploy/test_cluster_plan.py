@@ -16,21 +16,21 @@ def test_the_plan_puts_the_gateway_first_and_hosts_from_11() -> None:
     plan = netns.plan_network(["w1", "w2"])
     assert (plan.bridge, plan.gateway, plan.prefix_length) == ("baton-br0", "10.200.0.1", 24)
     assert [(h.namespace, h.veth, h.address) for h in plan.hosts] == [
-        ("baton-w1", "baton-w1-v", "10.200.0.11"),
-        ("baton-w2", "baton-w2-v", "10.200.0.12"),
+        ("baton-cluster-w1", "baton-cl-w1", "10.200.0.11"),
+        ("baton-cluster-w2", "baton-cl-w2", "10.200.0.12"),
     ]
 
 
 def test_a_host_id_too_long_for_an_interface_name_is_refused() -> None:
     with pytest.raises(FailedPrecondition, match="too long"):
-        netns.plan_network(["a-very-long-host"])
+        netns.plan_network(["long-host"])
 
 
 def test_each_host_gets_a_veth_into_the_bridge_and_no_default_route() -> None:
     plan = netns.plan_network(["w1"])
     commands = netns.host_commands(plan, plan.hosts[0])
-    assert ["link", "set", "baton-w1-v", "master", "baton-br0", "up"] in commands
-    assert ["-n", "baton-w1", "addr", "add", "10.200.0.11/24", "dev", "eth0"] in commands
+    assert ["link", "set", "baton-cl-w1", "master", "baton-br0", "up"] in commands
+    assert ["-n", "baton-cluster-w1", "addr", "add", "10.200.0.11/24", "dev", "eth0"] in commands
     # Only the private range is reachable from inside.
     assert not any("route" in command for command in commands)
 
@@ -46,10 +46,11 @@ def test_a_host_process_runs_in_its_namespace_with_a_private_tmp() -> None:
 
 
 def test_leftovers_are_found_by_name() -> None:
-    listing = "baton-w1 (id: 0)\nother\nbaton-w2\n"
-    assert netns.baton_namespaces(listing) == ["baton-w1", "baton-w2"]
-    links = "lo  UNKNOWN 00:00\nbaton-br0  UP  52:79\nbaton-w1-v@if2  UP  52:79\neth0@if9 UP\n"
-    assert netns.baton_links(links) == ["baton-br0", "baton-w1-v"]
+    # Only ours: another tool's baton-net-1 is not a leftover of this launcher.
+    listing = "baton-cluster-w1 (id: 0)\nbaton-net-1\nbaton-cluster-w2\n"
+    assert netns.baton_namespaces(listing) == ["baton-cluster-w1", "baton-cluster-w2"]
+    links = "lo  UNKNOWN 0\nbaton-br0  UP  5\nbaton-cl-w1@if2  UP  5\nbaton-x@if9 UP\n"
+    assert netns.baton_links(links) == ["baton-br0", "baton-cl-w1"]
 
 
 def test_capabilities_are_read_from_cap_eff() -> None:
