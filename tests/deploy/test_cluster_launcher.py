@@ -184,8 +184,8 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
         assert not alive(stale_pid)
 
         # Every line has its shape; the address book is complete.
-        ours = [line for line in launcher.lines if line.startswith("baton-cluster:")]
-        assert ours == launcher.lines
+        ours = list(launcher.lines)
+        assert all(line.startswith("baton-cluster: ") for line in ours)
         workers = [WORKER.fullmatch(line) for line in ours if " worker " in line]
         edges = [EDGE.fullmatch(line) for line in ours if " edge " in line]
         assert all(workers) and all(edges), ours
@@ -197,6 +197,7 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
         assert {m[3] for m in edges if m} == {TOKEN}
         assert f"baton-cluster: gateway {GATEWAY}" in ours
         assert ours[-1] == "baton-cluster: ready"
+        assert len(ours) == 1 + 2 + 2 + 1 + 1  # leftovers, workers, edges, gateway, ready
 
         # Each worker host's services run in its own network namespace and
         # mount namespace, with a /tmp of their own.
@@ -259,6 +260,18 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
                 assert json.load(reply)["sessions"] == []
 
         everything = process_tree(launcher.process.pid) | worker_pids
+
+        # kill -9 of a worker's process group takes the whole host with it (its
+        # PID namespace), X servers and all; the launcher says so, goes on.
+        first = workers[0]
+        assert first is not None
+        first_net = namespace_of(int(first[3]), "net")
+        os.killpg(int(first[3]), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while [p for p in all_pids() if namespace_of(p, "net") == first_net]:
+            assert time.monotonic() < deadline, "the killed host's processes live on"
+            time.sleep(0.05)
+        launcher.wait_for("baton-cluster: worker w1 was killed by SIGKILL; not restarted", 10)
         assert len(everything) >= 3 + 2 * 3 + 2 + 2  # etcd, hosts, sessions, edges
         launcher.process.send_signal(signal.SIGTERM)
         # A second one (an impatient Ctrl-C) must not cut the clean-up short.
