@@ -348,7 +348,8 @@ class Cluster:
             starter(service, env, stdout=self.output.fileno(), wrapper=ROOT_WRAPPER),
             readiness(service),
             STOP_GRACE_S,
-            say=self.say,
+            # Its crash and restart lines go with the services' logs.
+            say=lambda line: print(line, file=self.output, flush=True),
         )
 
     async def _start_etcd(self) -> str:
