@@ -115,10 +115,10 @@ class DisplaySettings:
             raise ConfigError("BATON_VNC_PORTS holds fewer ports than BATON_MAX_SLOTS")
         if (self.stream_tls_cert is None) != (self.stream_tls_key is None):
             raise ConfigError("set both BATON_STREAM_TLS_CERT and BATON_STREAM_TLS_KEY, or neither")
-        if self.websockify_host in WILDCARD_HOSTS and not self.stream_advertise_host:
+        if (self.stream_advertise_host or self.websockify_host) in WILDCARD_HOSTS:
             raise ConfigError(
                 f"BATON_WEBSOCKIFY_HOST={self.websockify_host} listens on every address: set "
-                "BATON_STREAM_ADVERTISE_HOST to the one edges reach this host at"
+                "BATON_STREAM_ADVERTISE_HOST to the address edges reach this host at"
             )
 
     @classmethod
