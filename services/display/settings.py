@@ -140,8 +140,9 @@ class DisplaySettings:
         stream_cert = env.optional("BATON_STREAM_TLS_CERT")
         stream_key = env.optional("BATON_STREAM_TLS_KEY")
         # Read now so that a missing or unreadable file is a clear start-up error.
-        read_pem("BATON_STREAM_TLS_CERT", stream_cert)
-        read_pem("BATON_STREAM_TLS_KEY", stream_key)
+        if stream_cert is not None and stream_key is not None:
+            read_pem("BATON_STREAM_TLS_CERT", stream_cert)
+            read_pem("BATON_STREAM_TLS_KEY", stream_key)
         return cls(
             port=port,
             listen_host=env.text("BATON_DISPLAY_HOST", "127.0.0.1"),
