@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -42,6 +41,7 @@ WEBSOCKIFY_PORT = 6080
 # This helper's display numbers and VNC ports (tests never share them).
 DISPLAYS = "1400-1401"
 VNC_PORTS = "19600-19601"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _ip(*args: str) -> None:
@@ -71,11 +71,11 @@ def network_namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
 
 
-async def _serving(tls: GrpcTls, within_s: float, process: subprocess.Popen[bytes]) -> None:
+async def _serving(tls: GrpcTls, within_s: float, process: asyncio.subprocess.Process) -> None:
     deadline = time.monotonic() + within_s
     async with open_channel(f"{NS_ADDRESS}:{GRPC_PORT}", INTERNAL_TOKEN, tls) as channel:
         while not await is_serving(channel):
-            assert process.poll() is None, f"display service exited with {process.returncode}"
+            assert process.returncode is None, f"display service exited: {process.returncode}"
             assert time.monotonic() < deadline, "display service not serving in time"
             await asyncio.sleep(0.1)
 
@@ -114,10 +114,10 @@ async def display_in_namespace(
             cert=worker.cert.read_bytes(), key=worker.key.read_bytes(), ca=ca.cert.read_bytes()
         )
     with network_namespace() as namespace:
-        process = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "services.display"],
+        process = await asyncio.create_subprocess_exec(
+            *["ip", "netns", "exec", namespace, sys.executable, "-m", "services.display"],
             env=env,
-            cwd=Path(__file__).resolve().parents[2],
+            cwd=REPO,
         )
         try:
             await _serving(tls, 30, process)
@@ -129,10 +129,10 @@ async def display_in_namespace(
         finally:
             process.send_signal(signal.SIGTERM)
             try:
-                await asyncio.to_thread(process.wait, 15)
-            except subprocess.TimeoutExpired:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
                 process.kill()
-                process.wait()
+                await process.wait()
 
 
 async def _accepts(host: str, port: int) -> bool:
