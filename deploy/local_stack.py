@@ -24,14 +24,14 @@ import urllib.request
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 
-import grpc
-
 from deploy.supervisor import Ready, Start, SupervisedService, supervise_all
 from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.errors import Unavailable
-from services.runtime.grpc_client import is_serving
+from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.grpc_tls import GrpcTls
 from services.runtime.internal_auth import ENV_NAME, InternalToken
 from services.runtime.processes import start_process
+from services.runtime.settings import Env
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
@@ -70,13 +70,27 @@ def _http_ready(url: str) -> bool:
         return False
 
 
-async def _wait_ready(service: Service, process: asyncio.subprocess.Process) -> None:
+@dataclass(frozen=True)
+class Probe:
+    """How the launcher reaches the services it checks: the services' own TLS
+    settings (BATON_GRPC_TLS_*), so health checks work with TLS on too."""
+
+    token: InternalToken
+    tls: GrpcTls
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Probe:
+        return cls(InternalToken(env[ENV_NAME]), GrpcTls.from_env(Env(env)))
+
+
+async def _wait_ready(service: Service, process: asyncio.subprocess.Process, probe: Probe) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise Unavailable(f"{service.name} exited with status {process.returncode}")
         if service.grpc_port is not None:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+            target = f"127.0.0.1:{service.grpc_port}"
+            async with open_channel(target, probe.token, probe.tls) as channel:
                 ready = await is_serving(channel)
         else:
             assert service.http_url is not None
@@ -103,21 +117,23 @@ def _starter(service: Service, env: Mapping[str, str]) -> Start:
     return start
 
 
-def _readiness(service: Service) -> Ready:
+def _readiness(service: Service, probe: Probe) -> Ready:
     def ready(process: asyncio.subprocess.Process) -> Awaitable[None]:
-        return _wait_ready(service, process)
+        return _wait_ready(service, process, probe)
 
     return ready
 
 
 async def main() -> None:
     env = with_internal_token(os.environ)
+    # Bad TLS files stop the launch here, with the setting's name.
+    probe = Probe.from_env(env)
     running: list[SupervisedService] = []
     stop = asyncio.create_task(until_stop_signal())
     try:
         for service in stack(env):
             supervised = SupervisedService(
-                service.name, _starter(service, env), _readiness(service), STOP_GRACE_S
+                service.name, _starter(service, env), _readiness(service, probe), STOP_GRACE_S
             )
             running.append(supervised)
             ready = asyncio.create_task(supervised.start())

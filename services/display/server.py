@@ -13,7 +13,7 @@ from services.display.servicer import DisplayServicer
 from services.display.settings import DisplaySettings
 from services.display.slot_pool import SlotPool
 from services.display.state_dir import StateDir
-from services.display.websockify_router import WebsockifyRouter
+from services.display.websockify_router import StreamEndpoint, WebsockifyRouter
 from services.display.x_display_files import display_held
 from services.runtime.grpc_server import RunningServer, start_server
 from services.runtime.processes import require_module
@@ -39,7 +39,16 @@ async def start_display_server(
         undo.callback(state.release)
         await state.reap(settings.stop_grace)
         router = WebsockifyRouter(
-            state, settings.websockify_port, settings.ready_timeout, settings.stop_grace
+            state,
+            settings.websockify_port,
+            settings.ready_timeout,
+            settings.stop_grace,
+            StreamEndpoint(
+                listen_host=settings.websockify_host,
+                advertise_host=settings.stream_advertise_host,
+                cert=settings.stream_tls_cert,
+                key=settings.stream_tls_key,
+            ),
         )
         await router.start()
         undo.push_async_callback(router.stop)
@@ -59,7 +68,9 @@ async def start_display_server(
         def register(server: grpc.aio.Server) -> None:
             display_pb2_grpc.add_DisplayServiceServicer_to_server(servicer, server)
 
-        running = await start_server(register, [SERVICE_NAME], address, settings.internal_token)
+        running = await start_server(
+            register, [SERVICE_NAME], address, settings.internal_token, settings.grpc_tls
+        )
         # Started: from here on the server's stop hooks own the clean-up.
         undo.pop_all()
 
