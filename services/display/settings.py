@@ -89,6 +89,17 @@ class DisplaySettings:
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
     internal_token: InternalToken = field(kw_only=True)
+    # The worker registry (README.md, "Worker registry"): empty, no registration.
+    etcd_endpoints: tuple[str, ...] = ()
+    worker_lease_ttl_s: int = 10
+    # Seconds a draining host (SIGTERM with registration) lets its slots live.
+    drain_timeout_s: float = 300.0
+    # What this host tells session services and edges in its record; None: derived
+    # from where it listens (registration.advertised_record).
+    display_advertise_address: str | None = None
+    automation_advertise_address: str = "127.0.0.1:50053"
+    websockify_host: str = "127.0.0.1"
+    stream_advertise_host: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -137,4 +148,12 @@ class DisplaySettings:
             log_level=env.text("BATON_LOG_LEVEL", "INFO"),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", "none"),
             internal_token=InternalToken.from_env(env),
+            etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            worker_lease_ttl_s=env.integer("BATON_WORKER_LEASE_TTL_S", 10, minimum=1),
+            drain_timeout_s=env.number("BATON_DRAIN_TIMEOUT_S", 300.0, minimum=0.0),
+            display_advertise_address=env.optional("BATON_DISPLAY_ADVERTISE_ADDRESS"),
+            automation_advertise_address=env.optional("BATON_AUTOMATION_ADVERTISE_ADDRESS")
+            or f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053, minimum=0)}",
+            websockify_host=env.text("BATON_WEBSOCKIFY_HOST", "127.0.0.1"),
+            stream_advertise_host=env.optional("BATON_STREAM_ADVERTISE_HOST"),
         )
