@@ -139,7 +139,10 @@ class WorkerRegistration:
             try:
                 await self._register_and_keep()
             except (aetcd.exceptions.ClientError, Unavailable, _LeaseLost, TimeoutError) as exc:
-                self._registered.clear()
+                if self._registered.is_set():
+                    # Registered until now: the next outage starts from a short wait again.
+                    delay = _RETRY_FIRST_S
+                    self._registered.clear()
                 log.error(
                     "worker registry: %s is not registered (%s); trying again in %.1f s",
                     self._record.host_id,
@@ -149,7 +152,6 @@ class WorkerRegistration:
                 await self._drop_client()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-                continue
 
     async def _register_and_keep(self) -> None:
         timeout = self._call_timeout()

@@ -178,7 +178,9 @@ async def test_the_record_follows_capacity_and_goes_when_the_host_stops(
             # Through the directory's own channels to the host.
             host = directory.host("capacity-host")
             assert host is not None
-            slot = await host.display.allocate_slot("s1", display_pb2.Viewport(width=1280, height=720))
+            slot = await host.display.allocate_slot(
+                "s1", display_pb2.Viewport(width=1280, height=720)
+            )
             assert slot.host_id == "capacity-host"
             await record_where(directory, "capacity-host", held=1, warm_ready=1)
             await host.display.release_slot(slot.id)
