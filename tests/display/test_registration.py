@@ -109,7 +109,7 @@ class DisplayProcess:
         return cls(process, port)
 
     @contextlib.asynccontextmanager
-    async def stub(self) -> AsyncIterator[display_pb2_grpc.DisplayServiceStub]:
+    async def stub(self) -> AsyncIterator[display_pb2_grpc.DisplayServiceAsyncStub]:
         async with open_channel(f"127.0.0.1:{self.port}", INTERNAL_TOKEN) as channel:
             await asyncio.wait_for(channel.channel_ready(), 20)
             yield display_pb2_grpc.DisplayServiceStub(channel)
@@ -139,7 +139,9 @@ def cleaned_up(processes: list[DisplayProcess]) -> Iterator[None]:
                 os.killpg(process.process.pid, signal.SIGKILL)
 
 
-async def allocate(stub: display_pb2_grpc.DisplayServiceStub, session_id: str) -> display_pb2.Slot:
+async def allocate(
+    stub: display_pb2_grpc.DisplayServiceAsyncStub, session_id: str
+) -> display_pb2.Slot:
     reply = await stub.AllocateSlot(display_pb2.AllocateSlotRequest(session_id=session_id))
     return reply.slot
 
