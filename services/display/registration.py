@@ -24,7 +24,6 @@ import aetcd.exceptions
 from services.display.settings import DisplaySettings
 from services.display.slot_allocator import Capacity
 from services.display.slot_pool import SlotPool
-from services.runtime.errors import Unavailable
 from services.runtime.etcd_client import connect_first
 from services.runtime.worker_registry import WorkerRecord, key_for
 
@@ -82,8 +81,8 @@ class WorkerRegistration:
         self._lease: aetcd.Lease | None = None
         self._task: asyncio.Task[None] | None = None
         # The record as etcd holds it now (None: not registered at the moment).
-        self.written: WorkerRecord | None = None
-        self._registered = asyncio.Event()
+        self._written: WorkerRecord | None = None
+        self._registered = False
 
     @property
     def record(self) -> WorkerRecord:
@@ -91,9 +90,6 @@ class WorkerRegistration:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="worker-registration")
-
-    async def wait_registered(self) -> None:
-        await self._registered.wait()
 
     def update(self, record: WorkerRecord, urgent: bool = False) -> None:
         """Write `record` soon (at once when `urgent`), whatever etcd's state."""
@@ -128,7 +124,7 @@ class WorkerRegistration:
         client = self._client
         self._client = None
         self._lease = None
-        self.written = None
+        self._written = None
         if client is not None:
             with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
                 await client.close()
@@ -138,11 +134,12 @@ class WorkerRegistration:
         while True:
             try:
                 await self._register_and_keep()
-            except (aetcd.exceptions.ClientError, Unavailable, _LeaseLost, TimeoutError) as exc:
-                if self._registered.is_set():
-                    # Registered until now: the next outage starts from a short wait again.
+            # Whatever went wrong, the host goes on and tries again (never a silent stop).
+            except Exception as exc:
+                if self._registered:
+                    # Registered until now: this outage starts from a short wait again.
                     delay = _RETRY_FIRST_S
-                    self._registered.clear()
+                    self._registered = False
                 log.error(
                     "worker registry: %s is not registered (%s); trying again in %.1f s",
                     self._record.host_id,
@@ -166,14 +163,14 @@ class WorkerRegistration:
             self._record.epoch,
             self._ttl_s,
         )
-        self._registered.set()
+        self._registered = True
         keepalive_every = self._ttl_s / 3
         next_keepalive = time.monotonic() + keepalive_every
         last_write = time.monotonic()
         while True:
             now = time.monotonic()
             write_due = math.inf
-            if self._record != self.written:
+            if self._record != self._written:
                 # Debounced: a burst of slot events is one write; draining is not.
                 write_due = now if self._urgent else last_write + MIN_WRITE_INTERVAL_S
             due = min(write_due, next_keepalive)
@@ -197,7 +194,7 @@ class WorkerRegistration:
         await asyncio.wait_for(
             client.put(self._key, record.to_json(), lease=lease), self._call_timeout()
         )
-        self.written = record
+        self._written = record
 
 
 async def follow_capacity(pool: SlotPool, registration: WorkerRegistration) -> None:

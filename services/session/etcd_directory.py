@@ -150,7 +150,8 @@ class EtcdWorkerDirectory:
                         await watch.cancel()
                 # The stream ended without an error: etcd went away under it.
                 raise Unavailable("the watch of the worker registry ended")
-            except (aetcd.exceptions.ClientError, Unavailable) as exc:
+            # Whatever went wrong, list again and watch on (never a silent stop).
+            except Exception as exc:
                 # Compacted, cut off, or a member gone: list again (on another member
                 # if need be) rather than trust a watch resumed from a revision.
                 log.warning(
