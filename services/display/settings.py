@@ -103,6 +103,15 @@ class DisplaySettings:
     internal_token: InternalToken = field(kw_only=True)
     # TLS on this service's gRPC server and clients (BATON_GRPC_TLS_*).
     grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
+    # The worker registry (README.md, "Worker registry"): empty, no registration.
+    etcd_endpoints: tuple[str, ...] = ()
+    worker_lease_ttl_s: int = 10
+    # Seconds a draining host (SIGTERM with registration) lets its slots live.
+    drain_timeout_s: float = 300.0
+    # What this host tells session services and edges in its record; None: derived
+    # from where it listens (registration.advertised_record).
+    display_advertise_address: str | None = None
+    automation_advertise_address: str = "127.0.0.1:50053"
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -170,4 +179,10 @@ class DisplaySettings:
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", "none"),
             internal_token=InternalToken.from_env(env),
             grpc_tls=GrpcTls.from_env(env),
+            etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            worker_lease_ttl_s=env.integer("BATON_WORKER_LEASE_TTL_S", 10, minimum=1),
+            drain_timeout_s=env.number("BATON_DRAIN_TIMEOUT_S", 300.0, minimum=0.0),
+            display_advertise_address=env.optional("BATON_DISPLAY_ADVERTISE_ADDRESS"),
+            automation_advertise_address=env.optional("BATON_AUTOMATION_ADVERTISE_ADDRESS")
+            or f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053, minimum=0)}",
         )
