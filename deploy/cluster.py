@@ -44,6 +44,7 @@ from baton.session.v1 import session_pb2
 from deploy import netns
 from deploy.local_stack import (
     STOP_GRACE_S,
+    Probe,
     Service,
     readiness,
     starter,
@@ -294,6 +295,8 @@ class Cluster:
         self.output = output
         self.plan = netns.plan_network(WORKER_IDS)
         self.network = netns.Network(self.plan)
+        # Bad TLS files (BATON_GRPC_TLS_*) stop the launch here, with the setting's name.
+        self.probe = Probe.from_env(env)
         self.etcd: list[asyncio.subprocess.Process] = []
         self.workers: list[WorkerProcess] = []
         self.sessions: list[SupervisedService] = []
@@ -346,7 +349,7 @@ class Cluster:
         return SupervisedService(
             service.name,
             starter(service, env, stdout=self.output.fileno(), wrapper=ROOT_WRAPPER),
-            readiness(service),
+            readiness(service, self.probe),
             STOP_GRACE_S,
             # Its crash and restart lines go with the services' logs.
             say=lambda line: print(line, file=self.output, flush=True),
@@ -393,7 +396,7 @@ class Cluster:
                 grpc_host=host.address,
                 health_service=health,
             )
-            await wait_ready(probe, process)
+            await wait_ready(probe, process, self.probe)
 
     def announce(self) -> None:
         for worker in self.workers:

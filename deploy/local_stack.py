@@ -24,14 +24,14 @@ import urllib.request
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
-import grpc
-
 from deploy.supervisor import Ready, Start, SupervisedService, supervise_all
 from services.runtime.entrypoint import run_service, until_stop_signal
 from services.runtime.errors import Unavailable
-from services.runtime.grpc_client import is_serving
+from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.grpc_tls import GrpcTls
 from services.runtime.internal_auth import ENV_NAME, InternalToken
 from services.runtime.processes import start_process
+from services.runtime.settings import Env
 
 STOP_GRACE_S = 10.0
 READY_TIMEOUT_S = 60.0
@@ -75,14 +75,27 @@ def _http_ready(url: str) -> bool:
         return False
 
 
-async def wait_ready(service: Service, process: asyncio.subprocess.Process) -> None:
+@dataclass(frozen=True)
+class Probe:
+    """How the launcher reaches the services it checks: the services' own TLS
+    settings (BATON_GRPC_TLS_*), so health checks work with TLS on too."""
+
+    token: InternalToken
+    tls: GrpcTls
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Probe:
+        return cls(InternalToken(env[ENV_NAME]), GrpcTls.from_env(Env(env)))
+
+
+async def wait_ready(service: Service, process: asyncio.subprocess.Process, probe: Probe) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise Unavailable(f"{service.name} exited with status {process.returncode}")
         if service.grpc_port is not None:
             address = f"{service.grpc_host}:{service.grpc_port}"
-            async with grpc.aio.insecure_channel(address) as channel:
+            async with open_channel(address, probe.token, probe.tls) as channel:
                 ready = await is_serving(channel, service.health_service)
         else:
             assert service.http_url is not None
@@ -117,9 +130,9 @@ def starter(
     return start
 
 
-def readiness(service: Service) -> Ready:
+def readiness(service: Service, probe: Probe) -> Ready:
     def ready(process: asyncio.subprocess.Process) -> Awaitable[None]:
-        return wait_ready(service, process)
+        return wait_ready(service, process, probe)
 
     return ready
 
@@ -131,12 +144,14 @@ async def main() -> None:
 
 async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
     """Start `services` in order, restart crashed ones, stop all on a signal."""
+    # Bad TLS files stop the launch here, with the setting's name.
+    probe = Probe.from_env(env)
     running: list[SupervisedService] = []
     stop = asyncio.create_task(until_stop_signal())
     try:
         for service in services:
             supervised = SupervisedService(
-                service.name, starter(service, env), readiness(service), STOP_GRACE_S
+                service.name, starter(service, env), readiness(service, probe), STOP_GRACE_S
             )
             running.append(supervised)
             ready = asyncio.create_task(supervised.start())

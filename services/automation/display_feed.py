@@ -15,6 +15,7 @@ import grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.automation.browser_prewarm import BrowserPrewarmer, SlotView
 from services.runtime.grpc_client import open_channel
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,14 @@ def retry_delay(failures: int) -> float:
 
 
 class DisplaySlotFeed:
-    def __init__(self, address: str, prewarmer: BrowserPrewarmer, token: InternalToken) -> None:
+    def __init__(
+        self,
+        address: str,
+        prewarmer: BrowserPrewarmer,
+        token: InternalToken,
+        tls: GrpcTls = PLAINTEXT,
+    ) -> None:
+        self._tls = tls
         self._address = address
         self._token = token
         self._prewarmer = prewarmer
@@ -80,7 +88,7 @@ class DisplaySlotFeed:
             await asyncio.sleep(retry_delay(failures))
 
     async def _follow(self) -> None:
-        async with open_channel(self._address, self._token) as channel:
+        async with open_channel(self._address, self._token, self._tls) as channel:
             stub = display_pb2_grpc.DisplayServiceStub(channel)
             call = stub.WatchSlots(display_pb2.WatchSlotsRequest())
             try:

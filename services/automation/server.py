@@ -73,13 +73,17 @@ async def start_automation_server(
         )
 
     try:
-        running = await start_server(register, [SERVICE_NAME], address, settings.internal_token)
+        running = await start_server(
+            register, [SERVICE_NAME], address, settings.internal_token, settings.grpc_tls
+        )
     except BaseException:
         await driver.stop()
         raise
     feed: asyncio.Task[None] | None = None
     if settings.display_address is not None:
-        follower = DisplaySlotFeed(settings.display_address, prewarmer, settings.internal_token)
+        follower = DisplaySlotFeed(
+            settings.display_address, prewarmer, settings.internal_token, settings.grpc_tls
+        )
         feed = asyncio.create_task(follower.run(), name="display-slot-feed")
 
     async def close_browsers() -> None:

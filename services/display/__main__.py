@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 
-from services.display.server import start_display_server
+from services.display.server import start_display_host
 from services.display.settings import DisplaySettings
 from services.runtime.entrypoint import run_service
-from services.runtime.grpc_server import serve_until_signal
 from services.runtime.logs import configure_logging
 from services.runtime.settings import Env
 from services.runtime.telemetry import configure_telemetry
@@ -17,8 +16,8 @@ async def main() -> None:
     settings = DisplaySettings.from_env(Env(os.environ))
     configure_logging(settings.log_level)
     configure_telemetry("baton-display", settings.traces_exporter)
-    running = await start_display_server(settings, f"{settings.listen_host}:{settings.port}")
-    await serve_until_signal(running)
+    host = await start_display_host(settings, f"{settings.listen_host}:{settings.port}")
+    await host.serve_until_signal()
 
 
 if __name__ == "__main__":

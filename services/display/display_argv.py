@@ -1,4 +1,7 @@
-"""Pure argv builders for the programs a slot runs. Every listener is loopback-only."""
+"""Pure argv builders for the programs a slot runs.
+
+Every VNC and X listener is loopback-only; only the host's websockify may face
+the network (README.md, "Network")."""
 
 from __future__ import annotations
 
@@ -93,8 +96,19 @@ def x11vnc_argv(
     ]
 
 
-def websockify_argv(python: str, port: int, token_dir: Path) -> list[str]:
-    """One websockify for the host; each slot is a token file in `token_dir`."""
+def websockify_argv(
+    python: str,
+    port: int,
+    token_dir: Path,
+    host: str = "127.0.0.1",
+    cert: str | None = None,
+    key: str | None = None,
+) -> list[str]:
+    """One websockify for the host; each slot is a token file in `token_dir`.
+
+    With `cert` and `key` it speaks TLS only: a plain ws:// client is refused.
+    """
+    tls = ["--cert", cert, "--key", key, "--ssl-only"] if cert and key else []
     return [
         python,
         "-m",
@@ -103,5 +117,6 @@ def websockify_argv(python: str, port: int, token_dir: Path) -> list[str]:
         "TokenFileName",
         "--token-source",
         str(token_dir),
-        f"127.0.0.1:{port}",
+        *tls,
+        f"{host}:{port}",
     ]

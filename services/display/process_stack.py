@@ -217,7 +217,10 @@ class ProcessSlot:
             try:
                 remaining = max(deadline - time.monotonic(), 0.1)
                 init = await probe(
-                    self.websocket_url, self.spec.vnc_password, open_timeout=remaining
+                    self._router.local_url_for(self.spec.token),
+                    self.spec.vnc_password,
+                    open_timeout=remaining,
+                    ssl=self._router.endpoint.probe_ssl(),
                 )
             except RfbError as exc:
                 last_error = str(exc)

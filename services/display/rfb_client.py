@@ -13,6 +13,7 @@ import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -314,11 +315,15 @@ class WebSocketChannel:
 
 
 @asynccontextmanager
-async def open_rfb(url: str, open_timeout: float = 5.0) -> AsyncIterator[RfbClient]:
-    """An RFB client on `url` (subprotocol `binary`), before the handshake."""
+async def open_rfb(
+    url: str, open_timeout: float = 5.0, ssl: SSLContext | None = None
+) -> AsyncIterator[RfbClient]:
+    """An RFB client on `url` (subprotocol `binary`), before the handshake;
+    `ssl` verifies a wss:// URL (default: the system's CAs)."""
     try:
         connection = await connect(
             url,
+            ssl=ssl if url.startswith("wss:") else None,
             subprotocols=[Subprotocol("binary")],
             compression=None,
             max_size=None,
@@ -336,7 +341,9 @@ async def open_rfb(url: str, open_timeout: float = 5.0) -> AsyncIterator[RfbClie
         await connection.close()
 
 
-async def probe(url: str, password: str = "", open_timeout: float = 5.0) -> ServerInit:
+async def probe(
+    url: str, password: str = "", open_timeout: float = 5.0, ssl: SSLContext | None = None
+) -> ServerInit:
     """One complete RFB handshake through the WebSocket at `url`."""
-    async with open_rfb(url, open_timeout) as client:
+    async with open_rfb(url, open_timeout, ssl) as client:
         return await client.handshake(shared=True, password=password)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls, read_pem
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
 
@@ -59,6 +60,10 @@ def parse_size(name: str, text: str) -> tuple[int, int]:
         raise ConfigError(f"{name}={text!r} is not a size like 1280x720") from None
 
 
+# Listen addresses that mean "every interface": no edge can dial them.
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
 def default_state_dir(grpc_port: int, environ: Env) -> Path:
     runtime_dir = environ.optional("XDG_RUNTIME_DIR")
     base = Path(runtime_dir) if runtime_dir else Path("/tmp")
@@ -68,7 +73,7 @@ def default_state_dir(grpc_port: int, environ: Env) -> Path:
 @dataclass(frozen=True)
 class DisplaySettings:
     port: int = 50052
-    # The gRPC listen address. Slot WebSockets are on 127.0.0.1 whatever this is.
+    # The gRPC listen address. The VNC servers are on 127.0.0.1 whatever this is.
     listen_host: str = "127.0.0.1"
     host_id: str = "localhost"
     backend: Backend = Backend.XVNC
@@ -80,6 +85,13 @@ class DisplaySettings:
     vnc_ports: NumberRange = NumberRange(15900, 15999)
     # 0: the host's websockify listens on a free port picked at start-up.
     websockify_port: int = 0
+    # The host's stream endpoint (README.md, "Network"): where its websockify
+    # listens, the host edges reach it at (empty: the listen host), and TLS
+    # (wss:// only) when both PEM files are set.
+    websockify_host: str = "127.0.0.1"
+    stream_advertise_host: str = ""
+    stream_tls_cert: str | None = None
+    stream_tls_key: str | None = None
     state_dir: Path = Path("/tmp/baton-display-50052")
     # Seconds a slot may take from launch to a successful RFB handshake.
     ready_timeout: float = 10.0
@@ -89,6 +101,17 @@ class DisplaySettings:
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
     internal_token: InternalToken = field(kw_only=True)
+    # TLS on this service's gRPC server and clients (BATON_GRPC_TLS_*).
+    grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
+    # The worker registry (README.md, "Worker registry"): empty, no registration.
+    etcd_endpoints: tuple[str, ...] = ()
+    worker_lease_ttl_s: int = 10
+    # Seconds a draining host (SIGTERM with registration) lets its slots live.
+    drain_timeout_s: float = 300.0
+    # What this host tells session services and edges in its record; None: derived
+    # from where it listens (registration.advertised_record).
+    display_advertise_address: str | None = None
+    automation_advertise_address: str = "127.0.0.1:50053"
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -99,6 +122,13 @@ class DisplaySettings:
             raise ConfigError("BATON_DISPLAY_NUMBERS holds fewer displays than BATON_MAX_SLOTS")
         if len(self.vnc_ports) < self.max_slots:
             raise ConfigError("BATON_VNC_PORTS holds fewer ports than BATON_MAX_SLOTS")
+        if (self.stream_tls_cert is None) != (self.stream_tls_key is None):
+            raise ConfigError("set both BATON_STREAM_TLS_CERT and BATON_STREAM_TLS_KEY, or neither")
+        if (self.stream_advertise_host or self.websockify_host) in WILDCARD_HOSTS:
+            raise ConfigError(
+                f"BATON_WEBSOCKIFY_HOST={self.websockify_host} listens on every address: set "
+                "BATON_STREAM_ADVERTISE_HOST to the address edges reach this host at"
+            )
 
     @classmethod
     def from_env(cls, env: Env) -> DisplaySettings:
@@ -115,6 +145,13 @@ class DisplaySettings:
             "BATON_DISPLAY_DEFAULT_SIZE", env.text("BATON_DISPLAY_DEFAULT_SIZE", "1280x720")
         )
         state_dir = env.optional("BATON_DISPLAY_STATE_DIR")
+        websockify_host = env.text("BATON_WEBSOCKIFY_HOST", "127.0.0.1")
+        stream_cert = env.optional("BATON_STREAM_TLS_CERT")
+        stream_key = env.optional("BATON_STREAM_TLS_KEY")
+        # Read now so that a missing or unreadable file is a clear start-up error.
+        if stream_cert is not None and stream_key is not None:
+            read_pem("BATON_STREAM_TLS_CERT", stream_cert)
+            read_pem("BATON_STREAM_TLS_KEY", stream_key)
         return cls(
             port=port,
             listen_host=env.text("BATON_DISPLAY_HOST", "127.0.0.1"),
@@ -131,10 +168,21 @@ class DisplaySettings:
                 "BATON_VNC_PORTS", env.text("BATON_VNC_PORTS", "15900-15999")
             ),
             websockify_port=env.integer("BATON_WEBSOCKIFY_PORT", 0, minimum=0),
+            websockify_host=websockify_host,
+            stream_advertise_host=env.text("BATON_STREAM_ADVERTISE_HOST", websockify_host),
+            stream_tls_cert=stream_cert,
+            stream_tls_key=stream_key,
             state_dir=Path(state_dir) if state_dir else default_state_dir(port, env),
             ready_timeout=env.number("BATON_DISPLAY_READY_TIMEOUT", 10.0, minimum=0.1),
             stop_grace=env.number("BATON_DISPLAY_STOP_GRACE", 2.0, minimum=0.0),
             log_level=env.text("BATON_LOG_LEVEL", "INFO"),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", "none"),
             internal_token=InternalToken.from_env(env),
+            grpc_tls=GrpcTls.from_env(env),
+            etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            worker_lease_ttl_s=env.integer("BATON_WORKER_LEASE_TTL_S", 10, minimum=1),
+            drain_timeout_s=env.number("BATON_DRAIN_TIMEOUT_S", 300.0, minimum=0.0),
+            display_advertise_address=env.optional("BATON_DISPLAY_ADVERTISE_ADDRESS"),
+            automation_advertise_address=env.optional("BATON_AUTOMATION_ADVERTISE_ADDRESS")
+            or f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053, minimum=0)}",
         )

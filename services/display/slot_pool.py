@@ -78,6 +78,7 @@ class SlotPool:
         self._refill_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._draining = False
 
     # ---- queries
 
@@ -121,12 +122,45 @@ class SlotPool:
             await asyncio.gather(*self._background, return_exceptions=True)
         self.events.close()
 
+    # ---- drain (README.md, "Drain")
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    def drain(self) -> None:
+        """Refuse new allocations from now on; held slots go on until released.
+
+        The warm slots stop at once: nobody may claim them any more.
+        """
+        if self._draining:
+            return
+        self._draining = True
+        if self._refill_task is not None:
+            self._refill_task.cancel()
+        for entry in [e for e in self._entries.values() if e.warm]:
+            self._entries.pop(entry.slot.id, None)
+            self._in_background(self._stop_entry(entry))
+            self._publish(SlotEventKind.RELEASED, entry.slot.with_state(SlotState.RELEASED))
+
+    async def wait_until_idle(self) -> None:
+        """Return once no caller holds a slot (or the pool closed)."""
+        subscription = self.events.subscribe()
+        try:
+            while self.capacity().held > 0:
+                if await anext(subscription, None) is None:
+                    return
+        finally:
+            subscription.close()
+
     # ---- allocation
 
     async def allocate(self, viewport: Viewport | None, session_id: str) -> tuple[Slot, bool]:
         """A ready slot and whether it came from the warm pool."""
         if self._closed:
             raise Unavailable("the display service is shutting down")
+        if self._draining:
+            raise FailedPrecondition(f"host {self._settings.host_id} is draining")
         wanted = viewport or self.default_viewport
         capacity = self.capacity()
         capacity.check_can_hold_one_more()

@@ -32,7 +32,7 @@ from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
 from services.edge.socketio_gateway import SocketGateway
-from services.edge.stream_proxy import StreamProxy
+from services.edge.stream_proxy import StreamProxy, upstream_ssl
 from services.edge.watch_hub import SessionWatchHub
 from services.runtime.errors import (
     BatonError,
@@ -253,7 +253,14 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     rest = RestApi(actions, sessions, auth, metrics, settings, hub, limiter)
     origins = OriginPolicy(settings.public_url, settings.cors_origins)
     proxy = StreamProxy(
-        sessions, auth, hub, metrics, origins, limiter, settings.max_viewers_per_user
+        sessions,
+        auth,
+        hub,
+        metrics,
+        origins,
+        limiter,
+        settings.max_viewers_per_user,
+        upstream_ssl(settings.stream_tls_ca),
     )
     actions.observers.append(proxy.session_changed)
 

@@ -83,7 +83,7 @@ async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> Runn
     """Serve the edge on settings.host:settings.port until `stop()`."""
     # uvicorn logs each WebSocket handshake with its query string: the token.
     redact_server_logs()
-    sessions = SessionClient(settings.session_address, settings.internal_token)
+    sessions = SessionClient(settings.session_address, settings.internal_token, settings.grpc_tls)
     app = build_edge_app(settings, sessions, auth)
     config = uvicorn.Config(
         app.asgi,

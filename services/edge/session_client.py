@@ -18,6 +18,7 @@ from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 
 log = logging.getLogger(__name__)
@@ -35,8 +36,14 @@ def actor_of(principal: Principal) -> session_pb2.Actor:
 
 
 class SessionClient:
-    def __init__(self, address: str, token: InternalToken, timeout: float = 90.0) -> None:
-        self._channel = open_channel(address, token)
+    def __init__(
+        self,
+        address: str,
+        token: InternalToken,
+        tls: GrpcTls = PLAINTEXT,
+        timeout: float = 90.0,
+    ) -> None:
+        self._channel = open_channel(address, token, tls)
         # Names this edge process to the session service's handoff fence.
         self.edge_id = uuid.uuid4().hex
         self._stub = session_pb2_grpc.SessionServiceStub(self._channel)

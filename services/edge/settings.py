@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime import grpc_tls
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
 
@@ -38,6 +40,9 @@ class EdgeSettings:
     rate_limit_per_s: float = 20.0
     rate_limit_burst: int = 40
     max_viewers_per_user: int = 8
+    # The CA that signed the worker hosts' stream endpoints (wss:// upstreams;
+    # README.md, "Network"); None: the system's CAs.
+    stream_tls_ca: str | None = None
     # HTTPS/WSS when both are set.
     tls_certfile: str | None = None
     tls_keyfile: str | None = None
@@ -52,6 +57,8 @@ class EdgeSettings:
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
     internal_token: InternalToken = field(kw_only=True)
+    # TLS on this service's gRPC server and clients (BATON_GRPC_TLS_*).
+    grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
 
     @property
     def tls(self) -> bool:
@@ -63,6 +70,9 @@ class EdgeSettings:
         keyfile = env.optional("BATON_TLS_KEY")
         if (certfile is None) != (keyfile is None):
             raise ConfigError("set both BATON_TLS_CERT and BATON_TLS_KEY, or neither")
+        stream_ca = env.optional("BATON_STREAM_TLS_CA") or env.optional(grpc_tls.CA)
+        # Read now: a missing CA file is a start-up error, not a broken stream later.
+        grpc_tls.read_pem("BATON_STREAM_TLS_CA", stream_ca)
         jwt_secret = env.optional("BATON_JWT_SECRET")
         if jwt_secret is not None and len(jwt_secret.encode()) < MIN_JWT_SECRET_BYTES:
             raise ConfigError(f"BATON_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes")
@@ -89,10 +99,12 @@ class EdgeSettings:
             max_viewers_per_user=env.integer(
                 "BATON_MAX_VIEWERS_PER_USER", cls.max_viewers_per_user, minimum=1
             ),
+            stream_tls_ca=stream_ca,
             tls_certfile=certfile,
             tls_keyfile=keyfile,
             public_url=env.optional("BATON_PUBLIC_URL"),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
             internal_token=InternalToken.from_env(env),
+            grpc_tls=GrpcTls.from_env(env),
         )

@@ -6,7 +6,9 @@ slot's websockify is, connects to it with the `binary` subprotocol and copies
 bytes both ways. The edge terminates the RFB handshake on both sides
 (viewer_handshake.py): the viewer sees security type None, the edge
 authenticates upstream with the slot's VNC password (VncAuth) and passes the
-ServerInit on; a viewer that does not finish its handshake within
+ServerInit on. A wss:// upstream (a worker host's stream endpoint with TLS,
+services/display/README.md, "Network") must present a certificate the edge's
+stream CA signed; a viewer that does not finish its handshake within
 VIEWER_HANDSHAKE_TIMEOUT_S is closed, having never reached the display. What
 the viewer sends after that goes through `ClientStreamFilter`, whose
 input gate follows the session's WatchSession events: input reaches the display
@@ -32,6 +34,7 @@ import contextlib
 import functools
 import logging
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -124,6 +127,11 @@ class InputGate:
         return was_open and not self._open
 
 
+def upstream_ssl(ca_file: str | None) -> ssl.SSLContext:
+    """How the edge verifies wss:// upstreams: `ca_file`, or the system's CAs."""
+    return ssl.create_default_context(cafile=ca_file)
+
+
 def _set_nodelay(connection: ClientConnection) -> None:
     sock = connection.transport.get_extra_info("socket")
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -140,7 +148,9 @@ class StreamProxy:
         origins: OriginPolicy,
         limiter: RateLimiter,
         max_viewers_per_user: int,
+        upstream_tls: ssl.SSLContext | None = None,
     ) -> None:
+        self._upstream_tls = upstream_tls
         self._sessions = sessions
         self._auth = auth
         self._hub = hub
@@ -285,8 +295,10 @@ class StreamProxy:
         except (WebSocketDisconnect, _ViewerGone):
             return
         try:
+            secure = access.upstream_url.startswith("wss:")
             upstream = await connect(
                 access.upstream_url,
+                ssl=self._upstream_tls if secure else None,
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
                 compression=None,
                 max_size=None,

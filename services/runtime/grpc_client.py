@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken, token_interceptors
 from services.runtime.telemetry import client_interceptors
 
@@ -19,14 +20,21 @@ RECONNECT_OPTIONS = [
 ]
 
 
-def open_channel(target: str, token: InternalToken) -> grpc.aio.Channel:
+def open_channel(target: str, token: InternalToken, tls: GrpcTls = PLAINTEXT) -> grpc.aio.Channel:
     """A channel to a Baton service that sends the deployment's internal credential
-    on every call (services/runtime/internal_auth.py); plaintext, so the services
-    belong on a private network."""
-    return grpc.aio.insecure_channel(
-        target,
-        options=RECONNECT_OPTIONS,
-        interceptors=[*client_interceptors(), *token_interceptors(token)],
+    on every call (services/runtime/internal_auth.py). Plaintext unless `tls`
+    names a CA (services/runtime/grpc_tls.py): then the server must prove it is
+    Baton's before anything, the credential included, is sent."""
+    # The credential goes in an interceptor, not call credentials: grpc refuses
+    # call credentials on plaintext channels, and plaintext stays the default.
+    interceptors = [*client_interceptors(), *token_interceptors(token)]
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(
+            target, options=RECONNECT_OPTIONS, interceptors=interceptors
+        )
+    return grpc.aio.secure_channel(
+        target, credentials, options=RECONNECT_OPTIONS, interceptors=interceptors
     )
 
 

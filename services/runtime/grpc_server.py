@@ -3,7 +3,8 @@
 `start_server` builds a grpc.aio server with health, reflection, the internal
 credential check (services/runtime/internal_auth.py), the trace context
 interceptor and the error-mapping interceptor, binds it (port 0 picks a
-free port, as tests do) and starts it. `serve_until_signal` runs it until
+free port, as tests do; TLS when the settings carry a certificate,
+services/runtime/grpc_tls.py) and starts it. `serve_until_signal` runs it until
 SIGTERM or SIGINT and shuts down gracefully: health turns NOT_SERVING first.
 """
 
@@ -19,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime.entrypoint import until_stop_signal
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.interceptors import ErrorMappingInterceptor
 from services.runtime.internal_auth import InternalAuthInterceptor, InternalToken
 from services.runtime.telemetry import server_interceptors
@@ -48,9 +50,11 @@ async def start_server(
     service_names: Sequence[str],
     address: str,
     token: InternalToken,
+    tls: GrpcTls = PLAINTEXT,
 ) -> RunningServer:
     """Start a server on `address` ("127.0.0.1:0" picks a free port) that refuses
-    every call but health checks without `token`."""
+    every call but health checks without `token`; TLS only when `tls` has a
+    certificate."""
     # The credential check is outermost: an unauthenticated call runs nothing else.
     server = grpc.aio.server(
         interceptors=[
@@ -70,13 +74,22 @@ async def start_server(
         ],
         server,
     )
-    port = server.add_insecure_port(address)
+    credentials = tls.server_credentials()
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {address}")
     await server.start()
     for name in ["", *service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving %s on port %d", ", ".join(service_names), port)
+    log.info(
+        "serving %s on port %d (%s)",
+        ", ".join(service_names),
+        port,
+        ("mutual TLS" if tls.mutual else "TLS") if tls.serves_tls else "plaintext",
+    )
     return RunningServer(server=server, port=port, health=health_servicer)
 
 

@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 import aetcd
 import aetcd.exceptions
 
-from services.runtime.errors import Conflict, InvalidArgument, Unavailable
+from services.runtime.errors import Conflict, Unavailable
+from services.runtime.etcd_client import connect_first
 from services.session import codec
 from services.session.model import Session
 from services.session.store import Stored
@@ -35,15 +36,6 @@ def _unavailable_on_etcd_errors() -> Iterator[None]:
         raise Unavailable(f"etcd: {exc}") from exc
 
 
-def parse_endpoint(endpoint: str) -> tuple[str, int]:
-    """ "http://127.0.0.1:2379" or "127.0.0.1:2379" → ("127.0.0.1", 2379)."""
-    address = endpoint.split("://", 1)[-1].rstrip("/")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise InvalidArgument(f"etcd endpoint {endpoint!r} is not host:port")
-    return host, int(port)
-
-
 class EtcdStore:
     def __init__(self, client: aetcd.Client, prefix: str = "/baton/sessions/") -> None:
         self._client = client
@@ -51,20 +43,7 @@ class EtcdStore:
 
     @classmethod
     async def connect(cls, endpoints: Sequence[str], prefix: str = "/baton/sessions/") -> EtcdStore:
-        # aetcd talks to one endpoint; the first reachable one is used.
-        errors = []
-        for endpoint in endpoints:
-            host, port = parse_endpoint(endpoint)
-            client = aetcd.Client(host=host, port=port, timeout=5)
-            try:
-                await client.connect()
-                await client.status()
-            except aetcd.exceptions.ClientError as exc:
-                errors.append(f"{endpoint}: {exc}")
-                await client.close()
-                continue
-            return cls(client, prefix)
-        raise Unavailable("cannot reach etcd at " + "; ".join(errors or ["no endpoints"]))
+        return cls(await connect_first(endpoints), prefix)
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()

@@ -12,6 +12,7 @@ from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.runtime.errors import Unavailable, error_from_rpc
 from services.runtime.grpc_client import open_channel
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.session.workers import WorkerHost
 
@@ -141,11 +142,15 @@ class GrpcAutomation:
 
 
 def grpc_worker_host(
-    host_id: str, display_address: str, automation_address: str, token: InternalToken
+    host_id: str,
+    display_address: str,
+    automation_address: str,
+    token: InternalToken,
+    tls: GrpcTls = PLAINTEXT,
 ) -> tuple[WorkerHost, list[grpc.aio.Channel]]:
     """A worker host reached over gRPC, and the channels to close at shutdown."""
-    display_channel = open_channel(display_address, token)
-    automation_channel = open_channel(automation_address, token)
+    display_channel = open_channel(display_address, token, tls)
+    automation_channel = open_channel(automation_address, token, tls)
     host = WorkerHost(
         host_id=host_id,
         display_address=display_address,

@@ -41,6 +41,7 @@ async def start_session_server(
             settings.display_address,
             settings.automation_address,
             settings.internal_token,
+            settings.grpc_tls,
         )
     if store is None:
         store = await open_store(settings)
@@ -54,6 +55,7 @@ async def start_session_server(
         [SERVICE_NAME],
         address,
         settings.internal_token,
+        settings.grpc_tls,
     )
     orchestrator.start_background()
     monitor = WorkerHealthMonitor(running.health, channels)

@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
 
@@ -56,6 +57,8 @@ class SessionSettings:
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
     internal_token: InternalToken = field(kw_only=True)
+    # TLS on this service's gRPC server and clients (BATON_GRPC_TLS_*).
+    grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
 
     @classmethod
     def from_env(cls, env: Env) -> SessionSettings:
@@ -91,4 +94,5 @@ class SessionSettings:
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
             internal_token=InternalToken.from_env(env),
+            grpc_tls=GrpcTls.from_env(env),
         )

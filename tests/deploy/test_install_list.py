@@ -45,21 +45,26 @@ def test_every_required_program_is_in_the_install_list() -> None:
     assert not missing, f"not in deploy/debian-packages.txt: {sorted(missing)}"
 
 
+def owning_packages(path: str) -> set[str]:
+    """The Debian packages that installed `path`, as dpkg recorded it: on a
+    merged-/usr system dpkg may know /sbin/ip where PATH finds /usr/sbin/ip."""
+    names = {path, str(Path(path).resolve())}
+    names |= {n.removeprefix("/usr") if n.startswith("/usr/") else "/usr" + n for n in set(names)}
+    owners: set[str] = set()
+    for name in sorted(names):
+        found = subprocess.run(
+            ["dpkg-query", "--search", name], capture_output=True, text=True, check=False
+        )
+        # "package[:arch]: /path" per line.
+        owners |= {line.split(":")[0] for line in found.stdout.splitlines()}
+    return owners
+
+
 def test_every_required_program_comes_from_its_listed_package() -> None:
     for name, package in sorted(required_programs()):
         path = require_binary(name, package)
-        resolved = str(Path(path).resolve())
-        # With merged /usr, dpkg may know a program by its /bin or /sbin path
-        # (iproute2's ip: /bin/ip, found as /usr/sbin/ip -> /usr/bin/ip).
-        aliases = [resolved, resolved.removeprefix("/usr"), f"/sbin/{name}"]
-        owner = subprocess.run(
-            ["dpkg-query", "--search", *aliases], capture_output=True, text=True, check=False
-        )
-        # "package[:arch]: /path" per line.
-        owners = {line.split(":")[0] for line in owner.stdout.splitlines()}
-        assert package in owners, (
-            f"{path} is not installed by {package} (dpkg says: {owner.stdout or owner.stderr})"
-        )
+        owners = owning_packages(path)
+        assert package in owners, f"{path} is not installed by {package} (dpkg says: {owners})"
 
 
 def test_ci_installs_through_the_project_script() -> None:

@@ -17,35 +17,7 @@ import pytest
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from tests.conftest import free_port, require_binary
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below `pid`, read from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+from tests.deploy.stack_process import alive, process_tree
 
 
 def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
@@ -114,7 +86,7 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
                     timeout=10,
                 )
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        started = descendants(launcher.pid)
+        started = process_tree(launcher.pid) - {launcher.pid}
         # Four services, an X server and websockify at least, and a browser.
         assert len(started) >= 6
         launcher.send_signal(signal.SIGTERM)

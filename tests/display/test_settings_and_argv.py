@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.display.display_argv import websockify_argv, x11vnc_argv, xvfb_argv, xvnc_argv
+from services.display.registration import first_record, with_capacity
 from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.display.slot import Viewport, checked_viewport
 from services.display.slot_allocator import Capacity, first_free
@@ -139,3 +140,43 @@ def test_capacity_rules() -> None:
     assert some.warm_to_start(5) == 2
     assert not some.must_evict_warm()
     assert Capacity(max_slots=2, held=1, warm=1, warm_ready=0).must_evict_warm()
+
+
+def test_the_registry_record_from_settings() -> None:
+    env = {"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value, "BATON_HOST_ID": "worker-1"}
+    defaults = DisplaySettings.from_env(Env(env))
+    # No etcd: no registration, and SIGTERM stops at once.
+    assert defaults.etcd_endpoints == ()
+    assert (defaults.worker_lease_ttl_s, defaults.drain_timeout_s) == (10, 300.0)
+    capacity = Capacity(max_slots=8, held=3, warm=1, warm_ready=1)
+    record = first_record(defaults, grpc_port=50052, websockify_port=6080, capacity=capacity)
+    assert (record.host_id, record.draining) == ("worker-1", False)
+    assert record.display_address == "127.0.0.1:50052"
+    assert record.automation_address == "127.0.0.1:50053"
+    assert record.stream_address == "127.0.0.1:6080"
+    assert (record.max_slots, record.held, record.warm_ready) == (8, 3, 1)
+    assert len(record.epoch) == 32
+    assert first_record(defaults, 50052, 6080, capacity).epoch != record.epoch
+
+    cluster = DisplaySettings.from_env(
+        Env(
+            {
+                **env,
+                "BATON_ETCD_ENDPOINTS": "10.200.0.1:2379, 10.200.0.2:2379",
+                "BATON_WORKER_LEASE_TTL_S": "4",
+                "BATON_DRAIN_TIMEOUT_S": "30",
+                "BATON_DISPLAY_HOST": "0.0.0.0",
+                "BATON_DISPLAY_ADVERTISE_ADDRESS": "10.200.0.11:50052",
+                "BATON_AUTOMATION_PORT": "6001",
+                "BATON_WEBSOCKIFY_HOST": "0.0.0.0",
+                "BATON_STREAM_ADVERTISE_HOST": "10.200.0.11",
+            }
+        )
+    )
+    assert cluster.etcd_endpoints == ("10.200.0.1:2379", "10.200.0.2:2379")
+    assert (cluster.worker_lease_ttl_s, cluster.drain_timeout_s) == (4, 30.0)
+    record = first_record(cluster, grpc_port=50052, websockify_port=6080, capacity=capacity)
+    assert record.display_address == "10.200.0.11:50052"
+    assert record.automation_address == "127.0.0.1:6001"
+    assert record.stream_address == "10.200.0.11:6080"
+    assert with_capacity(record, Capacity(8, 4, 0, 0)).held == 4

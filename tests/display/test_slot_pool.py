@@ -12,7 +12,7 @@ from services.display.process_stack import SlotSpec, SlotStartError
 from services.display.settings import DisplaySettings, NumberRange
 from services.display.slot import SlotEventKind, SlotState, Viewport
 from services.display.slot_pool import SlotPool
-from services.runtime.errors import NotFound, ResourceExhausted, Unavailable
+from services.runtime.errors import FailedPrecondition, NotFound, ResourceExhausted, Unavailable
 from tests.conftest import INTERNAL_TOKEN
 
 
@@ -262,4 +262,29 @@ async def test_warm_slots_are_announced_flagged_and_let_go(launcher: FakeLaunche
         assert (await anext(subscription)).kind is SlotEventKind.ALLOCATED
     finally:
         subscription.close()
+        await pool.close()
+
+
+async def test_a_draining_pool_refuses_new_slots_and_waits_for_the_held_ones(
+    launcher: FakeLauncher,
+) -> None:
+    pool = make_pool(launcher, max_slots=3, warm_slots=1)
+    pool.start()
+    try:
+        held, _ = await pool.allocate(Viewport(800, 600), "held")
+        await until(lambda: pool.capacity().warm_ready == 1)
+        warm = next(s for s in launcher.launched if s.spec.slot_id != held.id)
+        pool.drain()
+        with pytest.raises(FailedPrecondition, match="host localhost is draining"):
+            await pool.allocate(None, "late")
+        # Nobody may claim the warm slot any more: it stops, and is not refilled.
+        await until(lambda: warm.stopped)
+        assert pool.capacity().warm == 0
+        idle = asyncio.create_task(pool.wait_until_idle())
+        await asyncio.sleep(0.01)
+        assert not idle.done()
+        await pool.release(held.id)
+        await asyncio.wait_for(idle, 1)
+        assert len(launcher.launched) == 2
+    finally:
         await pool.close()

@@ -21,6 +21,7 @@ import pytest
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.runtime.etcd_client import parse_endpoint
 from services.runtime.internal_auth import token_interceptors
 from services.runtime.limits import (
     MAX_STEP_FIELD_BYTES,
@@ -29,7 +30,7 @@ from services.runtime.limits import (
     MAX_TASK_BYTES,
 )
 from services.session import codec
-from services.session.etcd_store import EtcdStore, parse_endpoint
+from services.session.etcd_store import EtcdStore
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore
