@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 from deploy import netns
+from services.runtime.etcd_client import connect_first
+from services.runtime.worker_registry import PREFIX, WorkerRecord
 from tests.conftest import free_port, require_binary
 from tests.deploy.stack_process import alive, cmdline, process_tree
 
@@ -147,6 +149,22 @@ def gateway_page() -> Iterator[int]:
         server.server_close()
 
 
+async def registered(endpoint: str) -> list[WorkerRecord]:
+    """The worker records in etcd, read once the hosts had time to register."""
+    client = await connect_first([endpoint])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            records = [
+                WorkerRecord.from_json(kv.value) for kv in await client.get_prefix(PREFIX.encode())
+            ]
+            if len(records) >= 2 or time.monotonic() > deadline:
+                return records
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+
+
 def remove_leftovers() -> None:
     async def remove() -> None:
         await netns.remove(*await netns.leftovers())
@@ -258,6 +276,19 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
             with urllib.request.urlopen(listing, timeout=20) as reply:
                 assert reply.status == 200
                 assert json.load(reply)["sessions"] == []
+
+        # Each host registered itself in the 3-member etcd with its own address.
+        etcd = [
+            pid for pid in process_tree(launcher.process.pid) if "--name=etcd-1" in cmdline(pid)
+        ]
+        assert len(etcd) == 1
+        client_url = next(a for a in cmdline(etcd[0]) if a.startswith("--listen-client-urls="))
+        records = asyncio.run(registered(client_url.split("=", 1)[1].removeprefix("http://")))
+        assert {r.host_id: (r.display_address, r.automation_address) for r in records} == {
+            "w1": ("10.200.0.11:50052", "10.200.0.11:50053"),
+            "w2": ("10.200.0.12:50052", "10.200.0.12:50053"),
+        }
+        assert all(r.stream_address.startswith(f"10.200.0.1{r.host_id[1]}:") for r in records)
 
         everything = process_tree(launcher.process.pid) | worker_pids
 
