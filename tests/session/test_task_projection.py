@@ -15,10 +15,10 @@ LATER = T0 + timedelta(seconds=3)
 
 
 def step(
-    index: int, status: automation_pb2.StepStatus.ValueType, **texts: str
+    index: int, status: automation_pb2.StepStatus.ValueType, error: str = ""
 ) -> automation_pb2.StartTaskResponse:
     return automation_pb2.StartTaskResponse(
-        step=automation_pb2.StepEvent(index=index, action="click", status=status, **texts)
+        step=automation_pb2.StepEvent(index=index, action="click", status=status, error=error)
     )
 
 
