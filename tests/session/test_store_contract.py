@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import aetcd
 import aetcd.exceptions
@@ -253,4 +254,4 @@ async def test_a_watcher_that_falls_behind_is_cut_off_and_the_others_go_on() -> 
         await anext(slow)
     await bump()
     assert (await anext(keeping_up)).session.version == version
-    await keeping_up.aclose()
+    await cast(AsyncGenerator[Stored, None], keeping_up).aclose()
