@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from services.runtime.errors import FailedPrecondition, ResourceExhausted
+from services.runtime.settings import Env
 from services.runtime.worker_registry import WorkerRecord
 from services.session.model import Action, Actor, ControlState, EventKind, Session
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
@@ -199,3 +200,13 @@ async def test_the_static_directory_is_the_one_host_by_its_id() -> None:
     assert directory.host("elsewhere") is None
     # Its capacity is the display's to judge: placement always tries it.
     assert ranked(directory.live_hosts()) == [only]
+
+
+def test_the_directory_is_static_without_etcd_or_with_a_display_address() -> None:
+    def static(**env: str) -> bool:
+        environ = {"BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value, **env}
+        return SessionSettings.from_env(Env(environ)).static_workers
+
+    assert static()
+    assert static(BATON_ETCD_ENDPOINTS="10.200.0.1:2379", BATON_DISPLAY_ADDRESS="10.200.0.2:1")
+    assert not static(BATON_ETCD_ENDPOINTS="10.200.0.1:2379")
