@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
-from services.runtime.errors import FailedPrecondition
 from services.runtime.grpc_server import RunningServer, start_server
+from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
 from services.session.orchestrator import SessionOrchestrator
@@ -57,17 +56,8 @@ async def open_directory(settings: SessionSettings) -> OpenDirectory:
         )
         return OpenDirectory(StaticWorkerDirectory(host), channels)
     # --- The cluster's directory plugs in here. ---
-    # EtcdWorkerDirectory (services/session/etcd_directory.py) watches the worker
-    # registry (/baton/workers/) and keeps channels to each live host. Imported
-    # by name so this module does not depend on it being built in.
-    try:
-        module = importlib.import_module("services.session.etcd_directory")
-    except ModuleNotFoundError:
-        raise FailedPrecondition(
-            "BATON_ETCD_ENDPOINTS is set without BATON_DISPLAY_ADDRESS, but this build "
-            "has no etcd worker directory: set BATON_DISPLAY_ADDRESS"
-        ) from None
-    directory = module.EtcdWorkerDirectory(settings.etcd_endpoints, settings.internal_token)
+    # The worker registry (/baton/workers/), with channels to each live host.
+    directory = EtcdWorkerDirectory(settings.etcd_endpoints, settings.internal_token)
     await directory.start()
     return OpenDirectory(directory, [], directory.close)
 
