@@ -197,6 +197,7 @@ def to_proto(session: Session) -> session_pb2.Session:
             websocket_url=placement.websocket_url,
             automation_address=placement.automation_address,
             display_address=placement.display_address,
+            host_epoch=placement.host_epoch,
         )
         if placement
         else None,

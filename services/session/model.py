@@ -77,6 +77,8 @@ class Viewport:
 class Placement:
     """Where a session runs: a worker host's display slot and services."""
 
+    # The directory's host (workers.py) and its epoch when placed: a host that
+    # registers again with another epoch lost every slot it held.
     host_id: str
     slot_id: str
     display: str
@@ -87,6 +89,8 @@ class Placement:
     # never in a Session message, never logged) and its Xauthority file.
     vnc_password: str = field(default="", repr=False)
     xauthority: str = ""
+    # Empty in records stored before hosts had epochs: matches any epoch.
+    host_epoch: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
 import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer, start_server
+from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
 from services.session.orchestrator import SessionOrchestrator
@@ -14,7 +18,7 @@ from services.session.settings import SessionSettings
 from services.session.sqlite_store import SqliteStore
 from services.session.store import MemoryStore, SessionStore
 from services.session.worker_health import WorkerHealthMonitor
-from services.session.workers import WorkerHost
+from services.session.workers import StaticWorkerDirectory, WorkerDirectory, WorkerHost
 
 SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
@@ -27,25 +31,55 @@ async def open_store(settings: SessionSettings) -> SessionStore:
     return MemoryStore()
 
 
-async def start_session_server(
-    settings: SessionSettings,
-    address: str = "127.0.0.1:0",
-    worker: WorkerHost | None = None,
-    store: SessionStore | None = None,
-) -> RunningServer:
-    """Start the service on `address`; `worker` and `store` default from settings."""
-    channels: list[grpc.aio.Channel] = []
-    if worker is None:
-        worker, channels = grpc_worker_host(
+async def _nothing() -> None:
+    return None
+
+
+@dataclass
+class OpenDirectory:
+    directory: WorkerDirectory
+    # The fixed host's channels: its health is the service's (worker_health.py).
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    close: Callable[[], Awaitable[None]] = _nothing
+
+
+async def open_directory(settings: SessionSettings) -> OpenDirectory:
+    """The worker hosts sessions are placed on (README.md, "Cluster")."""
+    if settings.static_workers:
+        # No etcd, or BATON_DISPLAY_ADDRESS set: one fixed host (`make run`).
+        host, channels = grpc_worker_host(
             settings.host_id,
             settings.display_address,
             settings.automation_address,
             settings.internal_token,
             settings.grpc_tls,
         )
+        return OpenDirectory(StaticWorkerDirectory(host), channels)
+    # --- The cluster's directory plugs in here. ---
+    # The worker registry (/baton/workers/), with channels to each live host.
+    directory = EtcdWorkerDirectory(settings.etcd_endpoints, settings.internal_token)
+    await directory.start()
+    return OpenDirectory(directory, [], directory.close)
+
+
+async def start_session_server(
+    settings: SessionSettings,
+    address: str = "127.0.0.1:0",
+    worker: WorkerHost | None = None,
+    store: SessionStore | None = None,
+    directory: WorkerDirectory | None = None,
+) -> RunningServer:
+    """Start the service on `address`; the workers (`directory`, or one fixed
+    `worker`) and `store` default from settings."""
+    if directory is not None:
+        opened = OpenDirectory(directory)
+    elif worker is not None:
+        opened = OpenDirectory(StaticWorkerDirectory(worker))
+    else:
+        opened = await open_directory(settings)
     if store is None:
         store = await open_store(settings)
-    orchestrator = SessionOrchestrator(store, worker, settings)
+    orchestrator = SessionOrchestrator(store, opened.directory, settings)
     if not settings.etcd_endpoints:
         # The embedded store is this service's alone: its running tasks were ours.
         await orchestrator.recover_after_restart()
@@ -58,6 +92,7 @@ async def start_session_server(
         settings.grpc_tls,
     )
     orchestrator.start_background()
+    channels = opened.channels
     monitor = WorkerHealthMonitor(running.health, channels)
     if channels:
         await monitor.check()
@@ -67,6 +102,7 @@ async def start_session_server(
         await monitor.stop()
         await orchestrator.close()
         await store.close()
+        await opened.close()
         for channel in channels:
             await channel.close(None)
 

@@ -29,7 +29,10 @@ class SessionSettings:
     # Without etcd: the embedded store's directory (sqlite_store.py); None keeps
     # sessions in memory only (tests). from_env always names one.
     state_dir: Path | None = None
-    # The worker host this session service places sessions on.
+    # Whether the worker hosts are the one fixed host below (no etcd, or
+    # BATON_DISPLAY_ADDRESS set) rather than those registered in etcd.
+    static_workers: bool = True
+    # The fixed worker host this session service places sessions on.
     host_id: str = "local"
     display_address: str = "127.0.0.1:50052"
     automation_address: str = "127.0.0.1:50053"
@@ -64,10 +67,12 @@ class SessionSettings:
     def from_env(cls, env: Env) -> SessionSettings:
         port = env.integer("BATON_SESSION_PORT", cls.port, minimum=0)
         state_dir = env.optional("BATON_SESSION_STATE_DIR")
+        etcd_endpoints = tuple(env.items("BATON_ETCD_ENDPOINTS"))
         return cls(
             port=port,
             bind_host=env.text("BATON_SESSION_HOST", cls.bind_host),
-            etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
+            etcd_endpoints=etcd_endpoints,
+            static_workers=not etcd_endpoints or env.optional("BATON_DISPLAY_ADDRESS") is not None,
             state_dir=Path(state_dir) if state_dir else default_state_dir(port, env),
             host_id=env.text("BATON_HOST_ID", socket.gethostname()),
             display_address=env.text(

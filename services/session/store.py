@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from services.runtime.errors import Conflict
+from services.runtime.errors import Conflict, Unavailable
 from services.session.model import Session
 
 
@@ -47,6 +47,20 @@ class SessionStore(Protocol):
 
 # How many past changes per session the memory store keeps for late watchers.
 _HISTORY = 256
+# How many changes a watcher may have not yet taken before it is cut off: a slow
+# watcher never holds up writers or grows memory. Cut off, its watch raises
+# Unavailable; WatchSession's caller watches again and starts from the session
+# as it is then (the edge does so at once: services/edge/watch_hub.py). At least
+# the history, so that a late watcher's replay fits.
+WATCH_BACKLOG = _HISTORY
+
+
+class _Behind:
+    """Put in a watcher's queue, instead of what did not fit, when it fell behind."""
+
+
+_BEHIND = _Behind()
+_Item = Stored | None | _Behind
 
 
 class MemoryStore:
@@ -57,7 +71,7 @@ class MemoryStore:
         self._latest: dict[str, Stored] = {}
         self._history: dict[str, deque[Stored]] = {}
         # None tells a watcher that the session was deleted.
-        self._watchers: dict[str, set[asyncio.Queue[Stored | None]]] = {}
+        self._watchers: dict[str, set[asyncio.Queue[_Item]]] = {}
 
     def _persist(self, stored: Stored) -> None:
         """Write a change through before it is visible (sqlite_store.py); nothing here."""
@@ -72,9 +86,20 @@ class MemoryStore:
         self._revision = stored.revision
         self._latest[session.id] = stored
         self._history.setdefault(session.id, deque(maxlen=_HISTORY)).append(stored)
-        for queue in self._watchers.get(session.id, ()):
-            queue.put_nowait(stored)
+        self._notify(session.id, stored)
         return self._revision
+
+    def _notify(self, session_id: str, item: Stored | None) -> None:
+        watchers = self._watchers.get(session_id, set())
+        for queue in list(watchers):
+            try:
+                queue.put_nowait(item)
+            except asyncio.QueueFull:
+                # Cut off: what it holds is dropped, it is told, it gets nothing more.
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(_BEHIND)
+                watchers.discard(queue)
 
     async def create(self, session: Session) -> int:
         if session.id in self._latest:
@@ -101,12 +126,11 @@ class MemoryStore:
         self._revision += 1
         del self._latest[session_id]
         self._history.pop(session_id, None)
-        for queue in self._watchers.get(session_id, ()):
-            queue.put_nowait(None)
+        self._notify(session_id, None)
         return True
 
     async def watch(self, session_id: str, after_revision: int) -> AsyncIterator[Stored]:
-        queue: asyncio.Queue[Stored | None] = asyncio.Queue()
+        queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=WATCH_BACKLOG)
         if session_id not in self._latest:
             return  # deleted (or never stored): no change will come
         # Replay and subscribe with no await in between, so nothing slips through.
@@ -116,8 +140,13 @@ class MemoryStore:
         watchers = self._watchers.setdefault(session_id, set())
         watchers.add(queue)
         try:
-            while (stored := await queue.get()) is not None:
-                yield stored
+            while (item := await queue.get()) is not None:
+                if isinstance(item, _Behind):
+                    raise Unavailable(
+                        f"the watch of session {session_id} fell more than "
+                        f"{WATCH_BACKLOG} changes behind; watch again"
+                    )
+                yield item
         finally:
             watchers.discard(queue)
             if not watchers:

@@ -8,6 +8,8 @@ cluster (services/runtime/worker_registry.py).
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,3 +88,59 @@ class WorkerDirectory(Protocol):
     def lost_hosts(self) -> AsyncIterator[LostHost]:
         """Every host whose registration ends from now on, as it ends."""
         ...
+
+
+def placed_host(directory: WorkerDirectory, host_id: str, epoch: str) -> WorkerHost | None:
+    """The host a session was placed on, or None when it is lost: gone from the
+    directory, or registered again with another epoch (a restart: its slots and
+    browsers are gone). An empty `epoch` (a record older than epochs) matches any."""
+    host = directory.host(host_id)
+    if host is None or not epoch:
+        return host
+    for view in directory.live_hosts():
+        if view.record.host_id == host_id:
+            return host if view.record.epoch == epoch else None
+    return None
+
+
+# The single host's epoch: the same at every start of the session service, so a
+# session stored by the embedded store before a restart still finds its host.
+STATIC_EPOCH = "static"
+# The single host's capacity is not known to the session service; its display
+# refuses an allocation when full (the reservation), so placement never skips it.
+UNKNOWN_CAPACITY = 1 << 31
+
+
+class StaticWorkerDirectory:
+    """One fixed worker host (BATON_DISPLAY_ADDRESS / BATON_AUTOMATION_ADDRESS):
+    the directory without etcd, as `make run` uses. The host is never lost."""
+
+    def __init__(self, host: WorkerHost, started_at: float | None = None) -> None:
+        self._host = host
+        self._view = HostView(
+            host,
+            WorkerRecord(
+                host_id=host.host_id,
+                epoch=STATIC_EPOCH,
+                display_address=host.display_address,
+                automation_address=host.automation_address,
+                stream_address="",
+                max_slots=UNKNOWN_CAPACITY,
+                held=0,
+                warm_ready=0,
+                draining=False,
+                started_at=time.time() if started_at is None else started_at,
+            ),
+        )
+
+    def live_hosts(self) -> list[HostView]:
+        return [self._view]
+
+    def host(self, host_id: str) -> WorkerHost | None:
+        return self._host if host_id == self._host.host_id else None
+
+    async def lost_hosts(self) -> AsyncIterator[LostHost]:
+        # Never: wait until the consumer is cancelled.
+        await asyncio.Event().wait()
+        return
+        yield  # an async generator that yields nothing

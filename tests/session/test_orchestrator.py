@@ -24,7 +24,7 @@ from services.session.model import Action, Actor, ControlState, EventKind, Sessi
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore, SessionStore, Stored
-from services.session.workers import WorkerHost
+from services.session.workers import StaticWorkerDirectory, WorkerHost
 from tests.conftest import INTERNAL_TOKEN
 from tests.session.factories import T0
 from tests.session.stores import store
@@ -64,7 +64,7 @@ async def plane(store: SessionStore) -> AsyncIterator[Plane]:
     worker, display, automation = twin_worker()
     clock = Clock()
     settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
-    sessions = SessionOrchestrator(store, worker, settings, clock)
+    sessions = SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, clock)
     yield Plane(sessions, display, automation, clock)
     await sessions.close()
 
@@ -294,7 +294,12 @@ def plane_with(store: SessionStore, display: DisplayTwin, automation: Automation
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, automation)
     clock = Clock()
     settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600)
-    return Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
+    return Plane(
+        SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, clock),
+        display,
+        automation,
+        clock,
+    )
 
 
 class SlowDisplay(DisplayTwin):
@@ -434,7 +439,7 @@ async def test_the_reaper_outlives_a_failed_round() -> None:
         max_lifetime_s=600,
         max_sessions_per_user=0,
     )
-    sessions = SessionOrchestrator(FlakyStore(), worker, settings, clock)
+    sessions = SessionOrchestrator(FlakyStore(), StaticWorkerDirectory(worker), settings, clock)
     plane = Plane(sessions, display, automation, clock)
     try:
         session = await sessions.create(ALICE, SPEC)
@@ -454,7 +459,12 @@ async def test_ended_sessions_are_removed_after_the_retention_period(
     settings = SessionSettings(
         internal_token=INTERNAL_TOKEN, idle_timeout_s=60, max_lifetime_s=600, ended_retention_s=300
     )
-    plane = Plane(SessionOrchestrator(store, worker, settings, clock), display, automation, clock)
+    plane = Plane(
+        SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, clock),
+        display,
+        automation,
+        clock,
+    )
     try:
         ended = await plane.sessions.create(ALICE, SPEC)
         await plane.sessions.end(ALICE, ended.id, "done")
@@ -477,7 +487,7 @@ async def test_a_start_that_times_out_is_unavailable_not_internal(store: Session
     display = SlowDisplay()
     worker = WorkerHost("twin", "twin-display", "twin-automation", display, AutomationTwin())
     settings = SessionSettings(internal_token=INTERNAL_TOKEN, start_timeout_s=0.05)
-    sessions = SessionOrchestrator(store, worker, settings, Clock())
+    sessions = SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, Clock())
     try:
         with pytest.raises(DeadlineExceeded):
             await sessions.create(ALICE, SPEC)
@@ -700,7 +710,7 @@ async def test_an_edge_that_never_acknowledges_delays_the_resume_a_bounded_time(
 ) -> None:
     worker, _, automation = twin_worker()
     settings = SessionSettings(internal_token=INTERNAL_TOKEN, control_fence_timeout_s=0.3)
-    sessions = SessionOrchestrator(store, worker, settings, Clock())
+    sessions = SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, Clock())
     try:
         session = await sessions.create(ALICE, SPEC)
         await sessions.record_activity(session.id, 1, False, True, edge_id="dead-edge")

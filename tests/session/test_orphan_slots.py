@@ -13,7 +13,7 @@ from services.session.model import Actor
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
 from services.session.store import MemoryStore
-from services.session.workers import WorkerHost
+from services.session.workers import StaticWorkerDirectory, WorkerHost
 from tests.conftest import INTERNAL_TOKEN, require_binary
 from tests.session.twins import AutomationTwin
 
@@ -39,7 +39,7 @@ async def test_a_slot_held_for_an_unknown_session_is_released(tmp_path: Path) ->
     automation = AutomationTwin()
     worker = WorkerHost("orphans", "display", "automation", GrpcDisplay(channel), automation)
     sessions = SessionOrchestrator(
-        MemoryStore(), worker, SessionSettings(internal_token=INTERNAL_TOKEN)
+        MemoryStore(), StaticWorkerDirectory(worker), SessionSettings(internal_token=INTERNAL_TOKEN)
     )
     try:
         session = await sessions.create(Actor("alice"), SPEC)

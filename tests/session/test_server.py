@@ -235,6 +235,8 @@ async def test_capacity_is_resource_exhausted(service: Service) -> None:
             session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/")
         )
     assert full.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # Every host full: ask again in a few seconds (REST: 429 with Retry-After).
+    assert ("retry-after", "5") in tuple(full.value.trailing_metadata() or ())  # type: ignore[comparison-overlap]
 
 
 async def test_unknown_failures_are_internal_without_a_traceback(service: Service) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import aetcd
 import aetcd.exceptions
@@ -17,7 +18,7 @@ from services.runtime.errors import Conflict, FailedPrecondition, Unavailable
 from services.session.etcd_store import EtcdStore
 from services.session.model import ControlState, Session
 from services.session.sqlite_store import SqliteStore
-from services.session.store import SessionStore, Stored
+from services.session.store import WATCH_BACKLOG, MemoryStore, SessionStore, Stored
 from tests.conftest import free_port, start_etcd, stop_etcd
 from tests.session.factories import make_session
 from tests.session.stores import store
@@ -223,3 +224,34 @@ async def test_the_sqlite_store_keeps_sessions_across_a_restart(tmp_path: Path) 
     finally:
         await second_run.close()
         first_run._db.close()
+
+
+async def test_a_watcher_that_falls_behind_is_cut_off_and_the_others_go_on() -> None:
+    memory = MemoryStore()
+    session = make_session()
+    revision = await memory.create(session)
+    slow = memory.watch(session.id, revision)
+    keeping_up = memory.watch(session.id, revision)
+    version = session.version
+
+    async def bump() -> None:
+        nonlocal revision, version
+        version += 1
+        swapped = await memory.swap(replace(session, version=version), revision)
+        assert swapped is not None
+        revision = swapped
+
+    await bump()
+    # Both subscribed, and both got the first change.
+    assert (await anext(slow)).session.version == version
+    assert (await anext(keeping_up)).session.version == version
+    for _ in range(WATCH_BACKLOG + 1):
+        await bump()
+        # The other watcher takes each change as it comes: never cut off.
+        assert (await anext(keeping_up)).session.version == version
+    # The slow one held WATCH_BACKLOG changes and could not take one more.
+    with pytest.raises(Unavailable, match="fell more than 256 changes behind"):
+        await anext(slow)
+    await bump()
+    assert (await anext(keeping_up)).session.version == version
+    await cast(AsyncGenerator[Stored, None], keeping_up).aclose()

@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
-from services.runtime.errors import ResourceExhausted
-from services.session.workers import WorkerHost
+from services.runtime.errors import FailedPrecondition, ResourceExhausted
+from services.runtime.worker_registry import WorkerRecord
+from services.session.workers import HostView, LostHost, WorkerHost
 
 
 class DisplayTwin:
-    def __init__(self, capacity: int = 100) -> None:
+    def __init__(self, capacity: int = 100, host_id: str = "twin") -> None:
         self.capacity = capacity
+        self.host_id = host_id
+        # Refuses allocations as a display does after SIGTERM (cluster contract).
+        self.draining = False
         self.slots: dict[str, display_pb2.Slot] = {}
         self.released: list[str] = []
         self.events: asyncio.Queue[display_pb2.WatchSlotsResponse] = asyncio.Queue()
         self._next = 0
+        self.allocations = 0
 
     async def allocate_slot(
         self, session_id: str, viewport: display_pb2.Viewport
     ) -> display_pb2.Slot:
+        self.allocations += 1
+        if self.draining:
+            raise FailedPrecondition("host is draining")
         if len(self.slots) >= self.capacity:
             raise ResourceExhausted(f"all {self.capacity} slots are in use")
         self._next += 1
         slot = display_pb2.Slot(
             id=f"slot-{self._next}",
-            host_id="twin",
+            host_id=self.host_id,
             state=display_pb2.SLOT_STATE_READY,
             display=f":{100 + self._next}",
             viewport=viewport,
@@ -103,3 +113,71 @@ def twin_worker() -> tuple[WorkerHost, DisplayTwin, AutomationTwin]:
         automation=automation,
     )
     return host, display, automation
+
+
+@dataclass
+class HostTwin:
+    """One worker host of the DirectoryTwin, and what its registry record says."""
+
+    host: WorkerHost
+    display: DisplayTwin
+    automation: AutomationTwin
+    max_slots: int
+    epoch: str = field(default_factory=lambda: uuid.uuid4().hex)
+    warm_ready: int = 0
+    draining: bool = False
+
+    def record(self) -> WorkerRecord:
+        return WorkerRecord(
+            host_id=self.host.host_id,
+            epoch=self.epoch,
+            display_address=self.host.display_address,
+            automation_address=self.host.automation_address,
+            stream_address=f"{self.host.host_id}:6080",
+            max_slots=self.max_slots,
+            held=len(self.display.slots),
+            warm_ready=self.warm_ready,
+            draining=self.draining,
+            started_at=0.0,
+        )
+
+
+class DirectoryTwin:
+    """A WorkerDirectory of in-memory hosts: the registry as etcd would show it,
+    capacity following each host's slots at once."""
+
+    def __init__(self) -> None:
+        self.hosts: dict[str, HostTwin] = {}
+        self._lost: asyncio.Queue[LostHost] = asyncio.Queue()
+
+    def add(self, host_id: str, slots: int = 3, warm_ready: int = 0) -> HostTwin:
+        display, automation = DisplayTwin(slots, host_id), AutomationTwin()
+        host = WorkerHost(
+            host_id, f"{host_id}-display", f"{host_id}-automation", display, automation
+        )
+        self.hosts[host_id] = HostTwin(host, display, automation, slots, warm_ready=warm_ready)
+        return self.hosts[host_id]
+
+    def lose(self, host_id: str) -> HostTwin:
+        """The host's lease expired: gone, and said so on lost_hosts()."""
+        gone = self.hosts.pop(host_id)
+        self._lost.put_nowait(LostHost(host_id, gone.epoch))
+        return gone
+
+    def restart(self, host_id: str) -> HostTwin:
+        """The host came back with a new epoch, its slots and browsers gone."""
+        old = self.hosts[host_id]
+        fresh = self.add(host_id, old.max_slots)
+        assert fresh.epoch != old.epoch
+        return fresh
+
+    def live_hosts(self) -> list[HostView]:
+        return [HostView(h.host, h.record()) for h in self.hosts.values()]
+
+    def host(self, host_id: str) -> WorkerHost | None:
+        twin = self.hosts.get(host_id)
+        return twin.host if twin else None
+
+    async def lost_hosts(self) -> AsyncIterator[LostHost]:
+        while True:
+            yield await self._lost.get()

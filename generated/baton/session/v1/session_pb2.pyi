@@ -193,12 +193,17 @@ class Placement(_message.Message):
     WEBSOCKET_URL_FIELD_NUMBER: _builtins.int
     AUTOMATION_ADDRESS_FIELD_NUMBER: _builtins.int
     DISPLAY_ADDRESS_FIELD_NUMBER: _builtins.int
+    HOST_EPOCH_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
     slot_id: _builtins.str
     display: _builtins.str
     websocket_url: _builtins.str
     automation_address: _builtins.str
     display_address: _builtins.str
+    host_epoch: _builtins.str
+    """The epoch of the host's registration when the session was placed there; a
+    host that registers again (restarted) has another one.
+    """
     def __init__(
         self,
         *,
@@ -208,10 +213,11 @@ class Placement(_message.Message):
         websocket_url: _builtins.str = ...,
         automation_address: _builtins.str = ...,
         display_address: _builtins.str = ...,
+        host_epoch: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation_address", b"automation_address", "display", b"display", "display_address", b"display_address", "host_id", b"host_id", "slot_id", b"slot_id", "websocket_url", b"websocket_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["automation_address", b"automation_address", "display", b"display", "display_address", b"display_address", "host_epoch", b"host_epoch", "host_id", b"host_id", "slot_id", b"slot_id", "websocket_url", b"websocket_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

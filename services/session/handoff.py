@@ -1,0 +1,169 @@
+"""The handoff: control changing hands between the agent and a person.
+
+- take_control / pause: the agent is paused first (PauseTask closes automation's
+  action gate and returns when no browser action is in flight); only then is
+  USER_CONTROL (or PAUSED) committed. If the commit fails, the pause is undone.
+- return_control / resume: AI_CONTROL is committed first; from USER_CONTROL the
+  agent's resume then waits for the control fence (control_fence.py: every edge
+  holding viewers confirmed its input gates closed); then ResumeTask.
+Control changes of one session run one at a time in this process, pause and
+resume included, so the resume of one cannot land after the pause of the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from services.runtime.errors import BatonError, FailedPrecondition, NotFound
+from services.session import failure_reasons, state_machine
+from services.session.control_fence import ControlFence
+from services.session.model import Action, Actor, ControlState, Session, TaskStatus
+from services.session.records import SessionRecords
+from services.session.settings import SessionSettings
+from services.session.workers import WorkerDirectory, WorkerHost, placed_host
+
+log = logging.getLogger(__name__)
+
+# How often a pause is asked again while our StartTask has not reached automation.
+PAUSE_RETRY_S = 0.02
+# Task states in which the agent may still act on the browser.
+TASK_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
+
+
+class Handoff:
+    def __init__(
+        self,
+        records: SessionRecords,
+        directory: WorkerDirectory,
+        fence: ControlFence,
+        settings: SessionSettings,
+        task_in_flight: Callable[[str], bool],
+        fail_host_lost: Callable[[str], Awaitable[object]],
+    ) -> None:
+        self._records = records
+        self._directory = directory
+        self._fence = fence
+        self._settings = settings
+        self._task_in_flight = task_in_flight
+        self._fail_host_lost = fail_host_lost
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def forget(self, session_id: str) -> None:
+        self._locks.pop(session_id, None)
+
+    async def change(
+        self, actor: Actor, session_id: str, action: Action, expected_version: int | None
+    ) -> Session:
+        """Apply a control action other than END, with the agent paused or resumed."""
+        lock = self._locks.setdefault(session_id, asyncio.Lock())
+        async with lock:
+            return await self._change(actor, session_id, action, expected_version)
+
+    async def acknowledge(self, session_id: str, edge_id: str, version: int) -> None:
+        """`edge_id` has applied `version` (or newer) of the session to its input gates."""
+        await self._fence.acknowledge(session_id, edge_id, version)
+
+    async def _change(
+        self, actor: Actor, session_id: str, action: Action, expected_version: int | None
+    ) -> Session:
+        session = (await self._records.get_owned(actor, session_id)).session
+        # Refuse before touching automation when the action is not allowed.
+        state_machine.check_version(session, expected_version)
+        if state_machine.is_noop(session, action, actor):
+            return session
+        state_machine.next_state(session, action, actor)
+        host = await self._host_of(session)
+        leaving_user = session.state is ControlState.USER_CONTROL
+        pausing = action in (Action.TAKE_CONTROL, Action.PAUSE)
+        now = self._records.clock()
+        try:
+            if pausing:
+                # Control changes hands only once the agent has stopped acting.
+                await self._pause_agent(host, session)
+            changed = await self._records.update(
+                session_id,
+                lambda s: state_machine.apply(s, action, actor, now, expected_version),
+            )
+        except BaseException:
+            if pausing:
+                # The change did not happen (a step bumped the version meanwhile,
+                # ...): an agent still in control must not stay paused.
+                await self._undo_pause(host, session_id)
+            raise
+        if action in (Action.RETURN_CONTROL, Action.RESUME):
+            if leaving_user:
+                await self._wait_for_gates(changed)
+            await self._resume_agent(host, changed)
+        return changed
+
+    async def _host_of(self, session: Session) -> WorkerHost | None:
+        """The session's host; a lost one fails the session and refuses the change."""
+        placement = session.placement
+        if placement is None:
+            return None
+        host = placed_host(self._directory, placement.host_id, placement.host_epoch)
+        if host is None:
+            await self._fail_host_lost(session.id)
+            raise FailedPrecondition(f"session {session.id} failed: {failure_reasons.HOST_LOST}")
+        return host
+
+    async def _wait_for_gates(self, changed: Session) -> None:
+        # The fence: no agent action before every edge's gates are closed
+        # (services/session/README.md, "The handoff fence").
+        timeout = self._settings.control_fence_timeout_s
+        late = await self._fence.wait(changed.id, changed.version, timeout)
+        if late:
+            log.warning(
+                "session %s: edges %s did not confirm their input gates closed "
+                "within %g s; their viewers are treated as gone",
+                changed.id,
+                ", ".join(late),
+                timeout,
+            )
+
+    async def _pause_agent(self, host: WorkerHost | None, session: Session) -> None:
+        # Whatever the task's status: a finished task's browser still takes Act
+        # calls, and automation's action gate is what refuses them.
+        if host is None:
+            return  # never placed: no browser, no agent
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.start_timeout_s
+        while True:
+            try:
+                await host.automation.pause_task(session.id)
+                return
+            except FailedPrecondition:
+                return
+            except NotFound:
+                # No pause state there: nothing can act, unless our StartTask is
+                # still on its way (a take_control right after create). Its pause
+                # state exists once it arrives, so ask again until then.
+                if not self._task_in_flight(session.id) or loop.time() >= deadline:
+                    return
+                await asyncio.sleep(PAUSE_RETRY_S)
+
+    async def _undo_pause(self, host: WorkerHost | None, session_id: str) -> None:
+        try:
+            stored = await self._records.get(session_id)
+            if stored is not None and stored.session.state is ControlState.AI_CONTROL:
+                await self._resume_agent(host, stored.session)
+        except BatonError as exc:
+            # The original failure is what the caller hears about.
+            log.warning("session %s: undoing a pause failed: %s", session_id, exc.message)
+
+    async def _resume_agent(self, host: WorkerHost | None, session: Session) -> None:
+        if host is None:
+            return
+        try:
+            await host.automation.resume_task(session.id)
+        except BatonError as exc:
+            if session.task.status not in TASK_ACTIVE:
+                # No agent left to resume (its browser may be gone): nothing lost.
+                log.info("session %s: reopening the action gate: %s", session.id, exc.message)
+                return
+            log.warning("session %s: resume failed: %s", session.id, exc.message)
+            await self._records.record_error(
+                session.id, f"the agent could not resume: {exc.message}"
+            )

@@ -1,0 +1,90 @@
+"""Session records: reading and changing sessions in the store.
+
+Every change is a function of the current session applied with the store's
+compare-and-swap, re-read and retried when another writer won, so racing
+writers (requests, task events, the janitor) serialize on the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+
+from services.runtime.errors import Conflict, NotFound
+from services.session.model import Actor, EventKind, LastEvent, Session
+from services.session.store import SessionStore, Stored
+
+Clock = Callable[[], datetime]
+Change = Callable[[Session], Session]
+
+# Writers retry a lost compare-and-swap this many times before giving up.
+MAX_SWAP_ATTEMPTS = 50
+
+
+def may_see(actor: Actor, session: Session) -> bool:
+    return actor.operator or session.owner_user_id == actor.user_id
+
+
+def bookkeeping(session: Session) -> Session:
+    """The session with a change watchers are not told about (model.EventKind)."""
+    return replace(session, last_event=LastEvent(EventKind.BOOKKEEPING))
+
+
+class SessionRecords:
+    def __init__(self, store: SessionStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    async def get(self, session_id: str) -> Stored | None:
+        return await self.store.get(session_id)
+
+    async def list_all(self) -> list[Stored]:
+        return await self.store.list_all()
+
+    async def live(self) -> list[Session]:
+        return [s.session for s in await self.store.list_all() if not s.session.state.terminal]
+
+    async def get_owned(self, actor: Actor, session_id: str) -> Stored:
+        stored = await self.store.get(session_id)
+        # Another user's session does not exist as far as they can tell.
+        if stored is None or not may_see(actor, stored.session):
+            raise NotFound(f"session {session_id} not found")
+        return stored
+
+    async def update(self, session_id: str, change: Change) -> Session:
+        """Apply `change` atomically: re-read and retry when another writer won.
+        A change that returns its input unchanged writes nothing."""
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            stored = await self.store.get(session_id)
+            if stored is None:
+                raise NotFound(f"session {session_id} not found")
+            changed = change(stored.session)
+            if changed is stored.session:
+                return changed
+            if await self.store.swap(changed, stored.revision) is not None:
+                return changed
+        raise Conflict(f"session {session_id} is changing too fast; try again")
+
+    async def delete(self, session_id: str) -> None:
+        """Remove the record, whatever its revision."""
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            stored = await self.store.get(session_id)
+            if stored is None or await self.store.delete(session_id, stored.revision):
+                return
+
+    async def record_error(self, session_id: str, message: str) -> None:
+        """Tell watchers something went wrong with a live session."""
+        now = self.clock()
+
+        def change(s: Session) -> Session:
+            if s.state.terminal:
+                return s  # ended meanwhile: its end is the last word
+            return replace(
+                s,
+                version=s.version + 1,
+                updated_at=now,
+                last_event=LastEvent(EventKind.ERROR, message=message),
+            )
+
+        await self.update(session_id, change)

@@ -1,0 +1,75 @@
+"""Task projection: what an automation task event changes in its session.
+
+A pure function of the session, the event and the time (no I/O), so each kind
+of event is unit-tested on its own (tests/session/test_task_projection.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from baton.automation.v1 import automation_pb2
+from services.runtime.limits import MAX_STEP_EVENTS_KEPT, truncate_text
+from services.session.codec import TASK_STATUS_FROM_PROTO
+from services.session.model import EventKind, LastEvent, Session, TaskStatus
+
+# Said when the agent asks for a person without saying why.
+DEFAULT_USER_REQUEST = "the agent asks for a person"
+
+
+def bounded_step_event(event: automation_pb2.StepEvent) -> automation_pb2.StepEvent:
+    """The event as stored: its texts cut to the stored-field bound."""
+    bounded = automation_pb2.StepEvent()
+    bounded.CopyFrom(event)
+    for name in ("action", "description", "url", "error", "result"):
+        setattr(bounded, name, truncate_text(getattr(event, name)))
+    return bounded
+
+
+def project(session: Session, event: automation_pb2.StartTaskResponse, now: datetime) -> Session:
+    """The session after `event`; `session` itself (unchanged) when the event
+    changes nothing: an ended session, or an event kind it does not know."""
+    if session.state.terminal:
+        return session
+    task = session.task
+    reason = session.user_request_reason
+    last = LastEvent(EventKind.TASK_CHANGED)
+    steps = session.steps
+    kind = event.WhichOneof("event")
+    if kind == "step":
+        step = bounded_step_event(event.step)
+        steps = (*session.steps, step)[-MAX_STEP_EVENTS_KEPT:]
+        if step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
+            task = replace(task, steps_completed=task.steps_completed + 1)
+        last = LastEvent(EventKind.STEP, step=step)
+    elif kind == "status_changed":
+        changed = event.status_changed
+        status = TASK_STATUS_FROM_PROTO.get(changed.status, task.status)
+        task = replace(
+            task,
+            status=status,
+            reason=truncate_text(changed.reason),
+            steps_completed=max(task.steps_completed, changed.steps_completed),
+        )
+        if status is not TaskStatus.WAITING_FOR_USER:
+            reason = ""
+        if status is TaskStatus.FAILED:
+            last = LastEvent(
+                EventKind.ERROR, message=truncate_text(f"task failed: {changed.reason}")
+            )
+    elif kind == "user_requested":
+        reason = truncate_text(event.user_requested.reason or DEFAULT_USER_REQUEST)
+        task = replace(task, status=TaskStatus.WAITING_FOR_USER, reason=reason)
+    else:
+        return session
+    return replace(
+        session,
+        task=task,
+        steps=steps,
+        user_request_reason=reason,
+        version=session.version + 1,
+        updated_at=now,
+        last_activity_at=now,
+        last_event=last,
+    )

@@ -1,0 +1,91 @@
+"""Task projection: each automation task event's effect on its session (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from baton.automation.v1 import automation_pb2
+from services.runtime.limits import MAX_EVENT_TEXT_BYTES, MAX_STEP_EVENTS_KEPT
+from services.session.model import ControlState, EventKind, TaskStatus
+from services.session.task_projection import DEFAULT_USER_REQUEST, project
+from tests.session.factories import T0, make_session
+
+LATER = T0 + timedelta(seconds=3)
+
+
+def step(
+    index: int, status: automation_pb2.StepStatus.ValueType, error: str = ""
+) -> automation_pb2.StartTaskResponse:
+    return automation_pb2.StartTaskResponse(
+        step=automation_pb2.StepEvent(index=index, action="click", status=status, error=error)
+    )
+
+
+def status(
+    value: automation_pb2.TaskStatus.ValueType, reason: str = "", done: int = 0
+) -> automation_pb2.StartTaskResponse:
+    return automation_pb2.StartTaskResponse(
+        status_changed=automation_pb2.TaskStatusChanged(
+            status=value, reason=reason, steps_completed=done
+        )
+    )
+
+
+def test_a_step_is_appended_bounded_and_counted_when_it_succeeds() -> None:
+    session = make_session()
+    started = project(
+        session, step(0, automation_pb2.STEP_STATUS_STARTED, error="x" * 10_000), LATER
+    )
+    assert started.last_event.kind is EventKind.STEP
+    assert len(started.steps[-1].error.encode()) <= MAX_EVENT_TEXT_BYTES
+    assert (started.task.steps_completed, started.version) == (0, session.version + 1)
+    assert (started.updated_at, started.last_activity_at) == (LATER, LATER)
+    done = project(started, step(0, automation_pb2.STEP_STATUS_SUCCEEDED), LATER)
+    assert done.task.steps_completed == 1
+    assert [s.status for s in done.steps] == [
+        automation_pb2.STEP_STATUS_STARTED,
+        automation_pb2.STEP_STATUS_SUCCEEDED,
+    ]
+
+
+def test_only_the_newest_steps_are_kept() -> None:
+    session = make_session()
+    for index in range(MAX_STEP_EVENTS_KEPT + 5):
+        session = project(session, step(index, automation_pb2.STEP_STATUS_STARTED), LATER)
+    assert len(session.steps) == MAX_STEP_EVENTS_KEPT
+    assert session.steps[0].index == 5
+
+
+def test_the_agent_asking_for_a_person_and_the_task_going_on() -> None:
+    asked = project(
+        make_session(),
+        automation_pb2.StartTaskResponse(user_requested=automation_pb2.UserRequested()),
+        LATER,
+    )
+    assert (asked.task.status, asked.user_request_reason) == (
+        TaskStatus.WAITING_FOR_USER,
+        DEFAULT_USER_REQUEST,
+    )
+    going_on = project(asked, status(automation_pb2.TASK_STATUS_RUNNING), LATER)
+    assert (going_on.task.status, going_on.user_request_reason) == (TaskStatus.RUNNING, "")
+    assert going_on.last_event.kind is EventKind.TASK_CHANGED
+
+
+def test_a_failed_task_is_an_error_event_and_the_count_never_goes_back() -> None:
+    session = make_session()
+    session = replace(session, task=replace(session.task, steps_completed=4))
+    failed = project(session, status(automation_pb2.TASK_STATUS_FAILED, "page gone", 2), LATER)
+    assert failed.task.status is TaskStatus.FAILED
+    assert failed.task.steps_completed == 4
+    assert failed.last_event.kind is EventKind.ERROR
+    assert failed.last_event.message == "task failed: page gone"
+    # The session itself goes on: a person may still take the browser over.
+    assert failed.state is ControlState.AI_CONTROL
+
+
+def test_events_change_nothing_on_an_ended_session_or_when_unknown() -> None:
+    ended = make_session(ControlState.ENDED)
+    assert project(ended, step(0, automation_pb2.STEP_STATUS_STARTED), LATER) is ended
+    live = make_session()
+    assert project(live, automation_pb2.StartTaskResponse(), LATER) is live
