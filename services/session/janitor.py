@@ -23,6 +23,8 @@ import logging
 from dataclasses import replace
 from datetime import timedelta
 
+import grpc
+
 from services.runtime.errors import BatonError
 from services.session import failure_reasons
 from services.session.ending import Ending
@@ -60,7 +62,7 @@ class Janitor:
         self._stranded: dict[str, str] = {}
         self._loops: list[asyncio.Task[None]] = []
         # One slot-failure watch per live host.
-        self._slot_watches: dict[str, asyncio.Task[None]] = {}
+        self._slot_watches: dict[str, tuple[WorkerHost, asyncio.Task[None]]] = {}
 
     # --- running ---
 
@@ -73,7 +75,7 @@ class Janitor:
         self._follow_hosts()
 
     async def close(self) -> None:
-        tasks = [*self._loops, *self._slot_watches.values()]
+        tasks = [*self._loops, *(watch for _, watch in self._slot_watches.values())]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -96,15 +98,19 @@ class Janitor:
                     log.exception("janitor: %s: unexpected error", job.__name__)
 
     def _follow_hosts(self) -> None:
-        """Watch the slot failures of every live host, and of no other."""
+        """Watch the slot failures of every live host, and of no other: a host
+        that came back with a new epoch is a new `WorkerHost`, watched anew."""
         live = {view.record.host_id: view.host for view in self._directory.live_hosts()}
-        for host_id in set(self._slot_watches) - set(live):
-            self._slot_watches.pop(host_id).cancel()
+        for host_id, (host, watch) in list(self._slot_watches.items()):
+            if live.get(host_id) is not host:
+                watch.cancel()
+                del self._slot_watches[host_id]
         for host_id, host in live.items():
             if host_id not in self._slot_watches:
-                self._slot_watches[host_id] = asyncio.create_task(
+                watch = asyncio.create_task(
                     self._watch_slot_failures(host_id, host), name=f"slot-failures-{host_id}"
                 )
+                self._slot_watches[host_id] = (host, watch)
 
     # --- idle, lifetime, retention ---
 
@@ -157,6 +163,8 @@ class Janitor:
                 async for lost in self._directory.lost_hosts():
                     log.warning("worker host %s (epoch %s) lost", lost.host_id, lost.epoch)
                     await self.fail_lost_host(lost)
+                    # A new epoch of the host may be live already: watch it now.
+                    self._follow_hosts()
             except BatonError as exc:
                 log.warning("lost-host watch interrupted: %s", exc.message)
             except Exception:
@@ -244,14 +252,18 @@ class Janitor:
         return released
 
     async def _watch_slot_failures(self, host_id: str, host: WorkerHost) -> None:
-        """A slot that dies fails its session, visibly to viewers."""
-        while True:
+        """A slot that dies fails its session, visibly to viewers; until the host
+        is gone from the directory (its channels are then closed)."""
+        while self._directory.host(host_id) is host:
             try:
                 async for event in host.display.watch_slots():
                     if event.WhichOneof("event") == "failed":
                         await self._fail_slot(host_id, event.failed.slot.id, event.failed.reason)
             except BatonError as exc:
                 log.debug("slot watch of host %s interrupted: %s", host_id, exc.message)
+            except grpc.aio.UsageError:
+                # The directory closed the host's channels: it is gone.
+                log.debug("slot watch of host %s: its channel is closed", host_id)
             except Exception:
                 log.exception("slot watch of host %s: unexpected error", host_id)
             await asyncio.sleep(REWATCH_S)

@@ -177,6 +177,29 @@ async def test_a_call_to_a_host_with_another_epoch_fails_the_session(cluster: Cl
     assert fresh.display.released == []
 
 
+async def test_a_restarted_host_is_watched_anew_for_slot_failures(cluster: Cluster) -> None:
+    cluster.directory.add("a", slots=2)
+    cluster.sessions.start_background()
+    before = await cluster.sessions.create(OPERATOR, SPEC)
+    fresh = cluster.directory.restart("a", announce=True)
+    await eventually_state(cluster, before.id, ControlState.FAILED)
+    after = await cluster.sessions.create(OPERATOR, SPEC)
+    assert after.placement is not None and after.placement.host_epoch == fresh.epoch
+    # The new epoch's display reports the slot dead: the session fails at once.
+    fresh.display.fail(after.placement.slot_id, "Xvnc exited")
+    failed = await eventually_state(cluster, after.id, ControlState.FAILED)
+    assert failed.ended_reason == "the display crashed"
+
+
+async def eventually_state(cluster: Cluster, session_id: str, state: ControlState) -> Session:
+    for _ in range(500):
+        session = await cluster.sessions.get(OPERATOR, session_id)
+        if session.state is state:
+            return session
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"session {session_id} is {session.state}, not {state}")
+
+
 async def test_the_janitor_fails_sessions_whose_host_vanished_on_its_second_look(
     cluster: Cluster,
 ) -> None:

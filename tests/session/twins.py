@@ -164,11 +164,14 @@ class DirectoryTwin:
         self._lost.put_nowait(LostHost(host_id, gone.epoch))
         return gone
 
-    def restart(self, host_id: str) -> HostTwin:
-        """The host came back with a new epoch, its slots and browsers gone."""
+    def restart(self, host_id: str, announce: bool = False) -> HostTwin:
+        """The host came back with a new epoch, its slots and browsers gone; with
+        `announce`, the old epoch is reported lost as etcd's directory does."""
         old = self.hosts[host_id]
         fresh = self.add(host_id, old.max_slots)
         assert fresh.epoch != old.epoch
+        if announce:
+            self._lost.put_nowait(LostHost(host_id, old.epoch))
         return fresh
 
     def live_hosts(self) -> list[HostView]:
