@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 from deploy.supervisor import Ready, Start, SupervisedService, supervise_all
-from services.runtime.entrypoint import run_service, until_stop_signal
+from services.runtime.entrypoint import run_service, stop_signals
 from services.runtime.errors import Unavailable
 from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.grpc_tls import GrpcTls
@@ -147,32 +147,33 @@ async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
     # Bad TLS files stop the launch here, with the setting's name.
     probe = Probe.from_env(env)
     running: list[SupervisedService] = []
-    stop = asyncio.create_task(until_stop_signal())
-    try:
-        for service in services:
-            supervised = SupervisedService(
-                service.name, starter(service, env), readiness(service, probe), STOP_GRACE_S
-            )
-            running.append(supervised)
-            ready = asyncio.create_task(supervised.start())
-            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.done():
-                ready.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Unavailable):
-                    await ready
-                return
-            ready.result()
-            print(f"baton: {service.name} ready", flush=True)
-        # The edge has printed the console URL (with the token) above.
-        print("\nbaton: all services ready; Ctrl-C stops everything\n", flush=True)
-        await supervise_all(running, stop)
-    finally:
-        # The signal handlers stay until every child is gone: a second Ctrl-C
-        # must not cut the clean-up short.
-        for supervised in reversed(running):
-            await supervised.stop()
-        stop.cancel()
-        print("baton: stopped", flush=True)
+    # The handlers stay for the whole block: a second Ctrl-C must not cut the
+    # clean-up short.
+    with stop_signals(lambda: print("baton: still stopping", flush=True)) as stop_event:
+        stop = asyncio.create_task(stop_event.wait())
+        try:
+            for service in services:
+                supervised = SupervisedService(
+                    service.name, starter(service, env), readiness(service, probe), STOP_GRACE_S
+                )
+                running.append(supervised)
+                ready = asyncio.create_task(supervised.start())
+                await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
+                if stop.done():
+                    ready.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Unavailable):
+                        await ready
+                    return
+                ready.result()
+                print(f"baton: {service.name} ready", flush=True)
+            # The edge has printed the console URL (with the token) above.
+            print("\nbaton: all services ready; Ctrl-C stops everything\n", flush=True)
+            await supervise_all(running, stop)
+        finally:
+            for supervised in reversed(running):
+                await supervised.stop()
+            stop.cancel()
+            print("baton: stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -89,11 +89,16 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         started = process_tree(launcher.pid) - {launcher.pid}
         # Four services, an X server and websockify at least, and a browser.
         assert len(started) >= 6
+        # A second signal during the clean-up (an impatient Ctrl-C) does not cut it short.
         launcher.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) == 0
+        rest = launcher.stdout.read()
+        assert "baton: stopped" in rest, rest
         left = sorted(pid for pid in started if alive(pid))
         assert left == [], f"left running: {left}"
-        assert list(tmp_path.glob("baton-profile-*")) == [], launcher.stdout.read()
+        assert list(tmp_path.glob("baton-profile-*")) == [], rest
     finally:
         if launcher.poll() is None:
             launcher.kill()
