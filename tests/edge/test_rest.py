@@ -285,8 +285,13 @@ async def test_metrics_count_sessions_handoffs_and_steps(stack: Stack) -> None:
     await stack.create_session(BOB)
     await stack.control(ALICE, session["id"], "take_control")
     await stack.control(ALICE, session["id"], "return_control")
-    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
-    assert status == 200
+    # Session counts follow the edge's WatchSession feeds, a moment behind.
+    for _ in range(100):
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+        assert status == 200
+        if 'baton_sessions{state="AI_CONTROL"} 2' in text:
+            break
+        await asyncio.sleep(0.05)
     assert 'baton_sessions{state="AI_CONTROL"} 2' in text
     assert 'baton_handoffs_total{action="take_control"} 1' in text
     assert 'baton_handoffs_total{action="return_control"} 1' in text
