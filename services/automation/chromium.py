@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import re
@@ -554,12 +555,20 @@ class PlaywrightDriver:
             context,
             profile_dir,
             display,
-            self._browsers.discard,
+            self._closed,
             x_env(self._environ, display, xauthority),
         )
         self._browsers.add(browser)
         log.info("launched Chromium pid %s on %s for %s", browser.pid, display, session_id)
         return browser
+
+    def _closed(self, browser: ChromiumBrowser) -> None:
+        self._browsers.discard(browser)
+        # A closed browser's Playwright objects (context, pages, channels) refer to
+        # each other: only the cycle collector frees them, and its full collections
+        # are rare, so each session's would stay behind for a long while (README
+        # "Memory"). Collect once the closing call has returned.
+        asyncio.get_running_loop().call_soon(gc.collect)
 
     async def stop(self) -> None:
         # Launches abandoned mid-way, then browsers their sessions did not close

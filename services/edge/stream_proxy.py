@@ -49,7 +49,7 @@ from baton.session.v1 import session_pb2
 from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
 from services.edge.auth import Authenticator, Principal
 from services.edge.json_views import error_json
-from services.edge.log_redaction import redact_tokens
+from services.edge.log_redaction import UPSTREAM_LOGGER, redact_tokens
 from services.edge.metrics import EdgeMetrics
 from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
@@ -305,6 +305,8 @@ class StreamProxy:
                 proxy=None,
                 ping_interval=None,
                 open_timeout=UPSTREAM_CONNECT_TIMEOUT_S,
+                # Filtered: never a frame logged (log_redaction.py).
+                logger=logging.getLogger(UPSTREAM_LOGGER),
             )
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
             log.warning(

@@ -7,6 +7,7 @@ page it types into reports every key it receives.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -30,6 +31,8 @@ from tests.edge.harness import OPERATOR_TOKEN, user_token
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ALICE = user_token("alice")
+# The logger of the raw viewer's WebSocket (websockets logs each frame at DEBUG).
+VIEWER_LOGGER = "tests.viewer"
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -62,7 +65,13 @@ class RawViewer:
 @asynccontextmanager
 async def raw_viewer(url: str) -> AsyncIterator[RawViewer]:
     async with connect(
-        url, subprotocols=[Subprotocol("binary")], compression=None, max_size=None, proxy=None
+        url,
+        subprotocols=[Subprotocol("binary")],
+        compression=None,
+        max_size=None,
+        proxy=None,
+        # The test's own frames, apart from the services' (test_typed_text_not_logged.py).
+        logger=logging.getLogger(VIEWER_LOGGER),
     ) as connection:
         channel = WebSocketChannel(connection)
         client = RfbClient(channel)

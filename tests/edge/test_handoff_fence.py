@@ -134,8 +134,14 @@ async def run_handoffs(stack: FullStack) -> None:
                     forwarded_after_resume.append(
                         await forwarded(other.base_url, stack) - resumed_at
                     )
+                    gated = await forwarded(other.base_url, stack)
                     await control(stack, session_id, "take_control")
                     person_key[0] = PERSON_KEYS[k - 1]
+                    # The second edge opens its gate when WatchSession tells it,
+                    # a moment later: a click before that is dropped, and without
+                    # one the page may not have the keyboard (round 1: the
+                    # address bar has it).
+                    await gate_opens(other.base_url, stack, gated, k)
                     await person.click(*centre)
                     await within(
                         stack, lambda: keys().count(person_key[0]) >= 3, f"the person in round {k}"
@@ -186,6 +192,15 @@ async def within(stack: FullStack, predicate: Callable[[], bool], what: str) -> 
         await asyncio.wait_for(stack.site.wait_until(predicate), 10)
     except TimeoutError:
         raise AssertionError(f"no keys from {what} within 10 s: {stack.site.keys()!r}") from None
+
+
+async def gate_opens(edge_url: str, stack: FullStack, before: int, k: int) -> None:
+    """Once the edge forwards the person's input (they type all the time)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while await forwarded(edge_url, stack) == before:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the second edge forwarded nothing in round {k} within 10 s")
+        await asyncio.sleep(0.02)
 
 
 async def forwarded(edge_url: str, stack: FullStack) -> int:
