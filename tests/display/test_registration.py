@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -19,6 +19,7 @@ import pytest
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.display.server import start_display_host
 from services.display.settings import DisplaySettings, NumberRange
+from services.display.state_dir import StateDir
 from services.runtime.grpc_client import open_channel
 from services.runtime.worker_registry import WorkerRecord
 from services.session.etcd_directory import EtcdWorkerDirectory
@@ -72,9 +73,10 @@ async def record_where(
 class DisplayProcess:
     """`python -m services.display` in its own process group, as operators run it."""
 
-    def __init__(self, process: asyncio.subprocess.Process, port: int) -> None:
+    def __init__(self, process: asyncio.subprocess.Process, port: int, state_dir: Path) -> None:
         self.process = process
         self.port = port
+        self.state_dir = state_dir
 
     @classmethod
     async def start(cls, tmp_path: Path, chunk: int, **env: str) -> DisplayProcess:
@@ -106,7 +108,7 @@ class DisplayProcess:
                 stderr=log,
                 start_new_session=True,
             )
-        return cls(process, port)
+        return cls(process, port, tmp_path / "state")
 
     @contextlib.asynccontextmanager
     async def stub(self) -> AsyncIterator[display_pb2_grpc.DisplayServiceAsyncStub]:
@@ -129,14 +131,19 @@ class DisplayProcess:
         await eventually(lambda: not self.group_alive(), 5)
 
 
-@contextlib.contextmanager
-def cleaned_up(processes: list[DisplayProcess]) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def cleaned_up(processes: list[DisplayProcess]) -> AsyncIterator[None]:
     try:
         yield
     finally:
         for process in processes:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.process.pid, signal.SIGKILL)
+        # Its slots and websockify have process groups of their own, as on a
+        # real host; a successor would reap them from the state dir: do so.
+        for state in {process.state_dir for process in processes}:
+            if state.exists():  # a clean stop removes it
+                await StateDir(state).reap(1.0)
 
 
 async def allocate(
@@ -202,39 +209,38 @@ async def test_a_killed_host_is_lost_within_the_ttl_and_returns_with_a_new_epoch
 ) -> None:
     env = {"BATON_HOST_ID": "killed-host", "BATON_ETCD_ENDPOINTS": etcd_endpoint}
     processes: list[DisplayProcess] = []
-    with cleaned_up(processes):
-        async with directory_of(etcd_endpoint) as directory:
-            lost = directory.lost_hosts()
-            processes.append(await DisplayProcess.start(tmp_path, 1, **env))
-            first = await record_where(directory, "killed-host", within_s=20)
+    async with cleaned_up(processes), directory_of(etcd_endpoint) as directory:
+        lost = directory.lost_hosts()
+        processes.append(await DisplayProcess.start(tmp_path, 1, **env))
+        first = await record_where(directory, "killed-host", within_s=20)
 
-            # kill -9: no revoke, the lease runs out.
-            processes[0].process.kill()
-            killed_at = time.monotonic()
-            gone = await asyncio.wait_for(anext(lost), TTL_S + 2)
-            assert gone == LostHost("killed-host", first.epoch)
-            assert time.monotonic() - killed_at <= TTL_S + 2
-            assert directory.host("killed-host") is None
-            await processes[0].kill_group()
+        # kill -9: no revoke, the lease runs out.
+        processes[0].process.kill()
+        killed_at = time.monotonic()
+        gone = await asyncio.wait_for(anext(lost), TTL_S + 2)
+        assert gone == LostHost("killed-host", first.epoch)
+        assert time.monotonic() - killed_at <= TTL_S + 2
+        assert directory.host("killed-host") is None
+        await processes[0].kill_group()
 
-            processes.append(await DisplayProcess.start(tmp_path, 1, **env))
-            second = await record_where(directory, "killed-host", within_s=20)
-            assert second.epoch != first.epoch
-            async with processes[1].stub() as stub:
-                await allocate(stub, "s")
-            await record_where(directory, "killed-host", held=1)
+        processes.append(await DisplayProcess.start(tmp_path, 1, **env))
+        second = await record_where(directory, "killed-host", within_s=20)
+        assert second.epoch != first.epoch
+        async with processes[1].stub() as stub:
+            await allocate(stub, "s")
+        await record_where(directory, "killed-host", held=1)
 
-            # Killed and restarted at once: the new epoch replaces the old one
-            # before its lease ends, and the old epoch is reported lost then.
-            await processes[1].kill_group()
-            processes.append(await DisplayProcess.start(tmp_path, 1, **env))
-            third = await record_where(directory, "killed-host", within_s=20, held=0)
-            assert third.epoch not in (first.epoch, second.epoch)
-            assert await asyncio.wait_for(anext(lost), 1) == LostHost("killed-host", second.epoch)
-            # Its lease ending later takes nothing with it.
-            await asyncio.sleep(TTL_S + 1)
-            assert directory.host("killed-host") is not None
-            await processes[2].kill_group()
+        # Killed and restarted at once: the new epoch replaces the old one
+        # before its lease ends, and the old epoch is reported lost then.
+        await processes[1].kill_group()
+        processes.append(await DisplayProcess.start(tmp_path, 1, **env))
+        third = await record_where(directory, "killed-host", within_s=20, held=0)
+        assert third.epoch not in (first.epoch, second.epoch)
+        assert await asyncio.wait_for(anext(lost), 1) == LostHost("killed-host", second.epoch)
+        # Its lease ending later takes nothing with it.
+        await asyncio.sleep(TTL_S + 1)
+        assert directory.host("killed-host") is not None
+        await processes[2].kill_group()
 
 
 @pytest.mark.timeout(60)
@@ -247,7 +253,7 @@ async def test_sigterm_drains_until_the_last_slot_is_released(
         "BATON_DRAIN_TIMEOUT_S": "40",
     }
     display = await DisplayProcess.start(tmp_path, 2, **env)
-    with cleaned_up([display]):
+    async with cleaned_up([display]):
         async with directory_of(etcd_endpoint) as directory, display.stub() as stub:
             lost = directory.lost_hosts()
             await record_where(directory, "draining-host", within_s=20)
@@ -282,7 +288,7 @@ async def test_a_drain_ends_at_its_timeout_and_stops_every_slot(
         "BATON_DRAIN_TIMEOUT_S": "2",
     }
     display = await DisplayProcess.start(tmp_path, 3, **env)
-    with cleaned_up([display]):
+    async with cleaned_up([display]):
         async with directory_of(etcd_endpoint) as directory, display.stub() as stub:
             await record_where(directory, "slow-drain-host", within_s=20)
             await allocate(stub, "s")
@@ -297,7 +303,7 @@ async def test_a_drain_ends_at_its_timeout_and_stops_every_slot(
 
 async def test_without_etcd_sigterm_stops_at_once(tmp_path: Path) -> None:
     display = await DisplayProcess.start(tmp_path, 4, BATON_DRAIN_TIMEOUT_S="40")
-    with cleaned_up([display]):
+    async with cleaned_up([display]):
         async with display.stub() as stub:
             await allocate(stub, "s")
         display.process.send_signal(signal.SIGTERM)
