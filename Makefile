@@ -43,7 +43,7 @@ proto:
 proto-check:
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	$(PY) protos/generate.py "$$tmp/generated" >/dev/null 2>&1 && \
-	diff -r generated "$$tmp/generated" >/dev/null || \
+	diff -r -x __pycache__ generated "$$tmp/generated" >/dev/null || \
 	{ echo "generated/ is out of date with protos/: run 'make proto' and commit"; exit 1; }
 
 lint: proto-check
