@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -81,9 +83,11 @@ def rss_kib(pid: int) -> int:
 class LauncherStack:
     def __init__(self, root: Path, displays: str, vnc_ports: str, **extra: str) -> None:
         self.root = root
-        self.tmp = root / "tmp"
+        # Short: Chromium's singleton socket, TMPDIR/baton-tmp-*/org.chromium.Chromium.*/
+        # SingletonSocket, must fit in a unix socket path (108 bytes); under pytest's
+        # tmp_path it does not ("Socket path too long"), and Chromium exits.
+        self.tmp = Path(tempfile.mkdtemp(prefix="bt-", dir="/tmp"))
         self.profiles = root / "profiles"
-        self.tmp.mkdir()
         self.edge_port = free_port()
         self.env = {
             **os.environ,
@@ -177,3 +181,4 @@ class LauncherStack:
             self._reader.join(5)
             if self.process.stdout is not None:
                 self.process.stdout.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
