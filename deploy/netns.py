@@ -25,6 +25,7 @@ import os
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from services.runtime.errors import FailedPrecondition, Unavailable
 from services.runtime.processes import require_binary
@@ -41,7 +42,25 @@ FIRST_HOST_OFFSET = 11
 
 # Mount a private tmpfs on /tmp, then become the host's process. A constant
 # script, the argv passed as its positional parameters: nothing is interpolated.
-PRIVATE_TMP_SCRIPT = 'mount -t tmpfs -o mode=1777 tmpfs /tmp && exec "$@"'
+# Its first parameter names a folder under /tmp that must stay visible (Baton's
+# own checkout and virtualenv, when they live there), or is empty: the folder is
+# opened before the tmpfs hides it and bound back through /proc/self/fd.
+PRIVATE_TMP_SCRIPT = (
+    'keep="$1"; shift; '
+    'if [ -n "$keep" ]; then exec 3<"$keep" || exit 1; fi; '
+    "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 1; "
+    'if [ -n "$keep" ]; then '
+    'mkdir -p "$keep" && mount --bind /proc/self/fd/3 "$keep" || exit 1; exec 3<&-; fi; '
+    'exec "$@"'
+)
+# Baton's checkout (with its .venv): kept visible when it is under /tmp.
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def kept_under_tmp(path: Path = CHECKOUT) -> str:
+    """`path` when the private /tmp would hide it, else ""."""
+    return str(path) if path.is_relative_to("/tmp") else ""
+
 
 # Bits of CapEff in /proc/self/status (capabilities(7)).
 CAP_NET_ADMIN = 12
@@ -129,6 +148,7 @@ def enter_argv(namespace: str, argv: Sequence[str]) -> list[str]:
         "-c",
         PRIVATE_TMP_SCRIPT,
         "sh",
+        kept_under_tmp(),
         *argv,
     ]
 

@@ -104,7 +104,8 @@ def test_create_delete_churn_leaks_nothing(stack: LauncherStack) -> None:
     assert after["listening"] == baseline["listening"]
     # Only the warm slots' displays, browsers and their temp dirs are left.
     assert len(after["x locks"]) == len(baseline["x locks"])  # type: ignore[arg-type]
-    assert after["temp dirs"] == baseline["temp dirs"]
+    # As many temp dirs as before: the warm browsers' (new ones replace the taken).
+    assert len(after["temp dirs"]) == len(baseline["temp dirs"])  # type: ignore[arg-type]
     assert max(grown.values()) < RSS_BOUND_KIB, grown
     if len(after["profiles"]) != len(baseline["profiles"]):  # type: ignore[arg-type]
         # Open defect (issue 12, closing note of 2026-11-30): with Chromium really

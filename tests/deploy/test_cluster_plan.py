@@ -42,7 +42,12 @@ def test_a_host_process_runs_in_its_namespace_with_a_private_tmp() -> None:
     assert {"--mount", "--pid", "--fork", "--kill-child", "--mount-proc"} <= set(argv)
     assert argv[argv.index("-c") + 1] == netns.PRIVATE_TMP_SCRIPT
     # The argv is passed as positional parameters, never spliced into the script.
-    assert argv[-4:] == ["sh", "python", "-m", "deploy.worker_host"]
+    assert argv[-5:] == ["sh", netns.kept_under_tmp(), "python", "-m", "deploy.worker_host"]
+
+
+def test_a_checkout_under_tmp_stays_visible_in_the_private_tmp() -> None:
+    assert netns.kept_under_tmp(Path("/tmp/ci/clone")) == "/tmp/ci/clone"
+    assert netns.kept_under_tmp(Path("/work/baton")) == ""
 
 
 def test_leftovers_are_found_by_name() -> None:

@@ -343,9 +343,13 @@ async def test_a_scrape_lists_no_sessions(stack: Stack, monkeypatch: pytest.Monk
         raise AssertionError("a scrape must not list sessions")
 
     monkeypatch.setattr(stack.edge.sessions, "list", no_listing)
-    status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
-    assert status == 200
-    # From the WatchSession feeds this edge follows, kept current.
+    # From the WatchSession feeds this edge follows, kept current a moment behind.
+    for _ in range(100):
+        status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
+        assert status == 200
+        if 'baton_sessions{state="USER_CONTROL"} 1' in text:
+            break
+        await asyncio.sleep(0.05)
     assert 'baton_sessions{state="AI_CONTROL"} 1' in text
     assert 'baton_sessions{state="USER_CONTROL"} 1' in text
     await stack.control(ALICE, first["id"], "end")
