@@ -44,13 +44,14 @@ FIRST_HOST_OFFSET = 11
 # script, the argv passed as its positional parameters: nothing is interpolated.
 # Its first parameter names a folder under /tmp that must stay visible (Baton's
 # own checkout and virtualenv, when they live there), or is empty: the folder is
-# opened before the tmpfs hides it and bound back through /proc/self/fd.
+# opened before the tmpfs hides it and bound back through /proc/self/fd (not
+# canonicalized: the path would name the new, empty folder).
 PRIVATE_TMP_SCRIPT = (
     'keep="$1"; shift; '
     'if [ -n "$keep" ]; then exec 3<"$keep" || exit 1; fi; '
     "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 1; "
     'if [ -n "$keep" ]; then '
-    'mkdir -p "$keep" && mount --bind /proc/self/fd/3 "$keep" || exit 1; exec 3<&-; fi; '
+    'mkdir -p "$keep" && mount --no-canonicalize --bind /proc/self/fd/3 "$keep" || exit 1; exec 3<&-; fi; '
     'exec "$@"'
 )
 # Baton's checkout (with its .venv): kept visible when it is under /tmp.
