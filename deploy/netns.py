@@ -51,7 +51,8 @@ PRIVATE_TMP_SCRIPT = (
     'if [ -n "$keep" ]; then exec 3<"$keep" || exit 1; fi; '
     "mount -t tmpfs -o mode=1777 tmpfs /tmp || exit 1; "
     'if [ -n "$keep" ]; then '
-    'mkdir -p "$keep" && mount --no-canonicalize --bind /proc/self/fd/3 "$keep" || exit 1; exec 3<&-; fi; '
+    'mkdir -p "$keep" && mount --no-canonicalize --bind /proc/self/fd/3 "$keep" || exit 1; '
+    "exec 3<&-; fi; "
     'exec "$@"'
 )
 # Baton's checkout (with its .venv): kept visible when it is under /tmp.
