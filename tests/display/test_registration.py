@@ -328,7 +328,8 @@ async def test_the_host_registers_again_after_an_etcd_outage(tmp_path: Path) -> 
         state_dir=tmp_path / "state",
         stop_grace=1.0,
         etcd_endpoints=(endpoint,),
-        worker_lease_ttl_s=TTL_S,
+        # An outage (3 s) well inside the lease: the host must not be lost.
+        worker_lease_ttl_s=10,
     )
     display = None
     try:

@@ -347,7 +347,10 @@ async def test_a_scrape_lists_no_sessions(stack: Stack, monkeypatch: pytest.Monk
     for _ in range(100):
         status, text = await call(stack, "GET", "/metrics", token=OPERATOR_TOKEN)
         assert status == 200
-        if 'baton_sessions{state="USER_CONTROL"} 1' in text:
+        if (
+            'baton_sessions{state="USER_CONTROL"} 1' in text
+            and 'baton_sessions{state="AI_CONTROL"} 1' in text
+        ):
             break
         await asyncio.sleep(0.05)
     assert 'baton_sessions{state="AI_CONTROL"} 1' in text
