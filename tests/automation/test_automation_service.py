@@ -254,9 +254,7 @@ async def test_a_task_outlives_its_stream_and_attach_task_reads_on(
     clicks = [e for e in attached if e.step.action == "click" and e.step.status == SUCCEEDED]
     assert len(clicks) == 1
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await anext(
-            aiter(automation.stub.AttachTask(pb.AttachTaskRequest(session_id="nobody")))
-        )
+        await anext(aiter(automation.stub.AttachTask(pb.AttachTaskRequest(session_id="nobody"))))
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
     await close(automation, "attach")
 
