@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -133,10 +133,19 @@ class FullStack:
     http: aiohttp.ClientSession
     sessions_stub: session_pb2_grpc.SessionServiceAsyncStub
     profile_root: Path
+    edge_settings: EdgeSettings
 
     @property
     def url(self) -> str:
         return self.edge.base_url
+
+    async def restart_edge(self) -> None:
+        """Stop the edge (its connections close) and start a new one on its port."""
+        port = self.edge.port
+        await self.edge.stop()
+        self.edge = await start_edge_server(
+            replace(self.edge_settings, port=port), Authenticator(OPERATOR_TOKEN, JWT_SECRET)
+        )
 
     async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
         async with self.http.request(
@@ -232,19 +241,21 @@ async def full_stack(
             api_token=OPERATOR_TOKEN,
             jwt_secret=JWT_SECRET,
         )
-        edge = await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET))
-        stack.push_async_callback(edge.stop)
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
         channel = open_channel(f"127.0.0.1:{session.port}", INTERNAL_TOKEN)
         stack.push_async_callback(channel.close, None)
-        yield FullStack(
+        running = FullStack(
             display=display,
             automation=automation,
             session=session,
-            edge=edge,
+            edge=await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET)),
             site=site,
             http=http,
             sessions_stub=session_pb2_grpc.SessionServiceStub(channel),
             profile_root=profile_root,
+            edge_settings=settings,
         )
+        # The edge running at the end (restart_edge replaces it).
+        stack.push_async_callback(lambda: running.edge.stop())
+        yield running

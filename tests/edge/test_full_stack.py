@@ -291,3 +291,50 @@ async def save_screenshot(page: Page, tmp_path: Path) -> None:
 def publish_screenshot(source: Path, target_dir: Path) -> None:
     target_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(source, target_dir / source.name)
+
+
+async def test_the_console_view_reconnects_after_its_edge_restarts_and_keeps_its_role(
+    stack: FullStack,
+) -> None:
+    """An edge that goes away (here: restarted on its port, as a load balancer would
+    send the console to another edge): the live view connects again with a new
+    stream token, and the person who has control can type again."""
+    expect.set_options(timeout=30_000)
+    stack.site.clear()
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=require_binary("chromium", "chromium"),
+            args=["--no-sandbox", "--disable-background-networking", "--no-first-run"],
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+            await page.goto(f"{stack.url}/#token={ALICE}")
+            await expect(page.locator("#socket-status")).to_have_text("live")
+            await page.fill("#task-text", "wait for me")
+            await page.fill("#task-url", stack.site.form_url)
+            await page.fill(
+                "#task-steps", json.dumps([{"action": "request_user", "reason": "type"}])
+            )
+            await page.click("#start-button")
+            # The page is open and the agent waits for the person.
+            await expect(page.locator("#user-request")).to_contain_text("type")
+            await expect(page.locator("#view-status")).to_have_text("connected")
+            await page.click("#take-button")
+            await expect(page.locator("#view-mode")).to_have_text("interactive")
+            await page.locator("#screen canvas").click()
+            await page.keyboard.type("ab")
+            await stack.site.wait_until(lambda: stack.site.keys() == "ab")
+
+            await stack.restart_edge()
+            # The positive marker: the view noticed the edge was gone.
+            await expect(page.locator("#view-status")).not_to_have_text("connected")
+            await expect(page.locator("#view-status")).to_have_text("connected")
+            await expect(page.locator("#view-mode")).to_have_text("interactive")
+            await expect(page.locator("#error-banner")).to_be_hidden()
+            await page.locator("#screen canvas").click()
+            await page.keyboard.type("cd")
+            await stack.site.wait_until(lambda: stack.site.keys() == "abcd")
+            await page.click("#end-button")
+            await expect(page.locator("#controller-indicator")).to_have_text("Ended")
+        finally:
+            await browser.close()
