@@ -9,6 +9,7 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer, start_server
+from services.session.coordination import open_coordination
 from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
@@ -79,7 +80,15 @@ async def start_session_server(
         opened = await open_directory(settings)
     if store is None:
         store = await open_store(settings)
-    orchestrator = SessionOrchestrator(store, opened.directory, settings)
+    # The fence and the create lock: shared through etcd by replicas.
+    coordination = await open_coordination(settings)
+    orchestrator = SessionOrchestrator(
+        store,
+        opened.directory,
+        settings,
+        fence=coordination.fence,
+        user_lock=coordination.user_lock,
+    )
     if not settings.etcd_endpoints:
         # The embedded store is this service's alone: its running tasks were ours.
         await orchestrator.recover_after_restart()
@@ -102,6 +111,7 @@ async def start_session_server(
         await monitor.stop()
         await orchestrator.close()
         await store.close()
+        await coordination.close()
         await opened.close()
         for channel in channels:
             await channel.close(None)
