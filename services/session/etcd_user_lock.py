@@ -34,11 +34,15 @@ class EtcdUserLock:
         self,
         client: aetcd.Client,
         prefix: str = PREFIX,
+        lease_ttl_s: int = LEASE_TTL_S,
         hold_s: float = HOLD_S,
         wait_s: float = WAIT_S,
     ) -> None:
+        if not 0 < hold_s < lease_ttl_s:
+            raise ValueError(f"hold {hold_s} s must be shorter than the lease {lease_ttl_s} s")
         self._client = client
         self._prefix = prefix
+        self._lease_ttl_s = lease_ttl_s
         self._hold_s = hold_s
         self._wait_s = wait_s
 
@@ -67,7 +71,7 @@ class EtcdUserLock:
         tx = self._client.transactions
         while True:
             asked_at = loop.time()
-            lease_id: int = (await self._client.lease(LEASE_TTL_S)).id
+            lease_id: int = (await self._client.lease(self._lease_ttl_s)).id
             succeeded, responses = await self._client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, str(lease_id).encode(), lease=lease_id)],
