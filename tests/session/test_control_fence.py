@@ -19,6 +19,8 @@ from services.session.etcd_fence import EtcdControlFence
 from services.session.etcd_leases import SharedLeases
 
 LEASE_S = 90.0
+# Two views of one fence (two replicas' fences in etcd).
+Pair = tuple[ControlFence, ControlFence]
 WAIT_S = 0.3
 
 
@@ -30,7 +32,7 @@ async def etcd(etcd_endpoint: str) -> AsyncIterator[aetcd.Client]:
 
 
 @pytest.fixture(params=["memory", "etcd"])
-async def fences(request: pytest.FixtureRequest) -> AsyncIterator[tuple[ControlFence, ControlFence]]:
+async def fences(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     """Two views of one fence: what one replica is told, the other knows."""
     if request.param == "memory":
         fence = MemoryControlFence(LEASE_S)
@@ -50,7 +52,7 @@ def session_id() -> str:
     return uuid.uuid4().hex
 
 
-async def test_no_holder_no_wait(fences: tuple[ControlFence, ControlFence]) -> None:
+async def test_no_holder_no_wait(fences: Pair) -> None:
     reporter, waiter = fences
     sid = session_id()
     # An edge whose only viewer left holds no gate.
@@ -62,7 +64,7 @@ async def test_no_holder_no_wait(fences: tuple[ControlFence, ControlFence]) -> N
 
 
 async def test_the_wait_ends_when_every_holder_acknowledged_the_version(
-    fences: tuple[ControlFence, ControlFence],
+    fences: Pair,
 ) -> None:
     reporter, waiter = fences
     sid = session_id()
@@ -79,7 +81,7 @@ async def test_the_wait_ends_when_every_holder_acknowledged_the_version(
 
 
 async def test_an_acknowledgement_made_before_the_wait_counts(
-    fences: tuple[ControlFence, ControlFence],
+    fences: Pair,
 ) -> None:
     reporter, waiter = fences
     sid = session_id()
@@ -92,7 +94,7 @@ async def test_an_acknowledgement_made_before_the_wait_counts(
 
 
 async def test_a_silent_edge_is_late_once_then_forgotten_until_it_reports_again(
-    fences: tuple[ControlFence, ControlFence],
+    fences: Pair,
 ) -> None:
     reporter, waiter = fences
     sid = session_id()
@@ -190,7 +192,7 @@ async def test_a_lease_is_reused_within_its_window_only() -> None:
     assert granted == [90, 90]
     # Concurrent callers share one grant.
     now[0] += 31
-    assert await asyncio.gather(leases.current(), leases.current()) == [3, 3]
+    assert list(await asyncio.gather(leases.current(), leases.current())) == [3, 3]
     assert len(granted) == 3
     with pytest.raises(ValueError, match="shorter"):
         SharedLeases(grant, ttl_s=10, reuse_s=10)
