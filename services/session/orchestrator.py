@@ -65,7 +65,8 @@ class SessionOrchestrator:
         etcd share them through it (server.py)."""
         records = SessionRecords(store, clock)
         # Edges holding stream viewers; the agent resumes after they closed their gates.
-        fence = fence or MemoryControlFence(settings.viewer_lease_s)
+        if fence is None:
+            fence = MemoryControlFence(settings.viewer_lease_s)
         self._records = records
         self._task_runs = TaskRuns(
             records, directory, lambda sid, why: self._ending.finish(sid, why, failed=True)
@@ -88,7 +89,7 @@ class SessionOrchestrator:
             self._task_runs,
             self._ending,
             settings,
-            user_lock or LocalUserLock(),
+            LocalUserLock() if user_lock is None else user_lock,
         )
         self._janitor = Janitor(
             records, directory, self._ending, self._task_runs, self._presence, settings
