@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Conflict, Unavailable
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import connect_first, unavailable_on_etcd_errors
 from services.session import codec
 from services.session.model import Session
 from services.session.store import Stored
@@ -25,15 +25,6 @@ log = logging.getLogger(__name__)
 # A watch cut off from etcd tries again after this long, doubling up to the maximum.
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
-
-
-@contextlib.contextmanager
-def _unavailable_on_etcd_errors() -> Iterator[None]:
-    """etcd out of reach is Unavailable (503), not an internal error."""
-    try:
-        yield
-    except aetcd.exceptions.ClientError as exc:
-        raise Unavailable(f"etcd: {exc}") from exc
 
 
 class EtcdStore:
@@ -51,7 +42,7 @@ class EtcdStore:
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with unavailable_on_etcd_errors():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, codec.encode(session))],
@@ -63,21 +54,21 @@ class EtcdStore:
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        with _unavailable_on_etcd_errors():
+        with unavailable_on_etcd_errors():
             result = await self._client.get(self._key(session_id))
         if result is None:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
     async def list_all(self) -> list[Stored]:
-        with _unavailable_on_etcd_errors():
+        with unavailable_on_etcd_errors():
             result = await self._client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
     async def swap(self, session: Session, revision: int) -> int | None:
         key = self._key(session.id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with unavailable_on_etcd_errors():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.put(key, codec.encode(session))],
@@ -91,7 +82,7 @@ class EtcdStore:
     async def delete(self, session_id: str, revision: int) -> bool:
         key = self._key(session_id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with unavailable_on_etcd_errors():
             succeeded, _ = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.delete(key)],
