@@ -30,7 +30,7 @@ from services.session.presence import Presence
 from services.session.records import SessionRecords, may_see
 from services.session.settings import SessionSettings
 from services.session.store import SessionStore
-from services.session.task_runs import TaskRuns
+from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.workers import WorkerDirectory
 
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
@@ -63,7 +63,11 @@ class SessionOrchestrator:
         fence = ControlFence(settings.viewer_lease_s)
         self._records = records
         self._task_runs = TaskRuns(
-            records, directory, lambda sid, why: self._ending.finish(sid, why, failed=True)
+            records,
+            directory,
+            lambda sid, why: self._ending.finish(sid, why, failed=True),
+            # A host's record goes at most this long after the host.
+            host_lost_within_s=settings.worker_lease_ttl_s + HOST_LOST_MARGIN_S,
         )
         self._handoff = Handoff(
             records,

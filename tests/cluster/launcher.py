@@ -282,6 +282,21 @@ class RunningCluster:
         await asyncio.to_thread(self.launcher.wait_for, READY, within_s, readies + 1)
         await self.wait_idle(within_s=20)
 
+    async def restore(self, within_s: float = 90) -> None:
+        """Both hosts up and idle again: a host that is draining or gone from
+        the registry is awaited until it has stopped, then started again."""
+        records = await self.records()
+        stopping = [
+            w
+            for w in self.workers().values()
+            if w.host_id not in records or records[w.host_id].draining or not alive(w.pgid)
+        ]
+        pgids = [w.pgid for w in stopping]
+        await eventually(lambda: not any(map(alive, pgids)), within_s)
+        if stopping:
+            await self.restart_down_workers()
+        await self.wait_idle()
+
     async def records(self) -> dict[str, WorkerRecord]:
         client = await connect_first(self.etcd_endpoints)
         try:

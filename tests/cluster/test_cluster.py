@@ -30,6 +30,7 @@ import socketio
 from websockets.exceptions import ConnectionClosed
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
+from services.display.rfb_client import RfbError
 from services.runtime.grpc_client import open_channel
 from tests.cluster.conftest import DRAIN_TIMEOUT_S, LEASE_TTL_S, SLOTS_PER_HOST
 from tests.cluster.launcher import RunningCluster
@@ -88,6 +89,18 @@ class Api:
             assert time.monotonic() < deadline, session
             await asyncio.sleep(0.2)
 
+    async def settled(self, session_id: str, within_s: float = 30) -> dict[str, Any]:
+        """The session once it stops changing (the same twice, 0.5 s apart)."""
+        deadline = time.monotonic() + within_s
+        last = await self.get(session_id)
+        while True:
+            await asyncio.sleep(0.5)
+            now = await self.get(session_id)
+            if now == last:
+                return now
+            assert time.monotonic() < deadline, now
+            last = now
+
     async def control(self, session_id: str, action: str, edge: int, token: str = ALICE) -> Any:
         status, _, answer = await self.call(
             edge, "PUT", f"/api/browser-session/{session_id}/control", token, {"action": action}
@@ -116,16 +129,25 @@ class Api:
         return answer.session.placement.host_id
 
     async def end_all(self) -> None:
-        """End what the test created (a FAILED or ENDED session answers 200 or 409)."""
+        """End what the test created (a FAILED or ENDED session answers 409),
+        through whichever edge answers (a test may have killed one)."""
         for session_id in self.created:
-            status, _, answer = await self.call(0, "DELETE", f"/api/browser-session/{session_id}")
-            assert status in (200, 404, 409), answer
+            for edge in (1, 0):
+                try:
+                    status, _, answer = await self.call(
+                        edge, "DELETE", f"/api/browser-session/{session_id}"
+                    )
+                except aiohttp.ClientConnectionError:
+                    continue
+                assert status in (200, 404, 409), answer
+                break
         self.created.clear()
 
 
 @contextlib.asynccontextmanager
 async def api(cluster: RunningCluster) -> AsyncIterator[Api]:
-    """Start from an idle cluster; end the sessions made, and wait until idle again."""
+    """Start from an idle cluster; end the sessions made, start again any host
+    stopped, and wait until both are idle again."""
     await cluster.wait_idle()
     async with form_site(cluster.gateway) as site, aiohttp.ClientSession() as http:
         client = Api(cluster, http, site)
@@ -133,7 +155,7 @@ async def api(cluster: RunningCluster) -> AsyncIterator[Api]:
             yield client
         finally:
             await client.end_all()
-    await cluster.wait_idle()
+    await cluster.restore()
 
 
 class Watcher:
@@ -153,11 +175,16 @@ class Watcher:
 
     async def next(self, name: str, session_id: str, within_s: float = 30) -> dict[str, Any]:
         """The next `name` event about `session_id` (others are skipped)."""
-        async with asyncio.timeout(within_s):
-            while True:
-                got, payload = await self.events.get()
-                if got == name and payload["session"]["id"] == session_id:
-                    return payload
+        skipped: list[tuple[str, dict[str, Any]]] = []
+        try:
+            async with asyncio.timeout(within_s):
+                while True:
+                    got, payload = await self.events.get()
+                    if got == name and payload["session"]["id"] == session_id:
+                        return payload
+                    skipped.append((got, payload))
+        except TimeoutError:
+            raise AssertionError(f"no {name} about {session_id}; got {skipped}") from None
 
 
 @contextlib.asynccontextmanager
@@ -181,6 +208,19 @@ async def centre_click(viewer: RawViewer, session: dict[str, Any]) -> None:
 async def typed(viewer: RawViewer, text: str) -> None:
     await viewer.type(text)
     await viewer.sync()
+
+
+async def until_closed(viewer: RawViewer, within_s: float = 10) -> ConnectionClosed:
+    """Type and sync until the stream is closed; how it was closed."""
+    async with asyncio.timeout(within_s):
+        while True:
+            try:
+                await typed(viewer, "x")
+            except ConnectionClosed as closed:
+                return closed
+            except RfbError as error:
+                assert isinstance(error.__cause__, ConnectionClosed), error
+                return error.__cause__
 
 
 # -- 1. placement ---------------------------------------------------------------
@@ -267,7 +307,8 @@ async def test_viewers_of_a_killed_edge_reconnect_to_the_other_and_keep_their_ro
         await client.wait_for(session_id, "state", "WAITING_FOR_USER")
         session = await client.control(session_id, "take_control", edge=1)
         bystander = await client.create(edge=1)
-        bystander = await client.wait_for(bystander["id"], "state", "WAITING_FOR_USER")
+        await client.wait_for(bystander["id"], "state", "WAITING_FOR_USER")
+        bystander = await client.settled(bystander["id"])
         async with (
             raw_viewer(await client.stream_url(session_id, 0, ALICE)) as alice,
             raw_viewer(await client.stream_url(session_id, 0, OPERATOR_TOKEN)) as other,
@@ -278,8 +319,7 @@ async def test_viewers_of_a_killed_edge_reconnect_to_the_other_and_keep_their_ro
 
             killed_at = await cluster.kill_edge(0)
             for viewer in (alice, other):
-                with pytest.raises(ConnectionClosed):
-                    await typed(viewer, "x")
+                await until_closed(viewer)
 
         # A fresh stream token from the other edge; the roles are the session's.
         async with (
@@ -322,7 +362,8 @@ async def test_a_killed_worker_host_fails_its_sessions_and_the_other_goes_on(
         assert sorted(hosts) == ["w1", "w2"]
         doomed, spared = hosts["w1"]["id"], hosts["w2"]["id"]
         await client.wait_for(doomed, "state", "WAITING_FOR_USER")
-        spared_before = await client.wait_for(spared, "state", "WAITING_FOR_USER")
+        await client.wait_for(spared, "state", "WAITING_FOR_USER")
+        spared_before = await client.settled(spared)
         async with (
             watching(cluster.edges[0], ALICE, doomed, spared) as watcher,
             raw_viewer(await client.stream_url(doomed, 1, ALICE)) as viewer,
@@ -336,12 +377,11 @@ async def test_a_killed_worker_host_fails_its_sessions_and_the_other_goes_on(
             assert ended["session"]["state"] == "FAILED"
             assert HOST_LOST in ended["reason"]
             assert failed_after < LEASE_TTL_S + 2, failed_after
-            with pytest.raises(ConnectionClosed) as closed:
-                async with asyncio.timeout(10):
-                    while True:
-                        await typed(viewer, "x")
-            assert closed.value.rcvd is not None
-            assert closed.value.rcvd.code in (1000, 1011), closed.value.rcvd
+            # The stream is closed with a clear code: the display went away
+            # (1011) or the session ended (1000).
+            closed = await until_closed(viewer)
+            assert closed.rcvd is not None, closed
+            assert closed.rcvd.code in (1000, 1011), closed.rcvd
             await asyncio.to_thread(
                 cluster.launcher.wait_for,
                 "baton-cluster: worker w1 was killed by SIGKILL; not restarted",
@@ -355,7 +395,6 @@ async def test_a_killed_worker_host_fails_its_sessions_and_the_other_goes_on(
         fresh = await client.create()
         assert await client.host_of(fresh["id"]) == "w2"
         assert set(await cluster.records()) == {"w2"}
-    await cluster.restart_down_workers()
 
 
 # -- 6. a worker host drained -----------------------------------------------------
@@ -390,7 +429,11 @@ async def test_sigterm_drains_a_worker_host(cluster: RunningCluster) -> None:
         await client.control(ended, "take_control", edge=1, token=OPERATOR_TOKEN)
         status, _, answer = await client.call(1, "DELETE", f"/api/browser-session/{ended}")
         assert (status, answer["state"]) == (200, "ENDED"), answer
-        assert (await client.get(kept))["state"] == "WAITING_FOR_USER"
+        going_on = await client.get(kept)
+        assert (going_on["state"], going_on["task"]["status"]) == (
+            "AI_CONTROL",
+            "WAITING_FOR_USER",
+        )
         assert time.monotonic() - termed < DRAIN_TIMEOUT_S, "the checks outlasted the drain"
 
         # Then the drain timeout passes: the host stops, its last session fails.
@@ -404,7 +447,6 @@ async def test_sigterm_drains_a_worker_host(cluster: RunningCluster) -> None:
         failed = await client.wait_for(kept, "state", "FAILED", within_s=10)
         assert failed.get("endedReason") == HOST_LOST
         assert set(await cluster.records()) == {"w1"}
-    await cluster.restart_down_workers()
 
 
 # -- 5. an etcd member killed (last: the launcher does not restart it) ------------
