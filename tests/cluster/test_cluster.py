@@ -20,7 +20,7 @@ import os
 import signal
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -467,7 +467,9 @@ def etcd_leader(endpoints: list[str]) -> str:
 
 
 @pytest.mark.timeout(120)
-async def test_killing_the_etcd_leader_loses_nothing(cluster: RunningCluster) -> None:
+async def test_killing_the_etcd_leader_loses_nothing(
+    cluster: RunningCluster, record_property: Callable[[str, object], None]
+) -> None:
     async with api(cluster) as client:
         sessions = [await client.create(edge=i % 2) for i in range(2)]
         ids = sorted(s["id"] for s in sessions)
@@ -520,6 +522,8 @@ async def test_killing_the_etcd_leader_loses_nothing(cluster: RunningCluster) ->
         await loader
         assert requests - before > 50, "the load was not running"
         longest = max((end - start for start, end in failures), default=0.0)
+        record_property("longest_failure_window_s", round(longest, 3))
+        print(f"etcd leader killed: {requests - before} requests, longest failure {longest:.3f} s")
         # Etcd's election takes about a second (its election timeout, 1 s);
         # a generous bound: no request fails for long.
         assert longest < 5, failures
