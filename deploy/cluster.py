@@ -15,9 +15,10 @@ output goes to standard error):
 `kill -9 -<pgid>` kills a worker host whole (its PID namespace goes with its
 first process); the launcher then says so and does not restart it: a host is
 the unit that fails; SIGUSR1 to the launcher starts the hosts that are down
-again. Session services and edges that crash are restarted like `make run`'s. Ctrl-C or SIGTERM stops everything and removes the namespaces,
-the bridge and the run directory; a second Ctrl-C does not cut that short.
-What a killed launcher left is removed at the next start.
+again. Session services and edges that crash are restarted like `make run`'s.
+Ctrl-C or SIGTERM stops everything and removes the namespaces, the bridge and
+the run directory; a second Ctrl-C does not cut that short. What a killed
+launcher left is removed at the next start.
 """
 
 from __future__ import annotations
