@@ -37,6 +37,7 @@ from services.automation.steps import (
     TaskStatus,
     action_name,
 )
+from services.automation.task_log import TaskLog
 from services.automation.task_runner import StepRunner, TaskSpec
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
@@ -90,6 +91,7 @@ class PageState:
 class _RunningTask:
     runner: StepRunner
     job: asyncio.Task[None]
+    log: TaskLog
 
 
 @dataclass
@@ -259,10 +261,13 @@ class BrowserSessions:
             del self._sessions[session.session_id]
         if session.watcher is not None and session.watcher is not asyncio.current_task():
             session.watcher.cancel()
+        if session.task is not None:
+            await session.task.log.close()
         await session.dispose()
 
-    async def start_task(self, request: TaskRequest) -> AsyncGenerator[TaskEvent, None]:
-        """Run a task; yield its events until it ends (COMPLETED, FAILED or CANCELLED)."""
+    async def start_task(self, request: TaskRequest) -> AsyncGenerator[tuple[int, TaskEvent], None]:
+        """Run a task; yield its events, numbered, until it ends (COMPLETED, FAILED or
+        CANCELLED). The task outlives this stream by the grace window (task_log.py)."""
         self._validate(request)
         existing = self._sessions.get(request.session_id)
         if existing is not None and existing.task is not None and not existing.task.job.done():
@@ -276,7 +281,6 @@ class BrowserSessions:
             raise FailedPrecondition(f"session {request.session_id!r} was closed while starting")
         if session.task is not None and not session.task.job.done():
             raise FailedPrecondition(f"session {request.session_id!r} already runs a task")
-        events: asyncio.Queue[TaskEvent] = asyncio.Queue()
         spec = TaskSpec(
             session_id=request.session_id,
             task_text=request.task_text,
@@ -285,29 +289,35 @@ class BrowserSessions:
             action_timeout_ms=self._settings.action_timeout_ms,
         )
 
+        async def abandoned() -> None:
+            grace = self._settings.task_grace_s
+            await self._stop(session, f"no session service followed the task for {grace:g} s")
+
+        events = TaskLog(self._settings.task_grace_s, abandoned)
+
         def emit(event: TaskEvent) -> None:
             if isinstance(event, StatusChanged):
                 session.last_status = event.status
-            events.put_nowait(event)
+            events.append(event)
 
         async def on_gone() -> None:
             await self._discard(session)
 
         runner = StepRunner(spec, planner, session.browser, session.gate, emit, on_gone)
         job = asyncio.ensure_future(runner.run())
-        session.task = _RunningTask(runner, job)
-        try:
-            while True:
-                event = await events.get()
-                yield event
-                if isinstance(event, StatusChanged) and event.status.finished:
-                    return
-        finally:
-            if not runner.finished:
-                # The caller went away: no one would see what the agent does.
-                await self._stop(session, "the StartTask stream was closed")
-            elif not job.done():
-                await job
+        session.task = _RunningTask(runner, job, events)
+        async for numbered in events.follow():
+            yield numbered
+
+    async def attach_task(
+        self, session_id: str, after_seq: int
+    ) -> AsyncGenerator[tuple[int, TaskEvent], None]:
+        """The session's task's events after `after_seq`, live, until its end."""
+        session = self._sessions.get(session_id)
+        if session is None or session.task is None:
+            raise NotFound(f"no task of session {session_id!r} here")
+        async for numbered in session.task.log.follow(after_seq):
+            yield numbered
 
     async def _stop(self, session: _Session, reason: str) -> TaskStatus | None:
         task = session.task

@@ -142,20 +142,23 @@ def step_event_to_proto(event: StepEvent) -> pb.StepEvent:
     )
 
 
-def event_to_proto(event: TaskEvent) -> pb.StartTaskResponse:
+def event_to_proto(seq: int, event: TaskEvent) -> pb.StartTaskResponse:
     match event:
         case StepEvent():
-            return pb.StartTaskResponse(step=step_event_to_proto(event))
+            return pb.StartTaskResponse(seq=seq, step=step_event_to_proto(event))
         case StatusChanged(status, reason, steps_completed):
             return pb.StartTaskResponse(
+                seq=seq,
                 status_changed=pb.TaskStatusChanged(
                     status=_TASK_STATUS[status],
                     reason=reason,
                     steps_completed=steps_completed,
-                )
+                ),
             )
         case UserRequested(reason, url):
-            return pb.StartTaskResponse(user_requested=pb.UserRequested(reason=reason, url=url))
+            return pb.StartTaskResponse(
+                seq=seq, user_requested=pb.UserRequested(reason=reason, url=url)
+            )
 
 
 def task_request_from_proto(request: pb.StartTaskRequest) -> TaskRequest:
@@ -197,8 +200,18 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
     ) -> AsyncIterator[pb.StartTaskResponse]:
         events = self._sessions.start_task(task_request_from_proto(request))
         try:
-            async for event in events:
-                yield event_to_proto(event)
+            async for seq, event in events:
+                yield event_to_proto(seq, event)
+        finally:
+            await events.aclose()
+
+    async def AttachTask(
+        self, request: pb.AttachTaskRequest, context: Context
+    ) -> AsyncIterator[pb.AttachTaskResponse]:
+        events = self._sessions.attach_task(request.session_id, request.after_seq)
+        try:
+            async for seq, event in events:
+                yield pb.AttachTaskResponse(event=event_to_proto(seq, event))
         finally:
             await events.aclose()
 

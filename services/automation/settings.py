@@ -42,6 +42,9 @@ class AutomationSettings:
     # After a pause, how long the agent's first action may wait for the person's
     # X input to reach the page (input_drain.py); 0 turns the drain off.
     input_drain_ms: int = 1000
+    # How long a task goes on with nobody following its events (a session service
+    # replica re-attaching: README "Following a task"); 0 stops it at once.
+    task_grace_s: float = 30.0
     # Used when a task asks for max_steps 0.
     default_max_steps: int = 50
     # Parent of the per-session Chromium profile directories (None: the system temp dir).
@@ -72,6 +75,7 @@ class AutomationSettings:
                 "BATON_ACTION_TIMEOUT_MS", cls.action_timeout_ms, minimum=1
             ),
             input_drain_ms=env.integer("BATON_INPUT_DRAIN_MS", cls.input_drain_ms, minimum=0),
+            task_grace_s=env.number("BATON_TASK_GRACE_S", cls.task_grace_s, minimum=0),
             default_max_steps=env.integer(
                 "BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, minimum=1
             ),

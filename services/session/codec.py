@@ -56,6 +56,7 @@ def encode(session: Session) -> bytes:
             "status": task.status.value,
             "stepsCompleted": task.steps_completed,
             "reason": task.reason,
+            "eventsApplied": task.events_applied,
         },
         "viewport": [session.viewport.width, session.viewport.height],
         "createdAt": session.created_at.isoformat(),
@@ -97,6 +98,8 @@ def decode(raw: bytes) -> Session:
             status=TaskStatus(task["status"]),
             steps_completed=task["stepsCompleted"],
             reason=task["reason"],
+            # Absent from records stored before tasks were followed by seq.
+            events_applied=task.get("eventsApplied", 0),
         ),
         viewport=Viewport(*data["viewport"]),
         created_at=datetime.fromisoformat(data["createdAt"]),

@@ -20,9 +20,9 @@ AUTOMATION_FAILED = "the automation failed unexpectedly"
 # The worker host's registration ended (its lease expired, or it restarted with
 # a new epoch): its displays and browsers are gone with it (issue 10).
 HOST_LOST = "worker host lost"
-# The session service itself restarted while the task ran: automation stopped
-# the task when its StartTask stream closed; the browser stays for the person.
-TASK_INTERRUPTED = "the session service restarted during the task"
+# A task no replica could follow again (AttachTask found none: automation
+# restarted, or never got the StartTask); the browser stays for the person.
+TASK_INTERRUPTED = "the task was interrupted and could not be followed again"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -76,13 +76,31 @@ class GrpcDisplay:
             raise error_from_rpc(exc) from None
 
 
+async def _events_of(
+    replies: AsyncIterable[automation_pb2.AttachTaskResponse],
+) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+    async for reply in replies:
+        yield reply.event
+
+
 class GrpcAutomation:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._channel = channel
         self._stub = automation_pb2_grpc.AutomationServiceStub(channel)
 
-    async def start_task(
+    def start_task(
         self, request: automation_pb2.StartTaskRequest
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        return self._stream(lambda: self._stub.StartTask(request))
+
+    def attach_task(
+        self, session_id: str, after_seq: int
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        request = automation_pb2.AttachTaskRequest(session_id=session_id, after_seq=after_seq)
+        return self._stream(lambda: _events_of(self._stub.AttachTask(request)))
+
+    async def _stream(
+        self, call: Callable[[], AsyncIterable[automation_pb2.StartTaskResponse]]
     ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
         try:
             await asyncio.wait_for(self._channel.channel_ready(), _CONNECT_TIMEOUT)
@@ -91,7 +109,7 @@ class GrpcAutomation:
                 f"the automation service did not answer within {_CONNECT_TIMEOUT:g} s"
             ) from None
         try:
-            async for event in self._stub.StartTask(request):
+            async for event in call():
                 yield event
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None

@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from services.runtime.errors import BatonError, FailedPrecondition, NotFound
 from services.session import failure_reasons, state_machine
 from services.session.control_fence import ControlFence
-from services.session.model import Action, Actor, ControlState, Session, TaskStatus
+from services.session.model import Action, Actor, ControlState, Session
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
+from services.session.task_projection import TASK_ACTIVE
 from services.session.workers import WorkerDirectory, WorkerHost, placed_host
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,6 @@ log = logging.getLogger(__name__)
 # How often a pause is asked again while our StartTask has not reached automation.
 PAUSE_RETRY_S = 0.02
 # Task states in which the agent may still act on the browser.
-TASK_ACTIVE = (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
 
 
 class Handoff:

@@ -9,9 +9,7 @@
   a session's host is found gone or with another epoch, its sessions fail with
   "worker host lost"; the other hosts' sessions are left alone;
 - orphan slots: slots a host holds for no live session are given back;
-- slot failures: a slot the display reports failed fails its session;
-- after a restart of a single session service, its running tasks are reported
-  stopped (automation stopped them when our StartTask stream closed).
+- slot failures: a slot the display reports failed fails its session.
 One host failing to answer does not stop the round for the others.
 """
 
@@ -20,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import replace
 from datetime import timedelta
 
 import grpc
@@ -28,8 +25,7 @@ import grpc
 from services.runtime.errors import BatonError
 from services.session import failure_reasons
 from services.session.ending import Ending
-from services.session.handoff import TASK_ACTIVE
-from services.session.model import EventKind, LastEvent, Session, TaskStatus
+from services.session.model import Session
 from services.session.presence import Presence
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
@@ -274,34 +270,3 @@ class Janitor:
             if placement and placement.host_id == host_id and placement.slot_id == slot_id:
                 log.warning("session %s: slot %s failed: %s", session.id, slot_id, reason)
                 await self._ending.finish(session.id, failure_reasons.DISPLAY_CRASHED, failed=True)
-
-    # --- after a restart ---
-
-    async def recover_after_restart(self) -> list[str]:
-        """Sessions stored by a previous run of this (only) session service whose
-        task was running: automation stopped it when our StartTask stream
-        closed, so say so; the session and its browser stay. Returns their ids."""
-        now = self._records.clock()
-        recovered = []
-
-        def change(s: Session) -> Session:
-            if s.state.terminal or s.task.status not in TASK_ACTIVE:
-                return s
-            task = replace(
-                s.task, status=TaskStatus.CANCELLED, reason=failure_reasons.TASK_INTERRUPTED
-            )
-            return replace(
-                s,
-                task=task,
-                user_request_reason="",
-                version=s.version + 1,
-                updated_at=now,
-                last_event=LastEvent(EventKind.TASK_CHANGED),
-            )
-
-        for stored in await self._records.list_all():
-            if await self._records.update(stored.session.id, change) is not stored.session:
-                recovered.append(stored.session.id)
-        if recovered:
-            log.info("after a restart: %d sessions lost their running task", len(recovered))
-        return recovered

@@ -146,6 +146,9 @@ class Launcher:
 
     async def _launch(self, session: Session, steps: tuple[automation_pb2.Step, ...]) -> Session:
         """Place the session and start its task; `steps` as given, secrets included."""
+        # Ours to follow from the first moment: no other replica adopts it.
+        if not await self._task_runs.claim(session.id):
+            raise FailedPrecondition(f"the task of session {session.id} is claimed already")
         placed = await self._placer.place(session)
         placement = placed.placement
 

@@ -103,6 +103,10 @@ class Task:
     status: TaskStatus = TaskStatus.PENDING
     steps_completed: int = 0
     reason: str = ""
+    # The seq of the last task event applied (automation numbers them from 1):
+    # a follower attaching again reads on after it, and an event at or below it
+    # is one already applied (task_runs.py).
+    events_applied: int = 0
 
 
 @dataclass(frozen=True)

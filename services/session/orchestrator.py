@@ -3,7 +3,9 @@
 Each part does one job (services/session/README.md, "Modules"):
 launcher (create), placement (a host and a slot), handoff (control changes,
 the agent paused and resumed around them, the control fence), task runs and
-task projection (the agent's events into the session), presence (viewers,
+task projection (the agent's events into the session), task owners and task
+adoption (one replica follows each task; tasks nobody follows are followed
+again), presence (viewers,
 activity), janitor (reaping, lost hosts, stranded sessions, orphan slots, slot
 failures) and ending (the one way a session ends). They share the session
 records (records.py: compare-and-swap on the store) and the WorkerDirectory
@@ -30,6 +32,8 @@ from services.session.presence import Presence
 from services.session.records import SessionRecords, may_see
 from services.session.settings import SessionSettings
 from services.session.store import SessionStore
+from services.session.task_adoption import TaskAdoption
+from services.session.task_owners import LocalTaskOwners, TaskOwners
 from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.workers import WorkerDirectory
 
@@ -57,18 +61,23 @@ class SessionOrchestrator:
         directory: WorkerDirectory,
         settings: SessionSettings,
         clock: Clock = utc_now,
+        owners: TaskOwners | None = None,
     ) -> None:
         records = SessionRecords(store, clock)
         # Edges holding stream viewers; the agent resumes after they closed their gates.
         fence = ControlFence(settings.viewer_lease_s)
         self._records = records
+        # One session service alone (the embedded store) claims in memory.
+        owners = owners or LocalTaskOwners()
         self._task_runs = TaskRuns(
             records,
             directory,
+            owners,
             lambda sid, why: self._ending.finish(sid, why, failed=True),
             # A host's record goes at most this long after the host.
             host_lost_within_s=settings.worker_lease_ttl_s + HOST_LOST_MARGIN_S,
         )
+        self._adoption = TaskAdoption(records, directory, owners, self._task_runs)
         self._handoff = Handoff(
             records,
             directory,
@@ -91,16 +100,19 @@ class SessionOrchestrator:
         self.reap = self._janitor.reap
         self.fail_stranded = self._janitor.fail_stranded
         self.release_orphans = self._janitor.release_orphans
-        self.recover_after_restart = self._janitor.recover_after_restart
+        self.adopt_tasks = self._adoption.adopt_all
         self.fail_lost_host = self._janitor.fail_lost_host
 
     # --- lifecycle ---
 
     def start_background(self) -> None:
-        """Start the janitor (reaping, lost hosts, stranded sessions, slot failures)."""
+        """Start the janitor (reaping, lost hosts, stranded sessions, slot failures)
+        and task adoption (tasks nobody follows, from now on and left from before)."""
         self._janitor.start()
+        self._adoption.start()
 
     async def close(self) -> None:
+        await self._adoption.close()
         await self._janitor.close()
         await self._task_runs.close()
 

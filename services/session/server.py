@@ -17,6 +17,7 @@ from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
 from services.session.sqlite_store import SqliteStore
 from services.session.store import MemoryStore, SessionStore
+from services.session.task_owners import EtcdTaskOwners, LocalTaskOwners, TaskOwners
 from services.session.worker_health import WorkerHealthMonitor
 from services.session.workers import StaticWorkerDirectory, WorkerDirectory, WorkerHost
 
@@ -29,6 +30,15 @@ async def open_store(settings: SessionSettings) -> SessionStore:
     if settings.state_dir is not None:
         return SqliteStore.open(settings.state_dir)
     return MemoryStore()
+
+
+async def open_task_owners(settings: SessionSettings) -> TaskOwners:
+    """Who follows each task: this process alone, or one of the replicas on etcd."""
+    if not settings.etcd_endpoints:
+        return LocalTaskOwners()
+    owners = EtcdTaskOwners(settings.etcd_endpoints, settings.task_owner_ttl_s)
+    await owners.start()
+    return owners
 
 
 async def _nothing() -> None:
@@ -79,10 +89,8 @@ async def start_session_server(
         opened = await open_directory(settings)
     if store is None:
         store = await open_store(settings)
-    orchestrator = SessionOrchestrator(store, opened.directory, settings)
-    if not settings.etcd_endpoints:
-        # The embedded store is this service's alone: its running tasks were ours.
-        await orchestrator.recover_after_restart()
+    owners = await open_task_owners(settings)
+    orchestrator = SessionOrchestrator(store, opened.directory, settings, owners=owners)
     servicer = SessionServicer(orchestrator)
     running = await start_server(
         lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
@@ -101,6 +109,7 @@ async def start_session_server(
     async def stop_background() -> None:
         await monitor.stop()
         await orchestrator.close()
+        await owners.close()
         await store.close()
         await opened.close()
         for channel in channels:

@@ -60,6 +60,10 @@ class SessionSettings:
     # Live sessions one user may have at once (0: no limit). Operators are
     # exempt: they act for everyone, and the hosts' slots still bound them.
     max_sessions_per_user: int = 4
+    # With etcd: the lease under which this replica claims the tasks it follows;
+    # when the replica dies, another one follows them within about this long
+    # (README "Following tasks across replicas").
+    task_owner_ttl_s: int = 5
     log_level: str = "INFO"
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
@@ -103,6 +107,7 @@ class SessionSettings:
             max_sessions_per_user=env.integer(
                 "BATON_MAX_SESSIONS_PER_USER", cls.max_sessions_per_user, minimum=0
             ),
+            task_owner_ttl_s=env.integer("BATON_TASK_OWNER_TTL_S", cls.task_owner_ttl_s, minimum=2),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
             internal_token=InternalToken.from_env(env),

@@ -12,7 +12,11 @@ from datetime import datetime
 from baton.automation.v1 import automation_pb2
 from services.runtime.limits import MAX_STEP_EVENTS_KEPT, truncate_text
 from services.session.codec import TASK_STATUS_FROM_PROTO
+from services.session.failure_reasons import TASK_INTERRUPTED
 from services.session.model import EventKind, LastEvent, Session, TaskStatus
+
+# A task in these statuses still runs (or waits) on its worker host.
+TASK_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER})
 
 # Said when the agent asks for a person without saying why.
 DEFAULT_USER_REQUEST = "the agent asks for a person"
@@ -29,10 +33,13 @@ def bounded_step_event(event: automation_pb2.StepEvent) -> automation_pb2.StepEv
 
 def project(session: Session, event: automation_pb2.StartTaskResponse, now: datetime) -> Session:
     """The session after `event`; `session` itself (unchanged) when the event
-    changes nothing: an ended session, or an event kind it does not know."""
-    if session.state.terminal:
+    changes nothing: an ended session, an event already applied (its seq is not
+    above the task's `events_applied`; 0 is an unnumbered event, always applied),
+    or an event kind it does not know."""
+    applied = session.task.events_applied
+    if session.state.terminal or 0 < event.seq <= applied:
         return session
-    task = session.task
+    task = replace(session.task, events_applied=max(applied, event.seq))
     reason = session.user_request_reason
     last = LastEvent(EventKind.TASK_CHANGED)
     steps = session.steps
@@ -72,4 +79,20 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
         updated_at=now,
         last_activity_at=now,
         last_event=last,
+    )
+
+
+def task_lost(session: Session, now: datetime) -> Session:
+    """The session after its running task was found gone: CANCELLED, saying so;
+    `session` itself when it has no running task."""
+    if session.state.terminal or session.task.status not in TASK_ACTIVE:
+        return session
+    task = replace(session.task, status=TaskStatus.CANCELLED, reason=TASK_INTERRUPTED)
+    return replace(
+        session,
+        task=task,
+        user_request_reason="",
+        version=session.version + 1,
+        updated_at=now,
+        last_event=LastEvent(EventKind.TASK_CHANGED),
     )

@@ -36,6 +36,8 @@ class FakeBrowser:
     on_perform: Callable[[Action], None] | None = None
     # Input drains asked for, and how many actions had run before each.
     drains: list[int] = field(default_factory=list)
+    # Actions other than goto wait for this when set: a slow page.
+    hold_actions: asyncio.Event | None = None
 
     @property
     def url(self) -> str:
@@ -46,6 +48,8 @@ class FakeBrowser:
             raise BrowserGone(BROWSER_GONE_MESSAGE)
         if self.on_perform is not None:
             self.on_perform(action)
+        if self.hold_actions is not None and not isinstance(action, Goto):
+            await self.hold_actions.wait()
         selector = getattr(action, "selector", None)
         if selector == "#slow":
             await asyncio.Event().wait()
@@ -94,6 +98,7 @@ class FakeLauncher:
     launched: list[FakeBrowser] = field(default_factory=list)
     # Launches wait for this when set: a slow Chromium start.
     hold: asyncio.Event | None = None
+    hold_actions: asyncio.Event | None = None
     on_perform: Callable[[Action], None] | None = None
 
     async def launch(
@@ -101,6 +106,8 @@ class FakeLauncher:
     ) -> FakeBrowser:
         if self.hold is not None:
             await self.hold.wait()
-        browser = FakeBrowser(display=display, on_perform=self.on_perform)
+        browser = FakeBrowser(
+            display=display, on_perform=self.on_perform, hold_actions=self.hold_actions
+        )
         self.launched.append(browser)
         return browser

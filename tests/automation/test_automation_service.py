@@ -224,6 +224,41 @@ async def test_request_user_waits_for_the_person_then_resumes(
     await close(automation, "handover")
 
 
+async def test_a_task_outlives_its_stream_and_attach_task_reads_on(
+    automation: Automation, site: PageServer
+) -> None:
+    """A session service replica dies mid-task: the task goes on in automation and
+    another follower reads on after the last event it had, nothing twice."""
+    steps = [pb.Step(request_user=pb.RequestUserAction(reason="log in")), click("#step")]
+    stream = TaskStream.open(
+        automation.stub,
+        automation.task("attach", url=f"{site.base_url}/events", steps=steps, max_steps=5),
+    )
+    asked = await stream.wait_for(lambda e: e.HasField("user_requested"))
+    assert stream.reader is not None
+    stream.reader.cancel()  # the follower goes away
+    seen = [e.seq for e in stream.events]
+    assert seen == list(range(1, len(seen) + 1)), seen
+    # The task goes on: the person's resume lets the agent click.
+    await automation.stub.PauseTask(pb.PauseTaskRequest(session_id="attach"))
+    await automation.stub.ResumeTask(pb.ResumeTaskRequest(session_id="attach"))
+    assert await recorded(site, "step", 1) == ["1"]
+    attached = [
+        reply.event
+        async for reply in automation.stub.AttachTask(
+            pb.AttachTaskRequest(session_id="attach", after_seq=asked.seq)
+        )
+    ]
+    assert [e.seq for e in attached] == list(range(asked.seq + 1, asked.seq + 1 + len(attached)))
+    assert attached[-1].status_changed.status == pb.TASK_STATUS_COMPLETED
+    clicks = [e for e in attached if e.step.action == "click" and e.step.status == SUCCEEDED]
+    assert len(clicks) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await anext(aiter(automation.stub.AttachTask(pb.AttachTaskRequest(session_id="nobody"))))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    await close(automation, "attach")
+
+
 async def test_an_empty_password_field_the_planner_cannot_fill_asks_for_a_person(
     automation: Automation, site: PageServer
 ) -> None:

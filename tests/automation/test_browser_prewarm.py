@@ -124,7 +124,7 @@ async def test_start_task_adopts_and_warm_events_skip_displays_in_use(
     prewarmer.slot_warmed(warm())
     await eventually(lambda: len(prewarmer.ready()) == 1)
     request = TaskRequest("s", ":7", 800, 600, "", "http://site/", 5, [])
-    events = [event async for event in sessions.start_task(request)]
+    events = [event async for _, event in sessions.start_task(request)]
     assert isinstance(events[-1], StatusChanged)
     assert events[-1].status is TaskStatus.COMPLETED
     assert len(launcher.launched) == 1

@@ -46,7 +46,7 @@ def sessions(launcher: FakeLauncher) -> BrowserSessions:
 async def test_a_task_streams_to_its_end_and_keeps_the_browser(
     sessions: BrowserSessions, launcher: FakeLauncher
 ) -> None:
-    events = [event async for event in sessions.start_task(request("s", Step(Click("#a"))))]
+    events = [event async for _, event in sessions.start_task(request("s", Step(Click("#a"))))]
     assert isinstance(events[-1], StatusChanged)
     assert events[-1].status is TaskStatus.COMPLETED
     # A second task reuses the browser.
@@ -68,14 +68,73 @@ async def test_one_task_per_session(sessions: BrowserSessions) -> None:
     await sessions.close_all()
 
 
-async def test_closing_the_stream_cancels_the_task_but_not_the_browser(
-    sessions: BrowserSessions, launcher: FakeLauncher
+async def test_closing_the_stream_cancels_the_task_after_the_grace_window(
+    launcher: FakeLauncher,
 ) -> None:
+    sessions = BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, task_grace_s=0.2), launcher, None
+    )
+    stream = sessions.start_task(request("s", Step(RequestUser("wait"))))
+    await anext(stream)
+    await stream.aclose()
+    # Within the window the task goes on: a follower can still attach.
+    assert sessions._status(sessions._sessions["s"]) in (
+        TaskStatus.RUNNING,
+        TaskStatus.WAITING_FOR_USER,
+    )
+    await eventually(lambda: sessions._status(sessions._sessions["s"]) is TaskStatus.CANCELLED)
+    assert not launcher.launched[0].closed
+    # The end is in the log for a follower that comes late.
+    events = [event async for _, event in sessions.attach_task("s", 0)]
+    assert isinstance(events[-1], StatusChanged)
+    assert events[-1].status is TaskStatus.CANCELLED
+    assert "no session service followed the task for 0.2 s" in events[-1].reason
+    await sessions.close_all()
+
+
+async def test_a_grace_of_0_cancels_the_task_when_the_stream_closes(
+    launcher: FakeLauncher,
+) -> None:
+    sessions = BrowserSessions(
+        AutomationSettings(internal_token=INTERNAL_TOKEN, task_grace_s=0), launcher, None
+    )
     stream = sessions.start_task(request("s", Step(RequestUser("wait"))))
     await anext(stream)
     await stream.aclose()
     assert await sessions.cancel("s") is TaskStatus.CANCELLED
     assert not launcher.launched[0].closed
+
+
+async def test_attaching_reads_on_after_the_last_event_seen(
+    sessions: BrowserSessions, launcher: FakeLauncher
+) -> None:
+    launcher.hold_actions = asyncio.Event()
+    stream = sessions.start_task(request("s", Step(Click("#a")), Step(Click("#b"))))
+    seen = [await anext(stream), await anext(stream)]
+    await stream.aclose()
+    assert [seq for seq, _ in seen] == [1, 2]
+    # Another follower attaches after event 2 and reads on, live, to the end.
+    attached = sessions.attach_task("s", 2)
+    launcher.hold_actions.set()
+    rest = [numbered async for numbered in attached]
+    assert [seq for seq, _ in rest] == list(range(3, 3 + len(rest)))
+    assert rest[-1][1] == StatusChanged(TaskStatus.COMPLETED, "all steps done", 3)
+    assert launcher.launched[0].performed[-2:] == [Click("#a"), Click("#b")]
+    # Following again from the start replays the whole task, nothing twice.
+    replay = [seq async for seq, _ in sessions.attach_task("s", 0)]
+    assert replay == list(range(1, 3 + len(rest)))
+    await sessions.close_all()
+
+
+async def test_attach_refuses_an_unknown_task_or_a_seq_beyond_its_events(
+    sessions: BrowserSessions,
+) -> None:
+    with pytest.raises(NotFound):
+        await anext(sessions.attach_task("nobody", 0))
+    [_ async for _ in sessions.start_task(request("s"))]
+    with pytest.raises(FailedPrecondition, match="cannot follow after 99"):
+        await anext(sessions.attach_task("s", 99))
+    await sessions.close_all()
 
 
 async def test_act_is_refused_while_paused(sessions: BrowserSessions) -> None:
@@ -152,9 +211,9 @@ async def test_a_pause_during_the_launch_holds_the_task(
     status, _ = await sessions.pause("s")
     assert status is TaskStatus.PENDING
     launcher.hold.set()
-    assert (await first) == StatusChanged(TaskStatus.RUNNING, "", 0)
+    assert (await first) == (1, StatusChanged(TaskStatus.RUNNING, "", 0))
     sessions.resume("s")
-    events = [event async for event in stream]
+    events = [event async for _, event in stream]
     assert events[-1].status is TaskStatus.COMPLETED  # type: ignore[union-attr]
     assert launcher.launched[0].performed[-1] == Click("#a")
     assert acted_while_paused == []

@@ -152,14 +152,18 @@ class LauncherStack:
             raise AssertionError(f"{method} {path}: {error.code} {error.read()!r}") from None
         return json.loads(raw) if raw else None
 
-    def create_session(self, timeout: float = 30, wait_ms: int = 0) -> dict[str, Any]:
+    def create_session(
+        self, timeout: float = 30, wait_ms: int = 0, waits_ms: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
         """A new session, waiting while the stack answers 503 (a service coming back).
 
-        With `wait_ms`, its task runs that long (a wait step) instead of opening a URL.
+        With `wait_ms`, its task runs that long (a wait step) instead of opening a URL;
+        with `waits_ms`, one wait step each.
         """
         body: dict[str, Any] = {"task": "look", "url": "http://127.0.0.1:9/", "maxSteps": 1}
-        if wait_ms:
-            body = {"task": "wait", "steps": [{"action": "wait", "ms": wait_ms}]}
+        waits = waits_ms or ((wait_ms,) if wait_ms else ())
+        if waits:
+            body = {"task": "wait", "steps": [{"action": "wait", "ms": ms} for ms in waits]}
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -415,7 +415,8 @@ async def test_a_control_change_that_loses_to_a_step_leaves_the_agent_running(
 
 
 class FlakyStore(MemoryStore):
-    """The first listing fails the way a store out of reach can."""
+    """The first two listings fail the way a store out of reach can (task
+    adoption at start takes one, the reaper the other)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -423,7 +424,7 @@ class FlakyStore(MemoryStore):
 
     async def list_all(self) -> list[Stored]:
         self.listings += 1
-        if self.listings == 1:
+        if self.listings <= 2:
             raise RuntimeError("connection reset")
         return await super().list_all()
 
@@ -756,27 +757,62 @@ async def test_sessions_whose_slot_or_browser_is_gone_fail_on_the_second_look(
     assert (await plane.sessions.get(ALICE, kept.id)).state is ControlState.AI_CONTROL
 
 
-async def test_after_a_restart_a_running_task_is_reported_stopped(store: SessionStore) -> None:
+def running_event() -> automation_pb2.StartTaskResponse:
+    return automation_pb2.StartTaskResponse(
+        status_changed=automation_pb2.TaskStatusChanged(status=automation_pb2.TASK_STATUS_RUNNING)
+    )
+
+
+async def test_after_a_restart_a_running_task_is_followed_again_without_loss_or_doubles(
+    store: SessionStore,
+) -> None:
     before = plane_with(store, DisplayTwin(), AutomationTwin())
     session = await before.sessions.create(ALICE, SPEC)
-    await before.automation.feed(session.id).put(
+    feed = before.automation.feed(session.id)
+    await feed.put(running_event())
+    await feed.put(step_event(0, automation_pb2.STEP_STATUS_SUCCEEDED))
+    await eventually(before, session.id, lambda s: s.task.steps_completed == 1)
+    await before.sessions.close()
+    # The task goes on in automation while nobody follows it (its grace window).
+    await feed.put(step_event(1, automation_pb2.STEP_STATUS_SUCCEEDED))
+    await feed.put(
         automation_pb2.StartTaskResponse(
             status_changed=automation_pb2.TaskStatusChanged(
-                status=automation_pb2.TASK_STATUS_RUNNING
+                status=automation_pb2.TASK_STATUS_COMPLETED, steps_completed=2
             )
         )
     )
+    after = plane_with(store, before.display, before.automation)
+    assert await after.sessions.adopt_tasks() == [session.id]
+    done = await eventually(after, session.id, lambda s: s.task.status is TaskStatus.COMPLETED)
+    # Read on after event 2 (the last applied): each step once, none lost.
+    assert after.automation.calls[-1] == ("attach", session.id)
+    assert [e.index for e in done.steps] == [0, 1]
+    assert (done.task.steps_completed, done.task.events_applied) == (2, 4)
+    # A finished task needs nobody: nothing more to adopt.
+    assert await after.sessions.adopt_tasks() == []
+    await after.sessions.close()
+
+
+async def test_after_a_restart_a_task_automation_lost_is_reported_interrupted(
+    store: SessionStore,
+) -> None:
+    before = plane_with(store, DisplayTwin(), AutomationTwin())
+    session = await before.sessions.create(ALICE, SPEC)
+    await before.automation.feed(session.id).put(running_event())
     await eventually(before, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
     await before.sessions.close()
+    # Automation restarted too: it knows no task of the session.
+    before.automation.started.clear()
     after = plane_with(store, before.display, before.automation)
-    assert await after.sessions.recover_after_restart() == [session.id]
-    recovered = await after.sessions.get(ALICE, session.id)
+    assert await after.sessions.adopt_tasks() == [session.id]
+    recovered = await eventually(after, session.id, lambda s: s.task.status is TaskStatus.CANCELLED)
     assert recovered.state is ControlState.AI_CONTROL
-    assert recovered.task.status is TaskStatus.CANCELLED
-    assert recovered.task.reason == "the session service restarted during the task"
+    assert recovered.task.reason == "the task was interrupted and could not be followed again"
     # The person's control still closes the action gate, and returning reopens
     # it (issue 12, finding 7): the browser is still there.
     await after.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
     assert after.automation.calls[-1] == ("pause", session.id)
     await after.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
     assert after.automation.calls[-1] == ("resume", session.id)
+    await after.sessions.close()

@@ -89,3 +89,19 @@ def test_events_change_nothing_on_an_ended_session_or_when_unknown() -> None:
     assert project(ended, step(0, automation_pb2.STEP_STATUS_STARTED), LATER) is ended
     live = make_session()
     assert project(live, automation_pb2.StartTaskResponse(), LATER) is live
+
+
+def test_an_event_already_applied_changes_nothing() -> None:
+    session = make_session()
+    first = step(0, automation_pb2.STEP_STATUS_SUCCEEDED)
+    first.seq = 1
+    once = project(session, first, LATER)
+    assert once.task.events_applied == 1
+    assert once.task.steps_completed == 1
+    # The same event again (a follower re-attaching from an older seq): no change.
+    assert project(once, first, LATER) is once
+    second = step(1, automation_pb2.STEP_STATUS_SUCCEEDED)
+    second.seq = 2
+    twice = project(once, second, LATER)
+    assert (twice.task.events_applied, twice.task.steps_completed) == (2, 2)
+    assert [s.index for s in twice.steps] == [0, 1]

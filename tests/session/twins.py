@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
-from services.runtime.errors import FailedPrecondition, ResourceExhausted
+from services.runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
 from services.runtime.worker_registry import WorkerRecord
 from services.session.workers import HostView, LostHost, WorkerHost
 
@@ -73,6 +73,8 @@ class AutomationTwin:
         self.started: dict[str, automation_pb2.StartTaskRequest] = {}
         self.feeds: dict[str, asyncio.Queue[automation_pb2.StartTaskResponse | None]] = {}
         self.closed: set[str] = set()
+        # Each session's numbered task events so far (what AttachTask replays).
+        self.logs: dict[str, list[automation_pb2.StartTaskResponse]] = {}
 
     def feed(self, session_id: str) -> asyncio.Queue[automation_pb2.StartTaskResponse | None]:
         return self.feeds.setdefault(session_id, asyncio.Queue())
@@ -82,9 +84,37 @@ class AutomationTwin:
     ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
         self.started[request.session_id] = request
         self.calls.append(("start", request.session_id))
-        feed = self.feed(request.session_id)
-        while (event := await feed.get()) is not None:
+        async for event in self._follow(request.session_id, 0):
             yield event
+
+    async def attach_task(
+        self, session_id: str, after_seq: int
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        self.calls.append(("attach", session_id))
+        if session_id not in self.started:
+            raise NotFound(f"no task of session {session_id!r} here")
+        async for event in self._follow(session_id, after_seq):
+            yield event
+
+    async def _follow(
+        self, session_id: str, after_seq: int
+    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+        """Events fed by the test, numbered as automation numbers them (from 1);
+        every follower reads the same log. None in the feed ends this stream."""
+        log = self.logs.setdefault(session_id, [])
+        feed = self.feed(session_id)
+        seq = after_seq
+        while True:
+            while seq < len(log):
+                seq += 1
+                yield log[seq - 1]
+            event = await feed.get()
+            if event is None:
+                return
+            numbered = automation_pb2.StartTaskResponse()
+            numbered.CopyFrom(event)
+            numbered.seq = len(log) + 1
+            log.append(numbered)
 
     async def pause_task(self, session_id: str) -> None:
         self.calls.append(("pause", session_id))

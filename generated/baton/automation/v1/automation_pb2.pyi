@@ -560,6 +560,11 @@ class StartTaskResponse(_message.Message):
     STEP_FIELD_NUMBER: _builtins.int
     STATUS_CHANGED_FIELD_NUMBER: _builtins.int
     USER_REQUESTED_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """seq numbers the task's events from 1, without gaps: a follower that has
+    applied events up to n attaches again with after_seq n.
+    """
     @_builtins.property
     def step(self) -> Global___StepEvent: ...
     @_builtins.property
@@ -572,16 +577,63 @@ class StartTaskResponse(_message.Message):
         step: Global___StepEvent | None = ...,
         status_changed: Global___TaskStatusChanged | None = ...,
         user_requested: Global___UserRequested | None = ...,
+        seq: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "status_changed", b"status_changed", "step", b"step", "user_requested", b"user_requested"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "status_changed", b"status_changed", "step", b"step", "user_requested", b"user_requested"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "seq", b"seq", "status_changed", b"status_changed", "step", b"step", "user_requested", b"user_requested"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["step", "status_changed", "user_requested"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
 Global___StartTaskResponse: _TypeAlias = StartTaskResponse  # noqa: Y015
+
+@_typing.final
+class AttachTaskRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQ_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    after_seq: _builtins.int
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        after_seq: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_seq", b"after_seq", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachTaskRequest: _TypeAlias = AttachTaskRequest  # noqa: Y015
+
+@_typing.final
+class AttachTaskResponse(_message.Message):
+    """AttachTaskResponse carries the task's events exactly as StartTask streams
+    them (with their seq).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___StartTaskResponse: ...
+    def __init__(
+        self,
+        *,
+        event: Global___StartTaskResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttachTaskResponse: _TypeAlias = AttachTaskResponse  # noqa: Y015
 
 @_typing.final
 class PauseTaskRequest(_message.Message):

@@ -41,6 +41,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskResponse.FromString,
                 _registered_method=True)
+        self.AttachTask = channel.unary_stream(
+                '/baton.automation.v1.AutomationService/AttachTask',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskResponse.FromString,
+                _registered_method=True)
         self.PauseTask = channel.unary_unary(
                 '/baton.automation.v1.AutomationService/PauseTask',
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.PauseTaskRequest.SerializeToString,
@@ -91,6 +96,16 @@ class AutomationServiceServicer:
     def StartTask(self, request, context):
         """StartTask launches the session's browser if needed, navigates to the task
         URL, runs the task and streams its events until the task ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AttachTask(self, request, context):
+        """AttachTask follows a running (or just finished) task again from the
+        event after `after_seq`: a session service replica taking over a task
+        whose follower went away (services/automation/README.md, "Following a
+        task"). NOT_FOUND when no task of the session is known here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -163,6 +178,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskResponse.SerializeToString,
             ),
+            'AttachTask': grpc.unary_stream_rpc_method_handler(
+                    servicer.AttachTask,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskResponse.SerializeToString,
+            ),
             'PauseTask': grpc.unary_unary_rpc_method_handler(
                     servicer.PauseTask,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.PauseTaskRequest.FromString,
@@ -233,6 +253,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/StartTask',
             baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.StartTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AttachTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/baton.automation.v1.AutomationService/AttachTask',
+            baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.AttachTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

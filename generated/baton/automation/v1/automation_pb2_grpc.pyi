@@ -39,6 +39,12 @@ class AutomationServiceStub:
     """StartTask launches the session's browser if needed, navigates to the task
     URL, runs the task and streams its events until the task ends.
     """
+    AttachTask: _grpc.UnaryStreamMultiCallable[_automation_pb2.AttachTaskRequest, _automation_pb2.AttachTaskResponse]
+    """AttachTask follows a running (or just finished) task again from the
+    event after `after_seq`: a session service replica taking over a task
+    whose follower went away (services/automation/README.md, "Following a
+    task"). NOT_FOUND when no task of the session is known here.
+    """
     PauseTask: _grpc.UnaryUnaryMultiCallable[_automation_pb2.PauseTaskRequest, _automation_pb2.PauseTaskResponse]
     """PauseTask returns only when no browser action is in flight and none will
     start until ResumeTask.
@@ -73,6 +79,12 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     StartTask: _aio.UnaryStreamMultiCallable[_automation_pb2.StartTaskRequest, _automation_pb2.StartTaskResponse]  # type: ignore[assignment]
     """StartTask launches the session's browser if needed, navigates to the task
     URL, runs the task and streams its events until the task ends.
+    """
+    AttachTask: _aio.UnaryStreamMultiCallable[_automation_pb2.AttachTaskRequest, _automation_pb2.AttachTaskResponse]  # type: ignore[assignment]
+    """AttachTask follows a running (or just finished) task again from the
+    event after `after_seq`: a session service replica taking over a task
+    whose follower went away (services/automation/README.md, "Following a
+    task"). NOT_FOUND when no task of the session is known here.
     """
     PauseTask: _aio.UnaryUnaryMultiCallable[_automation_pb2.PauseTaskRequest, _automation_pb2.PauseTaskResponse]  # type: ignore[assignment]
     """PauseTask returns only when no browser action is in flight and none will
@@ -111,6 +123,18 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_automation_pb2.StartTaskResponse], _abc.AsyncIterator[_automation_pb2.StartTaskResponse]]:
         """StartTask launches the session's browser if needed, navigates to the task
         URL, runs the task and streams its events until the task ends.
+        """
+
+    @_abc_1.abstractmethod
+    def AttachTask(
+        self,
+        request: _automation_pb2.AttachTaskRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_automation_pb2.AttachTaskResponse], _abc.AsyncIterator[_automation_pb2.AttachTaskResponse]]:
+        """AttachTask follows a running (or just finished) task again from the
+        event after `after_seq`: a session service replica taking over a task
+        whose follower went away (services/automation/README.md, "Following a
+        task"). NOT_FOUND when no task of the session is known here.
         """
 
     @_abc_1.abstractmethod

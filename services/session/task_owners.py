@@ -1,0 +1,262 @@
+"""Who follows each running task: exactly one session service replica at a time.
+
+services/session/README.md, "Following tasks across replicas". A replica claims
+a session's task before it follows its events, and releases it when it stops.
+
+- `LocalTaskOwners`: one session service (the embedded store): claims are kept
+  in memory, and after a restart every unfinished task is ours to follow again.
+- `EtcdTaskOwners`: replicas sharing etcd. A claim is the key
+  `/baton/task-owners/<session id>`, created only if absent, under the
+  replica's own lease (TTL `BATON_TASK_OWNER_TTL_S`, kept alive): when a
+  replica dies its claims go with its lease, and every other replica hears of
+  it through a watch of the prefix (`released()`) and races to claim and
+  re-attach; etcd's create-if-absent lets exactly one of them win.
+
+A replica whose lease lapsed (cut off from etcd longer than the TTL) may for a
+moment follow a task that another replica claimed meanwhile: both apply the
+same numbered events, and the projection applies each seq once
+(task_projection.py), so nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Protocol
+
+import aetcd
+import aetcd.exceptions
+
+from services.runtime.errors import Unavailable
+from services.runtime.etcd_client import connect_first
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/baton/task-owners/"
+# What `released()` yields when claims may have been released unseen (the watch
+# was cut off): every unfinished task is worth a look.
+EVERYTHING = ""
+
+# etcd calls are short; a member that does not answer within this is skipped.
+_CONNECT_TIMEOUT_S = 3.0
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 2.0
+
+
+class TaskOwners(Protocol):
+    async def start(self) -> None: ...
+
+    async def claim(self, session_id: str) -> bool:
+        """Whether this replica now follows the session's task (False: another does)."""
+        ...
+
+    async def release(self, session_id: str) -> None:
+        """Let go of the session's task (nothing if it is not ours)."""
+        ...
+
+    def released(self) -> AsyncIterator[str]:
+        """Session ids whose task another replica let go of (or died holding);
+        EVERYTHING when some may have been missed."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class LocalTaskOwners:
+    def __init__(self) -> None:
+        self._claimed: set[str] = set()
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        return None
+
+    async def claim(self, session_id: str) -> bool:
+        if session_id in self._claimed:
+            return False
+        self._claimed.add(session_id)
+        return True
+
+    async def release(self, session_id: str) -> None:
+        self._claimed.discard(session_id)
+
+    async def released(self) -> AsyncGenerator[str, None]:
+        # Nobody else holds tasks here: nothing is ever released by another.
+        await self._closed.wait()
+        return
+        yield  # an async generator that yields nothing
+
+    async def close(self) -> None:
+        self._closed.set()
+
+
+class EtcdTaskOwners:
+    def __init__(self, endpoints: Sequence[str], ttl_s: int, replica_id: str | None = None) -> None:
+        self._endpoints = tuple(endpoints)
+        self._ttl_s = ttl_s
+        self.replica_id = replica_id or uuid.uuid4().hex
+        self._client: aetcd.Client | None = None
+        self._lease: aetcd.Lease | None = None
+        self._lease_ready = asyncio.Event()
+        self._released: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._reconnecting = asyncio.Lock()
+
+    def _key(self, session_id: str) -> bytes:
+        return (PREFIX + session_id).encode()
+
+    def _call_timeout(self) -> float:
+        # A call slower than a third of the TTL would let the lease lapse.
+        return max(0.5, self._ttl_s / 3)
+
+    async def start(self) -> None:
+        """Connect and take a lease; Unavailable when no etcd member answers."""
+        self._client = await connect_first(self._endpoints, _CONNECT_TIMEOUT_S)
+        await self._new_lease()
+        self._tasks = [
+            asyncio.create_task(self._keep_lease(), name="task-owner-lease"),
+            asyncio.create_task(self._watch(), name="task-owner-watch"),
+        ]
+
+    async def _new_lease(self) -> None:
+        assert self._client is not None
+        lease = await asyncio.wait_for(self._client.lease(self._ttl_s), self._call_timeout())
+        self._lease = lease
+        self._lease_ready.set()
+        log.info("task owners: replica %s holds lease %x", self.replica_id, lease.id)
+
+    async def claim(self, session_id: str) -> bool:
+        client = self._client
+        if client is None:
+            raise Unavailable("the task owners are not started")
+        await self._lease_ready.wait()
+        key = self._key(session_id)
+        tx = client.transactions
+        try:
+            succeeded, _ = await asyncio.wait_for(
+                client.transaction(
+                    compare=[tx.create(key) == 0],
+                    success=[tx.put(key, self.replica_id.encode(), lease=self._lease)],
+                    failure=[],
+                ),
+                self._call_timeout(),
+            )
+        except (aetcd.exceptions.ClientError, TimeoutError) as exc:
+            raise Unavailable(f"cannot claim the task of session {session_id}: {exc}") from None
+        return bool(succeeded)
+
+    async def release(self, session_id: str) -> None:
+        client = self._client
+        if client is None:
+            return
+        key = self._key(session_id)
+        tx = client.transactions
+        # Only our own claim: after our lease lapsed the key may be another's.
+        with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
+            await asyncio.wait_for(
+                client.transaction(
+                    compare=[tx.value(key) == self.replica_id.encode()],
+                    success=[tx.delete(key)],
+                    failure=[],
+                ),
+                self._call_timeout(),
+            )
+
+    async def released(self) -> AsyncGenerator[str, None]:
+        while True:
+            yield await self._released.get()
+
+    def _tell(self, session_id: str) -> None:
+        try:
+            self._released.put_nowait(session_id)
+        except asyncio.QueueFull:
+            # Too many at once: one look at everything covers them all.
+            self._drain()
+            self._released.put_nowait(EVERYTHING)
+
+    def _drain(self) -> None:
+        while not self._released.empty():
+            self._released.get_nowait()
+
+    async def _reconnect(self, failed: aetcd.Client | None) -> None:
+        """Connect to the first member that answers (the one we used may be gone);
+        the lease is the cluster's, so it goes on through the new client."""
+        async with self._reconnecting:
+            if self._client is not failed:
+                return  # the other loop did it already
+            client = await connect_first(self._endpoints, _CONNECT_TIMEOUT_S)
+            self._client = client
+            if self._lease is not None:
+                self._lease = aetcd.Lease(self._lease.id, self._ttl_s, client)
+            if failed is not None:
+                with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
+                    await failed.close()
+
+    async def _keep_lease(self) -> None:
+        while True:
+            await asyncio.sleep(self._ttl_s / 3)
+            client, lease = self._client, self._lease
+            try:
+                assert lease is not None
+                reply = await asyncio.wait_for(lease.refresh(), self._call_timeout())
+                if reply is None or reply.TTL <= 0:
+                    # Our claims are gone: others adopt those tasks (see the module doc).
+                    log.warning("task owners: lease %x expired; taking a new one", lease.id)
+                    self._lease_ready.clear()
+                    await self._new_lease()
+            except Exception as exc:
+                log.warning("task owners: keeping the lease alive failed: %s", exc)
+                with contextlib.suppress(Exception):
+                    await self._reconnect(client)
+
+    async def _watch(self) -> None:
+        delay = _RETRY_FIRST_S
+        first = True
+        while True:
+            client = self._client
+            try:
+                assert client is not None
+                watch = await client.watch_prefix(PREFIX.encode())
+                if not first:
+                    # Deletes made while we were not watching: look at everything.
+                    self._tell(EVERYTHING)
+                first = False
+                try:
+                    async for event in watch:
+                        delay = _RETRY_FIRST_S
+                        if event.kind == "DELETE":
+                            self._tell(event.kv.key.decode()[len(PREFIX) :])
+                finally:
+                    with contextlib.suppress(aetcd.exceptions.ClientError):
+                        await watch.cancel()
+                raise Unavailable("the watch of the task owners ended")
+            except Exception as exc:
+                log.warning(
+                    "task owners: watch interrupted (%s); again in %.1f s",
+                    exc or type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+                with contextlib.suppress(Exception):
+                    await self._reconnect(client)
+
+    async def close(self) -> None:
+        """Stop, and revoke the lease: other replicas adopt our tasks at once."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        client, lease = self._client, self._lease
+        self._client = self._lease = None
+        if client is None:
+            return
+        if lease is not None:
+            with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
+                await asyncio.wait_for(lease.revoke(), self._call_timeout())
+        with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
+            await client.close()

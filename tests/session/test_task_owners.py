@@ -1,0 +1,146 @@
+"""Task ownership and adoption across session service replicas, on a real etcd.
+
+Two orchestrators share one etcd store and one worker host (twins behind the
+worker ports). One follows a task and dies without letting go; the other
+claims the task when the dead one's lease expires and reads on after the last
+event applied: no step lost, none applied twice. The end-to-end version, with
+real processes killed, is in tests/cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from baton.automation.v1 import automation_pb2
+from services.runtime.etcd_client import connect_first
+from services.session.etcd_store import EtcdStore
+from services.session.model import TaskStatus
+from services.session.orchestrator import SessionOrchestrator
+from services.session.settings import SessionSettings
+from services.session.task_owners import EtcdTaskOwners
+from services.session.workers import StaticWorkerDirectory, WorkerHost
+from tests.conftest import INTERNAL_TOKEN, eventually
+from tests.session.test_orchestrator import (
+    ALICE,
+    OPERATOR,
+    SPEC,
+    running_event,
+    step_event,
+)
+from tests.session.twins import AutomationTwin, DisplayTwin
+
+TTL_S = 2
+
+
+async def crash(owners: EtcdTaskOwners) -> None:
+    """What a kill -9 leaves: no keep-alive, no release, no revoke; the lease
+    expires on its own after its TTL."""
+    for task in owners._tasks:
+        task.cancel()
+    client, owners._client = owners._client, None
+    assert client is not None
+    await client.close()
+
+
+@pytest.fixture
+async def store(etcd_endpoint: str) -> AsyncIterator[EtcdStore]:
+    # A prefix of its own: the etcd is shared with the other tests of the run.
+    client = await connect_first([etcd_endpoint])
+    yield EtcdStore(client, prefix=f"/test-{uuid.uuid4().hex}/sessions/")
+    await client.close()
+
+
+async def owners(etcd_endpoint: str) -> EtcdTaskOwners:
+    started = EtcdTaskOwners([etcd_endpoint], TTL_S)
+    await started.start()
+    return started
+
+
+async def test_one_claim_wins_and_a_dead_replicas_claims_are_released(
+    etcd_endpoint: str,
+) -> None:
+    a, b = await owners(etcd_endpoint), await owners(etcd_endpoint)
+    released = b.released()
+    try:
+        first, second = f"s-{uuid.uuid4().hex}", f"s-{uuid.uuid4().hex}"
+        assert await a.claim(first)
+        assert not await b.claim(first)
+        assert await a.claim(second)
+        # Let go: the other replica hears of it at once and may claim.
+        await a.release(first)
+        assert await asyncio.wait_for(anext(released), 2) == first
+        assert await b.claim(first)
+        # Releasing what is not ours does nothing.
+        await a.release(first)
+        assert not await a.claim(first)
+        # A replica that dies holding a claim: released when its lease expires.
+        died = time.monotonic()
+        await crash(a)
+        assert await asyncio.wait_for(anext(released), TTL_S + 3) == second
+        assert time.monotonic() - died <= TTL_S + 2
+        assert await b.claim(second)
+    finally:
+        await released.aclose()
+        await b.close()
+        await a.close()
+
+
+async def test_a_task_followed_by_a_replica_that_died_is_followed_by_another(
+    etcd_endpoint: str, store: EtcdStore
+) -> None:
+    display, automation = DisplayTwin(), AutomationTwin()
+    directory = StaticWorkerDirectory(WorkerHost("twin", "d", "a", display, automation))
+    settings = SessionSettings(internal_token=INTERNAL_TOKEN, idle_timeout_s=60)
+    owners_a, owners_b = await owners(etcd_endpoint), await owners(etcd_endpoint)
+    a = SessionOrchestrator(store, directory, settings, owners=owners_a)
+    b = SessionOrchestrator(store, directory, settings, owners=owners_b)
+    a.start_background()
+    b.start_background()
+    try:
+        session = await a.create(ALICE, SPEC)
+        feed = automation.feed(session.id)
+        await feed.put(running_event())
+        await feed.put(step_event(0, automation_pb2.STEP_STATUS_SUCCEEDED))
+        await eventually(lambda: automation.logs.get(session.id, []) != [] and feed.empty())
+
+        async def applied() -> int:
+            return (await b.get(OPERATOR, session.id)).task.events_applied
+
+        deadline = time.monotonic() + 5
+        while await applied() < 2:
+            assert time.monotonic() < deadline, "replica a never applied the first events"
+            await asyncio.sleep(0.02)
+        assert automation.calls.count(("attach", session.id)) == 0
+
+        # Replica a dies; the task goes on in automation meanwhile.
+        await crash(owners_a)
+        await a.close()
+        await feed.put(step_event(1, automation_pb2.STEP_STATUS_SUCCEEDED))
+        died = time.monotonic()
+        # b claims the task when a's lease expires, and reads on after event 2.
+        while ("attach", session.id) not in automation.calls:
+            assert time.monotonic() - died < TTL_S + 3, "nobody followed the task again"
+            await asyncio.sleep(0.05)
+        await feed.put(
+            automation_pb2.StartTaskResponse(
+                status_changed=automation_pb2.TaskStatusChanged(
+                    status=automation_pb2.TASK_STATUS_COMPLETED, steps_completed=2
+                )
+            )
+        )
+        deadline = time.monotonic() + 5
+        while (done := await b.get(OPERATOR, session.id)).task.status is not TaskStatus.COMPLETED:
+            assert time.monotonic() < deadline, f"the task never completed: {done.task}"
+            await asyncio.sleep(0.02)
+        assert [e.index for e in done.steps] == [0, 1]
+        assert (done.task.steps_completed, done.task.events_applied) == (2, 4)
+        assert automation.calls.count(("attach", session.id)) == 1
+    finally:
+        await b.close()
+        await owners_b.close()
+        await owners_a.close()
