@@ -440,10 +440,11 @@ async def test_sigterm_drains_a_worker_host(cluster: RunningCluster) -> None:
         await asyncio.to_thread(
             cluster.launcher.wait_for,
             "baton-cluster: worker w2 exited with status 0; not restarted",
-            DRAIN_TIMEOUT_S + 20,
+            DRAIN_TIMEOUT_S + 40,
         )
         stopped_after = time.monotonic() - termed
-        assert DRAIN_TIMEOUT_S <= stopped_after < DRAIN_TIMEOUT_S + 15, stopped_after
+        # The drain, then the display's and the automation's own stops.
+        assert DRAIN_TIMEOUT_S <= stopped_after < DRAIN_TIMEOUT_S + 30, stopped_after
         failed = await client.wait_for(kept, "state", "FAILED", within_s=10)
         assert failed.get("endedReason") == HOST_LOST
         assert set(await cluster.records()) == {"w1"}
