@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Conflict, Unavailable
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.session import codec
 from services.session.model import Session
 from services.session.store import Stored
@@ -27,76 +27,32 @@ _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
 
 
-# What a member that died (or lost its quorum) answers: the store moves to another.
-_MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
-
-
 class EtcdStore:
     def __init__(
-        self,
-        client: aetcd.Client,
-        prefix: str = "/baton/sessions/",
-        endpoints: Sequence[str] = (),
-        endpoint: int = 0,
+        self, etcd: EtcdConnection | aetcd.Client, prefix: str = "/baton/sessions/"
     ) -> None:
-        self._client = client
+        """On `etcd`, shared with the process's other users of etcd (it fails over to
+        another member when its member stops answering: etcd_client.py); a bare client
+        is one member for good."""
+        self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
-        # Every member, and the one `client` talks to: aetcd talks to one
-        # endpoint only, so when that member goes the store fails over itself.
-        self._endpoints = tuple(endpoints)
-        self._endpoint = endpoint
-        self._failing_over = asyncio.Lock()
+        # Made by connect(): closed with the store.
+        self._owned = False
 
     @classmethod
     async def connect(cls, endpoints: Sequence[str], prefix: str = "/baton/sessions/") -> EtcdStore:
-        client, index = await _connect_from(endpoints, 0)
-        return cls(client, prefix, endpoints, index)
-
-    @contextlib.contextmanager
-    def _unavailable_on_etcd_errors(self) -> Iterator[None]:
-        """etcd out of reach is Unavailable (503), not an internal error; a
-        member that does not answer is left for the next one (`_fail_over`)."""
-        client = self._client
-        try:
-            yield
-        except aetcd.exceptions.ClientError as exc:
-            if isinstance(exc, _MEMBER_GONE):
-                self._schedule_fail_over(client)
-            raise Unavailable(f"etcd: {exc}") from exc
-
-    def _schedule_fail_over(self, client: aetcd.Client) -> None:
-        task = asyncio.get_running_loop().create_task(self._fail_over(client))
-        _fail_overs.add(task)
-        task.add_done_callback(_fail_overs.discard)
-
-    async def _fail_over(self, failed: aetcd.Client) -> None:
-        """Connect to the next member that answers (once per failed client);
-        the failed member is tried last. Nothing changes when none answers."""
-        async with self._failing_over:
-            if self._client is not failed or len(self._endpoints) < 2:
-                return
-            try:
-                client, index = await _connect_from(self._endpoints, self._endpoint + 1)
-            except Unavailable as exc:
-                log.warning("etcd: no member answers (%s); staying on the current one", exc)
-                return
-            log.warning(
-                "etcd: %s does not answer; now using %s",
-                self._endpoints[self._endpoint],
-                self._endpoints[index],
-            )
-            self._client, self._endpoint = client, index
-        with contextlib.suppress(aetcd.exceptions.ClientError):
-            await failed.close()
+        store = cls(await EtcdConnection.open(endpoints), prefix)
+        store._owned = True
+        return store
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()
 
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, codec.encode(session))],
                 failure=[],
@@ -107,22 +63,22 @@ class EtcdStore:
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        with self._unavailable_on_etcd_errors():
-            result = await self._client.get(self._key(session_id))
+        with self._etcd.errors():
+            result = await self._etcd.client.get(self._key(session_id))
         if result is None:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
     async def list_all(self) -> list[Stored]:
-        with self._unavailable_on_etcd_errors():
-            result = await self._client.get_prefix(self._prefix.encode())
+        with self._etcd.errors():
+            result = await self._etcd.client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
     async def swap(self, session: Session, revision: int) -> int | None:
         key = self._key(session.id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.put(key, codec.encode(session))],
                 failure=[],
@@ -134,9 +90,9 @@ class EtcdStore:
 
     async def delete(self, session_id: str, revision: int) -> bool:
         key = self._key(session_id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
-            succeeded, _ = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, _ = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.delete(key)],
                 failure=[],
@@ -148,7 +104,7 @@ class EtcdStore:
         compacted_at = 0
         delay = _RETRY_FIRST_S
         while True:
-            client = self._client
+            client = self._etcd.client
             try:
                 if compacted_at:
                     # The changes after `last` are compacted away: the session as
@@ -179,27 +135,11 @@ class EtcdStore:
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
                 # etcd restarting or out of reach: watch again from the last change seen.
                 log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
-                if isinstance(exc, _MEMBER_GONE):
-                    await self._fail_over(client)
+                if isinstance(exc, MEMBER_GONE):
+                    await self._etcd.fail_over(client)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def close(self) -> None:
-        await self._client.close()
-
-
-# Fail-overs started from a failing call (kept referenced until done).
-_fail_overs: set[asyncio.Task[None]] = set()
-
-
-async def _connect_from(endpoints: Sequence[str], first: int) -> tuple[aetcd.Client, int]:
-    """A client of the first member that answers, from `endpoints[first]` on
-    (wrapping around), and that member's index."""
-    errors = []
-    for step in range(len(endpoints)):
-        index = (first + step) % len(endpoints)
-        try:
-            return await connect_first([endpoints[index]]), index
-        except Unavailable as exc:
-            errors.append(exc.message)
-    raise Unavailable("; ".join(errors or ["cannot reach etcd: no endpoints"]))
+        if self._owned:
+            await self._etcd.close()
