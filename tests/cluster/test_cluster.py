@@ -34,7 +34,7 @@ from services.display.rfb_client import RfbError
 from services.runtime.grpc_client import open_channel
 from tests.cluster.conftest import DRAIN_TIMEOUT_S, LEASE_TTL_S, SLOTS_PER_HOST
 from tests.cluster.launcher import RunningCluster
-from tests.conftest import INTERNAL_TOKEN
+from tests.conftest import INTERNAL_TOKEN, eventually
 from tests.edge.full_stack import FormSite, form_site
 from tests.edge.harness import OPERATOR_TOKEN, bearer, user_token
 from tests.edge.test_full_stack import RawViewer, raw_viewer
@@ -166,6 +166,12 @@ class Watcher:
         self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
         for name in ("session:control_changed", "session:error", "session:ended"):
             self.sio.on(name, self._recorder(name))
+        # Step events, with when they arrived (time.monotonic()).
+        self.steps: list[tuple[float, dict[str, Any]]] = []
+        self.sio.on("session:step", self._step)
+
+    async def _step(self, payload: dict[str, Any]) -> None:
+        self.steps.append((time.monotonic(), payload["step"]))
 
     def _recorder(self, name: str) -> Any:
         async def record(payload: dict[str, Any]) -> None:
@@ -448,6 +454,61 @@ async def test_sigterm_drains_a_worker_host(cluster: RunningCluster) -> None:
         failed = await client.wait_for(kept, "state", "FAILED", within_s=10)
         assert failed.get("endedReason") == HOST_LOST
         assert set(await cluster.records()) == {"w1"}
+
+
+# -- 7. a session replica killed while its task runs ------------------------------
+
+
+@pytest.mark.timeout(150)
+async def test_a_killed_session_replica_s_task_goes_on_followed_by_the_other(
+    cluster: RunningCluster,
+) -> None:
+    """Edge A's replica (session-1) starts and follows the task; it is killed
+    mid-task. The task runs on in automation, session-2 claims it when
+    session-1's lease expires and reads on after the last event applied: the
+    watcher on edge B sees every step event exactly once, and a take_control
+    during the task still pauses the agent before the person has control."""
+    waits = 14
+    async with api(cluster) as client:
+        body = {
+            "task": "wait, step by step",
+            "url": client.site.form_url,
+            "maxSteps": waits,
+            "steps": [{"action": "wait", "ms": 600} for _ in range(waits)],
+        }
+        status, _, session = await client.call(0, "POST", "/api/browser-session", ALICE, body)
+        assert status == 201, session
+        client.created.append(session["id"])
+        session_id = session["id"]
+        async with watching(cluster.edges[1], ALICE, session_id) as watcher:
+            await eventually(lambda: any(s["index"] == 2 for _, s in watcher.steps), 30)
+            await cluster.restart_session_replica(0)
+            # Events made while nobody followed arrive once session-2 adopts.
+            before = len(watcher.steps)
+            await eventually(lambda: len(watcher.steps) > before + 1, 30)
+            # The longest silence the watcher saw: the follower's hand-over.
+            gap = watcher.steps[before][0] - watcher.steps[before - 1][0]
+            # The person takes over mid-task, through edge B (session-2).
+            taken = await client.control(session_id, "take_control", edge=1)
+            assert taken["state"] == "USER_CONTROL"
+            taken_at = time.monotonic()
+            await asyncio.sleep(2)
+            started_meanwhile = [
+                s for at, s in watcher.steps if at > taken_at and s["status"] == "started"
+            ]
+            assert started_meanwhile == [], "the agent acted while the person had control"
+            await client.control(session_id, "return_control", edge=0)
+            done = await client.wait_for(session_id, "state", "COMPLETED", within_s=60)
+        # Step 0 opens the URL; the waits are steps 1 to `waits`.
+        expected = [(i, st) for i in range(waits + 1) for st in ("started", "succeeded")]
+        seen = [(s["index"], s["status"]) for _, s in watcher.steps]
+        # A step interrupted by the pause may be retried (started again) after it.
+        assert sorted(set(seen)) == sorted(set(expected)), seen
+        assert len(seen) == len(set(seen)), f"an event came twice: {seen}"
+        stored = [(s["index"], s["status"]) for s in done["steps"]]
+        assert stored == seen
+        assert done["task"]["stepsCompleted"] == waits + 1
+        print(f"session replica killed: step events paused for {gap:.2f} s")
 
 
 # -- 5. an etcd member killed (last: the launcher does not restart it) ------------
