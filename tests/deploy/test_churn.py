@@ -36,9 +36,10 @@ PARALLEL = 3
 # and evict warm ones mid-launch, the paths where a pre-warmed browser could leak.
 WARM_SLOTS = 2
 MAX_SLOTS = 6
-# Most a service's resident memory may grow over the cycles after the warm-up
-# (the "flat within a stated bound"; README "Measured here" has the figures).
-RSS_BOUND_KIB = {"display": 4 * 1024, "automation": 8 * 1024, "session": 8 * 1024, "edge": 8 * 1024}
+# Most a service's resident memory may grow over the cycles after the warm-up (the
+# issue's "flat within a stated bound"). Measured over 200 cycles on 2 loaded cores,
+# two runs: display 456/440 KiB, automation 1948/2268, session 1460/1484, edge 912/796.
+RSS_BOUND_KIB = {"display": 2 * 1024, "automation": 4 * 1024, "session": 4 * 1024, "edge": 4 * 1024}
 QUIET_TIMEOUT_S = 60
 
 
