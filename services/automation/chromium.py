@@ -11,9 +11,10 @@ import re
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from playwright.async_api import BrowserContext, CDPSession, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
@@ -44,7 +45,7 @@ from services.automation.proc_table import (
     reap_chromium_zombies,
     set_subreaper,
 )
-from services.automation.profile_reaper import mark_owned, secure_delete
+from services.automation.profile_reaper import kill_users, mark_owned, secure_delete
 from services.automation.steps import (
     Action,
     Click,
@@ -260,14 +261,50 @@ def _first_line(error: BaseException) -> str:
     return re.sub(r"^[A-Z][A-Za-z]*\.[a-z_]+: ", "", message)
 
 
-async def _abandon(launch: asyncio.Future[BrowserContext], profile_dir: Path) -> None:
-    """Close a browser whose launch nobody waits for any more; delete its profile."""
+# How long a launch nobody waits for any more may take to finish before its
+# processes are killed and its profile deleted anyway.
+ABANDON_WAIT_S = 10.0
+
+
+async def abandon_launch(
+    launch: asyncio.Future[BrowserContext],
+    profile_dir: Path,
+    late: Callable[[BrowserContext], None],
+    wait_s: float = ABANDON_WAIT_S,
+) -> None:
+    """Close a browser whose launch nobody waits for any more; delete its profile.
+
+    The wait is bounded: when a warm slot went away while its Chromium started,
+    Playwright's launch could stay pending with no Chromium process left, until its
+    own 3-minute launch timeout, and the profile and TMPDIR stayed as long (the
+    churn test, README "Crashes and processes"). After `wait_s` whatever runs on
+    the profile is killed and the profile deleted; a context the launch still
+    delivers later goes to `late`, to be closed.
+    """
+
+    def finished_late(done: asyncio.Future[BrowserContext]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            late(done.result())
+
     try:
-        context = await launch
-        await asyncio.wait_for(context.close(), 10)
+        context = await asyncio.wait_for(asyncio.shield(launch), wait_s)
+    except TimeoutError:
+        log.warning("abandoned launch for %s still pending after %.0f s", profile_dir, wait_s)
+        launch.add_done_callback(finished_late)
     except Exception as error:
-        log.info("abandoned launch for %s: %s", profile_dir, error)
-    await asyncio.to_thread(secure_delete, profile_dir)
+        # Mostly: its display went away.
+        log.info("abandoned launch for %s: %s", profile_dir, _first_line(error))
+    else:
+        try:
+            await asyncio.wait_for(context.close(), 10)
+        except Exception as error:
+            log.info("closing abandoned Chromium for %s: %s", profile_dir, error)
+    await asyncio.to_thread(_kill_and_delete, profile_dir)
+
+
+def _kill_and_delete(profile_dir: Path) -> None:
+    kill_users(profile_dir)
+    secure_delete(profile_dir)
 
 
 class ChromiumBrowser:
@@ -545,11 +582,9 @@ class PlaywrightDriver:
             ) from None
         except BaseException:
             # Cancelled mid-launch: the driver goes on starting Chromium, which
-            # would write to the profile again. Let the launch finish, then close
-            # what it started and delete the profile.
-            cleanup = asyncio.ensure_future(_abandon(launch, profile_dir))
-            self._abandoned.add(cleanup)
-            cleanup.add_done_callback(self._abandoned.discard)
+            # would write to the profile again. Let the launch finish (for a
+            # while), then close what it started and delete the profile.
+            self._track(abandon_launch(launch, profile_dir, self._close_late))
             raise
         browser = ChromiumBrowser(
             context,
@@ -561,6 +596,20 @@ class PlaywrightDriver:
         self._browsers.add(browser)
         log.info("launched Chromium pid %s on %s for %s", browser.pid, display, session_id)
         return browser
+
+    def _track(self, cleanup: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(cleanup)
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    def _close_late(self, context: BrowserContext) -> None:
+        """A launch given up on finished after all: close what it started."""
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(context.close(), 10)
+
+        self._track(close())
 
     def _closed(self, browser: ChromiumBrowser) -> None:
         self._browsers.discard(browser)

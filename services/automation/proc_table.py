@@ -3,7 +3,7 @@
 Chromium's zygotes and crash handlers outlive their parent when it exits or is
 killed; they are re-parented to the nearest subreaper. Containers often run a
 PID 1 that never reaps, so this process makes itself a subreaper and reaps the
-Chromium zombies that land on it (only those: other children belong to asyncio).
+orphaned zombies that land on it (only those: its own children belong to asyncio).
 """
 
 from __future__ import annotations
@@ -92,9 +92,23 @@ def chromium_children(entries: Iterable[ProcessEntry], parent_pid: int) -> Itera
             yield entry
 
 
-def chromium_zombies(entries: Iterable[ProcessEntry], parent_pid: int) -> Iterator[int]:
-    for entry in chromium_children(entries, parent_pid):
-        if entry.zombie:
+def orphan_zombies(
+    entries: Iterable[ProcessEntry], parent_pid: int, parent_pgid: int
+) -> Iterator[int]:
+    """Zombie children of `parent_pid` that it did not start itself.
+
+    Those are Chromium's by name, and those in a process group led by another
+    process than ours: what a process starts with asyncio either stays in its
+    group or leads a new one (start_new_session), and asyncio reaps it. Chromium's
+    orphans do not all have its name: a helper that exits before it names itself
+    is called `exe` (started as /proc/self/exe); reaped by name only, one such
+    zombie was left per few dozen browsers (README "Crashes and processes").
+    """
+    for entry in entries:
+        if entry.ppid != parent_pid or not entry.zombie:
+            continue
+        foreign_group = entry.pgid not in (parent_pgid, entry.pid)
+        if entry.comm in CHROMIUM_COMMS or foreign_group:
             yield entry.pid
 
 
@@ -111,9 +125,9 @@ def set_subreaper(enabled: bool) -> bool:
 
 
 def reap_chromium_zombies() -> int:
-    """Reap the Chromium zombies that are our children; return how many."""
+    """Reap the orphaned Chromium zombies that are our children; return how many."""
     reaped = 0
-    for pid in chromium_zombies(list_processes(), os.getpid()):
+    for pid in orphan_zombies(list_processes(), os.getpid(), os.getpgrp()):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
             reaped += 1

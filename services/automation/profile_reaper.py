@@ -97,7 +97,7 @@ def secure_delete(profile_dir: Path) -> None:
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 
-def _kill_users(profile_dir: Path) -> list[int]:
+def kill_users(profile_dir: Path) -> list[int]:
     """SIGKILL every process running with this profile; their pids."""
     flag = f"--user-data-dir={profile_dir}"
     killed = []
@@ -141,7 +141,7 @@ def reap_orphans(profile_root: Path | None) -> list[Path]:
     for profile in sorted(root.glob(PROFILE_GLOB)):
         if not profile.is_dir() or _owner_alive(profile):
             continue
-        killed = _kill_users(profile)
+        killed = kill_users(profile)
         secure_delete(profile)
         log.warning("removed the profile %s left by a crash (killed %s)", profile, killed)
         removed.append(profile)

@@ -16,8 +16,8 @@ from baton.automation.v1 import automation_pb2_grpc as pb_grpc
 from services.automation.page_port import BROWSER_GONE_MESSAGE
 from services.automation.proc_table import (
     browser_main_pid,
-    chromium_zombies,
     list_processes,
+    orphan_zombies,
     processes_of_browser,
 )
 from services.automation.server import start_automation_server
@@ -365,7 +365,9 @@ async def test_killing_chromium_fails_the_task_and_leaves_nothing_behind(
     assert processes_of_browser(list_processes(), pid, profile) == []
     assert not profile.exists()
     # Helpers that outlived the browser (crash handlers) are reaped too.
-    await eventually(lambda: not list(chromium_zombies(list_processes(), os.getpid())), 10)
+    await eventually(
+        lambda: not list(orphan_zombies(list_processes(), os.getpid(), os.getpgrp())), 10
+    )
     with pytest.raises(grpc.aio.AioRpcError) as gone:
         await automation.stub.GetPageState(pb.GetPageStateRequest(session_id="crash"))
     assert gone.value.code() == grpc.StatusCode.NOT_FOUND

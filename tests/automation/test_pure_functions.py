@@ -18,7 +18,7 @@ from services.automation.chromium import (
 from services.automation.proc_table import (
     ProcessEntry,
     browser_main_pid,
-    chromium_zombies,
+    orphan_zombies,
     parse_stat,
     processes_of_browser,
 )
@@ -128,7 +128,22 @@ def test_finding_a_browser_and_its_processes() -> None:
     assert browser_main_pid(entries, profile) == 10
     assert browser_main_pid(entries, Path("/tmp/p3")) is None
     assert processes_of_browser(entries, 10, profile) == [helper, main, zombie]
-    assert list(chromium_zombies(entries, 99)) == [12]
+    assert list(orphan_zombies(entries, 99, 99)) == [12]
+
+
+def test_orphan_zombies_are_chromiums_or_in_a_group_another_process_leads() -> None:
+    def entry(pid: int, pgid: int, state: str, comm: str, ppid: int = 1) -> ProcessEntry:
+        return ProcessEntry(pid, ppid, pgid, state, comm, ())
+
+    entries = [
+        entry(2, 1, "Z", "chromium"),  # a Chromium zombie of ours, whatever its group
+        entry(3, 40, "Z", "exe"),  # a helper that died before naming itself
+        entry(4, 1, "Z", "xdotool"),  # started by us in our group: asyncio reaps it
+        entry(5, 5, "Z", "Xvnc"),  # started by us in a new session: asyncio's too
+        entry(6, 40, "S", "exe"),  # alive
+        entry(7, 40, "Z", "exe", ppid=8),  # not our child
+    ]
+    assert list(orphan_zombies(entries, 1, 1)) == [2, 3]
 
 
 def test_settings_from_env() -> None:

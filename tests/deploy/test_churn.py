@@ -1,27 +1,46 @@
-"""Create/delete churn against `make run`: nothing leaks, memory stays flat."""
+"""Create/delete churn against `make run`: nothing leaks, memory stays flat.
+
+`make test` runs a short churn; `make test-churn` (marker `churn`, which `.ci/run`
+runs after `make test`) runs the issue's 200 cycles. Both print their figures:
+cycles, seconds, and each service's resident memory growth.
+"""
 
 from __future__ import annotations
 
-import time
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import require_binary
-from tests.deploy.stack_process import LauncherStack, listening_inodes, process_tree, rss_kib
+from tests.deploy.churn_run import (
+    CRASH_HANDLERS_PER_BROWSER,
+    SERVICES,
+    Footprint,
+    quiet,
+    rss,
+    run_cycles,
+)
+from tests.deploy.stack_process import LauncherStack
 
 DISPLAYS = "1010-1029"
-VNC_PORTS = "19210-19229"
-# 200 cycles with real Chromium take about 5 minutes on 2 cores: too long for
-# the suite, so it runs fewer (see the report in the issue).
-CYCLES = 20
-# Cycles run this many at a time.
+DISPLAY_NUMBERS = range(1010, 1030)
+VNC_PORTS = "17010-17029"
+# Cycles after the warm-up; half are deleted right after create.
+WARM_UP = 6
+SHORT_CYCLES = 20
+CHURN_CYCLES = 200
 PARALLEL = 3
-# Most a service's resident memory may grow over the cycles after warming up.
-RSS_BOUND_KIB = 30 * 1024
-SERVICES = ("display", "automation", "session", "edge")
+# Fewer warm slots than cycles at a time: creates also take slots still starting
+# and evict warm ones mid-launch, the paths where a pre-warmed browser could leak.
+WARM_SLOTS = 2
+MAX_SLOTS = 6
+# Most a service's resident memory may grow over the cycles after the warm-up (the
+# issue's "flat within a stated bound"). Measured over 200 cycles on 2 loaded cores,
+# two runs: display 456/440 KiB, automation 1948/2268, session 1460/1484, edge 912/796.
+RSS_BOUND_KIB = {"display": 2 * 1024, "automation": 4 * 1024, "session": 4 * 1024, "edge": 4 * 1024}
+QUIET_TIMEOUT_S = 60
 
 
 @pytest.fixture
@@ -29,7 +48,11 @@ def stack(tmp_path: Path) -> Iterator[LauncherStack]:
     require_binary("Xvnc", "tigervnc-standalone-server")
     require_binary("chromium", "chromium")
     running = LauncherStack(
-        tmp_path, DISPLAYS, VNC_PORTS, BATON_MAX_SLOTS="6", BATON_WARM_SLOTS="2"
+        tmp_path,
+        DISPLAYS,
+        VNC_PORTS,
+        BATON_MAX_SLOTS=str(MAX_SLOTS),
+        BATON_WARM_SLOTS=str(WARM_SLOTS),
     )
     try:
         running.wait_for_line("all services ready", 90)
@@ -38,80 +61,45 @@ def stack(tmp_path: Path) -> Iterator[LauncherStack]:
         assert running.stop() == 0
 
 
-def cycle(stack: LauncherStack, index: int) -> None:
-    session = stack.create_session()
-    if index % 2:
-        # Half wait for the browser to be up; half are deleted right after create.
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            got = stack.request("GET", f"/api/browser-session/{session['id']}")
-            if got["task"]["status"] != "PENDING":
-                break
-            time.sleep(0.1)
-    stack.request("DELETE", f"/api/browser-session/{session['id']}")
+def check_only_warm_slots_left(now: Footprint, then: Footprint) -> None:
+    """What a quiet stack holds, compared with the quiet stack after the warm-up."""
+    assert now.exiting == 0, f"zombies or processes not exiting: {now.summary()}"
+    # One browser per warm slot, each on its own profile, and no profile without one.
+    assert len(now.profiles) == WARM_SLOTS, now.summary()
+    assert set(now.browsers) == set(now.profiles), now.summary()
+    assert len(now.x_locks) == WARM_SLOTS, now.summary()
+    assert now.crash_handlers <= CRASH_HANDLERS_PER_BROWSER * WARM_SLOTS, now.summary()
+    # The services, their driver and websockify, the warm slots' X servers.
+    assert now.programs == then.programs, (now.summary(), then.summary())
+    assert now.listening == then.listening, (now.summary(), then.summary())
+    # Each warm browser's own TMPDIR and Playwright's artifacts dir, nothing else.
+    assert now.temp_dirs == Counter({"baton-tmp": WARM_SLOTS, "playwright-artifacts": WARM_SLOTS})
 
 
-def footprint(stack: LauncherStack) -> dict[str, object]:
-    tree = process_tree(stack.process.pid)
-    x_locks = sorted(
-        p.name for p in Path("/tmp").glob(".X10[0-2][0-9]-lock") if 1010 <= int(p.name[2:6]) <= 1029
-    )
-    return {
-        "processes": len(tree),
-        "listening": len(listening_inodes(tree)),
-        "x locks": x_locks,
-        "profiles": sorted(p.name for p in stack.profiles.glob("*")),
-        "temp dirs": sorted(p.name for p in stack.tmp.iterdir()),
-    }
-
-
-def settled(
-    stack: LauncherStack, before: dict[str, object], timeout: float = 30
-) -> dict[str, object]:
-    """The footprint once ended sessions are released and warm slots refilled."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = footprint(stack)
-        if (
-            now["processes"] == before["processes"]
-            and now["listening"] == before["listening"]
-            and len(now["profiles"]) == len(before["profiles"])  # type: ignore[arg-type]
-        ):
-            return now
-        if time.monotonic() > deadline:
-            return now
-        time.sleep(0.5)
-
-
-def rss(stack: LauncherStack) -> dict[str, int]:
-    return {name: rss_kib(stack.service_pid(name)) for name in SERVICES}
-
-
-@pytest.mark.timeout(200)
-def test_create_delete_churn_leaks_nothing(stack: LauncherStack) -> None:
-    started = time.monotonic()
-    with ThreadPoolExecutor(PARALLEL) as pool:
-        # Warm-up: caches, lazily imported modules, gRPC channels.
-        list(pool.map(lambda i: cycle(stack, i), range(6)))
-        baseline = settled(stack, footprint(stack))
-        memory = rss(stack)
-        list(pool.map(lambda i: cycle(stack, i), range(CYCLES)))
-    elapsed = time.monotonic() - started
-    after = settled(stack, baseline)
+def churn(stack: LauncherStack, cycles: int) -> None:
+    run_cycles(stack, WARM_UP, PARALLEL)  # caches, lazy imports, gRPC channels
+    baseline = quiet(stack, DISPLAY_NUMBERS, WARM_SLOTS, QUIET_TIMEOUT_S)
+    check_only_warm_slots_left(baseline, baseline)
+    memory = rss(stack)
+    elapsed = run_cycles(stack, cycles, PARALLEL)
+    after = quiet(stack, DISPLAY_NUMBERS, WARM_SLOTS, QUIET_TIMEOUT_S)
     grown = {name: kib - memory[name] for name, kib in rss(stack).items()}
-    print(f"{CYCLES} cycles in {elapsed:.1f} s; RSS growth KiB {grown}; baseline {baseline}")
-    assert after["listening"] == baseline["listening"]
-    # Only the warm slots' displays, browsers and their temp dirs are left.
-    assert len(after["x locks"]) == len(baseline["x locks"])  # type: ignore[arg-type]
-    # As many temp dirs as before: the warm browsers' (new ones replace the taken).
-    assert len(after["temp dirs"]) == len(baseline["temp dirs"])  # type: ignore[arg-type]
-    assert max(grown.values()) < RSS_BOUND_KIB, grown
-    if (
-        after["processes"] != baseline["processes"]
-        or len(after["profiles"]) != len(baseline["profiles"])  # type: ignore[arg-type]
-    ):
-        # Open defect (issue 12, closing note of 2026-11-30): with Chromium really
-        # starting in the tests, a pre-warmed browser (its processes and profile)
-        # can outlive its warm slot. Reported, not hidden: the run shows this test
-        # as xfailed; everything checked above holds.
-        pytest.xfail(f"a pre-warmed browser outlived its slot: {after} vs {baseline}")
+    print(
+        f"\nchurn: {cycles} create/delete cycles ({PARALLEL} at a time, half deleted right "
+        f"after create) in {elapsed:.1f} s; RSS growth KiB {grown} "
+        f"(bounds {RSS_BOUND_KIB}); after: {after.summary()}"
+    )
+    check_only_warm_slots_left(after, baseline)
+    assert all(grown[name] < RSS_BOUND_KIB[name] for name in SERVICES), grown
+
+
+@pytest.mark.timeout(300)
+def test_create_delete_churn_leaks_nothing(stack: LauncherStack) -> None:
+    churn(stack, SHORT_CYCLES)
+
+
+# The issue's 200 cycles: about 3 minutes on 2 cores; `make test-churn`.
+@pytest.mark.churn
+@pytest.mark.timeout(900)
+def test_200_create_delete_cycles_leak_nothing(stack: LauncherStack) -> None:
+    churn(stack, CHURN_CYCLES)
