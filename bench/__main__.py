@@ -24,6 +24,7 @@ from typing import Any
 
 from bench import density, handoff, latency, session_start
 from bench.bare import cold_start
+from bench.cluster import cluster_figures
 from bench.control_plane import control_plane
 from bench.key_page import KeyPage, key_page
 from bench.plan import FULL, SMOKE, TARGETS, Plan
@@ -130,6 +131,15 @@ def table(results: dict[str, Any]) -> list[str]:
             add("7", f"creates per second, {scale}", figures["creates_per_second"], "")
             add("7", f"list all pages, {scale}", figures["list_all_pages_ms"])
             add("7", f"service memory growth, {scale}", figures["rss_growth_mib"], "M")
+    cluster = results.get("cluster", {})
+    if cluster:
+        creates = cluster["creates"]
+        add("8", f"cluster: {creates['sessions']} creates at once, p50", creates.get("p50"))
+        add("8", "cluster: create p99", creates.get("p99"))
+        add("8", "cluster: sessions created per second", creates["per_second"], "")
+        failover = cluster["failover"]
+        add("8", f"failover, host killed to told, p50 (n={failover['n']})", failover.get("p50"))
+        add("8", "failover, max", failover.get("max"))
     lines.append("")
     lines.append("targets (issue 6)")
     for target in TARGETS:
@@ -163,6 +173,9 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
         if wanted("7"):
             note("figure 7, session plane at scale")
             results["session_plane"] = await session_plane(plan.plane_scales)
+        if wanted("8"):
+            note("figure 8, the cluster")
+            results["cluster"] = await cluster_figures(plan.cluster_sessions, plan.cluster_kills)
         if wanted("2"):
             note("figure 2, bare cold start")
             samples = [await cold_start(598, 18598, page.url) for _ in range(plan.bare_starts)]

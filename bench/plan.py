@@ -20,6 +20,9 @@ class Plan:
     control_cycles: int = 100
     # (simulated hosts, sessions) of the session plane figure.
     plane_scales: tuple[tuple[int, int], ...] = ((2, 40), (10, 200), (50, 1000))
+    # The real cluster: sessions created at once, and worker hosts killed.
+    cluster_sessions: int = 10
+    cluster_kills: int = 10
 
 
 FULL = Plan()
@@ -36,6 +39,8 @@ SMOKE = Plan(
     control_clients=2,
     control_cycles=5,
     plane_scales=((2, 4),),
+    cluster_sessions=2,
+    cluster_kills=1,
 )
 
 
