@@ -1,7 +1,10 @@
 """Session store in etcd (through aetcd), for several session services.
 
 One key per session under a prefix; the key's mod_revision is the store
-revision, and every write is an etcd transaction comparing it.
+revision, and every write is an etcd transaction comparing it. Each session's
+step log is one key per step under a sibling prefix, `/baton/steps/<session
+id>/<seq, zero-padded>`, put (and the oldest deleted) in the same transaction
+as the record's compare-and-swap (services/session/README.md, "Store layout").
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 
 import aetcd
 import aetcd.exceptions
+import aetcd.utils
 
 from services.runtime.errors import Conflict, Unavailable
 from services.runtime.etcd_client import connect_first
+from services.runtime.limits import MAX_STEP_EVENTS_KEPT
 from services.session import codec
-from services.session.model import Session
-from services.session.store import Stored
+from services.session.model import FullSession, Session
+from services.session.store import StepEvent, Stored
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +41,47 @@ def _unavailable_on_etcd_errors() -> Iterator[None]:
         raise Unavailable(f"etcd: {exc}") from exc
 
 
+# Seqs are zero-padded so that etcd's key order is seq order.
+_SEQ_DIGITS = 12
+
+
+def steps_prefix_of(prefix: str) -> str:
+    """The step logs' prefix, a sibling of the sessions' (never under it, where
+    listing the sessions would find them): /baton/sessions/ -> /baton/steps/."""
+    parent = prefix.rstrip("/").rpartition("/")[0]
+    return f"{parent}/steps/"
+
+
 class EtcdStore:
-    def __init__(self, client: aetcd.Client, prefix: str = "/baton/sessions/") -> None:
+    def __init__(
+        self,
+        client: aetcd.Client,
+        prefix: str = "/baton/sessions/",
+        steps_kept: int = MAX_STEP_EVENTS_KEPT,
+    ) -> None:
         self._client = client
         self._prefix = prefix
+        self._steps_prefix = steps_prefix_of(prefix)
+        self._steps_kept = steps_kept
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], prefix: str = "/baton/sessions/") -> EtcdStore:
-        return cls(await connect_first(endpoints), prefix)
+    async def connect(
+        cls,
+        endpoints: Sequence[str],
+        prefix: str = "/baton/sessions/",
+        steps_kept: int = MAX_STEP_EVENTS_KEPT,
+    ) -> EtcdStore:
+        return cls(await connect_first(endpoints), prefix, steps_kept)
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()
+
+    def _log(self, session_id: str) -> bytes:
+        """The prefix of the session's step log (the trailing / keeps ids apart)."""
+        return f"{self._steps_prefix}{session_id}/".encode()
+
+    def _step_key(self, session_id: str, seq: int) -> bytes:
+        return self._log(session_id) + str(seq).zfill(_SEQ_DIGITS).encode()
 
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
@@ -69,18 +104,49 @@ class EtcdStore:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
+    async def get_full(self, session_id: str) -> tuple[FullSession, int] | None:
+        log = self._log(session_id)
+        tx = self._client.transactions
+        with _unavailable_on_etcd_errors():
+            # One transaction: the record and its log as of one revision.
+            _, (record, steps) = await self._client.transaction(
+                compare=[],
+                success=[
+                    tx.get(self._key(session_id)),
+                    tx.get(log, aetcd.utils.prefix_range_end(log)),
+                ],
+                failure=[],
+            )
+        if not record:
+            return None
+        value, meta = record[0]
+        full = FullSession(codec.decode(value), tuple(codec.decode_step(v) for v, _ in steps))
+        return full, meta.mod_revision
+
     async def list_all(self) -> list[Stored]:
         with _unavailable_on_etcd_errors():
             result = await self._client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
-    async def swap(self, session: Session, revision: int) -> int | None:
+    async def swap(
+        self, session: Session, revision: int, step: StepEvent | None = None
+    ) -> int | None:
         key = self._key(session.id)
         tx = self._client.transactions
+        writes = [tx.put(key, codec.encode(session))]
+        if step is not None:
+            seq = session.step_count
+            writes.append(tx.put(self._step_key(session.id, seq), codec.encode_step(step)))
+            oldest_kept = seq - self._steps_kept + 1
+            if oldest_kept > 1:
+                # Everything before the oldest kept: [log/, log/<oldest kept>).
+                writes.append(
+                    tx.delete(self._log(session.id), self._step_key(session.id, oldest_kept))
+                )
         with _unavailable_on_etcd_errors():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
-                success=[tx.put(key, codec.encode(session))],
+                success=writes,
                 failure=[],
             )
         if not succeeded:
@@ -92,9 +158,10 @@ class EtcdStore:
         key = self._key(session_id)
         tx = self._client.transactions
         with _unavailable_on_etcd_errors():
+            log = self._log(session_id)
             succeeded, _ = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
-                success=[tx.delete(key)],
+                success=[tx.delete(key), tx.delete(log, aetcd.utils.prefix_range_end(log))],
                 failure=[],
             )
         return bool(succeeded)
