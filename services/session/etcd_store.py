@@ -61,7 +61,7 @@ class EtcdStore:
     ) -> None:
         self._client = client
         self._prefix = prefix
-        self._steps_prefix = steps_prefix_of(prefix)
+        self.steps_prefix = steps_prefix_of(prefix)
         self._steps_kept = steps_kept
 
     @classmethod
@@ -78,7 +78,7 @@ class EtcdStore:
 
     def _log(self, session_id: str) -> bytes:
         """The prefix of the session's step log (the trailing / keeps ids apart)."""
-        return f"{self._steps_prefix}{session_id}/".encode()
+        return f"{self.steps_prefix}{session_id}/".encode()
 
     def _step_key(self, session_id: str, seq: int) -> bytes:
         return self._log(session_id) + str(seq).zfill(_SEQ_DIGITS).encode()
