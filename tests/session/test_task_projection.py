@@ -8,8 +8,8 @@ from datetime import timedelta
 from baton.automation.v1 import automation_pb2
 from services.runtime.limits import MAX_EVENT_TEXT_BYTES, MAX_STEP_EVENTS_KEPT
 from services.session import codec
-from services.session.records import new_step
 from services.session.model import ControlState, EventKind, TaskStatus
+from services.session.records import new_step
 from services.session.task_projection import DEFAULT_USER_REQUEST, project
 from tests.session.factories import T0, make_session
 
