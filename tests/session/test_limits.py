@@ -101,7 +101,13 @@ def secret_steps() -> list[automation_pb2.Step]:
 async def raw_store_bytes(store: SessionStore, etcd_endpoint: str | None) -> bytes:
     """Everything the store holds, as stored."""
     if isinstance(store, MemoryStore):
-        return b"".join(codec.encode(stored.session) for stored in await store.list_all())
+        raw = b""
+        for stored in await store.list_all():
+            # The record and its step log (store.py).
+            full = await store.get_full(stored.session.id)
+            steps = full[0].steps if full else ()
+            raw += codec.encode(stored.session) + b"".join(map(codec.encode_step, steps))
+        return raw
     assert isinstance(store, EtcdStore) and etcd_endpoint
     host, port = parse_endpoint(etcd_endpoint)
     client = aetcd.Client(host=host, port=port)
