@@ -1,4 +1,4 @@
-"""`make bench`: the six figures of issue 6 on loopback, beside the bare stack.
+"""`make bench`: the figures of issues 6 and 10 on loopback, beside the bare stack.
 
     python -m bench [--smoke] [--out FILE] [--only 1,2,...]
 
@@ -27,6 +27,7 @@ from bench.bare import cold_start
 from bench.control_plane import control_plane
 from bench.key_page import KeyPage, key_page
 from bench.plan import FULL, SMOKE, TARGETS, Plan
+from bench.session_plane import session_plane
 from bench.stack import BenchStack, StackConfig, running_stack
 from bench.stats import summary_ms
 
@@ -122,6 +123,13 @@ def table(results: dict[str, Any]) -> list[str]:
         add("6", f"ChangeControl {store} p50", figures.get("p50"))
         add("6", f"ChangeControl {store} p99", figures.get("p99"))
         add("6", f"ChangeControl {store} throughput (/s)", figures.get("per_second"), "")
+    for scale, figures in results.get("session_plane", {}).items():
+        if isinstance(figures, dict):
+            add("7", f"create p50, {scale} (hosts x sessions)", figures["create"].get("p50"))
+            add("7", f"create p99, {scale}", figures["create"].get("p99"))
+            add("7", f"creates per second, {scale}", figures["creates_per_second"], "")
+            add("7", f"list all pages, {scale}", figures["list_all_pages_ms"])
+            add("7", f"service memory growth, {scale}", figures["rss_growth_mib"], "M")
     lines.append("")
     lines.append("targets (issue 6)")
     for target in TARGETS:
@@ -152,6 +160,9 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
             results["control_plane"] = await control_plane(
                 plan.control_clients, plan.control_cycles
             )
+        if wanted("7"):
+            note("figure 7, session plane at scale")
+            results["session_plane"] = await session_plane(plan.plane_scales)
         if wanted("2"):
             note("figure 2, bare cold start")
             samples = [await cold_start(598, 18598, page.url) for _ in range(plan.bare_starts)]

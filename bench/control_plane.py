@@ -1,9 +1,13 @@
-"""Figure 6: ChangeControl throughput and latency, memory store and etcd.
+"""Figure 6: ChangeControl throughput and latency: memory store, etcd, and two
+session service replicas sharing one etcd.
 
 The session service runs in a process of its own (`python -m bench.control_plane
 serve [etcd endpoint]`) with in-memory twins of display and automation, so the
 figure is the control plane alone: gRPC, the state machine and the store. Each
-client works on its own session, alternating take_control and return_control.
+client works on its own session, alternating take_control and return_control;
+with two replicas, each client sends its calls to both in turn (as clients
+behind a load balancer would), so every other change is made by the replica that
+did not make the one before.
 """
 
 from __future__ import annotations
@@ -81,13 +85,18 @@ async def session_service(etcd: str | None) -> AsyncIterator[int]:
         await stop_process_group(process, 5.0)
 
 
-async def measure(port: int, clients: int, cycles: int) -> dict[str, Any]:
-    async with open_channel(f"127.0.0.1:{port}", INTERNAL_TOKEN) as channel:
-        stub = session_pb2_grpc.SessionServiceStub(channel)
+async def measure(ports: list[int], clients: int, cycles: int) -> dict[str, Any]:
+    async with contextlib.AsyncExitStack() as stack:
+        stubs = [
+            session_pb2_grpc.SessionServiceStub(
+                await stack.enter_async_context(open_channel(f"127.0.0.1:{p}", INTERNAL_TOKEN))
+            )
+            for p in ports
+        ]
         sessions = []
         for index in range(clients):
             actor = session_pb2.Actor(user_id=f"user-{index}")
-            created = await stub.CreateSession(
+            created = await stubs[index % len(stubs)].CreateSession(
                 session_pb2.CreateSessionRequest(actor=actor, task="bench", url="http://127.0.0.1/")
             )
             sessions.append((actor, created.session.id))
@@ -96,7 +105,7 @@ async def measure(port: int, clients: int, cycles: int) -> dict[str, Any]:
         async def client(actor: session_pb2.Actor, session_id: str) -> None:
             for cycle in range(cycles * 2):
                 began = time.perf_counter()
-                await stub.ChangeControl(
+                await stubs[cycle % len(stubs)].ChangeControl(
                     session_pb2.ChangeControlRequest(
                         session_id=session_id, actor=actor, action=ACTIONS[cycle % 2]
                     )
@@ -108,16 +117,24 @@ async def measure(port: int, clients: int, cycles: int) -> dict[str, Any]:
         wall = time.perf_counter() - began
     result = summary_ms(latencies)
     result["clients"] = clients
+    result["replicas"] = len(ports)
     result["per_second"] = round(len(latencies) / wall, 1)
     return result
 
 
 async def control_plane(clients: int, cycles: int) -> dict[str, Any]:
     async with session_service(None) as port:
-        memory = await measure(port, clients, cycles)
+        memory = await measure([port], clients, cycles)
     async with running_etcd() as endpoint, session_service(endpoint) as port:
-        etcd = await measure(port, clients, cycles)
-    return {"memory": memory, "etcd": etcd}
+        etcd = await measure([port], clients, cycles)
+    # A fresh etcd: the replicas find no sessions of the run before to adopt.
+    async with (
+        running_etcd() as endpoint,
+        session_service(endpoint) as first,
+        session_service(endpoint) as second,
+    ):
+        replicas = await measure([first, second], clients, cycles)
+    return {"memory": memory, "etcd": etcd, "etcd_2_replicas": replicas}
 
 
 async def serve(etcd: str | None) -> None:

@@ -18,6 +18,8 @@ class Plan:
     fan_out_presses: int = 50
     control_clients: int = 8
     control_cycles: int = 100
+    # (simulated hosts, sessions) of the session plane figure.
+    plane_scales: tuple[tuple[int, int], ...] = ((2, 40), (10, 200), (50, 1000))
 
 
 FULL = Plan()
@@ -33,6 +35,7 @@ SMOKE = Plan(
     fan_out_presses=3,
     control_clients=2,
     control_cycles=5,
+    plane_scales=((2, 4),),
 )
 
 

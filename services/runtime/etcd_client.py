@@ -6,7 +6,8 @@ the worker registry and its readers) connects to the first member that answers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import aetcd
 import aetcd.exceptions
@@ -39,3 +40,12 @@ async def connect_first(endpoints: Sequence[str], timeout_s: float = 5.0) -> aet
             continue
         return client
     raise Unavailable("cannot reach etcd at " + "; ".join(errors or ["no endpoints"]))
+
+
+@contextlib.contextmanager
+def unavailable_on_etcd_errors() -> Iterator[None]:
+    """etcd out of reach is Unavailable (503), not an internal error."""
+    try:
+        yield
+    except aetcd.exceptions.ClientError as exc:
+        raise Unavailable(f"etcd: {exc}") from exc

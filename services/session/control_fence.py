@@ -10,6 +10,9 @@ treated as gone: its viewers no longer count until it reports them again.
 Which edges hold viewers comes from what they tell us: GetStreamAccess (a gate may
 open right after it), and the viewer reports of RecordActivity (joined, present,
 left). Entries lapse with the viewer lease, as viewer counts do.
+
+`ControlFence` is the port; `MemoryControlFence` keeps it in this process (one
+session service), `EtcdControlFence` (etcd_fence.py) shares it between replicas.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 # After GetStreamAccess, how long an edge counts as holding a gate before its
 # viewer has reported joining (the edge connects upstream in between).
@@ -33,7 +37,26 @@ class _Edge:
     acknowledged: int = -1
 
 
-class ControlFence:
+class ControlFence(Protocol):
+    async def access_granted(self, session_id: str, edge_id: str) -> None:
+        """`edge_id` may open an input gate on the session's stream from now on."""
+
+    async def viewers_changed(self, session_id: str, edge_id: str, delta: int) -> None:
+        """A viewer joined (+1), left (-1) or is still there (0) on `edge_id`."""
+
+    async def acknowledge(self, session_id: str, edge_id: str, version: int) -> None:
+        """`edge_id` has applied `version` (or newer) to its input gates."""
+
+    async def wait(self, session_id: str, version: int, timeout_s: float) -> list[str]:
+        """Wait until every edge holding viewers acknowledged `version`, at most
+        `timeout_s`; the ones that did not are forgotten (treated as gone) and
+        returned."""
+
+    def forget(self, session_id: str) -> None:
+        """The session ended: what is kept about it may go."""
+
+
+class MemoryControlFence:
     def __init__(self, lease_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._lease_s = lease_s
         self._clock = clock
@@ -45,11 +68,10 @@ class ControlFence:
         edge.seen_at = self._clock()
         return edge
 
-    def access_granted(self, session_id: str, edge_id: str) -> None:
+    async def access_granted(self, session_id: str, edge_id: str) -> None:
         self._edge(session_id, edge_id).accessed_at = self._clock()
 
-    def viewers_changed(self, session_id: str, edge_id: str, delta: int) -> None:
-        """A viewer joined (+1), left (-1) or is still there (0) on `edge_id`."""
+    async def viewers_changed(self, session_id: str, edge_id: str, delta: int) -> None:
         edge = self._edge(session_id, edge_id)
         edge.viewers = max(0, edge.viewers + delta) if delta else max(1, edge.viewers)
 
@@ -79,8 +101,6 @@ class ControlFence:
         return [e for e in edges if e in known and known[e].acknowledged < version]
 
     async def wait(self, session_id: str, version: int, timeout_s: float) -> list[str]:
-        """Wait until every holder acknowledged `version`; the ones that did not in time
-        are forgotten (treated as gone) and returned."""
         edges = self.holders(session_id)
         if not edges:
             return []

@@ -32,13 +32,8 @@ _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
 
 
-@contextlib.contextmanager
-def _unavailable_on_etcd_errors() -> Iterator[None]:
-    """etcd out of reach is Unavailable (503), not an internal error."""
-    try:
-        yield
-    except aetcd.exceptions.ClientError as exc:
-        raise Unavailable(f"etcd: {exc}") from exc
+# What a member that died (or lost its quorum) answers: the store moves to another.
+_MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
 
 
 # Seqs are zero-padded so that etcd's key order is seq order.
@@ -57,12 +52,19 @@ class EtcdStore:
         self,
         client: aetcd.Client,
         prefix: str = "/baton/sessions/",
+        endpoints: Sequence[str] = (),
+        endpoint: int = 0,
         steps_kept: int = MAX_STEP_EVENTS_KEPT,
     ) -> None:
         self._client = client
         self._prefix = prefix
         self.steps_prefix = steps_prefix_of(prefix)
         self._steps_kept = steps_kept
+        # Every member, and the one `client` talks to: aetcd talks to one
+        # endpoint only, so when that member goes the store fails over itself.
+        self._endpoints = tuple(endpoints)
+        self._endpoint = endpoint
+        self._failing_over = asyncio.Lock()
 
     @classmethod
     async def connect(
@@ -71,7 +73,45 @@ class EtcdStore:
         prefix: str = "/baton/sessions/",
         steps_kept: int = MAX_STEP_EVENTS_KEPT,
     ) -> EtcdStore:
-        return cls(await connect_first(endpoints), prefix, steps_kept)
+        client, index = await _connect_from(endpoints, 0)
+        return cls(client, prefix, endpoints, index, steps_kept)
+
+    @contextlib.contextmanager
+    def _unavailable_on_etcd_errors(self) -> Iterator[None]:
+        """etcd out of reach is Unavailable (503), not an internal error; a
+        member that does not answer is left for the next one (`_fail_over`)."""
+        client = self._client
+        try:
+            yield
+        except aetcd.exceptions.ClientError as exc:
+            if isinstance(exc, _MEMBER_GONE):
+                self._schedule_fail_over(client)
+            raise Unavailable(f"etcd: {exc}") from exc
+
+    def _schedule_fail_over(self, client: aetcd.Client) -> None:
+        task = asyncio.get_running_loop().create_task(self._fail_over(client))
+        _fail_overs.add(task)
+        task.add_done_callback(_fail_overs.discard)
+
+    async def _fail_over(self, failed: aetcd.Client) -> None:
+        """Connect to the next member that answers (once per failed client);
+        the failed member is tried last. Nothing changes when none answers."""
+        async with self._failing_over:
+            if self._client is not failed or len(self._endpoints) < 2:
+                return
+            try:
+                client, index = await _connect_from(self._endpoints, self._endpoint + 1)
+            except Unavailable as exc:
+                log.warning("etcd: no member answers (%s); staying on the current one", exc)
+                return
+            log.warning(
+                "etcd: %s does not answer; now using %s",
+                self._endpoints[self._endpoint],
+                self._endpoints[index],
+            )
+            self._client, self._endpoint = client, index
+        with contextlib.suppress(aetcd.exceptions.ClientError):
+            await failed.close()
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()
@@ -86,7 +126,7 @@ class EtcdStore:
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, codec.encode(session))],
@@ -98,7 +138,7 @@ class EtcdStore:
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             result = await self._client.get(self._key(session_id))
         if result is None:
             return None
@@ -107,7 +147,7 @@ class EtcdStore:
     async def get_full(self, session_id: str) -> tuple[FullSession, int] | None:
         log = self._log(session_id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             # One transaction: the record and its log as of one revision.
             _, (record, steps) = await self._client.transaction(
                 compare=[],
@@ -124,7 +164,7 @@ class EtcdStore:
         return full, meta.mod_revision
 
     async def list_all(self) -> list[Stored]:
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             result = await self._client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
@@ -143,7 +183,7 @@ class EtcdStore:
                 writes.append(
                     tx.delete(self._log(session.id), self._step_key(session.id, oldest_kept))
                 )
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             succeeded, responses = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=writes,
@@ -157,7 +197,7 @@ class EtcdStore:
     async def delete(self, session_id: str, revision: int) -> bool:
         key = self._key(session_id)
         tx = self._client.transactions
-        with _unavailable_on_etcd_errors():
+        with self._unavailable_on_etcd_errors():
             log = self._log(session_id)
             succeeded, _ = await self._client.transaction(
                 compare=[tx.mod(key) == revision],
@@ -171,6 +211,7 @@ class EtcdStore:
         compacted_at = 0
         delay = _RETRY_FIRST_S
         while True:
+            client = self._client
             try:
                 if compacted_at:
                     # The changes after `last` are compacted away: the session as
@@ -183,7 +224,7 @@ class EtcdStore:
                         yield current
                     last = max(last, compacted_at - 1)
                     compacted_at = 0
-                watch = await self._client.watch(self._key(session_id), start_revision=last + 1)
+                watch = await client.watch(self._key(session_id), start_revision=last + 1)
                 try:
                     async for event in watch:
                         if event.kind != "PUT":
@@ -201,8 +242,27 @@ class EtcdStore:
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
                 # etcd restarting or out of reach: watch again from the last change seen.
                 log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
+                if isinstance(exc, _MEMBER_GONE):
+                    await self._fail_over(client)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def close(self) -> None:
         await self._client.close()
+
+
+# Fail-overs started from a failing call (kept referenced until done).
+_fail_overs: set[asyncio.Task[None]] = set()
+
+
+async def _connect_from(endpoints: Sequence[str], first: int) -> tuple[aetcd.Client, int]:
+    """A client of the first member that answers, from `endpoints[first]` on
+    (wrapping around), and that member's index."""
+    errors = []
+    for step in range(len(endpoints)):
+        index = (first + step) % len(endpoints)
+        try:
+            return await connect_first([endpoints[index]]), index
+        except Unavailable as exc:
+            errors.append(exc.message)
+    raise Unavailable("; ".join(errors or ["cannot reach etcd: no endpoints"]))

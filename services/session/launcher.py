@@ -32,6 +32,7 @@ from services.session.placement import Placer
 from services.session.records import SessionRecords, bookkeeping
 from services.session.settings import SessionSettings
 from services.session.task_runs import TaskRuns
+from services.session.user_lock import UserLock
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +59,14 @@ class Launcher:
         task_runs: TaskRuns,
         ending: Ending,
         settings: SessionSettings,
+        user_lock: UserLock,
     ) -> None:
         self._records = records
         self._placer = placer
         self._task_runs = task_runs
         self._ending = ending
         self._settings = settings
-        self._create_lock = asyncio.Lock()
+        self._user_lock = user_lock
 
     async def create(self, actor: Actor, spec: SessionSpec) -> Session:
         """Start a session; one refused or failed here leaves no record behind."""
@@ -86,10 +88,14 @@ class Launcher:
             updated_at=now,
             last_activity_at=now,
         )
-        # Counting and storing under one lock: concurrent creates of one user
-        # cannot all pass the quota (within this process).
-        async with self._create_lock:
-            await self._check_quota(actor)
+        if self._quota_applies(actor):
+            # Counting and storing under the user's lock: concurrent creates of
+            # one user cannot all pass the quota (user_lock.py, across replicas
+            # with etcd).
+            async with self._user_lock.hold(actor.user_id):
+                await self._check_quota(actor)
+                await self._records.store.create(session)
+        else:
             await self._records.store.create(session)
         launch = self._launch(session, spec.steps)
         try:
@@ -122,10 +128,11 @@ class Launcher:
         check_viewport(viewport.width, viewport.height)
         return viewport
 
+    def _quota_applies(self, actor: Actor) -> bool:
+        return not actor.operator and self._settings.max_sessions_per_user > 0
+
     async def _check_quota(self, actor: Actor) -> None:
         limit = self._settings.max_sessions_per_user
-        if actor.operator or not limit:
-            return
         live = sum(1 for s in await self._records.live() if s.owner_user_id == actor.user_id)
         if live >= limit:
             raise ResourceExhausted(

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from services.runtime.errors import FailedPrecondition
 from services.session import state_machine
-from services.session.control_fence import ControlFence
+from services.session.control_fence import ControlFence, MemoryControlFence
 from services.session.ending import Ending
 from services.session.handoff import Handoff
 from services.session.janitor import Janitor
@@ -34,7 +34,8 @@ from services.session.settings import SessionSettings
 from services.session.store import SessionStore
 from services.session.task_adoption import TaskAdoption
 from services.session.task_owners import LocalTaskOwners, TaskOwners
-from services.session.task_runs import TaskRuns
+from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
+from services.session.user_lock import LocalUserLock, UserLock
 from services.session.workers import WorkerDirectory
 
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
@@ -62,10 +63,15 @@ class SessionOrchestrator:
         settings: SessionSettings,
         clock: Clock = utc_now,
         owners: TaskOwners | None = None,
+        fence: ControlFence | None = None,
+        user_lock: UserLock | None = None,
     ) -> None:
+        """`owners`, `fence` and `user_lock` default to this process's own; replicas
+        sharing etcd share them through it (server.py)."""
         records = SessionRecords(store, clock)
         # Edges holding stream viewers; the agent resumes after they closed their gates.
-        fence = ControlFence(settings.viewer_lease_s)
+        if fence is None:
+            fence = MemoryControlFence(settings.viewer_lease_s)
         self._records = records
         # One session service alone (the embedded store) claims in memory.
         owners = owners or LocalTaskOwners()
@@ -74,6 +80,8 @@ class SessionOrchestrator:
             directory,
             owners,
             lambda sid, why: self._ending.finish(sid, why, failed=True),
+            # A host's record goes at most this long after the host.
+            host_lost_within_s=settings.worker_lease_ttl_s + HOST_LOST_MARGIN_S,
         )
         self._adoption = TaskAdoption(records, directory, owners, self._task_runs)
         self._handoff = Handoff(
@@ -89,7 +97,12 @@ class SessionOrchestrator:
         )
         self._presence = Presence(records, fence, settings)
         self._launcher = Launcher(
-            records, Placer(directory), self._task_runs, self._ending, settings
+            records,
+            Placer(directory),
+            self._task_runs,
+            self._ending,
+            settings,
+            LocalUserLock() if user_lock is None else user_lock,
         )
         self._janitor = Janitor(
             records, directory, self._ending, self._task_runs, self._presence, settings
@@ -148,7 +161,7 @@ class SessionOrchestrator:
             and session.controller_user_id == actor.user_id
         )
         if edge_id:
-            self._presence.access_granted(session_id, edge_id)
+            await self._presence.access_granted(session_id, edge_id)
         await self._presence.touch(session)
         return StreamAccess(
             session.placement.websocket_url,

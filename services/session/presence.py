@@ -44,9 +44,9 @@ class Presence:
                 lambda s: bookkeeping(replace(s, last_activity_at=max(now, s.last_activity_at))),
             )
 
-    def access_granted(self, session_id: str, edge_id: str) -> None:
+    async def access_granted(self, session_id: str, edge_id: str) -> None:
         """`edge_id` may open an input gate on the session's stream from now on."""
-        self._fence.access_granted(session_id, edge_id)
+        await self._fence.access_granted(session_id, edge_id)
 
     async def record_activity(
         self,
@@ -60,7 +60,7 @@ class Presence:
         still present (`viewer_seen`, refreshed at most once per resolution);
         `edge_id` is the edge that holds them."""
         if edge_id and (viewers_delta or viewer_seen):
-            self._fence.viewers_changed(session_id, edge_id, viewers_delta)
+            await self._fence.viewers_changed(session_id, edge_id, viewers_delta)
         now = self._records.clock()
 
         def change(s: Session) -> Session:

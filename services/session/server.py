@@ -9,6 +9,7 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer, start_server
+from services.session.coordination import open_coordination
 from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
@@ -90,7 +91,16 @@ async def start_session_server(
     if store is None:
         store = await open_store(settings)
     owners = await open_task_owners(settings)
-    orchestrator = SessionOrchestrator(store, opened.directory, settings, owners=owners)
+    # The fence and the create lock: shared through etcd by replicas.
+    coordination = await open_coordination(settings)
+    orchestrator = SessionOrchestrator(
+        store,
+        opened.directory,
+        settings,
+        owners=owners,
+        fence=coordination.fence,
+        user_lock=coordination.user_lock,
+    )
     servicer = SessionServicer(orchestrator)
     running = await start_server(
         lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
@@ -111,6 +121,7 @@ async def start_session_server(
         await orchestrator.close()
         await owners.close()
         await store.close()
+        await coordination.close()
         await opened.close()
         for channel in channels:
             await channel.close(None)

@@ -71,6 +71,11 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert fan_out["1"]["p50"] > 0
     assert fan_out["ratio_p50"] > 0
 
-    for store in ("memory", "etcd"):
+    for store in ("memory", "etcd", "etcd_2_replicas"):
         control = results["control_plane"][store]
         assert control["per_second"] > 0 and control["p99"] > 0
+    assert results["control_plane"]["etcd_2_replicas"]["replicas"] == 2
+
+    plane = results["session_plane"]["2x4"]
+    assert plane["create"]["n"] == 4 and plane["listed"] == 4
+    assert plane["creates_per_second"] > 0

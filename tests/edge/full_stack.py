@@ -12,7 +12,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +106,18 @@ class FormSite:
 
 
 @contextlib.asynccontextmanager
-async def form_site() -> AsyncIterator[FormSite]:
+async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
+    """The page, served on `host` (a port of its own)."""
     site = FormSite()
     app = web.Application()
     app.router.add_get("/form", site._form)
     app.router.add_post("/log", site._log)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    tcp = web.TCPSite(runner, host, 0)
     await tcp.start()
     port = runner.addresses[0][1]
-    site.url = f"http://127.0.0.1:{port}"
+    site.url = f"http://{host}:{port}"
     try:
         yield site
     finally:
@@ -133,10 +134,19 @@ class FullStack:
     http: aiohttp.ClientSession
     sessions_stub: session_pb2_grpc.SessionServiceAsyncStub
     profile_root: Path
+    edge_settings: EdgeSettings
 
     @property
     def url(self) -> str:
         return self.edge.base_url
+
+    async def restart_edge(self) -> None:
+        """Stop the edge (its connections close) and start a new one on its port."""
+        port = self.edge.port
+        await self.edge.stop()
+        self.edge = await start_edge_server(
+            replace(self.edge_settings, port=port), Authenticator(OPERATOR_TOKEN, JWT_SECRET)
+        )
 
     async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
         async with self.http.request(
@@ -232,19 +242,21 @@ async def full_stack(
             api_token=OPERATOR_TOKEN,
             jwt_secret=JWT_SECRET,
         )
-        edge = await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET))
-        stack.push_async_callback(edge.stop)
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)
         channel = open_channel(f"127.0.0.1:{session.port}", INTERNAL_TOKEN)
         stack.push_async_callback(channel.close, None)
-        yield FullStack(
+        running = FullStack(
             display=display,
             automation=automation,
             session=session,
-            edge=edge,
+            edge=await start_edge_server(settings, Authenticator(OPERATOR_TOKEN, JWT_SECRET)),
             site=site,
             http=http,
             sessions_stub=session_pb2_grpc.SessionServiceStub(channel),
             profile_root=profile_root,
+            edge_settings=settings,
         )
+        # The edge running at the end (restart_edge replaces it).
+        stack.push_async_callback(lambda: running.edge.stop())
+        yield running

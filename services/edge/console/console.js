@@ -22,6 +22,7 @@ const state = {
   rfb: null,
   viewerSessionId: null,
   channel: null,
+  reconnectTimer: null,
   updates: 0,
   latencyMs: null,
   watching: new Set(),
@@ -88,7 +89,9 @@ async function api(method, path, body) {
   const text = await response.text();
   const data = text ? JSON.parse(text) : null;
   if (!response.ok) {
-    throw new Error(data?.error?.message || `${method} ${path}: HTTP ${response.status}`);
+    const error = new Error(data?.error?.message || `${method} ${path}: HTTP ${response.status}`);
+    error.status = response.status;
+    throw error;
   }
   return data;
 }
@@ -365,7 +368,46 @@ function updateViewMode() {
   $("screen").classList.toggle("interactive", interactive && Boolean(state.rfb));
 }
 
+// Close codes after which the live view connects again with a new stream token,
+// through whichever edge answers (services/edge/README.md, "Reconnecting"): the
+// edge went away or restarted, the network dropped, the display was briefly
+// unreachable, or the stream token expired. The viewer's role comes from the
+// session, so a controller is interactive again and a viewer stays view-only.
+const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
+const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 5000, 5000, 5000];
+
+function shouldReconnect(event) {
+  return RECONNECT_CODES.has(event.code) || (event.code === 1008 && event.reason === "token expired");
+}
+
+function scheduleReconnect(sessionId, attempt) {
+  clearTimeout(state.reconnectTimer);
+  if (attempt >= RECONNECT_DELAYS_MS.length) {
+    setBadge($("view-status"), "disconnected", "off");
+    showError("The live view lost its connection and could not connect again");
+    return;
+  }
+  setBadge($("view-status"), "reconnecting…", "wait");
+  state.reconnectTimer = setTimeout(async () => {
+    state.reconnectTimer = null;
+    if (state.session?.id !== sessionId) return;
+    try {
+      await connectViewer(sessionId, attempt + 1);
+    } catch (error) {
+      // The session ended or is no longer ours: nothing to reconnect to.
+      if ([401, 403, 404, 409].includes(error.status)) {
+        setBadge($("view-status"), "disconnected", "off");
+        showError(`The live view closed: ${error.message}`);
+        return;
+      }
+      scheduleReconnect(sessionId, attempt + 1);
+    }
+  }, RECONNECT_DELAYS_MS[attempt]);
+}
+
 function disconnectViewer() {
+  clearTimeout(state.reconnectTimer);
+  state.reconnectTimer = null;
   if (state.rfb) {
     state.rfb.disconnect();
     state.rfb = null;
@@ -373,7 +415,7 @@ function disconnectViewer() {
   state.viewerSessionId = null;
 }
 
-async function connectViewer(sessionId) {
+async function connectViewer(sessionId, attempt = 0) {
   disconnectViewer();
   setBadge($("view-status"), "connecting…", "wait");
   const { url, viewOnly } = await api("GET", `/api/browser-session/${sessionId}/stream`);
@@ -382,8 +424,15 @@ async function connectViewer(sessionId) {
   channel.addEventListener("message", () => {
     state.updates += 1;
   });
+  let connected = false;
   channel.addEventListener("close", (event) => {
     if (state.channel !== channel) return;
+    if (shouldReconnect(event) && state.session?.id === sessionId) {
+      // Ran before noVNC's own close handler: its disconnect shows no error.
+      state.channel = null;
+      scheduleReconnect(sessionId, connected ? 0 : attempt);
+      return;
+    }
     const why = event.reason ? `: ${event.reason}` : "";
     setBadge($("view-status"), `closed (${event.code})${why}`, "off");
   });
@@ -393,13 +442,15 @@ async function connectViewer(sessionId) {
   rfb.scaleViewport = true;
   rfb.background = "#222";
   rfb.addEventListener("connect", () => {
+    connected = true;
     setBadge($("view-status"), "connected", "on");
     measureLatency();
   });
   rfb.addEventListener("disconnect", (event) => {
     if (state.rfb !== rfb) return;
     state.rfb = null;
-    if (!event.detail.clean) showError("The live view lost its connection");
+    const reconnecting = state.channel === null && state.viewerSessionId === sessionId;
+    if (!event.detail.clean && !reconnecting) showError("The live view lost its connection");
     updateViewMode();
   });
   rfb.addEventListener("securityfailure", (event) =>
