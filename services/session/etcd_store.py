@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import aetcd
 import aetcd.exceptions
 import aetcd.utils
 
 from services.runtime.errors import Conflict, Unavailable
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.runtime.limits import MAX_STEP_EVENTS_KEPT
 from services.session import codec
 from services.session.model import FullSession, Session
@@ -30,10 +30,6 @@ log = logging.getLogger(__name__)
 # A watch cut off from etcd tries again after this long, doubling up to the maximum.
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
-
-
-# What a member that died (or lost its quorum) answers: the store moves to another.
-_MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
 
 
 # Seqs are zero-padded so that etcd's key order is seq order.
@@ -50,21 +46,19 @@ def steps_prefix_of(prefix: str) -> str:
 class EtcdStore:
     def __init__(
         self,
-        client: aetcd.Client,
+        etcd: EtcdConnection | aetcd.Client,
         prefix: str = "/baton/sessions/",
-        endpoints: Sequence[str] = (),
-        endpoint: int = 0,
         steps_kept: int = MAX_STEP_EVENTS_KEPT,
     ) -> None:
-        self._client = client
+        """On `etcd`, shared with the process's other users of etcd (it fails over to
+        another member when its member stops answering: etcd_client.py); a bare client
+        is one member for good."""
+        self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
         self.steps_prefix = steps_prefix_of(prefix)
         self._steps_kept = steps_kept
-        # Every member, and the one `client` talks to: aetcd talks to one
-        # endpoint only, so when that member goes the store fails over itself.
-        self._endpoints = tuple(endpoints)
-        self._endpoint = endpoint
-        self._failing_over = asyncio.Lock()
+        # Made by connect(): closed with the store.
+        self._owned = False
 
     @classmethod
     async def connect(
@@ -73,45 +67,9 @@ class EtcdStore:
         prefix: str = "/baton/sessions/",
         steps_kept: int = MAX_STEP_EVENTS_KEPT,
     ) -> EtcdStore:
-        client, index = await _connect_from(endpoints, 0)
-        return cls(client, prefix, endpoints, index, steps_kept)
-
-    @contextlib.contextmanager
-    def _unavailable_on_etcd_errors(self) -> Iterator[None]:
-        """etcd out of reach is Unavailable (503), not an internal error; a
-        member that does not answer is left for the next one (`_fail_over`)."""
-        client = self._client
-        try:
-            yield
-        except aetcd.exceptions.ClientError as exc:
-            if isinstance(exc, _MEMBER_GONE):
-                self._schedule_fail_over(client)
-            raise Unavailable(f"etcd: {exc}") from exc
-
-    def _schedule_fail_over(self, client: aetcd.Client) -> None:
-        task = asyncio.get_running_loop().create_task(self._fail_over(client))
-        _fail_overs.add(task)
-        task.add_done_callback(_fail_overs.discard)
-
-    async def _fail_over(self, failed: aetcd.Client) -> None:
-        """Connect to the next member that answers (once per failed client);
-        the failed member is tried last. Nothing changes when none answers."""
-        async with self._failing_over:
-            if self._client is not failed or len(self._endpoints) < 2:
-                return
-            try:
-                client, index = await _connect_from(self._endpoints, self._endpoint + 1)
-            except Unavailable as exc:
-                log.warning("etcd: no member answers (%s); staying on the current one", exc)
-                return
-            log.warning(
-                "etcd: %s does not answer; now using %s",
-                self._endpoints[self._endpoint],
-                self._endpoints[index],
-            )
-            self._client, self._endpoint = client, index
-        with contextlib.suppress(aetcd.exceptions.ClientError):
-            await failed.close()
+        store = cls(await EtcdConnection.open(endpoints), prefix, steps_kept)
+        store._owned = True
+        return store
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()
@@ -125,9 +83,9 @@ class EtcdStore:
 
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, codec.encode(session))],
                 failure=[],
@@ -138,18 +96,18 @@ class EtcdStore:
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        with self._unavailable_on_etcd_errors():
-            result = await self._client.get(self._key(session_id))
+        with self._etcd.errors():
+            result = await self._etcd.client.get(self._key(session_id))
         if result is None:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
     async def get_full(self, session_id: str) -> tuple[FullSession, int] | None:
         log = self._log(session_id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
             # One transaction: the record and its log as of one revision.
-            _, (record, steps) = await self._client.transaction(
+            _, (record, steps) = await self._etcd.client.transaction(
                 compare=[],
                 success=[
                     tx.get(self._key(session_id)),
@@ -164,15 +122,15 @@ class EtcdStore:
         return full, meta.mod_revision
 
     async def list_all(self) -> list[Stored]:
-        with self._unavailable_on_etcd_errors():
-            result = await self._client.get_prefix(self._prefix.encode())
+        with self._etcd.errors():
+            result = await self._etcd.client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
     async def swap(
         self, session: Session, revision: int, step: StepEvent | None = None
     ) -> int | None:
         key = self._key(session.id)
-        tx = self._client.transactions
+        tx = self._etcd.client.transactions
         writes = [tx.put(key, codec.encode(session))]
         if step is not None:
             seq = session.step_count
@@ -183,8 +141,8 @@ class EtcdStore:
                 writes.append(
                     tx.delete(self._log(session.id), self._step_key(session.id, oldest_kept))
                 )
-        with self._unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=writes,
                 failure=[],
@@ -196,10 +154,10 @@ class EtcdStore:
 
     async def delete(self, session_id: str, revision: int) -> bool:
         key = self._key(session_id)
-        tx = self._client.transactions
-        with self._unavailable_on_etcd_errors():
-            log = self._log(session_id)
-            succeeded, _ = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        log = self._log(session_id)
+        with self._etcd.errors():
+            succeeded, _ = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.delete(key), tx.delete(log, aetcd.utils.prefix_range_end(log))],
                 failure=[],
@@ -211,7 +169,7 @@ class EtcdStore:
         compacted_at = 0
         delay = _RETRY_FIRST_S
         while True:
-            client = self._client
+            client = self._etcd.client
             try:
                 if compacted_at:
                     # The changes after `last` are compacted away: the session as
@@ -242,27 +200,11 @@ class EtcdStore:
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
                 # etcd restarting or out of reach: watch again from the last change seen.
                 log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
-                if isinstance(exc, _MEMBER_GONE):
-                    await self._fail_over(client)
+                if isinstance(exc, MEMBER_GONE):
+                    await self._etcd.fail_over(client)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def close(self) -> None:
-        await self._client.close()
-
-
-# Fail-overs started from a failing call (kept referenced until done).
-_fail_overs: set[asyncio.Task[None]] = set()
-
-
-async def _connect_from(endpoints: Sequence[str], first: int) -> tuple[aetcd.Client, int]:
-    """A client of the first member that answers, from `endpoints[first]` on
-    (wrapping around), and that member's index."""
-    errors = []
-    for step in range(len(endpoints)):
-        index = (first + step) % len(endpoints)
-        try:
-            return await connect_first([endpoints[index]]), index
-        except Unavailable as exc:
-            errors.append(exc.message)
-    raise Unavailable("; ".join(errors or ["cannot reach etcd: no endpoints"]))
+        if self._owned:
+            await self._etcd.close()
