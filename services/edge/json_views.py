@@ -90,8 +90,10 @@ def step_event_json(event: automation_pb2.StepEvent) -> JsonObject:
     return body
 
 
-def session_json(session: session_pb2.Session) -> JsonObject:
-    """A session as DESIGN.md shows it."""
+def session_json(session: session_pb2.Session, with_steps: bool = False) -> JsonObject:
+    """A session as DESIGN.md shows it: its summary (`stepCount`, no steps), and
+    its steps too when `with_steps` (a full view from GetSession or a watch's
+    first event: services/edge/README.md, "Sessions: full and summary")."""
     task = session.task
     body: JsonObject = {
         "id": session.id,
@@ -107,10 +109,12 @@ def session_json(session: session_pb2.Session) -> JsonObject:
             "status": task_status_name(task.status),
             "stepsCompleted": task.steps_completed,
         },
-        "steps": [step_event_json(event) for event in session.steps],
+        "stepCount": session.step_count,
         "createdAt": _timestamp(session.create_time),
         "updatedAt": _timestamp(session.update_time),
     }
+    if with_steps:
+        body["steps"] = [step_event_json(event) for event in session.steps]
     if task.reason:
         body["task"]["reason"] = task.reason
     if session.ended_reason:

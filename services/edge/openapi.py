@@ -13,6 +13,7 @@ from services.runtime.limits import (
     DEFAULT_PAGE_SIZE,
     MAX_MAX_STEPS,
     MAX_PAGE_SIZE,
+    MAX_STEP_EVENTS_KEPT,
     MAX_STEP_FIELD_BYTES,
     MAX_STEPS,
     MAX_STEPS_BYTES,
@@ -217,8 +218,10 @@ _SCHEMAS: dict[str, Any] = {
             "expectedVersion": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
         },
     },
-    "Session": {
+    "SessionSummary": {
         "type": "object",
+        "description": "A session without its step events (stepCount says how many there "
+        "were): every answer but GET /api/browser-session/{id}, and every Socket.IO event.",
         "required": [
             "id",
             "state",
@@ -226,7 +229,7 @@ _SCHEMAS: dict[str, Any] = {
             "controllerUserId",
             "version",
             "task",
-            "steps",
+            "stepCount",
             "createdAt",
             "updatedAt",
         ],
@@ -261,7 +264,7 @@ _SCHEMAS: dict[str, Any] = {
                     "reason": {"type": "string"},
                 },
             },
-            "steps": {"type": "array", "items": _ref("StepEvent")},
+            "stepCount": {"type": "integer", "minimum": 0},
             "createdAt": {"type": ["string", "null"], "format": "date-time"},
             "updatedAt": {"type": ["string", "null"], "format": "date-time"},
             "endedReason": {"type": "string"},
@@ -271,6 +274,25 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
             },
         },
+    },
+    "Session": {
+        "description": "A session with its step events, the newest "
+        f"{MAX_STEP_EVENTS_KEPT} (oldest first): GET /api/browser-session/{{id}} and the "
+        "session:watch acknowledgement.",
+        "allOf": [
+            _ref("SessionSummary"),
+            {
+                "type": "object",
+                "required": ["steps"],
+                "properties": {
+                    "steps": {
+                        "type": "array",
+                        "items": _ref("StepEvent"),
+                        "maxItems": MAX_STEP_EVENTS_KEPT,
+                    }
+                },
+            },
+        ],
     },
     "Stream": {
         "type": "object",
@@ -318,7 +340,7 @@ def openapi_document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("CreateSession")}},
                     },
                     "responses": {
-                        "201": _json(_ref("Session"), "The new session"),
+                        "201": _json(_ref("SessionSummary"), "The new session"),
                         **_errors(400, 401, 413, 429, 503),
                     },
                 },
@@ -347,7 +369,7 @@ def openapi_document() -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["sessions", "nextPageToken"],
                                 "properties": {
-                                    "sessions": {"type": "array", "items": _ref("Session")},
+                                    "sessions": {"type": "array", "items": _ref("SessionSummary")},
                                     "nextPageToken": {
                                         "type": ["string", "null"],
                                         "description": "Null on the last page.",
@@ -366,7 +388,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "One session",
                     "security": secured,
                     "responses": {
-                        "200": _json(_ref("Session"), "The session"),
+                        "200": _json(_ref("Session"), "The session with its steps"),
                         **_errors(400, 401, 404, 503),
                     },
                 },
@@ -374,7 +396,7 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "End the session; its slot, browser and processes go away",
                     "security": secured,
                     "responses": {
-                        "200": _json(_ref("Session"), "The ended session"),
+                        "200": _json(_ref("SessionSummary"), "The ended session"),
                         **_errors(400, 401, 404, 409, 503),
                     },
                 },
@@ -389,7 +411,7 @@ def openapi_document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("Control")}},
                     },
                     "responses": {
-                        "200": _json(_ref("Session"), "The session after the change"),
+                        "200": _json(_ref("SessionSummary"), "The session after the change"),
                         **_errors(400, 401, 404, 409, 413, 503),
                     },
                 },

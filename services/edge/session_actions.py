@@ -81,7 +81,8 @@ class SessionActions:
         return session_json(session)
 
     async def get(self, principal: Principal, session_id: str) -> JsonObject:
-        return session_json(await self._sessions.get(principal, session_id))
+        """The session with its steps (the other answers are summaries)."""
+        return session_json(await self._sessions.get(principal, session_id), with_steps=True)
 
     async def list(
         self, principal: Principal, page_size: int = 0, page_token: str = ""

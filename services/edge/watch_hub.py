@@ -39,6 +39,18 @@ def session_of(event: Event) -> session_pb2.Session:
     return session
 
 
+def summary_of(session: session_pb2.Session) -> session_pb2.Session:
+    """The session without its steps (a watch's first event is a full view):
+    what the hub keeps of every session it follows stays small."""
+    if not session.steps and not session.task.steps:
+        return session
+    summary = session_pb2.Session()
+    summary.CopyFrom(session)
+    del summary.steps[:]
+    del summary.task.steps[:]
+    return summary
+
+
 @dataclass
 class _Feed:
     listeners: dict[int, Listener] = field(default_factory=dict)
@@ -124,7 +136,7 @@ class SessionWatchHub:
                 latest = self._latest.get(session_id)
                 session = session_of(event)
                 if latest is None or session.version >= latest.version:
-                    self._latest[session_id] = session
+                    self._latest[session_id] = summary_of(session)
             for listener in list(feed.listeners.values()):
                 try:
                     await listener(event, initial)

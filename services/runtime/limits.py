@@ -49,7 +49,8 @@ MAX_STEP_EVENTS_KEPT = 200
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
 # A page also stops before its sessions pass this many bytes, well under the
-# 4 MiB gRPC message limit; one maximal session is about 1.1 MiB.
+# 4 MiB gRPC message limit. A page holds summaries (no steps), a maximal one
+# about 4.3 KiB; a maximal full session (GetSession) is about 1.1 MiB.
 MAX_PAGE_BYTES = 3 * 1024 * 1024
 
 

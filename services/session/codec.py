@@ -40,6 +40,21 @@ def _step_event(data: str) -> automation_pb2.StepEvent:
     return automation_pb2.StepEvent.FromString(base64.b64decode(data))
 
 
+# A step of the log is stored as its wire form (store.py: the step log).
+def encode_step(step: automation_pb2.StepEvent) -> bytes:
+    return step.SerializeToString()
+
+
+def decode_step(raw: bytes) -> automation_pb2.StepEvent:
+    return automation_pb2.StepEvent.FromString(raw)
+
+
+def legacy_steps(raw: bytes) -> tuple[automation_pb2.StepEvent, ...]:
+    """The step events a record stored before steps had their own log kept
+    inside it (sqlite_store.py moves them to the log)."""
+    return tuple(_step_event(s) for s in json.loads(raw).get("steps", ()))
+
+
 def encode(session: Session) -> bytes:
     task = session.task
     event = session.last_event
@@ -66,7 +81,7 @@ def encode(session: Session) -> bytes:
         "controller": session.controller.value if session.controller else None,
         "controllerUserId": session.controller_user_id,
         "version": session.version,
-        "steps": [_b64(s) for s in session.steps],
+        "stepCount": session.step_count,
         "endedReason": session.ended_reason,
         "placement": placement.__dict__ if placement else None,
         "userRequestReason": session.user_request_reason,
@@ -109,7 +124,8 @@ def decode(raw: bytes) -> Session:
         controller=Controller(data["controller"]) if data["controller"] else None,
         controller_user_id=data["controllerUserId"],
         version=data["version"],
-        steps=tuple(_step_event(s) for s in data["steps"]),
+        # Records from before the step log held their steps ("steps").
+        step_count=data.get("stepCount", len(data.get("steps", ()))),
         ended_reason=data["endedReason"],
         placement=Placement(**data["placement"]) if data["placement"] else None,
         user_request_reason=data["userRequestReason"],
@@ -169,8 +185,13 @@ def timestamp(moment: datetime) -> Timestamp:
     return stamp
 
 
-def to_proto(session: Session) -> session_pb2.Session:
+def to_proto(
+    session: Session, steps: tuple[automation_pb2.StepEvent, ...] | None = None
+) -> session_pb2.Session:
+    """The session's summary view; its full view (the steps asked for and the
+    step events) when `steps` is given (session.proto, `Session`)."""
     task = session.task
+    full = steps is not None
     placement = session.placement
     return session_pb2.Session(
         id=session.id,
@@ -185,10 +206,11 @@ def to_proto(session: Session) -> session_pb2.Session:
             max_steps=task.max_steps,
             status=TASK_STATUS_TO_PROTO[task.status],
             steps_completed=task.steps_completed,
-            steps=task.steps,
+            steps=task.steps if full else (),
             reason=task.reason,
         ),
-        steps=session.steps,
+        steps=steps or (),
+        step_count=session.step_count,
         create_time=timestamp(session.created_at),
         update_time=timestamp(session.updated_at),
         ended_reason=session.ended_reason,
@@ -209,7 +231,9 @@ def to_proto(session: Session) -> session_pb2.Session:
 
 
 def event_to_proto(session: Session) -> session_pb2.WatchSessionResponse | None:
-    """The WatchSession event for the session's latest change, if watchers care."""
+    """The WatchSession event for the session's latest change, if watchers care:
+    what changed and the session's summary, never its steps (a step event
+    carries its one new step)."""
     message = to_proto(session)
     event = session.last_event
     match event.kind:

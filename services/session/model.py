@@ -131,7 +131,10 @@ class Session:
     controller_user_id: str = ""
     # Bumped by every change a client can see (not by bookkeeping).
     version: int = 1
-    steps: tuple[automation_pb2.StepEvent, ...] = ()
+    # How many step events the session has had. The events themselves are an
+    # append-only log beside the record (store.py), step n at seq n: a record
+    # stays small however long the task runs.
+    step_count: int = 0
     ended_reason: str = ""
     placement: Placement | None = None
     user_request_reason: str = ""
@@ -140,3 +143,12 @@ class Session:
     # after the settings' viewer lease without such a report.
     viewers_seen_at: datetime | None = None
     last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))
+
+
+@dataclass(frozen=True)
+class FullSession:
+    """A session with the step events its log keeps (the newest, oldest first),
+    read together with the record: GetSession's view."""
+
+    session: Session
+    steps: tuple[automation_pb2.StepEvent, ...] = ()

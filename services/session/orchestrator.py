@@ -25,7 +25,7 @@ from services.session.ending import Ending
 from services.session.handoff import Handoff
 from services.session.janitor import Janitor
 from services.session.launcher import Launcher, SessionSpec
-from services.session.model import Action, Actor, ControlState, EventKind, Session
+from services.session.model import Action, Actor, ControlState, EventKind, FullSession, Session
 from services.session.paging import PageKey, key_of
 from services.session.placement import Placer
 from services.session.presence import Presence
@@ -134,6 +134,12 @@ class SessionOrchestrator:
         await self._presence.touch(stored.session)
         return stored.session
 
+    async def get_full(self, actor: Actor, session_id: str) -> FullSession:
+        """The session with the steps its log keeps (GetSession's full view)."""
+        full, _ = await self._records.get_full_owned(actor, session_id)
+        await self._presence.touch(full.session)
+        return full
+
     async def list_sessions(self, actor: Actor, after: PageKey | None = None) -> list[Session]:
         """The actor's sessions in page order, those after `after` only when given."""
         sessions = [
@@ -164,16 +170,21 @@ class SessionOrchestrator:
             upstream_password=session.placement.vnc_password,
         )
 
-    async def watch(self, actor: Actor, session_id: str) -> AsyncIterator[Session]:
-        """The session now, then every change watchers care about, until it ends.
+    async def watch(
+        self, actor: Actor, session_id: str
+    ) -> tuple[FullSession, AsyncIterator[Session]]:
+        """The session now with its steps, and then every change watchers care
+        about (the record alone: its last event says what changed) until it ends.
 
         The store bounds what it holds for a watcher (store.py): one that falls
         too far behind is cut off with Unavailable and watches again."""
-        stored = await self._records.get_owned(actor, session_id)
-        yield stored.session
-        if stored.session.state.terminal:
+        full, revision = await self._records.get_full_owned(actor, session_id)
+        return full, self._changes(full.session, revision)
+
+    async def _changes(self, session: Session, revision: int) -> AsyncIterator[Session]:
+        if session.state.terminal:
             return
-        async for change in self._records.store.watch(session_id, stored.revision):
+        async for change in self._records.store.watch(session.id, revision):
             if change.session.last_event.kind is not EventKind.BOOKKEEPING:
                 yield change.session
             if change.session.state.terminal:

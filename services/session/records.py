@@ -2,7 +2,9 @@
 
 Every change is a function of the current session applied with the store's
 compare-and-swap, re-read and retried when another writer won, so racing
-writers (requests, task events, the janitor) serialize on the record.
+writers (requests, task events, the janitor) serialize on the record. A change
+that raises the step count by one (a step event: task_projection.py) appends
+its step to the session's step log in that same compare-and-swap.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.runtime.errors import Conflict, NotFound
-from services.session.model import Actor, EventKind, LastEvent, Session
-from services.session.store import SessionStore, Stored
+from services.session.model import Actor, EventKind, FullSession, LastEvent, Session
+from services.session.store import SessionStore, StepEvent, Stored
 
 Clock = Callable[[], datetime]
 Change = Callable[[Session], Session]
@@ -29,6 +31,16 @@ def may_see(actor: Actor, session: Session) -> bool:
 def bookkeeping(session: Session) -> Session:
     """The session with a change watchers are not told about (model.EventKind)."""
     return replace(session, last_event=LastEvent(EventKind.BOOKKEEPING))
+
+
+def new_step(before: Session, after: Session) -> StepEvent | None:
+    """The step a change appends to the log: the one its event reports when it
+    raises the step count (by one: a change reports at most one step)."""
+    if after.step_count == before.step_count:
+        return None
+    if after.step_count != before.step_count + 1 or after.last_event.step is None:
+        raise ValueError(f"session {after.id}: a change must append exactly one step")
+    return after.last_event.step
 
 
 class SessionRecords:
@@ -52,6 +64,13 @@ class SessionRecords:
             raise NotFound(f"session {session_id} not found")
         return stored
 
+    async def get_full_owned(self, actor: Actor, session_id: str) -> tuple[FullSession, int]:
+        """The session with its kept steps, and its revision (as `get_owned`)."""
+        found = await self.store.get_full(session_id)
+        if found is None or not may_see(actor, found[0].session):
+            raise NotFound(f"session {session_id} not found")
+        return found
+
     async def update(self, session_id: str, change: Change) -> Session:
         """Apply `change` atomically: re-read and retry when another writer won.
         A change that returns its input unchanged writes nothing."""
@@ -62,7 +81,8 @@ class SessionRecords:
             changed = change(stored.session)
             if changed is stored.session:
                 return changed
-            if await self.store.swap(changed, stored.revision) is not None:
+            step = new_step(stored.session, changed)
+            if await self.store.swap(changed, stored.revision, step) is not None:
                 return changed
         raise Conflict(f"session {session_id} is changing too fast; try again")
 

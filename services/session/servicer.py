@@ -74,8 +74,8 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def GetSession(
         self, request: session_pb2.GetSessionRequest, context: Context
     ) -> session_pb2.GetSessionResponse:
-        session = await self._sessions.get(_actor(request.actor), _session_id(request.session_id))
-        return session_pb2.GetSessionResponse(session=codec.to_proto(session))
+        full = await self._sessions.get_full(_actor(request.actor), _session_id(request.session_id))
+        return session_pb2.GetSessionResponse(session=codec.to_proto(full.session, full.steps))
 
     async def ListSessions(
         self, request: session_pb2.ListSessionsRequest, context: Context
@@ -84,6 +84,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         size = paging.page_size(request.page_size)
         after = paging.decode_token(request.page_token)
         sessions = await self._sessions.list_sessions(actor, after)
+        # Summaries: no steps (GetSession has them).
         chosen, next_token = paging.page(((s, codec.to_proto(s)) for s in sessions), size)
         return session_pb2.ListSessionsResponse(sessions=chosen, next_page_token=next_token)
 
@@ -113,17 +114,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def WatchSession(
         self, request: session_pb2.WatchSessionRequest, context: Context
     ) -> AsyncIterator[session_pb2.WatchSessionResponse]:
-        changes = self._sessions.watch(_actor(request.actor), _session_id(request.session_id))
-        first = True
-        async for session in changes:
-            if first:
-                # The first message is the session as it is now.
-                first = False
-                yield session_pb2.WatchSessionResponse(
-                    created=session_pb2.SessionCreated(session=codec.to_proto(session))
-                )
-                continue
-            event = codec.event_to_proto(session)
+        first, changes = await self._sessions.watch(
+            _actor(request.actor), _session_id(request.session_id)
+        )
+        # The first message is the session as it is now, steps and all; the
+        # others carry what changed and the summary (session.proto, `Session`).
+        yield session_pb2.WatchSessionResponse(
+            created=session_pb2.SessionCreated(session=codec.to_proto(first.session, first.steps))
+        )
+        async for change in changes:
+            event = codec.event_to_proto(change)
             if event is not None:
                 yield event
 

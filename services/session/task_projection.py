@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from baton.automation.v1 import automation_pb2
-from services.runtime.limits import MAX_STEP_EVENTS_KEPT, truncate_text
+from services.runtime.limits import truncate_text
 from services.session.codec import TASK_STATUS_FROM_PROTO
 from services.session.failure_reasons import TASK_INTERRUPTED
 from services.session.model import EventKind, LastEvent, Session, TaskStatus
@@ -42,11 +42,13 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
     task = replace(session.task, events_applied=max(applied, event.seq))
     reason = session.user_request_reason
     last = LastEvent(EventKind.TASK_CHANGED)
-    steps = session.steps
+    step_count = session.step_count
     kind = event.WhichOneof("event")
     if kind == "step":
         step = bounded_step_event(event.step)
-        steps = (*session.steps, step)[-MAX_STEP_EVENTS_KEPT:]
+        # The step goes to the session's step log, appended with this change
+        # (records.py); the record counts it and names it as its last event.
+        step_count += 1
         if step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
             task = replace(task, steps_completed=task.steps_completed + 1)
         last = LastEvent(EventKind.STEP, step=step)
@@ -73,7 +75,7 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
     return replace(
         session,
         task=task,
-        steps=steps,
+        step_count=step_count,
         user_request_reason=reason,
         version=session.version + 1,
         updated_at=now,

@@ -118,7 +118,11 @@ async def test_a_filled_password_reaches_the_page_and_is_kept_nowhere(
         descriptions = [step.description for step in session.steps]
         assert f"fill {FIELD} with [redacted]" in descriptions
         assert "fill #name with 'Ada'" in descriptions
+        # The records and, beside them, the step logs (store.py).
         stored = b"".join(codec.encode(s.session) for s in await store.list_all())
+        full = await store.get_full(session_id)
+        assert full is not None and full[0].steps
+        stored += b"".join(codec.encode_step(step) for step in full[0].steps)
         for kept in (created.SerializeToString(), listed.SerializeToString(), stored):
             assert SECRET.encode() not in kept
         assert SECRET not in caplog.text

@@ -279,6 +279,21 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
         await stack.site.wait_until(stack.site.finished)
         await expect(page.locator("#session-state")).to_contain_text("COMPLETED")
         await expect(page.locator("#error-banner")).to_be_hidden()
+        # The page appended each step from its session:step event (events carry
+        # one step, not the list): it shows what GET's full view holds.
+        listed = await stack.request("GET", "/api/browser-session", ALICE)
+        (mine,) = [
+            s
+            for s in listed["sessions"]
+            if s["task"]["text"] == "fill in the form" and s["state"] == "AI_CONTROL"
+        ]
+        assert "steps" not in mine
+        full = await stack.request("GET", f"/api/browser-session/{mine['id']}", ALICE)
+        latest = {step["index"]: step["status"] for step in full["steps"]}
+        assert len(latest) >= 3 and set(latest.values()) == {"succeeded"}
+        await expect(page.locator("#step-list li")).to_have_count(len(latest))
+        for text in await page.locator("#step-list li").all_inner_texts():
+            assert "succeeded" in text
         await page.click("#end-button")
         await expect(page.locator("#controller-indicator")).to_have_text("Ended")
     assert page_errors == []

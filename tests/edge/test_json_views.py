@@ -39,6 +39,7 @@ def test_session_json_matches_design() -> None:
             status=automation_pb2.TASK_STATUS_RUNNING,
             steps_completed=1,
         ),
+        step_count=2,
         steps=[
             automation_pb2.StepEvent(
                 index=0,
@@ -59,7 +60,7 @@ def test_session_json_matches_design() -> None:
         update_time=Timestamp(seconds=1_700_000_001),
         viewport=display_pb2.Viewport(width=1280, height=720),
     )
-    body = session_json(session)
+    body = session_json(session, with_steps=True)
     assert body == {
         "id": "s1",
         "state": "USER_CONTROL",
@@ -74,6 +75,7 @@ def test_session_json_matches_design() -> None:
             "status": "RUNNING",
             "stepsCompleted": 1,
         },
+        "stepCount": 2,
         "steps": [
             {
                 "index": 0,
@@ -98,6 +100,10 @@ def test_session_json_matches_design() -> None:
         "viewport": {"width": 1280, "height": 720},
     }
     json.dumps(body)
+    # The summary (lists, control answers, Socket.IO events): no steps, the count.
+    summary = session_json(session)
+    assert "steps" not in summary
+    assert summary == {key: value for key, value in body.items() if key != "steps"}
 
 
 def test_ended_session_has_reason_and_no_controller() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from baton.automation.v1 import automation_pb2
 from tests.conftest import free_port
 from tests.edge.harness import (
     OPERATOR_TOKEN,
@@ -64,7 +65,8 @@ async def test_create_returns_the_session_in_design_shape(stack: Stack) -> None:
         "status": session["task"]["status"],
         "stepsCompleted": 0,
     }
-    assert session["steps"] == []
+    # A summary: the step count, no steps (GET has them).
+    assert session["stepCount"] == 0 and "steps" not in session
     assert isinstance(session["version"], int)
     assert session["createdAt"].endswith("Z")
     started = stack.automation.started[session["id"]]
@@ -86,6 +88,39 @@ async def test_get_and_list_show_only_the_callers_sessions(stack: Stack) -> None
     assert_error(status, body, 404, "not_found")
     status, body = await call(stack, "GET", "/api/browser-session", token=OPERATOR_TOKEN)
     assert {s["id"] for s in body["sessions"]} == {mine["id"], theirs["id"]}
+
+
+async def test_get_has_the_steps_and_the_list_and_control_answers_summaries(
+    stack: Stack,
+) -> None:
+    session = await stack.create_session(ALICE)
+    feed = stack.automation.feed(str(session["id"]))
+    for index in range(3):
+        feed.put_nowait(
+            automation_pb2.StartTaskResponse(
+                step=automation_pb2.StepEvent(
+                    index=index, action="click", status=automation_pb2.STEP_STATUS_SUCCEEDED
+                )
+            )
+        )
+    path = f"/api/browser-session/{session['id']}"
+    for _ in range(200):
+        status, got = await call(stack, "GET", path)
+        if got["stepCount"] == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert status == 200 and got["stepCount"] == 3
+    assert [(s["index"], s["status"]) for s in got["steps"]] == [
+        (0, "succeeded"),
+        (1, "succeeded"),
+        (2, "succeeded"),
+    ]
+    status, listed = await call(stack, "GET", "/api/browser-session")
+    (summary,) = listed["sessions"]
+    assert (summary["stepCount"], "steps" in summary) == (3, False)
+    assert set(summary) == set(got) - {"steps"}
+    taken = await stack.control(ALICE, session["id"], "take_control")
+    assert (taken["stepCount"], "steps" in taken) == (3, False)
 
 
 async def test_control_round_trip_and_refusals(stack: Stack) -> None:

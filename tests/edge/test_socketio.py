@@ -130,6 +130,11 @@ async def test_events_fan_out_to_every_watcher(stack: Stack) -> None:
                 "durationMs": 300,
             }
             assert step["session"]["task"]["stepsCompleted"] == 1
+            # The event carries its step and the summary, not the step list.
+            assert step["session"]["stepCount"] == 1 and "steps" not in step["session"]
+        # Watching answers the full view: the steps so far.
+        rewatched = await operator.call("session:watch", {"id": session_id})
+        assert [s["index"] for s in rewatched["session"]["steps"]] == [0]
 
         taken = await alice.call("session:control", {"id": session_id, "action": "take_control"})
         assert taken["ok"] is True and taken["session"]["state"] == "USER_CONTROL"

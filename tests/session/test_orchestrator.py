@@ -174,7 +174,9 @@ async def test_task_events_update_the_session_and_reach_watchers(plane: Plane) -
     seen: list[Session] = []
 
     async def watch() -> None:
-        async for change in plane.sessions.watch(ALICE, session.id):
+        first, changes = await plane.sessions.watch(ALICE, session.id)
+        seen.append(first.session)
+        async for change in changes:
             seen.append(change)
             if change.task.status is TaskStatus.COMPLETED:
                 return
@@ -202,10 +204,16 @@ async def test_task_events_update_the_session_and_reach_watchers(plane: Plane) -
     assert kinds == [EventKind.TASK_CHANGED, EventKind.STEP, EventKind.STEP, EventKind.TASK_CHANGED]
     final = seen[-1]
     assert final.task.steps_completed == 1
-    assert [s.status for s in final.steps] == [
+    # Each step event reached watchers as its own change, and the log has both.
+    assert [s.last_event.step.status for s in seen[2:4] if s.last_event.step] == [
         automation_pb2.STEP_STATUS_STARTED,
         automation_pb2.STEP_STATUS_SUCCEEDED,
     ]
+    full = await plane.sessions.get_full(ALICE, session.id)
+    assert (full.session.step_count, [s.status for s in full.steps]) == (
+        2,
+        [automation_pb2.STEP_STATUS_STARTED, automation_pb2.STEP_STATUS_SUCCEEDED],
+    )
     # A finished task leaves a live session the user can still take over.
     assert final.state is ControlState.AI_CONTROL
     taken = await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
@@ -663,7 +671,10 @@ async def finish_task(plane: Plane, session_id: str) -> None:
             )
         )
     )
-    async for change in plane.sessions.watch(ALICE, session_id):
+    first, changes = await plane.sessions.watch(ALICE, session_id)
+    if first.session.task.status is TaskStatus.COMPLETED:
+        return
+    async for change in changes:
         if change.task.status is TaskStatus.COMPLETED:
             return
 
@@ -787,7 +798,8 @@ async def test_after_a_restart_a_running_task_is_followed_again_without_loss_or_
     done = await eventually(after, session.id, lambda s: s.task.status is TaskStatus.COMPLETED)
     # Read on after event 2 (the last applied): each step once, none lost.
     assert after.automation.calls[-1] == ("attach", session.id)
-    assert [e.index for e in done.steps] == [0, 1]
+    logged = (await after.sessions.get_full(ALICE, session.id)).steps
+    assert (done.step_count, [e.index for e in logged]) == (2, [0, 1])
     assert (done.task.steps_completed, done.task.events_applied) == (2, 4)
     # A finished task needs nobody: nothing more to adopt.
     assert await after.sessions.adopt_tasks() == []

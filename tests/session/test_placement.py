@@ -140,7 +140,9 @@ async def test_a_lost_host_fails_its_sessions_and_leaves_the_others_alone(
     seen: list[Session] = []
 
     async def watch() -> None:
-        async for change in cluster.sessions.watch(OPERATOR, on_a[0].id):
+        first, changes = await cluster.sessions.watch(OPERATOR, on_a[0].id)
+        seen.append(first.session)
+        async for change in changes:
             seen.append(change)
 
     watcher = asyncio.create_task(watch())

@@ -20,10 +20,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer, start_server
 from services.runtime.internal_auth import InternalToken
+from services.runtime.limits import MAX_STEP_EVENTS_KEPT
 from services.session.server import SERVICE_NAME, start_session_server
 from services.session.settings import SessionSettings
 from tests.conftest import INTERNAL_TOKEN, free_port
@@ -277,6 +279,89 @@ async def test_watch_session_streams_control_changes(service: Service) -> None:
     ended = await next_event(stream)
     assert ended.WhichOneof("event") == "ended"
     assert await stream.read() == grpc.aio.EOF  # type: ignore[attr-defined]
+
+
+# The size a WatchSession event must stay under however many steps its
+# session had (issue 10, item 7: events carry what changed).
+MAX_EVENT_BYTES = 4 * 1024
+
+
+def long_step(index: int) -> automation_pb2.StartTaskResponse:
+    """A step event of about 0.9 KiB, as a busy page gives."""
+    return automation_pb2.StartTaskResponse(
+        step=automation_pb2.StepEvent(
+            index=index,
+            action="click",
+            status=automation_pb2.STEP_STATUS_SUCCEEDED,
+            description=f"step {index} " + "d" * 500,
+            url="http://127.0.0.1:9/" + "u" * 300,
+            duration_ms=12,
+        )
+    )
+
+
+async def step_count_reaches(service: Service, session_id: str, count: int) -> None:
+    request = session_pb2.GetSessionRequest(session_id=session_id, actor=ALICE)
+    for _ in range(500):
+        if (await service.stub.GetSession(request)).session.step_count >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the session never had {count} steps")
+
+
+async def test_get_is_the_full_view_list_and_watch_events_are_summaries(
+    service: Service,
+) -> None:
+    asked = [automation_pb2.Step(click=automation_pb2.ClickAction(selector="#s" * 100))] * 5
+    created = await service.stub.CreateSession(
+        session_pb2.CreateSessionRequest(actor=ALICE, url="http://127.0.0.1:9/", steps=asked)
+    )
+    session_id = created.session.id
+    feed = service.automation.feed(session_id)
+    for index in range(495):
+        feed.put_nowait(long_step(index))
+    await step_count_reaches(service, session_id, 495)
+    stream = service.stub.WatchSession(
+        session_pb2.WatchSessionRequest(session_id=session_id, actor=ALICE)
+    )
+    # The first event is the session as it is: the full view.
+    first = await next_event(stream)
+    assert first.WhichOneof("event") == "created"
+    assert first.created.session.step_count == 495
+    assert len(first.created.session.steps) == MAX_STEP_EVENTS_KEPT
+    assert first.created.session.steps[-1].index == 494
+    assert len(first.created.session.task.steps) == len(asked)
+    # Every later event: the summary and what changed, never the step list.
+    for index in range(495, 500):
+        feed.put_nowait(long_step(index))
+        event = await next_event(stream)
+        assert event.WhichOneof("event") == "step"
+        assert event.step.step.index == index
+        assert event.step.session.step_count == index + 1
+        assert not event.step.session.steps and not event.step.session.task.steps
+        assert event.ByteSize() < MAX_EVENT_BYTES, event.ByteSize()
+    await service.stub.ChangeControl(
+        session_pb2.ChangeControlRequest(
+            session_id=session_id, actor=ALICE, action=session_pb2.CONTROL_ACTION_TAKE_CONTROL
+        )
+    )
+    changed = await next_event(stream)
+    assert changed.WhichOneof("event") == "control_changed"
+    assert not changed.control_changed.session.steps
+    assert changed.ByteSize() < MAX_EVENT_BYTES, changed.ByteSize()
+    stream.cancel()
+    # GetSession: the newest kept steps, oldest first, and the steps asked for.
+    got = await service.stub.GetSession(
+        session_pb2.GetSessionRequest(session_id=session_id, actor=ALICE)
+    )
+    assert got.session.step_count == 500
+    assert [s.index for s in got.session.steps] == list(range(500 - MAX_STEP_EVENTS_KEPT, 500))
+    assert len(got.session.task.steps) == len(asked)
+    # ListSessions: summaries.
+    listed = await service.stub.ListSessions(session_pb2.ListSessionsRequest(actor=ALICE))
+    (summary,) = listed.sessions
+    assert (summary.id, summary.step_count) == (session_id, 500)
+    assert not summary.steps and not summary.task.steps
 
 
 async def test_stream_access_is_interactive_only_for_the_controller(service: Service) -> None:

@@ -145,7 +145,8 @@ async def test_a_task_followed_by_a_replica_that_died_is_followed_by_another(
         while (done := await b.get(OPERATOR, session.id)).task.status is not TaskStatus.COMPLETED:
             assert time.monotonic() < deadline, f"the task never completed: {done.task}"
             await asyncio.sleep(0.02)
-        assert [e.index for e in done.steps] == [0, 1]
+        logged = (await b.get_full(OPERATOR, session.id)).steps
+        assert (done.step_count, [e.index for e in logged]) == (2, [0, 1])
         assert (done.task.steps_completed, done.task.events_applied) == (2, 4)
         assert automation.calls.count(("attach", session.id)) == 1
     finally:

@@ -7,7 +7,9 @@ from datetime import timedelta
 
 from baton.automation.v1 import automation_pb2
 from services.runtime.limits import MAX_EVENT_TEXT_BYTES, MAX_STEP_EVENTS_KEPT
+from services.session import codec
 from services.session.model import ControlState, EventKind, TaskStatus
+from services.session.records import new_step
 from services.session.task_projection import DEFAULT_USER_REQUEST, project
 from tests.session.factories import T0, make_session
 
@@ -32,29 +34,37 @@ def status(
     )
 
 
-def test_a_step_is_appended_bounded_and_counted_when_it_succeeds() -> None:
+def test_a_step_is_the_last_event_bounded_counted_and_done_when_it_succeeds() -> None:
     session = make_session()
     started = project(
         session, step(0, automation_pb2.STEP_STATUS_STARTED, error="x" * 10_000), LATER
     )
     assert started.last_event.kind is EventKind.STEP
-    assert len(started.steps[-1].error.encode()) <= MAX_EVENT_TEXT_BYTES
+    assert started.last_event.step is not None
+    assert len(started.last_event.step.error.encode()) <= MAX_EVENT_TEXT_BYTES
+    assert started.step_count == 1
     assert (started.task.steps_completed, started.version) == (0, session.version + 1)
     assert (started.updated_at, started.last_activity_at) == (LATER, LATER)
     done = project(started, step(0, automation_pb2.STEP_STATUS_SUCCEEDED), LATER)
     assert done.task.steps_completed == 1
-    assert [s.status for s in done.steps] == [
-        automation_pb2.STEP_STATUS_STARTED,
-        automation_pb2.STEP_STATUS_SUCCEEDED,
-    ]
+    assert done.step_count == 2
+    assert done.last_event.step is not None
+    assert done.last_event.step.status == automation_pb2.STEP_STATUS_SUCCEEDED
+    # The record appends the step (records.new_step); a change that is not a
+    # step appends none.
+    assert new_step(started, done) == done.last_event.step
+    going_on = project(done, status(automation_pb2.TASK_STATUS_RUNNING), LATER)
+    assert going_on.step_count == 2 and new_step(done, going_on) is None
 
 
-def test_only_the_newest_steps_are_kept() -> None:
+def test_the_record_stays_small_however_many_steps() -> None:
     session = make_session()
+    empty = len(codec.encode(session))
     for index in range(MAX_STEP_EVENTS_KEPT + 5):
         session = project(session, step(index, automation_pb2.STEP_STATUS_STARTED), LATER)
-    assert len(session.steps) == MAX_STEP_EVENTS_KEPT
-    assert session.steps[0].index == 5
+    assert session.step_count == MAX_STEP_EVENTS_KEPT + 5
+    # The steps are in the log beside it (store.py), not in the record.
+    assert len(codec.encode(session)) < empty + 1024
 
 
 def test_the_agent_asking_for_a_person_and_the_task_going_on() -> None:
@@ -104,4 +114,4 @@ def test_an_event_already_applied_changes_nothing() -> None:
     second.seq = 2
     twice = project(once, second, LATER)
     assert (twice.task.events_applied, twice.task.steps_completed) == (2, 2)
-    assert [s.index for s in twice.steps] == [0, 1]
+    assert twice.step_count == 2

@@ -12,6 +12,13 @@ const state = {
   me: "",
   socket: null,
   session: null,
+  // The session's step events as this page holds them (the latest per step
+  // index), and how many step events that is: events carry the session's
+  // summary and one new step at most (services/edge/README.md, "Sessions").
+  steps: new Map(),
+  stepsHeld: 0,
+  stepsOf: null,
+  resyncing: false,
   rfb: null,
   viewerSessionId: null,
   channel: null,
@@ -137,7 +144,18 @@ function connectSocket() {
     showError(`Live updates refused: ${error.message}`);
   });
   socket.on("session:created", ({ session }) => applySession(session));
-  socket.on("session:step", ({ session }) => applySession(session));
+  socket.on("session:step", ({ session, step }) => {
+    if (
+      state.stepsOf === session.id &&
+      state.session?.id === session.id &&
+      session.version > state.session.version &&
+      session.stepCount === state.stepsHeld + 1
+    ) {
+      state.steps.set(step.index, step);
+      state.stepsHeld += 1;
+    }
+    applySession(session);
+  });
   socket.on("session:control_changed", ({ session }) => applySession(session));
   socket.on("session:task_changed", ({ session }) => applySession(session));
   socket.on("session:error", ({ session, message }) => {
@@ -171,9 +189,35 @@ function applySession(session) {
   if (!session) return;
   if (state.session && session.id !== state.session.id) return;
   if (state.session && session.version < state.session.version) return;
+  if (state.stepsOf !== session.id) {
+    state.steps = new Map();
+    state.stepsHeld = 0;
+    state.stepsOf = session.id;
+  }
+  if (Array.isArray(session.steps)) {
+    // A full view (GET, session:watch): the steps as they are now.
+    state.steps = new Map(session.steps.map((step) => [step.index, step]));
+    state.stepsHeld = session.stepCount;
+  } else if (session.stepCount > state.stepsHeld) {
+    // Steps were reported that this page never got (joined or reconnected
+    // between two events): read the whole session again.
+    resyncSteps(session.id);
+  }
   state.session = session;
   renderSession();
   updateViewMode();
+}
+
+async function resyncSteps(id) {
+  if (state.resyncing) return;
+  state.resyncing = true;
+  try {
+    applySession(await emit("session:watch", { id }));
+  } catch {
+    // The next event tries again.
+  } finally {
+    state.resyncing = false;
+  }
 }
 
 function controllerText(session) {
@@ -220,9 +264,7 @@ function renderSession() {
   const steps = $("step-list");
   steps.replaceChildren();
   // Step events come as started then succeeded/failed: show the latest per step.
-  const latest = new Map();
-  for (const step of session?.steps || []) latest.set(step.index, step);
-  for (const step of latest.values()) {
+  for (const step of session ? state.steps.values() : []) {
     const item = document.createElement("li");
     item.className = `step-${step.status}`;
     item.value = step.index + 1;

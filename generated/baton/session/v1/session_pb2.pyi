@@ -225,6 +225,13 @@ Global___Placement: _TypeAlias = Placement  # noqa: Y015
 
 @_typing.final
 class Session(_message.Message):
+    """Session comes in two views. The full view (GetSession, and the first
+    WatchSession event: the session as it is when the watch starts) fills
+    `steps` and `task.steps`. Every other answer and event carries the summary:
+    both left empty, `step_count` saying how many step events there were. A
+    StepReported event carries its one new step beside the summary.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     ID_FIELD_NUMBER: _builtins.int
@@ -241,6 +248,7 @@ class Session(_message.Message):
     VIEWPORT_FIELD_NUMBER: _builtins.int
     PLACEMENT_FIELD_NUMBER: _builtins.int
     USER_REQUEST_REASON_FIELD_NUMBER: _builtins.int
+    STEP_COUNT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ControlState.ValueType
     controller: Global___Controller.ValueType
@@ -250,10 +258,20 @@ class Session(_message.Message):
     ended_reason: _builtins.str
     user_request_reason: _builtins.str
     """user_request_reason is set while the agent asks for a person."""
+    step_count: _builtins.int
+    """step_count is how many step events the session has had, in both views
+    (more than `steps` holds once the oldest were dropped).
+    """
     @_builtins.property
-    def task(self) -> Global___Task: ...
+    def task(self) -> Global___Task:
+        """task.steps (the steps asked for) in the full view only."""
+
     @_builtins.property
-    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_automation_pb2.StepEvent]: ...
+    def steps(self) -> _containers.RepeatedCompositeFieldContainer[_automation_pb2.StepEvent]:
+        """steps: the newest step events, oldest first, at most 200
+        (services/runtime/limits.py, MAX_STEP_EVENTS_KEPT); full view only.
+        """
+
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -279,10 +297,11 @@ class Session(_message.Message):
         viewport: _display_pb2.Viewport | None = ...,
         placement: Global___Placement | None = ...,
         user_request_reason: _builtins.str = ...,
+        step_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "placement", b"placement", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "state", b"state", "steps", b"steps", "task", b"task", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,7 +456,7 @@ class ListSessionsResponse(_message.Message):
     """next_page_token asks for the next page; empty on the last one."""
     @_builtins.property
     def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Session]:
-        """sessions in creation order (oldest first)."""
+        """sessions in creation order (oldest first), each its summary (no steps)."""
 
     def __init__(
         self,
@@ -596,6 +615,10 @@ Global___SessionCreated: _TypeAlias = SessionCreated  # noqa: Y015
 
 @_typing.final
 class StepReported(_message.Message):
+    """StepReported carries the new step and the session's summary: a client
+    appends `step` to the steps it holds.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_FIELD_NUMBER: _builtins.int
