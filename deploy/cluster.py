@@ -14,10 +14,11 @@ output goes to standard error):
 
 `kill -9 -<pgid>` kills a worker host whole (its PID namespace goes with its
 first process); the launcher then says so and does not restart it: a host is
-the unit that fails. Session services and edges that crash are restarted like
-`make run`'s. Ctrl-C or SIGTERM stops everything and removes the namespaces,
-the bridge and the run directory; a second Ctrl-C does not cut that short.
-What a killed launcher left is removed at the next start.
+the unit that fails; SIGUSR1 to the launcher starts the hosts that are down
+again. Session services and edges that crash are restarted like `make run`'s.
+Ctrl-C or SIGTERM stops everything and removes the namespaces, the bridge and
+the run directory; a second Ctrl-C does not cut that short. What a killed
+launcher left is removed at the next start.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import time
@@ -299,6 +301,7 @@ class Cluster:
         self.probe = Probe.from_env(env)
         self.etcd: list[asyncio.subprocess.Process] = []
         self.workers: list[WorkerProcess] = []
+        self.worker_envs: dict[str, Mapping[str, str]] = {}
         self.sessions: list[SupervisedService] = []
         self.edges: list[SupervisedService] = []
 
@@ -321,9 +324,9 @@ class Cluster:
         vnc_ports = split_range(self.settings.vnc_ports, len(self.plan.hosts))
         waits: list[Awaitable[None]] = []
         for host, numbers, ports in zip(self.plan.hosts, displays, vnc_ports, strict=True):
-            waits.append(
-                self._start_worker(host, worker_env(self.env, host, endpoints, numbers, ports))
-            )
+            env = worker_env(self.env, host, endpoints, numbers, ports)
+            self.worker_envs[host.host_id] = env
+            waits.append(self._start_worker(host, env))
         session_ports = [free_port("127.0.0.1") for _ in range(SESSION_REPLICAS)]
         for index, port in enumerate(session_ports):
             name = f"session-{index + 1}"
@@ -384,6 +387,8 @@ class Cluster:
         process = await _start(
             start_process(argv, env=env, stdout=self.output.fileno(), stderr=None)
         )
+        # A host started again replaces its dead predecessor.
+        self.workers = [w for w in self.workers if w.host.host_id != host.host_id]
         self.workers.append(WorkerProcess(host, process))
         for name, port, health in (
             ("display", DISPLAY_PORT, DISPLAY_HEALTH),
@@ -409,24 +414,57 @@ class Cluster:
         self.say(f"{PREFIX} ready")
 
     async def run_until(self, stop: Awaitable[object]) -> None:
-        """Restart crashed session services and edges; report dead hosts and members."""
-        watchers = [
-            asyncio.create_task(self._report_exit(w.host.host_id, w.process, "worker"))
-            for w in self.workers
-        ]
+        """Restart crashed session services and edges; report dead hosts and
+        members; start again the hosts that are down on SIGUSR1."""
+        watchers = [asyncio.create_task(self._report_worker_exit(w)) for w in self.workers]
         watchers += [
             asyncio.create_task(self._report_exit(f"etcd-{i + 1}", p, "etcd member"))
             for i, p in enumerate(self.etcd)
         ]
+        restart = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, restart.set)
+        watchers.append(asyncio.create_task(self._restart_hosts(restart, watchers)))
         try:
             await supervise_all([*self.sessions, *self.edges], stop)
         finally:
+            loop.remove_signal_handler(signal.SIGUSR1)
             for watcher in watchers:
                 watcher.cancel()
+            await asyncio.gather(*watchers, return_exceptions=True)
+
+    async def _report_worker_exit(self, worker: WorkerProcess) -> None:
+        await self._report_exit(worker.host.host_id, worker.process, "worker")
 
     async def _report_exit(self, name: str, process: asyncio.subprocess.Process, kind: str) -> None:
         await process.wait()
         self.say(f"{PREFIX} {kind} {name} {describe_exit(process.returncode)}; not restarted")
+
+    async def _restart_hosts(
+        self, requested: asyncio.Event, watchers: list[asyncio.Task[None]]
+    ) -> None:
+        """On each request (SIGUSR1), start anew every worker host that is down,
+        in its namespace as before; it registers with a new epoch. One `worker`
+        line each (a new pgid), then `ready`."""
+        while True:
+            await requested.wait()
+            requested.clear()
+            down = [w for w in self.workers if w.process.returncode is not None]
+            for worker in down:
+                try:
+                    # The start replaces the dead host in self.workers.
+                    await self._start_worker(worker.host, self.worker_envs[worker.host.host_id])
+                except Unavailable as exc:
+                    self.say(f"{PREFIX} worker {worker.host.host_id} did not start: {exc.message}")
+                    continue
+                started = self.workers[-1]
+                watchers.append(asyncio.create_task(self._report_worker_exit(started)))
+                host = started.host
+                self.say(
+                    f"{PREFIX} worker {host.host_id} {host.address} pgid {started.process.pid}"
+                )
+            if down:
+                self.say(f"{PREFIX} ready")
 
     async def stop(self) -> None:
         """Stop what was started, newest first, then remove the network and files.

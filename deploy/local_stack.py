@@ -49,6 +49,8 @@ class Service:
     grpc_host: str = "127.0.0.1"
     # The gRPC health check's service name; "" is the server's overall health.
     health_service: str = ""
+    # How long a stop waits for the service after SIGTERM before SIGKILL.
+    stop_grace_s: float = STOP_GRACE_S
 
 
 def stack(env: Mapping[str, str]) -> list[Service]:
@@ -142,8 +144,11 @@ async def main() -> None:
     await run_stack(stack(env), env)
 
 
-async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
-    """Start `services` in order, restart crashed ones, stop all on a signal."""
+async def run_stack(
+    services: list[Service], env: Mapping[str, str], stop_in_start_order: bool = False
+) -> None:
+    """Start `services` in order, restart crashed ones, stop all on a signal:
+    in reverse order, or in start order with `stop_in_start_order`."""
     # Bad TLS files stop the launch here, with the setting's name.
     probe = Probe.from_env(env)
     running: list[SupervisedService] = []
@@ -154,7 +159,10 @@ async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
         try:
             for service in services:
                 supervised = SupervisedService(
-                    service.name, starter(service, env), readiness(service, probe), STOP_GRACE_S
+                    service.name,
+                    starter(service, env),
+                    readiness(service, probe),
+                    service.stop_grace_s,
                 )
                 running.append(supervised)
                 ready = asyncio.create_task(supervised.start())
@@ -170,7 +178,7 @@ async def run_stack(services: list[Service], env: Mapping[str, str]) -> None:
             print("\nbaton: all services ready; Ctrl-C stops everything\n", flush=True)
             await supervise_all(running, stop)
         finally:
-            for supervised in reversed(running):
+            for supervised in running if stop_in_start_order else reversed(running):
                 await supervised.stop()
             stop.cancel()
             print("baton: stopped", flush=True)

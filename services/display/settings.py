@@ -11,6 +11,7 @@ from pathlib import Path
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls, read_pem
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
+from services.runtime.worker_registry import DEFAULT_LEASE_TTL_S
 
 
 class Backend(enum.Enum):
@@ -105,7 +106,7 @@ class DisplaySettings:
     grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
     # The worker registry (README.md, "Worker registry"): empty, no registration.
     etcd_endpoints: tuple[str, ...] = ()
-    worker_lease_ttl_s: int = 10
+    worker_lease_ttl_s: int = DEFAULT_LEASE_TTL_S
     # Seconds a draining host (SIGTERM with registration) lets its slots live.
     drain_timeout_s: float = 300.0
     # What this host tells session services and edges in its record; None: derived
@@ -180,7 +181,9 @@ class DisplaySettings:
             internal_token=InternalToken.from_env(env),
             grpc_tls=GrpcTls.from_env(env),
             etcd_endpoints=tuple(env.items("BATON_ETCD_ENDPOINTS")),
-            worker_lease_ttl_s=env.integer("BATON_WORKER_LEASE_TTL_S", 10, minimum=1),
+            worker_lease_ttl_s=env.integer(
+                "BATON_WORKER_LEASE_TTL_S", DEFAULT_LEASE_TTL_S, minimum=1
+            ),
             drain_timeout_s=env.number("BATON_DRAIN_TIMEOUT_S", 300.0, minimum=0.0),
             display_advertise_address=env.optional("BATON_DISPLAY_ADVERTISE_ADDRESS"),
             automation_advertise_address=env.optional("BATON_AUTOMATION_ADVERTISE_ADDRESS")

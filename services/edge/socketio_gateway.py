@@ -44,6 +44,20 @@ def room_of(session_id: str) -> str:
     return f"session:{session_id}"
 
 
+def event_messages(event: Event) -> list[tuple[str, JsonObject]]:
+    """The Socket.IO events (name, payload) for one WatchSession event: a
+    session that ended FAILED is an error first (issue 10: watchers of a lost
+    host's sessions get `session:error` and `session:ended`)."""
+    message = event_message(event)
+    if message is None:
+        return []
+    ended = event.ended.session if event_kind(event) == "ended" else None
+    if ended is not None and ended.state == session_pb2.CONTROL_STATE_FAILED:
+        error = {"session": message[1]["session"], "message": event.ended.reason}
+        return [("session:error", error), message]
+    return [message]
+
+
 def event_message(event: Event) -> tuple[str, JsonObject] | None:
     """The Socket.IO event name and payload for one WatchSession event."""
     kind = event_kind(event)
@@ -218,9 +232,8 @@ class SocketGateway:
             # session in their acknowledgement.
             if initial:
                 return
-            message = event_message(event)
-            if message is not None:
-                await self._server.emit(message[0], message[1], room=room_of(session_id))
+            for name, payload in event_messages(event):
+                await self._server.emit(name, payload, room=room_of(session_id))
             if event_kind(event) == "ended":
                 self._members.pop(session_id, None)
                 self._feeds.pop(session_id, None)

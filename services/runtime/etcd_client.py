@@ -6,13 +6,17 @@ the worker registry and its readers) connects to the first member that answers.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator, Sequence
 
 import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import InvalidArgument, Unavailable
+
+log = logging.getLogger(__name__)
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, int]:
@@ -49,3 +53,90 @@ def unavailable_on_etcd_errors() -> Iterator[None]:
         yield
     except aetcd.exceptions.ClientError as exc:
         raise Unavailable(f"etcd: {exc}") from exc
+
+
+# What a member that died (or lost its quorum) answers: its users move to another.
+MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
+
+
+async def connect_from(
+    endpoints: Sequence[str], first: int, timeout_s: float = 5.0
+) -> tuple[aetcd.Client, int]:
+    """A client of the first member that answers, from `endpoints[first]` on
+    (wrapping around), and that member's index."""
+    errors = []
+    for step in range(len(endpoints)):
+        index = (first + step) % len(endpoints)
+        try:
+            return await connect_first([endpoints[index]], timeout_s), index
+        except Unavailable as exc:
+            errors.append(exc.message)
+    raise Unavailable("; ".join(errors or ["cannot reach etcd: no endpoints"]))
+
+
+class EtcdConnection:
+    """One aetcd client shared by a process's users of etcd, on a member that answers.
+
+    aetcd talks to one endpoint only, so when that member stops answering (killed,
+    or cut off from its quorum) every call through it would fail for good. A call
+    that fails that way (`errors()`, or `fail_over(client)` from a watch loop) moves
+    the connection to the next member that answers, once per failed client; the
+    failed member is tried last. Users read `client` at each call, so they move with
+    it; leases are the cluster's, so they live on through the new client.
+    """
+
+    def __init__(self, client: aetcd.Client, endpoints: Sequence[str], endpoint: int = 0) -> None:
+        self._client = client
+        self._endpoints = tuple(endpoints)
+        self._endpoint = endpoint
+        self._failing_over = asyncio.Lock()
+        self._fail_overs: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    async def open(cls, endpoints: Sequence[str], timeout_s: float = 5.0) -> EtcdConnection:
+        client, index = await connect_from(endpoints, 0, timeout_s)
+        return cls(client, endpoints, index)
+
+    @property
+    def client(self) -> aetcd.Client:
+        return self._client
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """etcd out of reach is Unavailable (503), not an internal error; a member
+        that does not answer is left for the next one."""
+        client = self._client
+        try:
+            yield
+        except aetcd.exceptions.ClientError as exc:
+            if isinstance(exc, MEMBER_GONE):
+                task = asyncio.get_running_loop().create_task(self.fail_over(client))
+                self._fail_overs.add(task)
+                task.add_done_callback(self._fail_overs.discard)
+            raise Unavailable(f"etcd: {exc}") from exc
+
+    async def fail_over(self, failed: aetcd.Client) -> None:
+        """Connect to the next member that answers, unless that happened since
+        `failed` was read; nothing changes when none answers."""
+        async with self._failing_over:
+            if self._client is not failed or len(self._endpoints) < 2:
+                return
+            try:
+                client, index = await connect_from(self._endpoints, self._endpoint + 1)
+            except Unavailable as exc:
+                log.warning("etcd: no member answers (%s); staying on the current one", exc)
+                return
+            log.warning(
+                "etcd: %s does not answer; now using %s",
+                self._endpoints[self._endpoint],
+                self._endpoints[index],
+            )
+            self._client, self._endpoint = client, index
+        with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
+            await failed.close()
+
+    async def close(self) -> None:
+        for task in list(self._fail_overs):
+            task.cancel()
+        with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
+            await self._client.close()

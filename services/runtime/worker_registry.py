@@ -15,6 +15,8 @@ from typing import Any
 from services.runtime.errors import InvalidArgument
 
 PREFIX = "/baton/workers/"
+# BATON_WORKER_LEASE_TTL_S's default: how long a dead host's record outlives it.
+DEFAULT_LEASE_TTL_S = 10
 
 
 def key_for(host_id: str) -> str:

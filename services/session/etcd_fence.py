@@ -24,7 +24,7 @@ import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Unavailable
-from services.runtime.etcd_client import unavailable_on_etcd_errors
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.session import fence_keys
 from services.session.control_fence import ACCESS_GRACE_S
 from services.session.etcd_leases import SharedLeases
@@ -41,13 +41,17 @@ _RETRY_S = 0.1
 
 class EtcdControlFence:
     def __init__(
-        self, client: aetcd.Client, viewer_lease_s: float, prefix: str = fence_keys.PREFIX
+        self,
+        etcd: EtcdConnection | aetcd.Client,
+        viewer_lease_s: float,
+        prefix: str = fence_keys.PREFIX,
     ) -> None:
-        self._client = client
+        # Shared with the service's other users of etcd, failing over with them.
+        self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
 
         async def grant(ttl: int) -> int:
-            lease_id: int = (await client.lease(ttl)).id
+            lease_id: int = (await self._etcd.client.lease(ttl)).id
             return lease_id
 
         self._viewer_leases = SharedLeases(grant, viewer_lease_s, viewer_lease_s * _REUSE_SHARE)
@@ -55,8 +59,8 @@ class EtcdControlFence:
 
     async def access_granted(self, session_id: str, edge_id: str) -> None:
         key = fence_keys.key(self._prefix, session_id, edge_id, fence_keys.ACCESS)
-        with unavailable_on_etcd_errors():
-            await self._client.put(key, b"", lease=await self._access_leases.current())
+        with self._etcd.errors():
+            await self._etcd.client.put(key, b"", lease=await self._access_leases.current())
 
     async def viewers_changed(self, session_id: str, edge_id: str, delta: int) -> None:
         key = fence_keys.key(self._prefix, session_id, edge_id, fence_keys.VIEWERS)
@@ -69,17 +73,17 @@ class EtcdControlFence:
     async def _update(self, key: bytes, change: Callable[[bytes | None], bytes | None]) -> None:
         """Compare-and-swap `key` to `change(value)` under the current viewer lease
         (refreshing its life); replicas writing the same key at once retry."""
-        tx = self._client.transactions
-        with unavailable_on_etcd_errors():
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
             while True:
-                current = await self._client.get(key)
+                current = await self._etcd.client.get(key)
                 value = change(None if current is None else current.value)
                 if value is None:
                     return
                 lease = await self._viewer_leases.current()
                 # mod_revision 0: the key must still be absent.
                 revision = 0 if current is None else current.mod_revision
-                succeeded, _ = await self._client.transaction(
+                succeeded, _ = await self._etcd.client.transaction(
                     compare=[tx.mod(key) == revision],
                     success=[tx.put(key, value, lease=lease)],
                     failure=[],
@@ -110,8 +114,8 @@ class EtcdControlFence:
         return late
 
     async def _list(self, session_keys: str) -> tuple[dict[str, fence_keys.EdgeEntry], int]:
-        with unavailable_on_etcd_errors():
-            listing = await self._client.get_prefix(session_keys.encode())
+        with self._etcd.errors():
+            listing = await self._etcd.client.get_prefix(session_keys.encode())
         kvs = ((kv.key, kv.value, kv.mod_revision) for kv in listing)
         return fence_keys.read_entries(session_keys, kvs), int(listing.header.revision)
 
@@ -120,8 +124,9 @@ class EtcdControlFence:
     ) -> None:
         """Return once no edge in `waiting` is left: each acknowledged `version`."""
         while waiting:
+            client = self._etcd.client
             try:
-                watch = await self._client.watch_prefix(
+                watch = await client.watch_prefix(
                     session_keys.encode(), start_revision=revision + 1
                 )
                 try:
@@ -142,6 +147,8 @@ class EtcdControlFence:
                 # Cut off or compacted: read the acknowledgements as they are now,
                 # then watch on from there.
                 log.warning("control fence: watch of %s interrupted: %s", session_keys, exc)
+                if isinstance(exc, MEMBER_GONE):
+                    await self._etcd.fail_over(client)
                 await asyncio.sleep(_RETRY_S)
                 with contextlib.suppress(Unavailable):
                     entries, revision = await self._list(session_keys)
@@ -151,7 +158,7 @@ class EtcdControlFence:
         """Edges that did not acknowledge in time are treated as gone: their
         viewers stop counting until they report again (a report made since the
         wait began is kept: the compare fails)."""
-        tx = self._client.transactions
+        tx = self._etcd.client.transactions
         for edge_id, entry in late.items():
             compare, delete = [], []
             for kind, revision in (
@@ -163,7 +170,7 @@ class EtcdControlFence:
                     compare.append(tx.mod(key) == revision)
                     delete.append(tx.delete(key))
             with contextlib.suppress(aetcd.exceptions.ClientError):
-                await self._client.transaction(compare=compare, success=delete, failure=[])
+                await self._etcd.client.transaction(compare=compare, success=delete, failure=[])
 
     def forget(self, session_id: str) -> None:
         """Nothing to do: an ended session's keys lapse with their leases."""

@@ -15,7 +15,7 @@ import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Conflict, Unavailable
-from services.runtime.etcd_client import connect_first, unavailable_on_etcd_errors
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.session import codec
 from services.session.model import Session
 from services.session.store import Stored
@@ -28,22 +28,31 @@ _RETRY_MAX_S = 2.0
 
 
 class EtcdStore:
-    def __init__(self, client: aetcd.Client, prefix: str = "/baton/sessions/") -> None:
-        self._client = client
+    def __init__(
+        self, etcd: EtcdConnection | aetcd.Client, prefix: str = "/baton/sessions/"
+    ) -> None:
+        """On `etcd`, shared with the process's other users of etcd (it fails over to
+        another member when its member stops answering: etcd_client.py); a bare client
+        is one member for good."""
+        self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
+        # Made by connect(): closed with the store.
+        self._owned = False
 
     @classmethod
     async def connect(cls, endpoints: Sequence[str], prefix: str = "/baton/sessions/") -> EtcdStore:
-        return cls(await connect_first(endpoints), prefix)
+        store = cls(await EtcdConnection.open(endpoints), prefix)
+        store._owned = True
+        return store
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()
 
     async def create(self, session: Session) -> int:
         key = self._key(session.id)
-        tx = self._client.transactions
-        with unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, codec.encode(session))],
                 failure=[],
@@ -54,22 +63,22 @@ class EtcdStore:
         return revision
 
     async def get(self, session_id: str) -> Stored | None:
-        with unavailable_on_etcd_errors():
-            result = await self._client.get(self._key(session_id))
+        with self._etcd.errors():
+            result = await self._etcd.client.get(self._key(session_id))
         if result is None:
             return None
         return Stored(codec.decode(result.value), result.mod_revision)
 
     async def list_all(self) -> list[Stored]:
-        with unavailable_on_etcd_errors():
-            result = await self._client.get_prefix(self._prefix.encode())
+        with self._etcd.errors():
+            result = await self._etcd.client.get_prefix(self._prefix.encode())
         return [Stored(codec.decode(kv.value), kv.mod_revision) for kv in result]
 
     async def swap(self, session: Session, revision: int) -> int | None:
         key = self._key(session.id)
-        tx = self._client.transactions
-        with unavailable_on_etcd_errors():
-            succeeded, responses = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.put(key, codec.encode(session))],
                 failure=[],
@@ -81,9 +90,9 @@ class EtcdStore:
 
     async def delete(self, session_id: str, revision: int) -> bool:
         key = self._key(session_id)
-        tx = self._client.transactions
-        with unavailable_on_etcd_errors():
-            succeeded, _ = await self._client.transaction(
+        tx = self._etcd.client.transactions
+        with self._etcd.errors():
+            succeeded, _ = await self._etcd.client.transaction(
                 compare=[tx.mod(key) == revision],
                 success=[tx.delete(key)],
                 failure=[],
@@ -95,6 +104,7 @@ class EtcdStore:
         compacted_at = 0
         delay = _RETRY_FIRST_S
         while True:
+            client = self._etcd.client
             try:
                 if compacted_at:
                     # The changes after `last` are compacted away: the session as
@@ -107,7 +117,7 @@ class EtcdStore:
                         yield current
                     last = max(last, compacted_at - 1)
                     compacted_at = 0
-                watch = await self._client.watch(self._key(session_id), start_revision=last + 1)
+                watch = await client.watch(self._key(session_id), start_revision=last + 1)
                 try:
                     async for event in watch:
                         if event.kind != "PUT":
@@ -125,8 +135,11 @@ class EtcdStore:
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
                 # etcd restarting or out of reach: watch again from the last change seen.
                 log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
+                if isinstance(exc, MEMBER_GONE):
+                    await self._etcd.fail_over(client)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._owned:
+            await self._etcd.close()

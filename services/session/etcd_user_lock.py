@@ -19,7 +19,7 @@ import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Unavailable
-from services.runtime.etcd_client import unavailable_on_etcd_errors
+from services.runtime.etcd_client import EtcdConnection
 
 PREFIX = "/baton/locks/create/"
 LEASE_TTL_S = 15
@@ -32,7 +32,7 @@ WAIT_S = 10.0
 class EtcdUserLock:
     def __init__(
         self,
-        client: aetcd.Client,
+        etcd: EtcdConnection | aetcd.Client,
         prefix: str = PREFIX,
         lease_ttl_s: int = LEASE_TTL_S,
         hold_s: float = HOLD_S,
@@ -40,7 +40,8 @@ class EtcdUserLock:
     ) -> None:
         if not 0 < hold_s < lease_ttl_s:
             raise ValueError(f"hold {hold_s} s must be shorter than the lease {lease_ttl_s} s")
-        self._client = client
+        # Shared with the service's other users of etcd, failing over with them.
+        self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
         self._lease_ttl_s = lease_ttl_s
         self._hold_s = hold_s
@@ -50,7 +51,7 @@ class EtcdUserLock:
     async def hold(self, user_id: str) -> AsyncIterator[None]:
         key = (self._prefix + user_id).encode()
         loop = asyncio.get_running_loop()
-        with unavailable_on_etcd_errors():
+        with self._etcd.errors():
             lease_id, asked_at = await self._acquire(key, loop.time() + self._wait_s)
         try:
             try:
@@ -63,30 +64,30 @@ class EtcdUserLock:
         finally:
             # Deletes the key: the next create of the user goes on at once.
             with contextlib.suppress(aetcd.exceptions.ClientError):
-                await self._client.revoke_lease(lease_id)
+                await self._etcd.client.revoke_lease(lease_id)
 
     async def _acquire(self, key: bytes, deadline: float) -> tuple[int, float]:
         """(lease id, when it was asked for) once `key` is ours."""
         loop = asyncio.get_running_loop()
-        tx = self._client.transactions
+        tx = self._etcd.client.transactions
         while True:
             asked_at = loop.time()
-            lease_id: int = (await self._client.lease(self._lease_ttl_s)).id
-            succeeded, responses = await self._client.transaction(
+            lease_id: int = (await self._etcd.client.lease(self._lease_ttl_s)).id
+            succeeded, responses = await self._etcd.client.transaction(
                 compare=[tx.create(key) == 0],
                 success=[tx.put(key, str(lease_id).encode(), lease=lease_id)],
                 failure=[tx.get(key)],
             )
             if succeeded:
                 return lease_id, asked_at
-            await self._client.revoke_lease(lease_id)
+            await self._etcd.client.revoke_lease(lease_id)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise Unavailable(f"{key.decode()} is held by another create; try again")
             # Wait for the holder's key to go (revoked, or its lease expired).
             [(_, held)] = responses[0]
             with contextlib.suppress(aetcd.exceptions.WatchTimeoutError):
-                await self._client.watch_once(
+                await self._etcd.client.watch_once(
                     key,
                     timeout=remaining,
                     start_revision=held.header.revision + 1,

@@ -35,7 +35,7 @@ from services.session.settings import SessionSettings
 from services.session.store import SessionStore
 from services.session.task_adoption import TaskAdoption
 from services.session.task_owners import LocalTaskOwners, TaskOwners
-from services.session.task_runs import TaskRuns
+from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.user_lock import LocalUserLock, UserLock
 from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory
 
@@ -82,6 +82,8 @@ class SessionOrchestrator:
             directory,
             owners,
             lambda sid, why: self._ending.finish(sid, why, failed=True),
+            # A host's record goes at most this long after the host.
+            host_lost_within_s=settings.worker_lease_ttl_s + HOST_LOST_MARGIN_S,
         )
         self._adoption = TaskAdoption(records, directory, owners, self._task_runs)
         self._handoff = Handoff(

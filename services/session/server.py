@@ -9,7 +9,7 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer, start_server
-from services.session.coordination import open_coordination
+from services.session.coordination import Coordination, open_coordination
 from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
@@ -18,28 +18,18 @@ from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
 from services.session.sqlite_store import SqliteStore
 from services.session.store import MemoryStore, SessionStore
-from services.session.task_owners import EtcdTaskOwners, LocalTaskOwners, TaskOwners
 from services.session.worker_health import WorkerHealthMonitor
 from services.session.workers import StaticWorkerDirectory, WorkerDirectory, WorkerHost
 
 SERVICE_NAME = session_pb2.DESCRIPTOR.services_by_name["SessionService"].full_name
 
 
-async def open_store(settings: SessionSettings) -> SessionStore:
-    if settings.etcd_endpoints:
-        return await EtcdStore.connect(settings.etcd_endpoints)
+def open_store(settings: SessionSettings, coordination: Coordination) -> SessionStore:
+    if coordination.etcd is not None:
+        return EtcdStore(coordination.etcd)
     if settings.state_dir is not None:
         return SqliteStore.open(settings.state_dir)
     return MemoryStore()
-
-
-async def open_task_owners(settings: SessionSettings) -> TaskOwners:
-    """Who follows each task: this process alone, or one of the replicas on etcd."""
-    if not settings.etcd_endpoints:
-        return LocalTaskOwners()
-    owners = EtcdTaskOwners(settings.etcd_endpoints, settings.task_owner_ttl_s)
-    await owners.start()
-    return owners
 
 
 async def _nothing() -> None:
@@ -88,16 +78,15 @@ async def start_session_server(
         opened = OpenDirectory(StaticWorkerDirectory(worker))
     else:
         opened = await open_directory(settings)
-    if store is None:
-        store = await open_store(settings)
-    owners = await open_task_owners(settings)
-    # The fence and the create lock: shared through etcd by replicas.
+    # The fence, the create lock and the task claims: shared through etcd by replicas.
     coordination = await open_coordination(settings)
+    if store is None:
+        store = open_store(settings, coordination)
     orchestrator = SessionOrchestrator(
         store,
         opened.directory,
         settings,
-        owners=owners,
+        owners=coordination.owners,
         fence=coordination.fence,
         user_lock=coordination.user_lock,
     )
@@ -119,7 +108,6 @@ async def start_session_server(
     async def stop_background() -> None:
         await monitor.stop()
         await orchestrator.close()
-        await owners.close()
         await store.close()
         await coordination.close()
         await opened.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import Env
+from services.runtime.worker_registry import DEFAULT_LEASE_TTL_S
 
 
 def default_state_dir(port: int, env: Env) -> Path:
@@ -48,6 +49,9 @@ class SessionSettings:
     control_fence_timeout_s: float = 2.0
     # An ended session stays readable (GET, list) this long, then is removed.
     ended_retention_s: float = 3600.0
+    # The worker hosts' registration lease (BATON_WORKER_LEASE_TTL_S): a dead
+    # host's sessions are known lost within it.
+    worker_lease_ttl_s: int = DEFAULT_LEASE_TTL_S
     # Longest wait for a slot and the task start when creating a session.
     start_timeout_s: float = 60.0
     default_width: int = 1280
@@ -94,6 +98,9 @@ class SessionSettings:
             ),
             ended_retention_s=env.number(
                 "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1
+            ),
+            worker_lease_ttl_s=env.integer(
+                "BATON_WORKER_LEASE_TTL_S", cls.worker_lease_ttl_s, minimum=1
             ),
             start_timeout_s=env.number("BATON_START_TIMEOUT_S", cls.start_timeout_s, minimum=1),
             default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),

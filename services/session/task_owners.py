@@ -24,14 +24,14 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Protocol
 
 import aetcd
 import aetcd.exceptions
 
 from services.runtime.errors import Unavailable
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ PREFIX = "/baton/task-owners/"
 # was cut off): every unfinished task is worth a look.
 EVERYTHING = ""
 
-# etcd calls are short; a member that does not answer within this is skipped.
-_CONNECT_TIMEOUT_S = 3.0
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
 
@@ -93,16 +91,16 @@ class LocalTaskOwners:
 
 
 class EtcdTaskOwners:
-    def __init__(self, endpoints: Sequence[str], ttl_s: int, replica_id: str | None = None) -> None:
-        self._endpoints = tuple(endpoints)
+    def __init__(self, etcd: EtcdConnection, ttl_s: int, replica_id: str | None = None) -> None:
+        # Shared with the service's other users of etcd, failing over with them.
+        self._etcd = etcd
         self._ttl_s = ttl_s
         self.replica_id = replica_id or uuid.uuid4().hex
-        self._client: aetcd.Client | None = None
-        self._lease: aetcd.Lease | None = None
+        self._lease: int | None = None
         self._lease_ready = asyncio.Event()
         self._released: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
         self._tasks: list[asyncio.Task[None]] = []
-        self._reconnecting = asyncio.Lock()
+        self._stopped = False
 
     def _key(self, session_id: str) -> bytes:
         return (PREFIX + session_id).encode()
@@ -112,8 +110,7 @@ class EtcdTaskOwners:
         return max(0.5, self._ttl_s / 3)
 
     async def start(self) -> None:
-        """Connect and take a lease; Unavailable when no etcd member answers."""
-        self._client = await connect_first(self._endpoints, _CONNECT_TIMEOUT_S)
+        """Take a lease; Unavailable when no etcd member answers."""
         await self._new_lease()
         self._tasks = [
             asyncio.create_task(self._keep_lease(), name="task-owner-lease"),
@@ -121,40 +118,43 @@ class EtcdTaskOwners:
         ]
 
     async def _new_lease(self) -> None:
-        assert self._client is not None
-        lease = await asyncio.wait_for(self._client.lease(self._ttl_s), self._call_timeout())
-        self._lease = lease
+        with self._etcd.errors():
+            lease = await asyncio.wait_for(
+                self._etcd.client.lease(self._ttl_s), self._call_timeout()
+            )
+        self._lease = int(lease.id)
         self._lease_ready.set()
         log.info("task owners: replica %s holds lease %x", self.replica_id, lease.id)
 
     async def claim(self, session_id: str) -> bool:
-        client = self._client
-        if client is None:
-            raise Unavailable("the task owners are not started")
+        if self._stopped:
+            raise Unavailable("the task owners are stopped")
         await self._lease_ready.wait()
         key = self._key(session_id)
+        client = self._etcd.client
         tx = client.transactions
         try:
-            succeeded, _ = await asyncio.wait_for(
-                client.transaction(
-                    compare=[tx.create(key) == 0],
-                    success=[tx.put(key, self.replica_id.encode(), lease=self._lease)],
-                    failure=[],
-                ),
-                self._call_timeout(),
-            )
-        except (aetcd.exceptions.ClientError, TimeoutError) as exc:
-            raise Unavailable(f"cannot claim the task of session {session_id}: {exc}") from None
+            with self._etcd.errors():
+                succeeded, _ = await asyncio.wait_for(
+                    client.transaction(
+                        compare=[tx.create(key) == 0],
+                        success=[tx.put(key, self.replica_id.encode(), lease=self._lease)],
+                        failure=[],
+                    ),
+                    self._call_timeout(),
+                )
+        except TimeoutError:
+            raise Unavailable(f"cannot claim the task of session {session_id}") from None
         return bool(succeeded)
 
     async def release(self, session_id: str) -> None:
-        client = self._client
-        if client is None:
+        if self._stopped:
             return
         key = self._key(session_id)
+        client = self._etcd.client
         tx = client.transactions
         # Only our own claim: after our lease lapsed the key may be another's.
-        with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
+        with contextlib.suppress(Unavailable, TimeoutError), self._etcd.errors():
             await asyncio.wait_for(
                 client.transaction(
                     compare=[tx.value(key) == self.replica_id.encode()],
@@ -173,51 +173,33 @@ class EtcdTaskOwners:
             self._released.put_nowait(session_id)
         except asyncio.QueueFull:
             # Too many at once: one look at everything covers them all.
-            self._drain()
+            while not self._released.empty():
+                self._released.get_nowait()
             self._released.put_nowait(EVERYTHING)
-
-    def _drain(self) -> None:
-        while not self._released.empty():
-            self._released.get_nowait()
-
-    async def _reconnect(self, failed: aetcd.Client | None) -> None:
-        """Connect to the first member that answers (the one we used may be gone);
-        the lease is the cluster's, so it goes on through the new client."""
-        async with self._reconnecting:
-            if self._client is not failed:
-                return  # the other loop did it already
-            client = await connect_first(self._endpoints, _CONNECT_TIMEOUT_S)
-            self._client = client
-            if self._lease is not None:
-                self._lease = aetcd.Lease(self._lease.id, self._ttl_s, client)
-            if failed is not None:
-                with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
-                    await failed.close()
 
     async def _keep_lease(self) -> None:
         while True:
             await asyncio.sleep(self._ttl_s / 3)
-            client, lease = self._client, self._lease
             try:
-                assert lease is not None
-                reply = await asyncio.wait_for(lease.refresh(), self._call_timeout())
+                assert self._lease is not None
+                with self._etcd.errors():
+                    reply = await asyncio.wait_for(
+                        self._etcd.client.refresh_lease(self._lease), self._call_timeout()
+                    )
                 if reply is None or reply.TTL <= 0:
                     # Our claims are gone: others adopt those tasks (see the module doc).
-                    log.warning("task owners: lease %x expired; taking a new one", lease.id)
+                    log.warning("task owners: lease %x expired; taking a new one", self._lease)
                     self._lease_ready.clear()
                     await self._new_lease()
-            except Exception as exc:
+            except (Unavailable, TimeoutError) as exc:
                 log.warning("task owners: keeping the lease alive failed: %s", exc)
-                with contextlib.suppress(Exception):
-                    await self._reconnect(client)
 
     async def _watch(self) -> None:
         delay = _RETRY_FIRST_S
         first = True
         while True:
-            client = self._client
+            client = self._etcd.client
             try:
-                assert client is not None
                 watch = await client.watch_prefix(PREFIX.encode())
                 if not first:
                     # Deletes made while we were not watching: look at everything.
@@ -238,25 +220,21 @@ class EtcdTaskOwners:
                     exc or type(exc).__name__,
                     delay,
                 )
+                if isinstance(exc, MEMBER_GONE):
+                    await self._etcd.fail_over(client)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
-                with contextlib.suppress(Exception):
-                    await self._reconnect(client)
 
     async def close(self) -> None:
         """Stop, and revoke the lease: other replicas adopt our tasks at once."""
+        self._stopped = True
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        client, lease = self._client, self._lease
-        self._client = self._lease = None
-        if client is None:
-            return
+        lease, self._lease = self._lease, None
         if lease is not None:
-            with contextlib.suppress(aetcd.exceptions.ClientError, TimeoutError):
-                await asyncio.wait_for(lease.revoke(), self._call_timeout())
-        with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
-            await client.close()
+            with contextlib.suppress(Unavailable, TimeoutError), self._etcd.errors():
+                await asyncio.wait_for(self._etcd.client.revoke_lease(lease), self._call_timeout())

@@ -18,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from baton.automation.v1 import automation_pb2
-from services.runtime.errors import BatonError, NotFound
+from services.runtime.errors import BatonError, NotFound, Unavailable
 from services.session import failure_reasons
 from services.session.records import SessionRecords
 from services.session.task_owners import TaskOwners
@@ -36,6 +36,12 @@ REATTACH_DELAY_S = 0.2
 Fail = Callable[[str, str], Awaitable[object]]
 
 
+# Beyond the lease TTL: the directory's watch learns of the expiry a moment later.
+HOST_LOST_MARGIN_S = 2.0
+# How often a broken stream's session looks whether its host left the directory.
+HOST_LOST_POLL_S = 0.2
+
+
 class TaskRuns:
     def __init__(
         self,
@@ -43,11 +49,15 @@ class TaskRuns:
         directory: WorkerDirectory,
         owners: TaskOwners,
         fail: Fail,
+        host_lost_within_s: float = 0.0,
     ) -> None:
         self._records = records
         self._directory = directory
         self._owners = owners
         self._fail = fail
+        # A display that does not answer may be a dead host, known as such
+        # only when its registration lease ends: wait that long to say which.
+        self._host_lost_within_s = host_lost_within_s
         self._runs: dict[str, asyncio.Task[None]] = {}
         # Sessions whose task stream has delivered an event: automation knows them.
         self._seen: set[str] = set()
@@ -166,6 +176,15 @@ class TaskRuns:
         with contextlib.suppress(NotFound):
             await self._records.update(session_id, lambda s: project(s, event, now))
 
+    async def _leaves_directory(self, host_id: str, epoch: str) -> bool:
+        """Whether the host (that epoch) leaves the directory within the lease."""
+        deadline = asyncio.get_running_loop().time() + self._host_lost_within_s
+        while placed_host(self._directory, host_id, epoch) is not None:
+            if asyncio.get_running_loop().time() >= deadline:
+                return False
+            await asyncio.sleep(HOST_LOST_POLL_S)
+        return True
+
     async def _why_broken(self, session_id: str) -> tuple[str, WorkerHost | None]:
         """Ask the worker host what is gone (the host, the slot, the automation
         service or the browser): the reason, and the host when nothing is gone."""
@@ -180,6 +199,12 @@ class TaskRuns:
             slots = {s.id: s.session_id for s in await host.display.list_slots()}
             if slots.get(placement.slot_id) != session_id:
                 return failure_reasons.DISPLAY_CRASHED, None
+        except Unavailable:
+            # The host's display service does not answer: the whole host may
+            # be gone (kill -9, power), which only its lease's end tells.
+            if await self._leaves_directory(placement.host_id, placement.host_epoch):
+                return failure_reasons.HOST_LOST, None
+            return failure_reasons.DISPLAY_CRASHED, None
         except BatonError:
             return failure_reasons.DISPLAY_CRASHED, None
         try:

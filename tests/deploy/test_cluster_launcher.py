@@ -1,7 +1,8 @@
 """`make cluster`'s launcher, for real: namespaces, etcd, worker hosts, replicas.
 
 Needs root (the launcher makes network namespaces and a bridge); the test
-machine runs the suite as root. Uses displays 1300-1309 and VNC ports
+machine runs the suite as root. The launcher helper is tests/cluster/launcher.py's,
+shared with the cluster's failure tests (tests/cluster/). Uses displays 1300-1309 and VNC ports
 19500-19509 only, and talks to 10.200.0.1 (the bridge) and loopback only.
 """
 
@@ -12,7 +13,6 @@ import contextlib
 import http.server
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -28,14 +28,18 @@ import pytest
 from deploy import netns
 from services.runtime.etcd_client import connect_first
 from services.runtime.worker_registry import PREFIX, WorkerRecord
+from tests.cluster.launcher import (
+    EDGE,
+    GATEWAY,
+    WORKER,
+    Launcher,
+    launcher_env,
+    remove_leftovers,
+)
 from tests.conftest import free_port, require_binary
 from tests.deploy.stack_process import alive, cmdline, process_tree
 
-GATEWAY = "10.200.0.1"
 TOKEN = "cluster-launcher-test-token"
-LINE = re.compile(r"baton-cluster: .*")
-WORKER = re.compile(r"baton-cluster: worker (w\d) (10\.200\.0\.\d+) pgid (\d+)")
-EDGE = re.compile(r"baton-cluster: edge (http://127\.0\.0\.1:(\d+))/#token=(\S+)")
 
 
 def ip(*args: str) -> str:
@@ -55,71 +59,6 @@ def namespace_of(pid: int, kind: str) -> str | None:
         return os.readlink(f"/proc/{pid}/ns/{kind}")
     except OSError:
         return None
-
-
-class Launcher:
-    def __init__(self, run_dir: Path, edge_ports: list[int]) -> None:
-        self.run_dir = run_dir
-        env = {
-            **os.environ,
-            "BATON_CLUSTER_EDGE_PORTS": ",".join(map(str, edge_ports)),
-            "BATON_CLUSTER_RUN_DIR": str(run_dir),
-            "BATON_DISPLAY_NUMBERS": "1300-1309",
-            "BATON_VNC_PORTS": "19500-19509",
-            "BATON_MAX_SLOTS": "2",
-            "BATON_WARM_SLOTS": "0",
-            "BATON_API_TOKEN": TOKEN,
-            "BATON_LOG_LEVEL": "WARNING",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy.cluster"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.errors: list[str] = []
-        self._readers = [
-            threading.Thread(
-                target=self._read, args=(self.process.stdout, self.lines), daemon=True
-            ),
-            threading.Thread(
-                target=self._read, args=(self.process.stderr, self.errors), daemon=True
-            ),
-        ]
-        for reader in self._readers:
-            reader.start()
-
-    @staticmethod
-    def _read(stream: object, into: list[str]) -> None:
-        # Ends at EOF, or when close() closes the stream under a reader that
-        # a leaked child keeps waiting (the test then fails on the leak).
-        with contextlib.suppress(ValueError, OSError):
-            for line in stream:  # type: ignore[attr-defined]
-                into.append(line.rstrip("\n"))
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.lines:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(
-                    f"no {text!r} line; stdout:\n"
-                    + "\n".join(self.lines)
-                    + "\nstderr:\n"
-                    + "\n".join(self.errors[-40:])
-                )
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        for reader in self._readers:
-            reader.join(5)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
 
 
 class GatewayPage(http.server.BaseHTTPRequestHandler):
@@ -165,13 +104,6 @@ async def registered(endpoint: str) -> list[WorkerRecord]:
         await client.close()
 
 
-def remove_leftovers() -> None:
-    async def remove() -> None:
-        await netns.remove(*await netns.leftovers())
-
-    asyncio.run(remove())
-
-
 def make_stale_leftovers() -> int:
     """What a kill -9'd launcher leaves: a namespace with a process in it, a bridge."""
     ip("netns", "add", "baton-cluster-w1")
@@ -192,7 +124,7 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
     assert ours_in(ip("netns", "list")) == [], "another cluster is running on this machine"
     stale_pid = make_stale_leftovers()
     edge_ports = [free_port(), free_port()]
-    launcher = Launcher(tmp_path / "run", edge_ports)
+    launcher = Launcher(launcher_env(tmp_path / "run", edge_ports, TOKEN))
     try:
         launcher.wait_for("baton-cluster: ready", timeout=90)
         # The stale namespace, its process and the bridge were found and removed.
@@ -349,7 +281,9 @@ def test_a_service_failing_mid_start_stops_everything_already_made(tmp_path: Pat
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     # The second edge cannot bind: by then etcd, the hosts and the sessions run.
-    launcher = Launcher(tmp_path / "run", [free_port(), taken.getsockname()[1]])
+    launcher = Launcher(
+        launcher_env(tmp_path / "run", [free_port(), taken.getsockname()[1]], TOKEN)
+    )
     try:
         seen: set[int] = set()
         saw_hosts = False

@@ -106,17 +106,18 @@ class FormSite:
 
 
 @contextlib.asynccontextmanager
-async def form_site() -> AsyncIterator[FormSite]:
+async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
+    """The page, served on `host` (a port of its own)."""
     site = FormSite()
     app = web.Application()
     app.router.add_get("/form", site._form)
     app.router.add_post("/log", site._log)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    tcp = web.TCPSite(runner, host, 0)
     await tcp.start()
     port = runner.addresses[0][1]
-    site.url = f"http://127.0.0.1:{port}"
+    site.url = f"http://{host}:{port}"
     try:
         yield site
     finally:

@@ -220,61 +220,67 @@ async def test_delete_leaves_nothing_of_the_session_behind(stack: FullStack) -> 
 SCREENSHOT_NAME = "console-takeover.png"
 
 
-async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Path) -> None:
-    """The product as a person uses it: start, watch, take over, type, hand back."""
+@asynccontextmanager
+async def console_page(stack: FullStack) -> AsyncIterator[Page]:
+    """A page of a real Chromium, as a person would open the console in."""
     expect.set_options(timeout=30_000)
     stack.site.clear()
-    page_errors: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=require_binary("chromium", "chromium"),
             args=["--no-sandbox", "--disable-background-networking", "--no-first-run"],
         )
         try:
-            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.on("pageerror", lambda error: page_errors.append(str(error)))
-            await page.goto(f"{stack.url}/#token={ALICE}")
-            await expect(page.locator("#identity")).to_have_text("signed in as alice")
-            await expect(page.locator("#socket-status")).to_have_text("live")
-
-            await page.fill("#task-text", "fill in the form")
-            await page.fill("#task-url", stack.site.form_url)
-            await page.fill("#task-max-steps", "5")
-            await page.fill(
-                "#task-steps",
-                json.dumps(
-                    [
-                        {"action": "request_user", "reason": "type the word"},
-                        {"action": "click", "selector": "#finish"},
-                    ]
-                ),
-            )
-            await page.click("#start-button")
-            # Steps appear live, then the agent asks for a person.
-            await expect(page.locator("#step-list li").first).to_contain_text("succeeded")
-            await expect(page.locator("#user-request")).to_contain_text("type the word")
-            await expect(page.locator("#view-status")).to_have_text("connected")
-            await expect(page.locator("#controller-indicator")).to_have_text("AI")
-            await expect(page.locator("#view-mode")).to_have_text("view only")
-
-            await page.click("#take-button")
-            await expect(page.locator("#controller-indicator")).to_have_text("You")
-            await expect(page.locator("#view-mode")).to_have_text("interactive")
-            await page.locator("#screen canvas").click()
-            await page.keyboard.type("baton")
-            await stack.site.wait_until(lambda: len(stack.site.keys()) >= 5)
-            assert stack.site.keys() == "baton"
-            await save_screenshot(page, tmp_path)
-
-            await page.click("#return-button")
-            await expect(page.locator("#controller-indicator")).to_have_text("AI")
-            await stack.site.wait_until(stack.site.finished)
-            await expect(page.locator("#session-state")).to_contain_text("COMPLETED")
-            await expect(page.locator("#error-banner")).to_be_hidden()
-            await page.click("#end-button")
-            await expect(page.locator("#controller-indicator")).to_have_text("Ended")
+            yield await browser.new_page(viewport={"width": 1600, "height": 1000})
         finally:
             await browser.close()
+
+
+async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Path) -> None:
+    """The product as a person uses it: start, watch, take over, type, hand back."""
+    page_errors: list[str] = []
+    async with console_page(stack) as page:
+        page.on("pageerror", lambda error: page_errors.append(str(error)))
+        await page.goto(f"{stack.url}/#token={ALICE}")
+        await expect(page.locator("#identity")).to_have_text("signed in as alice")
+        await expect(page.locator("#socket-status")).to_have_text("live")
+
+        await page.fill("#task-text", "fill in the form")
+        await page.fill("#task-url", stack.site.form_url)
+        await page.fill("#task-max-steps", "5")
+        await page.fill(
+            "#task-steps",
+            json.dumps(
+                [
+                    {"action": "request_user", "reason": "type the word"},
+                    {"action": "click", "selector": "#finish"},
+                ]
+            ),
+        )
+        await page.click("#start-button")
+        # Steps appear live, then the agent asks for a person.
+        await expect(page.locator("#step-list li").first).to_contain_text("succeeded")
+        await expect(page.locator("#user-request")).to_contain_text("type the word")
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await expect(page.locator("#view-mode")).to_have_text("view only")
+
+        await page.click("#take-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        await expect(page.locator("#view-mode")).to_have_text("interactive")
+        await page.locator("#screen canvas").click()
+        await page.keyboard.type("baton")
+        await stack.site.wait_until(lambda: len(stack.site.keys()) >= 5)
+        assert stack.site.keys() == "baton"
+        await save_screenshot(page, tmp_path)
+
+        await page.click("#return-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await stack.site.wait_until(stack.site.finished)
+        await expect(page.locator("#session-state")).to_contain_text("COMPLETED")
+        await expect(page.locator("#error-banner")).to_be_hidden()
+        await page.click("#end-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("Ended")
     assert page_errors == []
 
 
@@ -299,42 +305,30 @@ async def test_the_console_view_reconnects_after_its_edge_restarts_and_keeps_its
     """An edge that goes away (here: restarted on its port, as a load balancer would
     send the console to another edge): the live view connects again with a new
     stream token, and the person who has control can type again."""
-    expect.set_options(timeout=30_000)
-    stack.site.clear()
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=require_binary("chromium", "chromium"),
-            args=["--no-sandbox", "--disable-background-networking", "--no-first-run"],
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-            await page.goto(f"{stack.url}/#token={ALICE}")
-            await expect(page.locator("#socket-status")).to_have_text("live")
-            await page.fill("#task-text", "wait for me")
-            await page.fill("#task-url", stack.site.form_url)
-            await page.fill(
-                "#task-steps", json.dumps([{"action": "request_user", "reason": "type"}])
-            )
-            await page.click("#start-button")
-            # The page is open and the agent waits for the person.
-            await expect(page.locator("#user-request")).to_contain_text("type")
-            await expect(page.locator("#view-status")).to_have_text("connected")
-            await page.click("#take-button")
-            await expect(page.locator("#view-mode")).to_have_text("interactive")
-            await page.locator("#screen canvas").click()
-            await page.keyboard.type("ab")
-            await stack.site.wait_until(lambda: stack.site.keys() == "ab")
+    async with console_page(stack) as page:
+        await page.goto(f"{stack.url}/#token={ALICE}")
+        await expect(page.locator("#socket-status")).to_have_text("live")
+        await page.fill("#task-text", "wait for me")
+        await page.fill("#task-url", stack.site.form_url)
+        await page.fill("#task-steps", json.dumps([{"action": "request_user", "reason": "type"}]))
+        await page.click("#start-button")
+        # The page is open and the agent waits for the person.
+        await expect(page.locator("#user-request")).to_contain_text("type")
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        await page.click("#take-button")
+        await expect(page.locator("#view-mode")).to_have_text("interactive")
+        await page.locator("#screen canvas").click()
+        await page.keyboard.type("ab")
+        await stack.site.wait_until(lambda: stack.site.keys() == "ab")
 
-            await stack.restart_edge()
-            # The positive marker: the view noticed the edge was gone.
-            await expect(page.locator("#view-status")).not_to_have_text("connected")
-            await expect(page.locator("#view-status")).to_have_text("connected")
-            await expect(page.locator("#view-mode")).to_have_text("interactive")
-            await expect(page.locator("#error-banner")).to_be_hidden()
-            await page.locator("#screen canvas").click()
-            await page.keyboard.type("cd")
-            await stack.site.wait_until(lambda: stack.site.keys() == "abcd")
-            await page.click("#end-button")
-            await expect(page.locator("#controller-indicator")).to_have_text("Ended")
-        finally:
-            await browser.close()
+        await stack.restart_edge()
+        # The positive marker: the view noticed the edge was gone.
+        await expect(page.locator("#view-status")).not_to_have_text("connected")
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        await expect(page.locator("#view-mode")).to_have_text("interactive")
+        await expect(page.locator("#error-banner")).to_be_hidden()
+        await page.locator("#screen canvas").click()
+        await page.keyboard.type("cd")
+        await stack.site.wait_until(lambda: stack.site.keys() == "abcd")
+        await page.click("#end-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("Ended")

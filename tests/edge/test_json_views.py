@@ -20,6 +20,7 @@ from services.edge.json_views import (
     session_id_of,
     session_json,
 )
+from services.edge.socketio_gateway import event_messages
 from services.runtime.errors import InvalidArgument, NotFound, PayloadTooLarge
 
 
@@ -245,3 +246,21 @@ def test_session_id_of() -> None:
     for payload in (None, "s1", {"id": ""}, {"id": 3}, {"id": "\ud800"}):
         with pytest.raises(InvalidArgument):
             session_id_of(payload)
+
+
+def test_a_failed_end_is_told_to_socketio_watchers_as_an_error_then_the_end() -> None:
+    def ended(state: session_pb2.ControlState.ValueType) -> session_pb2.WatchSessionResponse:
+        return session_pb2.WatchSessionResponse(
+            ended=session_pb2.SessionEnded(
+                session=session_pb2.Session(id="s1", state=state), reason="worker host lost"
+            )
+        )
+
+    failed = event_messages(ended(session_pb2.CONTROL_STATE_FAILED))
+    assert [name for name, _ in failed] == ["session:error", "session:ended"]
+    assert failed[0][1]["message"] == "worker host lost"
+    assert failed[0][1]["session"]["state"] == "FAILED"
+    assert failed[1][1]["reason"] == "worker host lost"
+    # An ordinary end is only an end.
+    normal = event_messages(ended(session_pb2.CONTROL_STATE_ENDED))
+    assert [name for name, _ in normal] == ["session:ended"]

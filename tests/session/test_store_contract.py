@@ -108,7 +108,7 @@ async def test_an_etcd_watch_from_a_compacted_revision_catches_up(etcd_endpoint:
             swapped = await etcd.swap(replace(session, version=version), current)
             assert swapped is not None
             current = swapped
-        await etcd._client.compact(current)
+        await etcd._etcd.client.compact(current)
         changes = etcd.watch("a", first)
         # The changes in between are gone from etcd: the latest stands in for them.
         latest = await asyncio.wait_for(anext(changes), 10)

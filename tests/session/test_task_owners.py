@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from baton.automation.v1 import automation_pb2
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import EtcdConnection, connect_first
 from services.session.etcd_store import EtcdStore
 from services.session.model import TaskStatus
 from services.session.orchestrator import SessionOrchestrator
@@ -42,9 +42,8 @@ async def crash(owners: EtcdTaskOwners) -> None:
     expires on its own after its TTL."""
     for task in owners._tasks:
         task.cancel()
-    client, owners._client = owners._client, None
-    assert client is not None
-    await client.close()
+    owners._stopped = True
+    owners._lease = None
 
 
 @pytest.fixture
@@ -56,8 +55,17 @@ async def store(etcd_endpoint: str) -> AsyncIterator[EtcdStore]:
 
 
 async def owners(etcd_endpoint: str) -> EtcdTaskOwners:
-    started = EtcdTaskOwners([etcd_endpoint], TTL_S)
+    """A replica's task owners on a connection of its own (closed with it here)."""
+    etcd = await EtcdConnection.open([etcd_endpoint])
+    started = EtcdTaskOwners(etcd, TTL_S)
     await started.start()
+    close = started.close
+
+    async def close_both() -> None:
+        await close()
+        await etcd.close()
+
+    started.close = close_both  # type: ignore[method-assign]
     return started
 
 
