@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from services.runtime.errors import (
     Unavailable,
 )
 from services.runtime.session_ids import check_session_id
+from services.runtime.slot_demand import FleetCapacity, RefusalWindow
 
 log = logging.getLogger(__name__)
 
@@ -195,9 +197,15 @@ class RestApi:
         watched = self._hub.latest_sessions()
         by_state = Counter(state_name(session.state) for session in watched)
         up = await self._sessions.healthy()
-        return PlainTextResponse(
-            self._metrics.render(by_state, up), media_type="text/plain; version=0.0.4"
-        )
+        # The fleet half of the autoscaling signal: the registry's sums, one call.
+        capacity: FleetCapacity | None = None
+        if up:
+            try:
+                capacity = await self._sessions.capacity()
+            except BatonError as exc:
+                log.warning("/metrics: no worker capacity: %s", exc.message)
+        text = self._metrics.render(by_state, up, capacity, time.monotonic())
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     def _authorize_scrape(self, authorization: str | None) -> None:
         """The operator token or BATON_METRICS_TOKEN (a token good for nothing else)."""
@@ -246,7 +254,10 @@ class EdgeApp:
 
 
 def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authenticator) -> EdgeApp:
-    metrics = EdgeMetrics()
+    metrics = EdgeMetrics(
+        capacity_refusals=RefusalWindow(settings.slot_refusal_window_s),
+        slot_headroom=settings.slot_headroom,
+    )
     hub = SessionWatchHub(sessions.watch)
     actions = SessionActions(sessions, auth, hub, metrics, settings.stream_token_lifetime_s)
     limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)

@@ -13,6 +13,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from services.runtime.slot_demand import FleetCapacity, RefusalWindow, slot_demand
+
 STEP_DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -69,9 +71,26 @@ class EdgeMetrics:
     input_forwarded: int = 0
     stream_connections: int = 0
     step_durations: Histogram = field(default_factory=lambda: Histogram(STEP_DURATION_BUCKETS))
+    # The autoscaling signal (services/runtime/slot_demand.py): creates this edge
+    # answered 429 for want of a slot, and the spare slots wanted.
+    capacity_refusals: RefusalWindow = field(default_factory=lambda: RefusalWindow(120.0))
+    capacity_refusals_total: int = 0
+    slot_headroom: int = 0
 
-    def render(self, sessions_by_state: Mapping[str, int], service_up: bool) -> str:
-        """The exposition text; service_up: the session service reports itself ready."""
+    def refused_for_capacity(self, now: float) -> None:
+        self.capacity_refusals.record(now)
+        self.capacity_refusals_total += 1
+
+    def render(
+        self,
+        sessions_by_state: Mapping[str, int],
+        service_up: bool,
+        capacity: FleetCapacity | None = None,
+        now: float = 0.0,
+    ) -> str:
+        """The exposition text; service_up: the session service reports itself ready;
+        capacity: the fleet's slots (None: unknown, the slot gauges are left out);
+        now: the monotonic clock the refusals were recorded with."""
         lines: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
@@ -105,6 +124,41 @@ class EdgeMetrics:
             f"baton_stream_input_messages_total{_labels([('outcome', 'dropped')])} "
             f"{self.input_dropped}"
         )
+        refused = self.capacity_refusals.count(now)
+        family(
+            "baton_capacity_refusals_total",
+            "counter",
+            "Creates this edge answered 429 because no worker host had a free slot.",
+        )
+        lines.append(f"baton_capacity_refusals_total {self.capacity_refusals_total}")
+        family(
+            "baton_slot_refusals_recent",
+            "gauge",
+            "Of those, the ones within the refusal window (BATON_SLOT_REFUSAL_WINDOW_S).",
+        )
+        lines.append(f"baton_slot_refusals_recent {refused}")
+        family("baton_slot_headroom", "gauge", "Spare slots wanted (BATON_SLOT_HEADROOM).")
+        lines.append(f"baton_slot_headroom {self.slot_headroom}")
+        if capacity is not None and capacity.capacity_known:
+            family("baton_worker_hosts", "gauge", "Registered worker hosts, by state.")
+            serving = capacity.worker_hosts - capacity.draining_hosts
+            lines.append(f"baton_worker_hosts{_labels([('state', 'serving')])} {serving}")
+            lines.append(
+                f"baton_worker_hosts{_labels([('state', 'draining')])} {capacity.draining_hosts}"
+            )
+            family("baton_slots_total", "gauge", "Slots of the worker hosts taking sessions.")
+            lines.append(f"baton_slots_total {capacity.slots_total}")
+            family("baton_slots_held", "gauge", "Slots held by live sessions, on every host.")
+            lines.append(f"baton_slots_held {capacity.slots_held}")
+            family("baton_slots_warm", "gauge", "Warm slots ready, on every host.")
+            lines.append(f"baton_slots_warm {capacity.slots_warm}")
+            family(
+                "baton_slot_demand",
+                "gauge",
+                "Slots wanted as this edge sees it: held + refused recently + headroom.",
+            )
+            demand = slot_demand(capacity.slots_held, refused, self.slot_headroom)
+            lines.append(f"baton_slot_demand {demand}")
         family("baton_http_requests_total", "counter", "REST requests by route and status.")
         for (route, status), count in sorted(self.http_requests.items()):
             labels = _labels([("route", route), ("status", str(status))])

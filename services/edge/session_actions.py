@@ -7,6 +7,7 @@ are session JSON, and failures are BatonErrors either door maps for its wire.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from services.edge.json_views import (
 from services.edge.metrics import EdgeMetrics
 from services.edge.session_client import SessionClient
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind
+from services.runtime.errors import ResourceExhausted
+from services.runtime.slot_demand import NO_FREE_SLOT
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +79,13 @@ class SessionActions:
 
     async def create(self, principal: Principal, body: JsonObject) -> JsonObject:
         request = parse_create_session(body)
-        session = await self._sessions.create(principal, request)
+        try:
+            session = await self._sessions.create(principal, request)
+        except ResourceExhausted as exc:
+            # Demand the fleet could not serve: part of the autoscaling signal.
+            if exc.message.startswith(NO_FREE_SLOT):
+                self._metrics.refused_for_capacity(time.monotonic())
+            raise
         self._observe_steps(session.id)
         return session_json(session)
 

@@ -20,6 +20,7 @@ from services.runtime.errors import BatonError, error_from_rpc, error_from_statu
 from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
+from services.runtime.slot_demand import FleetCapacity
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,20 @@ class SessionClient:
             session_id=session_id, edge_id=self.edge_id, version=version
         )
         await _call(self._stub.AcknowledgeControl(request, timeout=self._timeout))
+
+    async def capacity(self, deadline_s: float = 5.0) -> FleetCapacity:
+        """The worker hosts' slots, as the session service's registry shows them."""
+        answer = await _call(
+            self._stub.GetCapacity(session_pb2.GetCapacityRequest(), timeout=deadline_s)
+        )
+        return FleetCapacity(
+            worker_hosts=answer.worker_hosts,
+            draining_hosts=answer.draining_hosts,
+            slots_total=answer.slots_total,
+            slots_held=answer.slots_held,
+            slots_warm=answer.slots_warm,
+            capacity_known=answer.capacity_known,
+        )
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         """The session's events, first its current state, until it ends."""

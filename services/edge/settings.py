@@ -53,6 +53,11 @@ class EdgeSettings:
     # Where `npm install` put @novnc/novnc (see the Makefile's setup target).
     novnc_dir: Path = _HERE / "node_modules" / "@novnc" / "novnc"
     socketio_client_dir: Path = _HERE / "node_modules" / "socket.io-client" / "dist"
+    # The autoscaling signal on /metrics (deploy/README.md, "Autoscaling"): spare
+    # slots wanted beyond live sessions, and how long a create refused for want
+    # of a slot counts as demand.
+    slot_headroom: int = 2
+    slot_refusal_window_s: float = 120.0
     log_level: str = "INFO"
     traces_exporter: str = "none"
     # The deployment's service-to-service credential (BATON_INTERNAL_TOKEN).
@@ -103,6 +108,10 @@ class EdgeSettings:
             tls_certfile=certfile,
             tls_keyfile=keyfile,
             public_url=env.optional("BATON_PUBLIC_URL"),
+            slot_headroom=env.integer("BATON_SLOT_HEADROOM", cls.slot_headroom, minimum=0),
+            slot_refusal_window_s=env.number(
+                "BATON_SLOT_REFUSAL_WINDOW_S", cls.slot_refusal_window_s, minimum=1
+            ),
             log_level=env.text("BATON_LOG_LEVEL", cls.log_level),
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
             internal_token=InternalToken.from_env(env),

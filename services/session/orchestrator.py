@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.runtime.errors import FailedPrecondition
+from services.runtime.slot_demand import FleetCapacity, fleet_capacity
 from services.session import state_machine
 from services.session.control_fence import ControlFence, MemoryControlFence
 from services.session.ending import Ending
@@ -36,7 +37,7 @@ from services.session.task_adoption import TaskAdoption
 from services.session.task_owners import LocalTaskOwners, TaskOwners
 from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.user_lock import LocalUserLock, UserLock
-from services.session.workers import WorkerDirectory
+from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory
 
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
 
@@ -73,6 +74,7 @@ class SessionOrchestrator:
         if fence is None:
             fence = MemoryControlFence(settings.viewer_lease_s)
         self._records = records
+        self._directory = directory
         # One session service alone (the embedded store) claims in memory.
         owners = owners or LocalTaskOwners()
         self._task_runs = TaskRuns(
@@ -189,6 +191,12 @@ class SessionOrchestrator:
                 yield change.session
             if change.session.state.terminal:
                 return
+
+    def capacity(self) -> FleetCapacity:
+        """The worker hosts' slots as the directory shows them (no call to any host)."""
+        return fleet_capacity(
+            (view.record for view in self._directory.live_hosts()), UNKNOWN_CAPACITY
+        )
 
     # --- commands ---
 

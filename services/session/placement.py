@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from baton.display.v1 import display_pb2
 from services.runtime.errors import FailedPrecondition, ResourceExhausted
+from services.runtime.slot_demand import NO_FREE_SLOT
 from services.session.model import Placement, Session
 from services.session.workers import HostView, WorkerDirectory, WorkerHost
 
@@ -87,6 +88,6 @@ class Placer:
             )
         why = f" ({'; '.join(refusals)})" if refusals else ""
         raise ResourceExhausted(
-            f"no worker host has a free slot{why}; try again later",
+            f"{NO_FREE_SLOT}{why}; try again later",
             retry_after_s=CLUSTER_FULL_RETRY_AFTER_S,
         )

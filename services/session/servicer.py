@@ -164,3 +164,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             _session_id(request.session_id), request.edge_id, request.version
         )
         return session_pb2.AcknowledgeControlResponse()
+
+    async def GetCapacity(
+        self, request: session_pb2.GetCapacityRequest, context: Context
+    ) -> session_pb2.GetCapacityResponse:
+        capacity = self._sessions.capacity()
+        return session_pb2.GetCapacityResponse(
+            worker_hosts=capacity.worker_hosts,
+            draining_hosts=capacity.draining_hosts,
+            slots_total=capacity.slots_total,
+            slots_held=capacity.slots_held,
+            slots_warm=capacity.slots_warm,
+            capacity_known=capacity.capacity_known,
+        )

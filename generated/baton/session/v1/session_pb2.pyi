@@ -914,3 +914,58 @@ class AcknowledgeControlResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcknowledgeControlResponse: _TypeAlias = AcknowledgeControlResponse  # noqa: Y015
+
+@_typing.final
+class GetCapacityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityRequest: _TypeAlias = GetCapacityRequest  # noqa: Y015
+
+@_typing.final
+class GetCapacityResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKER_HOSTS_FIELD_NUMBER: _builtins.int
+    DRAINING_HOSTS_FIELD_NUMBER: _builtins.int
+    SLOTS_TOTAL_FIELD_NUMBER: _builtins.int
+    SLOTS_HELD_FIELD_NUMBER: _builtins.int
+    SLOTS_WARM_FIELD_NUMBER: _builtins.int
+    CAPACITY_KNOWN_FIELD_NUMBER: _builtins.int
+    worker_hosts: _builtins.int
+    """worker_hosts counts the registered hosts, draining ones included."""
+    draining_hosts: _builtins.int
+    slots_total: _builtins.int
+    """slots_total is the max slots of the hosts that take sessions (not draining)."""
+    slots_held: _builtins.int
+    """slots_held counts the slots sessions hold, on every host."""
+    slots_warm: _builtins.int
+    capacity_known: _builtins.bool
+    """capacity_known is false without a registry (one fixed host whose display
+    decides): slots_total and slots_held then mean nothing.
+    """
+    def __init__(
+        self,
+        *,
+        worker_hosts: _builtins.int = ...,
+        draining_hosts: _builtins.int = ...,
+        slots_total: _builtins.int = ...,
+        slots_held: _builtins.int = ...,
+        slots_warm: _builtins.int = ...,
+        capacity_known: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity_known", b"capacity_known", "draining_hosts", b"draining_hosts", "slots_held", b"slots_held", "slots_total", b"slots_total", "slots_warm", b"slots_warm", "worker_hosts", b"worker_hosts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapacityResponse: _TypeAlias = GetCapacityResponse  # noqa: Y015

@@ -81,6 +81,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.FromString,
                 _registered_method=True)
+        self.GetCapacity = channel.unary_unary(
+                '/baton.session.v1.SessionService/GetCapacity',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -156,6 +161,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapacity(self, request, context):
+        """GetCapacity sums the worker hosts' slots as the registry shows them: the
+        fleet half of the autoscaling signal the edge publishes on /metrics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -203,6 +216,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.AcknowledgeControl,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.SerializeToString,
+            ),
+            'GetCapacity': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapacity,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -450,6 +468,33 @@ class SessionService:
             '/baton.session.v1.SessionService/AcknowledgeControl',
             baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.AcknowledgeControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapacity(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/GetCapacity',
+            baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,10 @@ class SessionServiceStub:
     resumes only once every edge holding viewers has acknowledged the new
     version, or a bounded wait has passed (the handoff fence).
     """
+    GetCapacity: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetCapacityRequest, _session_pb2.GetCapacityResponse]
+    """GetCapacity sums the worker hosts' slots as the registry shows them: the
+    fleet half of the autoscaling signal the edge publishes on /metrics.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -98,6 +102,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     every input gate it holds. When control returns to the agent, the agent
     resumes only once every edge holding viewers has acknowledged the new
     version, or a bounded wait has passed (the handoff fence).
+    """
+    GetCapacity: _aio.UnaryUnaryMultiCallable[_session_pb2.GetCapacityRequest, _session_pb2.GetCapacityResponse]  # type: ignore[assignment]
+    """GetCapacity sums the worker hosts' slots as the registry shows them: the
+    fleet half of the autoscaling signal the edge publishes on /metrics.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -185,6 +193,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         every input gate it holds. When control returns to the agent, the agent
         resumes only once every edge holding viewers has acknowledged the new
         version, or a bounded wait has passed (the handoff fence).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCapacity(
+        self,
+        request: _session_pb2.GetCapacityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.GetCapacityResponse, _abc.Awaitable[_session_pb2.GetCapacityResponse]]:
+        """GetCapacity sums the worker hosts' slots as the registry shows them: the
+        fleet half of the autoscaling signal the edge publishes on /metrics.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
