@@ -24,6 +24,7 @@ import aetcd.exceptions
 from services.display.settings import DisplaySettings
 from services.display.slot_allocator import Capacity
 from services.display.slot_pool import SlotPool
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.etcd_client import connect_first
 from services.runtime.worker_registry import WorkerRecord, key_for
 
@@ -132,10 +133,12 @@ class WorkerRegistration:
     async def _run(self) -> None:
         delay = _RETRY_FIRST_S
         while True:
+            check_cancelled()
             try:
                 await self._register_and_keep()
             # Whatever went wrong, the host goes on and tries again (never a silent stop).
             except Exception as exc:
+                unless_cancelled(exc)
                 if self._registered:
                     # Registered until now: this outage starts from a short wait again.
                     delay = _RETRY_FIRST_S

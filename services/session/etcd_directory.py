@@ -21,6 +21,7 @@ import aetcd
 import aetcd.exceptions
 import grpc
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import InvalidArgument, Unavailable
 from services.runtime.etcd_client import connect_first
 from services.runtime.internal_auth import InternalToken
@@ -131,6 +132,7 @@ class EtcdWorkerDirectory:
     async def _follow(self, revision: int | None) -> None:
         delay = _RETRY_FIRST_S
         while True:
+            check_cancelled()
             try:
                 if self._client is None:
                     self._client = await connect_first(self._endpoints, _CALL_TIMEOUT_S)
@@ -144,6 +146,7 @@ class EtcdWorkerDirectory:
                     async for event in watch:
                         revision = int(event.kv.mod_revision)
                         await self._apply(event)
+                        check_cancelled()
                         delay = _RETRY_FIRST_S
                 finally:
                     with contextlib.suppress(aetcd.exceptions.ClientError):
@@ -152,6 +155,7 @@ class EtcdWorkerDirectory:
                 raise Unavailable("the watch of the worker registry ended")
             # Whatever went wrong, list again and watch on (never a silent stop).
             except Exception as exc:
+                unless_cancelled(exc)
                 # Compacted, cut off, or a member gone: list again (on another member
                 # if need be) rather than trust a watch resumed from a revision.
                 log.warning(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 import aetcd
 import aetcd.exceptions
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Unavailable
 from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.session import fence_keys
@@ -124,6 +125,7 @@ class EtcdControlFence:
     ) -> None:
         """Return once no edge in `waiting` is left: each acknowledged `version`."""
         while waiting:
+            check_cancelled()
             client = self._etcd.client
             try:
                 watch = await client.watch_prefix(
@@ -144,6 +146,7 @@ class EtcdControlFence:
                         await watch.cancel()
                 raise Unavailable("the watch of the control fence ended")
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
+                unless_cancelled(exc)
                 # Cut off or compacted: read the acknowledgements as they are now,
                 # then watch on from there.
                 log.warning("control fence: watch of %s interrupted: %s", session_keys, exc)

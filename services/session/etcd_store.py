@@ -18,6 +18,7 @@ import aetcd
 import aetcd.exceptions
 import aetcd.utils
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Conflict, Unavailable
 from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 from services.runtime.limits import MAX_STEP_EVENTS_KEPT
@@ -169,6 +170,7 @@ class EtcdStore:
         compacted_at = 0
         delay = _RETRY_FIRST_S
         while True:
+            check_cancelled()
             client = self._etcd.client
             try:
                 if compacted_at:
@@ -198,6 +200,7 @@ class EtcdStore:
             except aetcd.exceptions.RevisionCompactedError as exc:
                 compacted_at = exc.compacted_revision
             except (aetcd.exceptions.ClientError, Unavailable) as exc:
+                unless_cancelled(exc)
                 # etcd restarting or out of reach: watch again from the last change seen.
                 log.warning("watch of session %s interrupted: %s; retrying", session_id, exc)
                 if isinstance(exc, MEMBER_GONE):

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import grpc
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import BatonError
 from services.session import failure_reasons
 from services.session.ending import Ending
@@ -82,14 +83,17 @@ class Janitor:
     async def _rounds(self) -> None:
         interval = min(5.0, self._settings.idle_timeout_s / 4)
         while True:
+            check_cancelled()
             await asyncio.sleep(interval)
             self._follow_hosts()
             for job in (self.reap, self.fail_stranded, self.release_orphans):
                 try:
                     await job()
                 except BatonError as exc:
+                    unless_cancelled(exc)
                     log.warning("janitor: %s: %s", job.__name__, exc.message)
-                except Exception:
+                except Exception as exc:
+                    unless_cancelled(exc)
                     # One bad round must not stop idle and lifetime limits for good.
                     log.exception("janitor: %s: unexpected error", job.__name__)
 
@@ -155,15 +159,19 @@ class Janitor:
 
     async def _watch_lost_hosts(self) -> None:
         while True:
+            check_cancelled()
             try:
                 async for lost in self._directory.lost_hosts():
                     log.warning("worker host %s (epoch %s) lost", lost.host_id, lost.epoch)
                     await self.fail_lost_host(lost)
                     # A new epoch of the host may be live already: watch it now.
                     self._follow_hosts()
+                    check_cancelled()
             except BatonError as exc:
+                unless_cancelled(exc)
                 log.warning("lost-host watch interrupted: %s", exc.message)
-            except Exception:
+            except Exception as exc:
+                unless_cancelled(exc)
                 log.exception("lost-host watch: unexpected error")
             await asyncio.sleep(REWATCH_S)
 
@@ -255,12 +263,15 @@ class Janitor:
                 async for event in host.display.watch_slots():
                     if event.WhichOneof("event") == "failed":
                         await self._fail_slot(host_id, event.failed.slot.id, event.failed.reason)
+                    check_cancelled()
             except BatonError as exc:
+                unless_cancelled(exc)
                 log.debug("slot watch of host %s interrupted: %s", host_id, exc.message)
             except grpc.aio.UsageError:
                 # The directory closed the host's channels: it is gone.
                 log.debug("slot watch of host %s: its channel is closed", host_id)
-            except Exception:
+            except Exception as exc:
+                unless_cancelled(exc)
                 log.exception("slot watch of host %s: unexpected error", host_id)
             await asyncio.sleep(REWATCH_S)
 

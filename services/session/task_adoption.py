@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.session.model import ControlState, Session
 from services.session.records import SessionRecords
 from services.session.task_owners import EVERYTHING, TaskOwners
@@ -64,24 +65,32 @@ class TaskAdoption:
 
     async def _run(self) -> None:
         await self._adopt_all_until_done()
-        async for session_id in self._owners.released():
+        released = self._owners.released()
+        while True:
+            # Before each wait: a cancellation absorbed by the round before
+            # (cancellation.py) must not leave us waiting for the next event.
+            check_cancelled()
+            session_id = await anext(released)
             if session_id == EVERYTHING:
                 await self._adopt_all_until_done()
             else:
                 try:
                     await self.adopt(session_id)
                 except Exception as exc:
+                    unless_cancelled(exc)
                     log.warning("task adoption: session %s: %s; looking at all", session_id, exc)
                     await asyncio.sleep(RETRY_S)
                     await self._adopt_all_until_done()
 
     async def _adopt_all_until_done(self) -> None:
         while True:
+            check_cancelled()
             try:
                 await self.adopt_all()
                 return
             # Whatever went wrong (the store out of reach), look again soon.
             except Exception as exc:
+                unless_cancelled(exc)
                 log.warning("task adoption: looking for tasks failed (%s); again soon", exc)
                 await asyncio.sleep(RETRY_S)
 

@@ -30,6 +30,7 @@ from typing import Protocol
 import aetcd
 import aetcd.exceptions
 
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Unavailable
 from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
 
@@ -179,6 +180,7 @@ class EtcdTaskOwners:
 
     async def _keep_lease(self) -> None:
         while True:
+            check_cancelled()
             await asyncio.sleep(self._ttl_s / 3)
             try:
                 assert self._lease is not None
@@ -192,12 +194,14 @@ class EtcdTaskOwners:
                     self._lease_ready.clear()
                     await self._new_lease()
             except (Unavailable, TimeoutError) as exc:
+                unless_cancelled(exc)
                 log.warning("task owners: keeping the lease alive failed: %s", exc)
 
     async def _watch(self) -> None:
         delay = _RETRY_FIRST_S
         first = True
         while True:
+            check_cancelled()
             client = self._etcd.client
             try:
                 watch = await client.watch_prefix(PREFIX.encode())
@@ -215,6 +219,7 @@ class EtcdTaskOwners:
                         await watch.cancel()
                 raise Unavailable("the watch of the task owners ended")
             except Exception as exc:
+                unless_cancelled(exc)
                 log.warning(
                     "task owners: watch interrupted (%s); again in %.1f s",
                     exc or type(exc).__name__,

@@ -18,6 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from baton.automation.v1 import automation_pb2
+from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import BatonError, NotFound, Unavailable
 from services.session import failure_reasons
 from services.session.records import SessionRecords
@@ -130,8 +131,10 @@ class TaskRuns:
                     async for event in events:
                         self._seen.add(session_id)
                         await self._apply(session_id, event)
+                        check_cancelled()
                     return
                 except BatonError as exc:
+                    unless_cancelled(exc)
                     if attached and isinstance(exc, NotFound):
                         await self._task_lost(session_id, exc.message)
                         return
