@@ -218,3 +218,43 @@ async def test_concurrent_creates_over_both_replicas_never_pass_the_quota(
         session_pb2.EndSessionRequest(session_id=created[0].id, actor=ALICE)
     )
     await create(replicas.one)
+
+
+async def test_take_control_racing_on_both_replicas_has_exactly_one_winner(
+    replicas: Replicas,
+) -> None:
+    """Control changes are serialized through the store, not a replica's lock: the
+    same take_control, at the same expected version, sent to both replicas at once,
+    wins once; the agent is paused before the winner's USER_CONTROL is committed."""
+    for round_ in range(5):
+        session = await create(replicas.one)
+        calls_before = len(replicas.automation.calls)
+        requests = [
+            replica.stub.ChangeControl(
+                session_pb2.ChangeControlRequest(
+                    session_id=session.id,
+                    actor=ALICE,
+                    action=session_pb2.CONTROL_ACTION_TAKE_CONTROL,
+                    expected_version=session.version,
+                )
+            )
+            for replica in (replicas.one, replicas.two)
+        ]
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        won = [r for r in results if isinstance(r, session_pb2.ChangeControlResponse)]
+        lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert len(won) == 1 and len(lost) == 1, (round_, results)
+        assert lost[0].code() in (
+            grpc.StatusCode.ABORTED,
+            grpc.StatusCode.FAILED_PRECONDITION,
+        ), lost[0]
+        assert won[0].session.state == session_pb2.CONTROL_STATE_USER_CONTROL
+        pauses = [c for c in replicas.automation.calls[calls_before:] if c == ("pause", session.id)]
+        assert len(pauses) >= 1, "USER_CONTROL without the agent paused"
+        stored = await replicas.two.stub.GetSession(
+            session_pb2.GetSessionRequest(session_id=session.id, actor=ALICE)
+        )
+        assert stored.session.version == won[0].session.version
+        await replicas.two.stub.EndSession(
+            session_pb2.EndSessionRequest(session_id=session.id, actor=ALICE)
+        )
