@@ -42,7 +42,7 @@ from services.automation.proc_table import (
     chromium_children,
     list_processes,
     processes_of_browser,
-    reap_chromium_zombies,
+    reap_orphan_zombies,
     set_subreaper,
 )
 from services.automation.profile_reaper import kill_users, mark_owned, secure_delete
@@ -495,7 +495,7 @@ class ChromiumBrowser:
         deadline = time.monotonic() + timeout_s
         while True:
             left = processes_of_browser(list_processes(), self.pid, self.profile_dir)
-            reap_chromium_zombies()
+            reap_orphan_zombies()
             if not left or time.monotonic() > deadline:
                 break
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -542,7 +542,7 @@ class PlaywrightDriver:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            reap_chromium_zombies()
+            reap_orphan_zombies()
 
     async def launch(
         self, session_id: str, display: str, width: int, height: int, xauthority: str = ""
@@ -638,7 +638,7 @@ class PlaywrightDriver:
             except Exception as error:
                 log.warning("stopping the Playwright driver: %s", error)
             self._playwright = None
-        reap_chromium_zombies()
+        reap_orphan_zombies()
         if not self._started:
             return
         self._started = False
@@ -648,7 +648,7 @@ class PlaywrightDriver:
             # we stop being the subreaper they are re-parented to.
             deadline = time.monotonic() + 3
             while list(chromium_children(list_processes(), os.getpid())):
-                reap_chromium_zombies()
+                reap_orphan_zombies()
                 if time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.05)

@@ -124,7 +124,7 @@ def set_subreaper(enabled: bool) -> bool:
     return ok
 
 
-def reap_chromium_zombies() -> int:
+def reap_orphan_zombies() -> int:
     """Reap the orphaned Chromium zombies that are our children; return how many."""
     reaped = 0
     for pid in orphan_zombies(list_processes(), os.getpid(), os.getpgrp()):

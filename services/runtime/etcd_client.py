@@ -1,7 +1,10 @@
-"""Reaching etcd through aetcd: endpoint parsing and the first reachable member.
+"""Reaching etcd through aetcd: endpoint parsing, the first reachable member, and
+`EtcdConnection`, a client that moves to another member when its member goes.
 
-aetcd talks to one endpoint per client, so every user of etcd (the session store,
-the worker registry and its readers) connects to the first member that answers.
+aetcd talks to one endpoint per client. The worker registry and its readers
+connect to the first member that answers and connect again when their loops fail;
+a session service's store, fence, create lock and task claims share one
+`EtcdConnection`.
 """
 
 from __future__ import annotations
@@ -44,15 +47,6 @@ async def connect_first(endpoints: Sequence[str], timeout_s: float = 5.0) -> aet
             continue
         return client
     raise Unavailable("cannot reach etcd at " + "; ".join(errors or ["no endpoints"]))
-
-
-@contextlib.contextmanager
-def unavailable_on_etcd_errors() -> Iterator[None]:
-    """etcd out of reach is Unavailable (503), not an internal error."""
-    try:
-        yield
-    except aetcd.exceptions.ClientError as exc:
-        raise Unavailable(f"etcd: {exc}") from exc
 
 
 # What a member that died (or lost its quorum) answers: its users move to another.

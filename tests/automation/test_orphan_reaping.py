@@ -11,7 +11,7 @@ from pathlib import Path
 from services.automation.proc_table import (
     list_processes,
     orphan_zombies,
-    reap_chromium_zombies,
+    reap_orphan_zombies,
     set_subreaper,
 )
 
@@ -55,7 +55,7 @@ def test_an_orphan_named_exe_is_reaped_and_our_own_children_are_left(tmp_path: P
         [orphan] = orphans
         assert orphan.comm == "exe" and orphan.zombie  # the positive marker: it is there
         assert list(orphan_zombies(list_processes(), os.getpid(), os.getpgrp())) == [orphan.pid]
-        assert reap_chromium_zombies() == 1
+        assert reap_orphan_zombies() == 1
         assert zombie_children() == [own.pid]
         assert own.wait(5) == 0
     finally:

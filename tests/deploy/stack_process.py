@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -12,12 +13,45 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import free_port
 
 TOKEN = "crash-test-token"
+
+
+@contextlib.contextmanager
+def launched_until_ready(
+    env: Mapping[str, str], timeout: float = 90
+) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """`python -m deploy.local_stack` with `env`, its output read up to its "all
+    services ready" line (or its end, or `timeout`); killed if still running after."""
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "deploy.local_stack"],
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = launcher.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "all services ready" in line:
+                break
+        yield launcher, output
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
 
 
 def process_tree(pid: int) -> set[int]:

@@ -17,7 +17,7 @@ import pytest
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from tests.conftest import free_port, require_binary
-from tests.deploy.stack_process import alive, process_tree
+from tests.deploy.stack_process import alive, launched_until_ready, process_tree
 
 
 def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -> None:
@@ -40,24 +40,7 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         "BATON_PROFILE_ROOT": str(tmp_path),
         "BATON_LOG_LEVEL": "WARNING",
     }
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local_stack"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert launcher.stdout is not None
-    output: list[str] = []
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = launcher.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if "all services ready" in line:
-                break
+    with launched_until_ready(env) as (launcher, output):
         console = next((line for line in output if "Baton console:" in line), None)
         assert console is not None, "".join(output)
         assert re.search(rf"http://127\.0\.0\.1:{edge_port}/#token=launcher-test-token", console)
@@ -94,16 +77,12 @@ def test_make_run_starts_everything_and_sigterm_leaves_nothing(tmp_path: Path) -
         time.sleep(0.2)
         launcher.send_signal(signal.SIGINT)
         assert launcher.wait(timeout=60) == 0
+        assert launcher.stdout is not None
         rest = launcher.stdout.read()
         assert "baton: stopped" in rest, rest
         left = sorted(pid for pid in started if alive(pid))
         assert left == [], f"left running: {left}"
         assert list(tmp_path.glob("baton-profile-*")) == [], rest
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
 
 
 def test_a_service_that_cannot_start_stops_the_stack_with_a_message(tmp_path: Path) -> None:

@@ -6,9 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.display.rfb_client import probe
 from tests.conftest import free_port, require_binary
+from tests.deploy.stack_process import launched_until_ready
 from tests.tls_certs import TestCa
 
 TOKEN = "launcher-tls-test-token"
@@ -64,24 +62,7 @@ def test_make_run_with_tls_serves_a_session(tmp_path: Path) -> None:
         "BATON_STREAM_TLS_CERT": str(services.cert),
         "BATON_STREAM_TLS_KEY": str(services.key),
     }
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "deploy.local_stack"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert launcher.stdout is not None
-    output: list[str] = []
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = launcher.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if "all services ready" in line:
-                break
+    with launched_until_ready(env) as (launcher, output):
         # The launcher's health checks got through TLS.
         assert any("all services ready" in line for line in output), "".join(output)
         session = _call(
@@ -104,8 +85,3 @@ def test_make_run_with_tls_serves_a_session(tmp_path: Path) -> None:
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
         launcher.send_signal(signal.SIGTERM)
         assert launcher.wait(timeout=60) == 0
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
