@@ -104,7 +104,8 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def _searchable(directory: Path) -> None:
+def searchable(directory: Path) -> None:
+    """Let other users through `directory` (not list it)."""
     directory.chmod(directory.stat().st_mode | 0o001)
 
 
@@ -114,11 +115,11 @@ def browsers_reach_temp_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
     (services/automation/browser_user.py), which must get through pytest's temp
     dirs (mode 0700) to its profile: let others search them, not list them."""
     base = tmp_path_factory.getbasetemp()
-    _searchable(base)
-    _searchable(base.parent)
+    searchable(base)
+    searchable(base.parent)
 
 
 @pytest.fixture(autouse=True)
 def browsers_reach_tmp_path(request: pytest.FixtureRequest) -> None:
     if "tmp_path" in request.fixturenames:
-        _searchable(request.getfixturevalue("tmp_path"))
+        searchable(request.getfixturevalue("tmp_path"))

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import shutil
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,11 +128,25 @@ def user_namespace_argv(base: int, command: list[str]) -> list[str]:
     ]
 
 
-def can_make_user_namespace(base: int, user: str, uid: int) -> bool:
-    names = {user, str(uid)}
+def can_make_user_namespace(base: int) -> bool:
+    uid = os.getuid()
+    try:
+        names = {pwd.getpwuid(uid).pw_name, str(uid)}
+    except KeyError:
+        # newuidmap needs our name.
+        return False
     return (
         shutil.which("unshare") is not None
         and shutil.which("newuidmap") is not None
         and subids_cover(Path("/etc/subuid"), names, base)
-        and subids_cover(Path("/etc/subgid"), names | {str(os.getgid())}, base)
+        and subids_cover(Path("/etc/subgid"), names, base)
     )
+
+
+def enter_user_namespace(base: int) -> None:
+    """Unprivileged, with the browsers' uids in /etc/subuid and subgid: run this
+    process again as root of its own user namespace (it has no more privilege on
+    the host than before: it is its user there, and the browsers' uids)."""
+    if os.geteuid() == 0 or not can_make_user_namespace(base):
+        return
+    os.execvp("unshare", user_namespace_argv(base, [sys.executable, *sys.orig_argv[1:]]))

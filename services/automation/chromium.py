@@ -583,6 +583,8 @@ class PlaywrightDriver:
                 profile_dir,
                 executable_path=executable,
                 headless=False,
+                # Playwright passes --no-sandbox unless told (README.md, "Isolation").
+                chromium_sandbox=True,
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
