@@ -260,6 +260,9 @@ def main() -> None:
     started = datetime.datetime.now(datetime.UTC)
     load_before = loadavg()
     work = Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    # Searchable (not listable) by others: each browser runs as its display's own
+    # user and goes through it to its profile (services/automation/browser_user.py).
+    work.chmod(0o711)
     began = time.monotonic()
     try:
         figures = asyncio.run(run(plan, only, work))

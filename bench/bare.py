@@ -45,9 +45,11 @@ def bare_credentials(display: int) -> tuple[Path, Path]:
 
 
 def bare_chromium_argv(chromium: str, profile: Path, url: str) -> list[str]:
-    """Chromium as a plain script would start it, with Baton's own window and network flags."""
+    """Chromium as a plain script run as root would start it (without its sandbox,
+    which does not start as root), with Baton's own window and network flags."""
     return [
         chromium,
+        "--no-sandbox",
         *chromium_args(WindowSize(VIEWPORT.width, VIEWPORT.height)),
         f"--user-data-dir={profile}",
         url,

@@ -19,12 +19,12 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# The services' user, and the browsers' uids it may map (README.md, "Isolation"):
-# `make run` started as root runs every service as baton, and the automation
-# service runs display N's Chromium as uid 300000 + N in a user namespace of its own.
+# The services' unprivileged user, and the browsers' uids it may map (README.md,
+# "Isolation"): the automation service run as baton makes a user namespace of its
+# own in which display N's Chromium runs as uid 300000 + N.
 if [[ $(id -u) -eq 0 ]]; then
   id baton >/dev/null 2>&1 ||
-    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+    useradd --system --user-group --create-home --home-dir /var/lib/baton \
       --shell /usr/sbin/nologin baton
   for file in /etc/subuid /etc/subgid; do
     grep -q '^baton:' "$file" 2>/dev/null || echo "baton:300000:65536" >>"$file"

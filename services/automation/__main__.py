@@ -17,6 +17,8 @@ from services.runtime.telemetry import configure_telemetry
 
 async def main() -> None:
     settings = AutomationSettings.from_env(Env(os.environ))
+    # Before anything starts: the process may be replaced (README.md, "Isolation").
+    enter_user_namespace(settings.browser_uid_base)
     configure_logging(settings.log_level)
     configure_telemetry("baton-automation", settings.traces_exporter)
     running = await start_automation_server(settings, f"{settings.listen_host}:{settings.port}")
@@ -28,6 +30,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # Before anything starts: the process is replaced (README.md, "Isolation").
-    enter_user_namespace(AutomationSettings.from_env(Env(os.environ)).browser_uid_base)
     run_service(main)

@@ -114,6 +114,8 @@ def test_bare_argvs_route_by_address_or_by_token_directory() -> None:
     assert chromium[0] == "/usr/bin/chromium" and chromium[-1] == "http://127.0.0.1:1/"
     assert "--user-data-dir=/p" in chromium
     assert "--window-size=1280,720" in chromium
+    # Run as root, the bare script cannot have the sandbox Baton runs with.
+    assert "--no-sandbox" in chromium
 
 
 def test_etcd_listens_on_the_given_loopback_ports() -> None:

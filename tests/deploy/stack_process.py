@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port
+from tests.conftest import free_port, searchable
 
 TOKEN = "crash-test-token"
 
@@ -121,6 +121,10 @@ class LauncherStack:
         # SingletonSocket, must fit in a unix socket path (108 bytes); under pytest's
         # tmp_path it does not ("Socket path too long"), and Chromium exits.
         self.tmp = Path(tempfile.mkdtemp(prefix="bt-", dir="/tmp"))
+        # The browsers' own users go through both to their profiles and TMPDIRs
+        # (services/automation/browser_user.py).
+        searchable(self.tmp)
+        searchable(root)
         self.profiles = root / "profiles"
         self.edge_port = free_port()
         self.env = {
