@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 
 import aetcd
 import aetcd.exceptions
+import grpc
 
 from services.runtime.errors import InvalidArgument, Unavailable
 
@@ -108,6 +109,10 @@ class EtcdConnection:
                 self._fail_overs.add(task)
                 task.add_done_callback(self._fail_overs.discard)
             raise Unavailable(f"etcd: {exc}") from exc
+        except grpc.aio.AioRpcError as exc:
+            # aetcd passes some answers on as they came (a transaction's NOT_FOUND
+            # for a lease etcd no longer has, say).
+            raise Unavailable(f"etcd: {exc.details()}") from exc
 
     async def fail_over(self, failed: aetcd.Client) -> None:
         """Connect to the next member that answers, unless that happened since

@@ -40,6 +40,8 @@ PREFIX = "/baton/task-owners/"
 # What `released()` yields when claims may have been released unseen (the watch
 # was cut off): every unfinished task is worth a look.
 EVERYTHING = ""
+# etcd's answer to a write under a lease it no longer has.
+LEASE_NOT_FOUND = "requested lease not found"
 
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 2.0
@@ -100,6 +102,7 @@ class EtcdTaskOwners:
         self._lease: int | None = None
         self._lease_ready = asyncio.Event()
         self._released: asyncio.Queue[str] = asyncio.Queue(maxsize=1024)
+        self._replacing = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -130,7 +133,24 @@ class EtcdTaskOwners:
     async def claim(self, session_id: str) -> bool:
         if self._stopped:
             raise Unavailable("the task owners are stopped")
-        await self._lease_ready.wait()
+        for attempt in range(2):
+            try:
+                # A new lease is being taken: not for longer than a call.
+                await asyncio.wait_for(self._lease_ready.wait(), self._call_timeout())
+            except TimeoutError:
+                raise Unavailable("the task owners have no lease: etcd does not answer") from None
+            lease = self._lease
+            try:
+                return await self._claim_under(session_id, lease)
+            except Unavailable as exc:
+                # Our lease lapsed unseen (cut off from etcd longer than its TTL,
+                # a keep-alive lost in a fail-over): take a new one and ask again.
+                if attempt or LEASE_NOT_FOUND not in exc.message:
+                    raise
+                await self._replace_lease(lease)
+        raise AssertionError("unreachable")
+
+    async def _claim_under(self, session_id: str, lease: int | None) -> bool:
         key = self._key(session_id)
         client = self._etcd.client
         tx = client.transactions
@@ -139,7 +159,7 @@ class EtcdTaskOwners:
                 succeeded, _ = await asyncio.wait_for(
                     client.transaction(
                         compare=[tx.create(key) == 0],
-                        success=[tx.put(key, self.replica_id.encode(), lease=self._lease)],
+                        success=[tx.put(key, self.replica_id.encode(), lease=lease)],
                         failure=[],
                     ),
                     self._call_timeout(),
@@ -147,6 +167,16 @@ class EtcdTaskOwners:
         except TimeoutError:
             raise Unavailable(f"cannot claim the task of session {session_id}") from None
         return bool(succeeded)
+
+    async def _replace_lease(self, lapsed: int | None) -> None:
+        """A new lease instead of `lapsed`, unless another caller replaced it already."""
+        async with self._replacing:
+            if self._lease != lapsed:
+                return
+            # Our claims are gone: others adopt those tasks (see the module doc).
+            log.warning("task owners: lease %x expired; taking a new one", lapsed or 0)
+            self._lease_ready.clear()
+            await self._new_lease()
 
     async def release(self, session_id: str) -> None:
         if self._stopped:
@@ -189,10 +219,7 @@ class EtcdTaskOwners:
                         self._etcd.client.refresh_lease(self._lease), self._call_timeout()
                     )
                 if reply is None or reply.TTL <= 0:
-                    # Our claims are gone: others adopt those tasks (see the module doc).
-                    log.warning("task owners: lease %x expired; taking a new one", self._lease)
-                    self._lease_ready.clear()
-                    await self._new_lease()
+                    await self._replace_lease(self._lease)
             except (Unavailable, TimeoutError) as exc:
                 unless_cancelled(exc)
                 log.warning("task owners: keeping the lease alive failed: %s", exc)

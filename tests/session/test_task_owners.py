@@ -153,3 +153,34 @@ async def test_a_task_followed_by_a_replica_that_died_is_followed_by_another(
         await b.close()
         await owners_b.close()
         await owners_a.close()
+
+
+async def test_a_claim_under_a_lapsed_lease_takes_a_new_lease_and_succeeds(
+    etcd_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease went away unseen (here: revoked behind the replica's back; in the
+    cluster, an etcd leader killed while the keep-alive was moving to another
+    member): the next claim takes a new lease at once instead of failing until the
+    keep-alive notices, a third of a long TTL later."""
+    etcd = await EtcdConnection.open([etcd_endpoint])
+    replica = EtcdTaskOwners(etcd, ttl_s=60)
+    await replica.start()
+    try:
+        lapsed = replica._lease
+        assert lapsed is not None
+        other = await connect_first([etcd_endpoint])
+        await other.revoke_lease(lapsed)
+        await other.close()
+        session_id = uuid.uuid4().hex
+        assert await replica.claim(session_id)
+        assert replica._lease not in (None, lapsed)
+        assert "expired; taking a new one" in caplog.text
+        # The claim is held under the new lease: another replica cannot take it.
+        rival = await owners(etcd_endpoint)
+        try:
+            assert not await rival.claim(session_id)
+        finally:
+            await rival.close()
+    finally:
+        await replica.close()
+        await etcd.close()
