@@ -17,7 +17,6 @@ Names of its own (`baton-compose-*` namespaces, `baton-cp-*` veths, the
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import sys
 

@@ -16,6 +16,7 @@ traceback (deploy/README.md, "Image and compose").
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import ssl
 import sys
@@ -58,7 +59,7 @@ Target = GrpcTarget | HttpTarget
 
 def service_from_command(argv: Sequence[str]) -> str | None:
     """The Baton service a command line runs (`... -m services.<name>`), or None."""
-    for flag, module in zip(argv, argv[1:], strict=False):
+    for flag, module in itertools.pairwise(argv):
         if flag == "-m" and module.startswith("services."):
             name = module.removeprefix("services.")
             return name if name in SERVICES else None

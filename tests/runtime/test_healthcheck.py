@@ -68,7 +68,10 @@ async def test_it_asks_for_the_service_s_own_name(grpc_server: RunningServer) ->
     await grpc_server.health.set("", health_pb2.HealthCheckResponse.SERVING)
     await grpc_server.health.set(SESSION, health_pb2.HealthCheckResponse.NOT_SERVING)
     status, err = await healthcheck("session", env=env)
-    assert (status, err) == (1, f"unhealthy: {SESSION} at 127.0.0.1:{grpc_server.port}: NOT_SERVING\n")
+    assert (status, err) == (
+        1,
+        f"unhealthy: {SESSION} at 127.0.0.1:{grpc_server.port}: NOT_SERVING\n",
+    )
     await grpc_server.health.set(SESSION, health_pb2.HealthCheckResponse.SERVING)
     assert await healthcheck("session", env=env) == (0, "")
 
