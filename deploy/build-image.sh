@@ -15,18 +15,21 @@ export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/deploy/containers.conf}
 
 if ! podman image exists "$base"; then
   # The first Debian mirror apt names (deb822 "URIs:" or one-line "deb" form).
-  mirror=$(grep -h -s -o -E '^(URIs:[[:space:]]*|deb[[:space:]]+)[^[:space:]]+/debian/?$' \
-    /etc/apt/sources.list /etc/apt/sources.list.d/* | head -1 | awk '{print $NF}')
+  # (grep exits 2 for a list that does not exist: not an error here.)
+  mirror=$({ grep -h -s -o -E '^(URIs:[[:space:]]*|deb[[:space:]]+)[^[:space:]]+/debian/?$' \
+    /etc/apt/sources.list /etc/apt/sources.list.d/* || true; } | head -1 | awk '{print $NF}')
   if [[ -z "$mirror" ]]; then
     echo "error: no Debian mirror in /etc/apt/sources.list*: cannot debootstrap the base" >&2
     exit 2
   fi
   root=$(mktemp -d /var/tmp/baton-base.XXXXXX)
   trap 'rm -rf "$root"' EXIT
+  trap 'exit 1' INT TERM
   echo "build-image: debootstrap bookworm from $mirror" >&2
   debootstrap --variant=minbase bookworm "$root" "$mirror" >/dev/null
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   tar -C "$root" -c . | podman import --quiet - "$base" >/dev/null
+  rm -rf "$root"
 fi
 # This machine's CA bundle: pip and npm in the build trust what the host trusts
 # (a TLS-intercepting proxy's CA included); a build secret, in no layer.

@@ -35,7 +35,9 @@ from tests.image.conftest import (
     run_argv,
 )
 
-pytestmark = pytest.mark.image
+# The first test also pays for the image's build (from a cold cache, debootstrap
+# included: a few minutes); each test bounds its own waits.
+pytestmark = [pytest.mark.image, pytest.mark.timeout(720)]
 
 INTERNAL_TOKEN = "dev-only-internal-token-0123456789abcdefghij"
 OPERATOR_TOKEN = "dev-only-operator-token"
@@ -87,7 +89,6 @@ def solo_namespace() -> Iterator[str]:
         ip("netns", "delete", name)
 
 
-@pytest.mark.timeout(240)
 def test_each_service_s_container_passes_its_healthcheck(image: str) -> None:
     """display, automation, session and edge, one container each in one
     namespace (a pod: loopback between them, display and automation sharing
@@ -242,7 +243,6 @@ async def composed_cluster() -> AsyncIterator[dict[str, str]]:
         await compose_network.down()
 
 
-@pytest.mark.timeout(420)
 async def test_the_composed_cluster_shows_a_session_s_page_through_an_edge(image: str) -> None:
     assert processes_of_uid(BATON_UID) == [], "something already runs as the image's uid"
     async with composed_cluster() as edges:
