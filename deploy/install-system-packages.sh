@@ -13,9 +13,21 @@ done < <(cat "$here/debian-packages.txt" "$here/test-packages.txt")
 # npm fetches the console's viewer (noVNC). A Node.js that ships its own npm
 # (NodeSource) must not get Debian's npm on top of it.
 command -v npm >/dev/null || missing+=(npm)
-[[ ${#missing[@]} -eq 0 ]] && exit 0
-echo "installing Debian packages: ${missing[*]}"
 sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The services' user, and the browsers' uids it may map (README.md, "Isolation"):
+# `make run` started as root runs every service as baton, and the automation
+# service runs display N's Chromium as uid 300000 + N in a user namespace of its own.
+if [[ $(id -u) -eq 0 ]]; then
+  id baton >/dev/null 2>&1 ||
+    useradd --system --user-group --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin baton
+  for file in /etc/subuid /etc/subgid; do
+    grep -q '^baton:' "$file" 2>/dev/null || echo "baton:300000:65536" >>"$file"
+  done
+fi

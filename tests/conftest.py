@@ -102,3 +102,24 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         stop_etcd(process)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def searchable(directory: Path) -> None:
+    """Let other users through `directory` (not list it)."""
+    directory.chmod(directory.stat().st_mode | 0o001)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def browsers_reach_temp_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Run as root, each Chromium runs as its display's own user
+    (services/automation/browser_user.py), which must get through pytest's temp
+    dirs (mode 0700) to its profile: let others search them, not list them."""
+    base = tmp_path_factory.getbasetemp()
+    searchable(base)
+    searchable(base.parent)
+
+
+@pytest.fixture(autouse=True)
+def browsers_reach_tmp_path(request: pytest.FixtureRequest) -> None:
+    if "tmp_path" in request.fixturenames:
+        searchable(request.getfixturevalue("tmp_path"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 
+from services.automation.browser_user import enter_user_namespace
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
 from services.runtime.entrypoint import run_service
@@ -27,4 +28,6 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # Before anything starts: the process is replaced (README.md, "Isolation").
+    enter_user_namespace(AutomationSettings.from_env(Env(os.environ)).browser_uid_base)
     run_service(main)

@@ -20,6 +20,12 @@ from playwright.async_api import BrowserContext, CDPSession, Page, Playwright, a
 from playwright.async_api import Error as PlaywrightError
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from services.automation.browser_user import (
+    BrowserUsers,
+    check_reachable,
+    hand_over,
+    launch_target,
+)
 from services.automation.captcha import first_captcha
 from services.automation.input_drain import (
     DrainFailed,
@@ -182,11 +188,6 @@ class WindowSize:
 def chromium_args(window: WindowSize) -> list[str]:
     """Flags for a headful Chromium that fills its display and stays off the network."""
     return [
-        # We run as root, where Chromium's sandbox cannot start.
-        "--no-sandbox",
-        # No infobar warning about the flag above: it would cover the top of
-        # every page the person sees (ChromeDriver passes it for the same reason).
-        "--test-type",
         # Without these Chromium phones home on a closed network and floods it.
         "--disable-background-networking",
         "--disable-component-update",
@@ -212,8 +213,8 @@ def browser_env(
     temp_dir: Path | None = None,
 ) -> dict[str, str | float | bool]:
     """Chromium's environment: ours with DISPLAY and XAUTHORITY set and Baton's
-    settings (secrets) removed; its temporary files in its own `temp_dir`, deleted
-    with its profile (profile_reaper.py).
+    settings (secrets) removed; its temporary files and HOME in its own `temp_dir`,
+    deleted with its profile (profile_reaper.py).
 
     XAUTHORITY is the display's own cookie file (services/display/README.md);
     without one, whatever XAUTHORITY we inherited goes too.
@@ -228,6 +229,8 @@ def browser_env(
         env["XAUTHORITY"] = xauthority
     if temp_dir is not None:
         env["TMPDIR"] = str(temp_dir)
+        # Its own user (browser_user.py) may not write ours.
+        env["HOME"] = str(temp_dir)
     return env
 
 
@@ -521,9 +524,11 @@ class PlaywrightDriver:
         chromium_path: str,
         profile_root: Path | None,
         environ: Mapping[str, str],
+        users: BrowserUsers,
     ) -> None:
         self._chromium_path = chromium_path
         self._profile_root = profile_root
+        self._users = users
         self._environ = dict(environ)
         self._playwright: Playwright | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -535,6 +540,13 @@ class PlaywrightDriver:
     async def start(self) -> None:
         PlaywrightDriver._running += 1
         self._started = True
+        if self._users.base is not None:
+            # The browsers' own users must reach their profiles and TMPDIRs.
+            if self._profile_root is not None:
+                self._profile_root.mkdir(parents=True, exist_ok=True)
+                self._profile_root.chmod(self._profile_root.stat().st_mode | 0o001)
+                check_reachable(self._profile_root)
+            check_reachable(Path(tempfile.gettempdir()))
         set_subreaper(True)
         self._playwright = await async_playwright().start()
         self._reaper = asyncio.create_task(self._reap_forever())
@@ -558,15 +570,25 @@ class PlaywrightDriver:
             tempfile.mkdtemp(prefix=profile_prefix(session_id), dir=self._profile_root)
         )
         temp_dir = mark_owned(profile_dir)
+        uid = self._users.uid_for(display)
+        executable, env = launch_target(
+            uid,
+            self._chromium_path,
+            browser_env(
+                self._environ, display, hand_over(uid, profile_dir, temp_dir, xauthority), temp_dir
+            ),
+        )
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
-                executable_path=self._chromium_path,
+                executable_path=executable,
                 headless=False,
+                # Playwright passes --no-sandbox unless told (README.md, "Isolation").
+                chromium_sandbox=True,
                 # The page follows the window, which fills the display.
                 no_viewport=True,
                 args=chromium_args(window),
-                env=browser_env(self._environ, display, xauthority, temp_dir),
+                env=env,
                 handle_sigint=False,
                 handle_sigterm=False,
                 handle_sighup=False,

@@ -12,6 +12,7 @@ import grpc
 from baton.automation.v1 import automation_pb2, automation_pb2_grpc
 from services.automation.browser_prewarm import BrowserPrewarmer
 from services.automation.browser_sessions import BrowserSessions, LlmPlannerFactory
+from services.automation.browser_user import BrowserUsers
 from services.automation.chromium import PlaywrightDriver
 from services.automation.display_feed import DisplaySlotFeed
 from services.automation.input_drain import XDOTOOL
@@ -61,6 +62,7 @@ async def start_automation_server(
         settings.chromium_path,
         settings.profile_root,
         os.environ if environ is None else environ,
+        BrowserUsers.for_this_process(settings.browser_uid_base),
     )
     await driver.start()
     sessions: BrowserSessions

@@ -49,6 +49,8 @@ class AutomationSettings:
     default_max_steps: int = 50
     # Parent of the per-session Chromium profile directories (None: the system temp dir).
     profile_root: Path | None = None
+    # Display N's browser runs as uid base + N (browser_user.py).
+    browser_uid_base: int = 300000
     # This host's display service, followed to keep a Chromium running on each
     # warm slot (None: no pre-warming). from_env defaults it to the local one.
     display_address: str | None = None
@@ -80,6 +82,7 @@ class AutomationSettings:
                 "BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, minimum=1
             ),
             profile_root=Path(profile_root) if profile_root else None,
+            browser_uid_base=env.integer("BATON_BROWSER_UID_BASE", cls.browser_uid_base, minimum=1),
             display_address=prewarm_address(display_address),
             llm=LlmSettings(
                 base_url=env.optional("BATON_LLM_BASE_URL"),

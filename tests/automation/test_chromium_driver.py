@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from services.automation.browser_user import BrowserUsers
 from services.automation.chromium import PlaywrightDriver
 from services.automation.proc_table import browser_main_pid, list_processes
 from tests.conftest import eventually
@@ -32,7 +33,9 @@ def profiles(root: Path, session_id: str) -> list[Path]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
-    driver = PlaywrightDriver("/usr/bin/chromium", tmp_path, dict(os.environ))
+    driver = PlaywrightDriver(
+        "/usr/bin/chromium", tmp_path, dict(os.environ), BrowserUsers.for_this_process(300000)
+    )
     await driver.start()
     try:
         yield driver

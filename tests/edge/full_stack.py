@@ -32,7 +32,7 @@ from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
-from tests.conftest import INTERNAL_TOKEN, require_binary
+from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
 
 # Display numbers and VNC ports of their own, apart from the display tests'.
@@ -68,6 +68,14 @@ document.getElementById("finish").addEventListener("click", () => {
 """
 
 
+# A page of one colour (COLOUR_RGB), to find in the live view's pixels.
+COLOUR_RGB = (30, 144, 255)
+COLOUR_PAGE = (
+    "<!doctype html><html><head><title>Colour</title></head>"
+    f"<body style='margin: 0; background: rgb{COLOUR_RGB}'></body></html>"
+)
+
+
 @dataclass
 class FormSite:
     """The page the agent works on, and what it reported."""
@@ -79,6 +87,10 @@ class FormSite:
     @property
     def form_url(self) -> str:
         return f"{self.url}/form"
+
+    @property
+    def colour_url(self) -> str:
+        return f"{self.url}/colour"
 
     def keys(self) -> str:
         ordered = sorted(self.reports, key=lambda report: int(report["seq"]))
@@ -97,6 +109,9 @@ class FormSite:
     async def _form(self, request: web.Request) -> web.Response:
         return web.Response(text=FORM_PAGE, content_type="text/html")
 
+    async def _colour(self, request: web.Request) -> web.Response:
+        return web.Response(text=COLOUR_PAGE, content_type="text/html")
+
     async def _log(self, request: web.Request) -> web.Response:
         report = json.loads(await request.text())
         async with self._changed:
@@ -111,6 +126,7 @@ async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
     site = FormSite()
     app = web.Application()
     app.router.add_get("/form", site._form)
+    app.router.add_get("/colour", site._colour)
     app.router.add_post("/log", site._log)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -198,6 +214,8 @@ async def full_stack(
     input_drain_ms: int = AutomationSettings.input_drain_ms,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
+    # The browsers' own users go through it to their profiles (browser_user.py).
+    searchable(work_dir)
     profile_root = work_dir / "profiles"
     profile_root.mkdir()
     async with contextlib.AsyncExitStack() as stack:
