@@ -19,9 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TAG = "localhost/baton:test"
 # The containers.conf of our build machines: runc, cgroupfs, file events, ulimits.
 PODMAN_ENV = {**os.environ, "CONTAINERS_CONF": str(ROOT / "deploy" / "containers.conf")}
-# The uid every service runs as in the image (deploy/Dockerfile); no user
-# namespace, so it is this uid on the host too.
+# The uid every service runs as in the image (deploy/Dockerfile), and the
+# browsers' (300000 + display, the subordinate ids); podman makes no user
+# namespace here, so they are these uids on the host too.
 BATON_UID = 10001
+BROWSER_UIDS = range(300000, 300000 + 65536)
 
 
 def podman(*args: str, check: bool = True, timeout: float = 120) -> str:
@@ -52,20 +54,25 @@ def healthy(container: str) -> tuple[bool, str]:
     return done.returncode == 0, (done.stdout + done.stderr).strip()
 
 
-def processes_of_uid(uid: int) -> list[str]:
-    """`pid command` of every process on this machine running as `uid`."""
+def container_processes() -> list[tuple[int, int, str]]:
+    """(pid, uid, command) of every process podman runs on this machine: those
+    in a libpod cgroup (containers and their conmon; other helpers' stacks on
+    this machine run Chromium under the same uids, outside any). Zombies are
+    not running: an exited conmon is reparented to PID 1, which may not reap."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
+            cgroups = (entry / "cgroup").read_text()
             status = (entry / "status").read_text()
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
-        if str(uid) in uids:
-            found.append(f"{entry.name} {command.strip()}")
+        if "/libpod" not in cgroups or "\nState:\tZ" in status:
+            continue
+        uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
+        found.append((int(entry.name), uid, command.strip()))
     return found
 
 

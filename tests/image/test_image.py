@@ -25,13 +25,14 @@ from deploy import compose_network
 from services.display.rfb_client import Framebuffer, RfbError, open_rfb
 from tests.image.conftest import (
     BATON_UID,
+    BROWSER_UIDS,
     PODMAN_ENV,
     ROOT,
+    container_processes,
     containers,
     healthy,
     ip,
     podman,
-    processes_of_uid,
     run_argv,
 )
 
@@ -244,7 +245,7 @@ async def composed_cluster() -> AsyncIterator[dict[str, str]]:
 
 
 async def test_the_composed_cluster_shows_a_session_s_page_through_an_edge(image: str) -> None:
-    assert processes_of_uid(BATON_UID) == [], "something already runs as the image's uid"
+    assert container_processes() == [], "some container already runs"
     async with composed_cluster() as edges:
         # On the bridge's address, which the worker hosts' browsers reach.
         runner, page_url = await serve_page(compose_network.gateway())
@@ -290,8 +291,14 @@ async def test_the_composed_cluster_shows_a_session_s_page_through_an_edge(image
             assert centre is not None and near(centre, COLOUR), (
                 f"the viewer saw {centre}, not the page's {COLOUR}"
             )
-            # Positive marker for the check after: the browsers ran as the uid.
-            assert any("chromium" in p for p in processes_of_uid(BATON_UID))
+            # Each browser runs as its display's own uid, sandboxed (README.md,
+            # "Isolation"), which the image makes possible (newuidmap, subuids);
+            # also the positive marker for the check after.
+            running = container_processes()
+            browsers = [c for _, uid, c in running if uid in BROWSER_UIDS and "chromium" in c]
+            assert browsers, running
+            assert not [c for c in browsers if "--no-sandbox" in c], browsers
+            assert {uid for _, uid, c in running if "services." in c} == {BATON_UID}
             status, _ = await asyncio.to_thread(
                 rest, edges["edge-1"], "DELETE", f"/api/browser-session/{session['id']}"
             )
@@ -304,4 +311,4 @@ async def test_the_composed_cluster_shows_a_session_s_page_through_an_edge(image
     assert [v for v in podman("volume", "ls", "-q").split() if v.startswith("baton_")] == []
     assert await compose_network.leftovers() == ([], [])
     await asyncio.sleep(1)
-    assert processes_of_uid(BATON_UID) == []
+    assert container_processes() == []
