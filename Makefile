@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: run cluster test test-churn fresh-check setup system-packages proto proto-check lint format pytest bench clean
+.PHONY: run cluster test test-churn image-test lock fresh-check setup system-packages proto proto-check lint format pytest bench clean
 
 run: setup
 	$(PY) -m deploy.local_stack
@@ -19,6 +19,21 @@ test: setup lint pytest
 # leaks, memory stays flat; prints its figures. CI runs it after `make test`.
 test-churn: setup
 	$(BIN)/pytest -m churn -s tests/deploy/test_churn.py
+
+# The container image built and run for real with podman (root; a few minutes):
+# each service's container healthy, the composed cluster showing a session's page
+# through an edge container. CI runs it after test-churn (deploy/README.md).
+image-test: setup
+	$(BIN)/pytest -m image tests/image
+
+# Re-pin the image's Python dependencies (deploy/requirements.lock) from
+# pyproject.toml's runtime dependencies, in a throw-away venv.
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	python3 -m venv "$$tmp/venv" && "$$tmp/venv/bin/pip" install -q . && \
+	{ sed -n '1,/^$$/{/^#/p}' deploy/requirements.lock; \
+	  "$$tmp/venv/bin/pip" freeze --exclude baton; } > "$$tmp/lock" && \
+	mv "$$tmp/lock" deploy/requirements.lock
 
 # `make test` in a fresh clone of HEAD: passes only with no test skipped.
 fresh-check:
@@ -56,6 +71,7 @@ lint: proto-check
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos/.. && $(BIN)/buf lint
+	$(BIN)/hadolint deploy/Dockerfile
 
 format:
 	$(BIN)/ruff format .

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Install the Debian packages listed in deploy/debian-packages.txt that are
-# missing. Does nothing when all are present, so `make run` and `make test`
-# can call it every time.
+# Install the Debian packages listed in deploy/debian-packages.txt (what Baton
+# runs with) and deploy/test-packages.txt (what only the tests use: podman and
+# friends for `make image-test`) that are missing. Does nothing when all are
+# present, so `make run` and `make test` can call it every time.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 missing=()
 while read -r pkg; do
   [[ -z "$pkg" || "$pkg" == \#* ]] && continue
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done < "$here/debian-packages.txt"
+done < <(cat "$here/debian-packages.txt" "$here/test-packages.txt")
 # npm fetches the console's viewer (noVNC). A Node.js that ships its own npm
 # (NodeSource) must not get Debian's npm on top of it.
 command -v npm >/dev/null || missing+=(npm)

@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def listed_packages() -> set[str]:
-    lines = (ROOT / "deploy" / "debian-packages.txt").read_text().splitlines()
+    """deploy/debian-packages.txt and the tests-only deploy/test-packages.txt, which
+    install-system-packages.sh installs together."""
+    lines = [
+        *(ROOT / "deploy" / "debian-packages.txt").read_text().splitlines(),
+        *(ROOT / "deploy" / "test-packages.txt").read_text().splitlines(),
+    ]
     return {line.strip() for line in lines if line.strip() and not line.startswith("#")}
 
 
@@ -41,6 +46,7 @@ def test_every_required_program_is_in_the_install_list() -> None:
     # Positive marker: the scan sees the programs we know are required.
     assert ("Xvnc", "tigervnc-standalone-server") in programs
     assert ("etcd", "etcd-server") in programs
+    assert ("podman", "podman") in programs
     missing = {package for _, package in programs} - listed_packages()
     assert not missing, f"not in deploy/debian-packages.txt: {sorted(missing)}"
 
