@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any
 
 import aetcd
 import aetcd.exceptions
@@ -52,6 +53,12 @@ async def connect_first(endpoints: Sequence[str], timeout_s: float = 5.0) -> aet
 
 # What a member that died (or lost its quorum) answers: its users move to another.
 MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError)
+# How long a client left behind by a fail-over stays open: longer than a call may
+# take on it (aetcd's per-call timeout, 5 s), so the calls in flight end on their
+# own. Closing its channel at once would cancel them: grpc raises CancelledError
+# in each caller, and a service handler that gets it never answers (seen as an
+# edge waiting out its 90 s deadline on a GetSession, tests/cluster).
+RETIRED_CLIENT_GRACE_S = 10.0
 
 
 async def connect_from(
@@ -80,10 +87,17 @@ class EtcdConnection:
     it; leases are the cluster's, so they live on through the new client.
     """
 
-    def __init__(self, client: aetcd.Client, endpoints: Sequence[str], endpoint: int = 0) -> None:
+    def __init__(
+        self,
+        client: aetcd.Client,
+        endpoints: Sequence[str],
+        endpoint: int = 0,
+        retired_grace_s: float = RETIRED_CLIENT_GRACE_S,
+    ) -> None:
         self._client = client
         self._endpoints = tuple(endpoints)
         self._endpoint = endpoint
+        self._retired_grace_s = retired_grace_s
         self._failing_over = asyncio.Lock()
         self._fail_overs: set[asyncio.Task[None]] = set()
 
@@ -105,9 +119,7 @@ class EtcdConnection:
             yield
         except aetcd.exceptions.ClientError as exc:
             if isinstance(exc, MEMBER_GONE):
-                task = asyncio.get_running_loop().create_task(self.fail_over(client))
-                self._fail_overs.add(task)
-                task.add_done_callback(self._fail_overs.discard)
+                self._track(self.fail_over(client))
             raise Unavailable(f"etcd: {exc}") from exc
         except grpc.aio.AioRpcError as exc:
             # aetcd passes some answers on as they came (a transaction's NOT_FOUND
@@ -131,11 +143,26 @@ class EtcdConnection:
                 self._endpoints[index],
             )
             self._client, self._endpoint = client, index
-        with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
-            await failed.close()
+        self._track(self._retire(failed))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._fail_overs.add(task)
+        task.add_done_callback(self._fail_overs.discard)
+
+    async def _retire(self, failed: aetcd.Client) -> None:
+        """Close a client left behind, once the calls in flight on it have ended."""
+        try:
+            await asyncio.sleep(self._retired_grace_s)
+        finally:
+            with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
+                await failed.close()
 
     async def close(self) -> None:
-        for task in list(self._fail_overs):
+        tasks = list(self._fail_overs)
+        for task in tasks:
             task.cancel()
+        # Retired clients close now (their tasks' `finally`).
+        await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
             await self._client.close()
