@@ -101,6 +101,8 @@ def table(results: dict[str, Any]) -> list[str]:
         for part in ("total", "chromium", "x_vnc", "websockify", "baton"):
             add("4", f"PSS/session at {baton['sessions']}: {part}", last[part], "M")
         add("4", "idle CPU, all sessions (% of a core)", baton["idle_cpu_percent_of_one_core"], "")
+        for part, value in baton.get("idle_cpu_percent_by_program", {}).items():
+            add("4", f"idle CPU: {part}", value, "")
     if "bare" in dense:
         bare = dense["bare"]
         versus = dense.get("versus_bare", {})
@@ -117,6 +119,8 @@ def table(results: dict[str, Any]) -> list[str]:
             bare["idle_cpu_percent_of_one_core"],
             "",
         )
+        for part, value in bare.get("idle_cpu_percent_by_program", {}).items():
+            add("4", f"bare idle CPU: {part}", value, "")
     for viewers, figures in results.get("fan_out", {}).items():
         if isinstance(figures, dict):
             add("5", f"controller key to pixel p50, {viewers} viewers", figures.get("p50"))

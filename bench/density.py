@@ -18,7 +18,13 @@ from typing import Any
 from bench.bare import bare_host
 from bench.key_page import KeyPage
 from bench.latency import wait_for_page
-from bench.proc_stats import cpu_percent, cpu_seconds, mem_available_mib, pss_by_category
+from bench.proc_stats import (
+    cpu_percent,
+    cpu_percent_by_category,
+    cpu_seconds,
+    mem_available_mib,
+    pss_by_category,
+)
 from bench.stack import BenchStack
 from bench.stats import ratio
 from bench.viewer import keep_reading, open_viewer
@@ -40,11 +46,13 @@ def per_session(totals: dict[str, float], sessions: int) -> dict[str, float]:
     return shares
 
 
-async def idle_cpu(roots: list[int], seconds: float) -> float:
+async def idle_cpu(roots: list[int], seconds: float) -> tuple[float, dict[str, float]]:
+    """CPU over `seconds` in % of one core: in all, and by program."""
     before = cpu_seconds(roots)
     began = time.perf_counter()
     await asyncio.sleep(seconds)
-    return cpu_percent(before, cpu_seconds(roots), time.perf_counter() - began)
+    after, wall_s = cpu_seconds(roots), time.perf_counter() - began
+    return cpu_percent(before, after, wall_s), cpu_percent_by_category(before, after, wall_s)
 
 
 async def baton_density(
@@ -86,7 +94,7 @@ async def baton_density(
             count = len(starts)
             await asyncio.sleep(SETTLE_S)
             memory[str(count)] = per_session(pss_by_category(roots), count)
-            cpu = await idle_cpu(roots, idle_s)
+            cpu, cpu_by_program = await idle_cpu(roots, idle_s)
         finally:
             for reader in readers:
                 reader.cancel()
@@ -98,6 +106,7 @@ async def baton_density(
         "pss_mib_per_session": memory,
         "idle_cpu_percent_of_one_core": cpu,
         "idle_cpu_percent_per_session": round(cpu / max(count, 1), 3),
+        "idle_cpu_percent_by_program": cpu_by_program,
     }
 
 
@@ -112,11 +121,12 @@ async def bare_density(
             if index + 1 in checkpoints or index + 1 == count:
                 await asyncio.sleep(SETTLE_S)
                 memory[str(index + 1)] = per_session(pss_by_category(host.roots()), index + 1)
-        cpu = await idle_cpu(host.roots(), idle_s)
+        cpu, cpu_by_program = await idle_cpu(host.roots(), idle_s)
     return {
         "sessions": count,
         "pss_mib_per_session": memory,
         "idle_cpu_percent_of_one_core": cpu,
+        "idle_cpu_percent_by_program": cpu_by_program,
     }
 
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from services.runtime.healthcheck import service_from_command
+
 CATEGORIES = ("chromium", "x_vnc", "websockify", "baton")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -95,6 +97,32 @@ def cpu_percent(before: Mapping[int, float], after: Mapping[int, float], wall_s:
     """CPU used between two `cpu_seconds` readings, in % of one core."""
     used = sum(after[pid] - before[pid] for pid in after if pid in before)
     return round(100 * used / wall_s, 2)
+
+
+def cpu_percent_by_category(
+    before: Mapping[int, float], after: Mapping[int, float], wall_s: float
+) -> dict[str, float]:
+    """`cpu_percent`, split like `pss_by_category`, and Baton's own by service."""
+    used = dict.fromkeys(CATEGORIES, 0.0)
+    for pid in after.keys() & before.keys():
+        described = describe(pid)
+        if described is None:
+            continue
+        part = category(*described)
+        if part == "baton":
+            part = baton_part(described[1])
+        used[part] = used.get(part, 0.0) + after[pid] - before[pid]
+    return {name: round(100 * value / wall_s, 2) for name, value in used.items()}
+
+
+def baton_part(cmdline: list[str]) -> str:
+    """Which of Baton's own processes this is: `baton:<service>` or `baton:other`."""
+    service = service_from_command(cmdline)
+    if service is not None:
+        return "baton:" + service
+    if any("playwright" in arg for arg in cmdline[:3]):
+        return "baton:playwright-driver"
+    return "baton:other"
 
 
 def mem_available_mib() -> float:

@@ -69,6 +69,12 @@ def stack_env(
             "BATON_PROFILE_ROOT": str(work_dir / "profiles"),
             "BATON_HOST_ID": "bench",
             "BATON_IDLE_TIMEOUT_S": "3600",
+            # One bench user starts and watches every session: the host's limits
+            # are measured, not the per-user ones (sessions, viewers, rate).
+            "BATON_MAX_SESSIONS_PER_USER": "0",
+            "BATON_RATE_LIMIT_PER_S": "1000",
+            "BATON_RATE_LIMIT_BURST": "1000",
+            "BATON_MAX_VIEWERS_PER_USER": "1000",
             "BATON_LOG_LEVEL": "WARNING",
             "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
         }

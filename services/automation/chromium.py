@@ -45,10 +45,12 @@ from services.automation.page_port import (
 )
 from services.automation.proc_table import (
     browser_main_pid,
+    child_processes,
     chromium_children,
     list_processes,
     processes_of_browser,
     reap_orphan_zombies,
+    running,
     set_subreaper,
 )
 from services.automation.profile_reaper import kill_users, mark_owned, secure_delete
@@ -327,7 +329,12 @@ class ChromiumBrowser:
         self._on_closed = on_closed
         self.profile_dir = profile_dir
         self.display = display
-        self.pid = browser_main_pid(list_processes(), profile_dir)
+        # Chromium is a child of Playwright's driver, a child of ours: two levels
+        # of children, not the host's whole process table, at every launch.
+        drivers = child_processes(os.getpid())
+        self.pid = browser_main_pid(
+            [entry for driver in drivers for entry in child_processes(driver.pid)], profile_dir
+        ) or browser_main_pid(list_processes(), profile_dir)
         self._page: Page | None = None
         for page in context.pages:
             self._on_page(page)
@@ -358,10 +365,8 @@ class ChromiumBrowser:
             return False
         if self.pid is None:
             return True
-        for entry in list_processes():
-            if entry.pid == self.pid:
-                return not entry.zombie
-        return False
+        # One file per browser: ListBrowsers asks this of every session (bench figure 4).
+        return running(self.pid)
 
     async def _current_page(self) -> Page:
         if self._page is None or self._page.is_closed():
@@ -669,7 +674,7 @@ class PlaywrightDriver:
             # Crash handlers exit shortly after their browsers: reap them before
             # we stop being the subreaper they are re-parented to.
             deadline = time.monotonic() + 3
-            while list(chromium_children(list_processes(), os.getpid())):
+            while list(chromium_children(child_processes(os.getpid()), os.getpid())):
                 reap_orphan_zombies()
                 if time.monotonic() > deadline:
                     break

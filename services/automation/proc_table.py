@@ -69,6 +69,38 @@ def list_processes(proc: Path = Path("/proc")) -> list[ProcessEntry]:
     return entries
 
 
+def running(pid: int, proc: Path = Path("/proc")) -> bool:
+    """Whether `pid` exists and is not a zombie: one file, not the whole table."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return False
+    return parse_stat(pid, stat, b"").state != "Z"
+
+
+def child_processes(pid: int, proc: Path = Path("/proc")) -> list[ProcessEntry]:
+    """The children of `pid`, from each of its threads' `children` list: a few
+    files, where `list_processes` reads two for every process on the host (a
+    second's cost of a core's quarter with 36 sessions, bench figure 4)."""
+    children: set[int] = set()
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except OSError:
+        return []
+    for task in tasks:
+        with contextlib.suppress(OSError, ValueError):
+            children.update(int(child) for child in (task / "children").read_text().split())
+    entries = []
+    for child in sorted(children):
+        try:
+            stat = (proc / str(child) / "stat").read_text()
+            cmdline = (proc / str(child) / "cmdline").read_bytes()
+        except OSError:
+            continue  # it exited while we looked
+        entries.append(parse_stat(child, stat, cmdline))
+    return entries
+
+
 def browser_main_pid(entries: Iterable[ProcessEntry], profile_dir: Path) -> int | None:
     """The browser process of the Chromium using `profile_dir` (not its helpers)."""
     flag = f"--user-data-dir={profile_dir}"
@@ -127,7 +159,7 @@ def set_subreaper(enabled: bool) -> bool:
 def reap_orphan_zombies() -> int:
     """Reap the orphaned Chromium zombies that are our children; return how many."""
     reaped = 0
-    for pid in orphan_zombies(list_processes(), os.getpid(), os.getpgrp()):
+    for pid in orphan_zombies(child_processes(os.getpid()), os.getpid(), os.getpgrp()):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
             reaped += 1

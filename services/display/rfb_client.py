@@ -9,6 +9,7 @@ raw encoding only.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -290,6 +291,23 @@ class RfbClient:
                     missing -= rect.width - sum(covered[start : start + rect.width])
                     covered[start : start + rect.width] = b"\x01" * rect.width
         return Framebuffer(width, height, bytes(pixels))
+
+
+class TcpChannel:
+    """RFB bytes on a TCP stream: a VNC server dialled directly (tests, the bench)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def receive(self) -> bytes:
+        data = await self.reader.read(65536)
+        if not data:
+            raise RfbError("the VNC server closed the connection")
+        return data
 
 
 class WebSocketChannel:

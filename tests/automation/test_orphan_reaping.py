@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 
 from services.automation.proc_table import (
+    child_processes,
     list_processes,
     orphan_zombies,
     reap_orphan_zombies,
+    running,
     set_subreaper,
 )
 
@@ -60,3 +62,29 @@ def test_an_orphan_named_exe_is_reaped_and_our_own_children_are_left(tmp_path: P
         assert own.wait(5) == 0
     finally:
         set_subreaper(False)
+
+
+def test_our_children_are_read_without_the_whole_process_table() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        children = child_processes(os.getpid())
+        assert sleeper.pid in [e.pid for e in children]  # the positive marker
+        everyone = [e for e in list_processes() if e.ppid == os.getpid()]
+        assert sorted(e.pid for e in children) == sorted(e.pid for e in everyone)
+        assert all(e.ppid == os.getpid() for e in children)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert child_processes(2**22 + 1) == []  # no such process
+
+
+def test_running_reads_one_process() -> None:
+    assert running(os.getpid())
+    child = subprocess.Popen(["/bin/true"])
+    deadline = time.monotonic() + 5
+    while child.pid not in zombie_children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert child.pid in zombie_children()  # the positive marker: a zombie
+    assert not running(child.pid)
+    child.wait()
+    assert not running(child.pid)

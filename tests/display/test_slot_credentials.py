@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from baton.display.v1 import display_pb2
-from services.display.rfb_client import RfbClient, RfbError
+from services.display.rfb_client import RfbClient, RfbError, TcpChannel
 from services.display.server import start_display_server
 from services.display.settings import Backend, DisplaySettings, NumberRange
 from services.runtime.grpc_client import open_channel
@@ -32,21 +32,6 @@ VNC_PORTS = {
     Backend.XVNC: NumberRange(19000, 19004),
     Backend.XVFB_X11VNC: NumberRange(19005, 19009),
 }
-
-
-class TcpChannel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def receive(self) -> bytes:
-        data = await self.reader.read(65536)
-        if not data:
-            raise RfbError("closed")
-        return data
 
 
 async def tcp_handshake(port: int, password: str) -> None:

@@ -19,11 +19,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from services.display.rfb_client import RfbClient, RfbError
+from services.display.rfb_client import RfbClient, RfbError, TcpChannel
 from services.display.settings import NumberRange
 from services.edge.rfb_filter import key_event
 from services.edge.stream_proxy import VIEWER_HANDSHAKE_TIMEOUT_S
-from tests.display.test_slot_credentials import TcpChannel
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN
 from tests.edge.test_full_stack import ALICE, raw_viewer, start_form_task, stream_url

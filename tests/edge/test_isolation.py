@@ -25,7 +25,7 @@ from services.automation.browser_user import XAUTHORITY_NAME
 from services.automation.chromium import WindowSize, chromium_args, profile_prefix
 from services.automation.profile_reaper import TEMP_LINK
 from services.automation.settings import AutomationSettings
-from services.display.rfb_client import Framebuffer, RfbClient
+from services.display.rfb_client import Framebuffer, RfbClient, TcpChannel
 from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
@@ -226,21 +226,6 @@ async def top_of_page(client: RfbClient) -> int:
             return top
         await asyncio.sleep(0.1)
     raise AssertionError("the colour page never showed")
-
-
-class TcpChannel:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def receive(self) -> bytes:
-        data = await self.reader.read(1 << 16)
-        if not data:
-            raise ConnectionError("the VNC server closed the connection")
-        return data
 
 
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
