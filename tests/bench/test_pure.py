@@ -10,7 +10,7 @@ from bench.control_plane import etcd_argv
 from bench.density import compare, marginal, per_session
 from bench.key_page import square_centre
 from bench.plan import TARGETS
-from bench.proc_stats import category, cpu_percent
+from bench.proc_stats import baton_part, category, cpu_percent
 from bench.stack import StackConfig, stack_env
 from bench.stats import percentile, ratio, summary_ms
 
@@ -123,3 +123,13 @@ def test_etcd_listens_on_the_given_loopback_ports() -> None:
     assert "--data-dir=/d" in argv
     assert "--listen-client-urls=http://127.0.0.1:2379" in argv
     assert "--initial-cluster=baton-bench=http://127.0.0.1:2380" in argv
+
+
+def test_baton_s_own_processes_are_told_apart_by_service() -> None:
+    assert baton_part(["/opt/baton/.venv/bin/python", "-m", "services.automation"]) == (
+        "baton:automation"
+    )
+    assert baton_part(["python3", "-m", "services.edge"]) == "baton:edge"
+    driver = [".venv/lib/python3.11/site-packages/playwright/driver/node", "cli.js"]
+    assert baton_part(driver) == "baton:playwright-driver"
+    assert baton_part(["python3", "-m", "deploy.local_stack"]) == "baton:other"
