@@ -84,7 +84,9 @@ class Handoff:
                 await self._pause_agent(host, session)
             changed = await self._records.update(
                 session_id,
-                lambda s: state_machine.apply(s, action, actor, now, expected_version),
+                lambda s: state_machine.apply(
+                    s, action, actor, now, _still_expected(session, s, expected_version)
+                ),
             )
         except BaseException:
             if pausing:
@@ -167,3 +169,14 @@ class Handoff:
             await self._records.record_error(
                 session.id, f"the agent could not resume: {exc.message}"
             )
+
+
+def _still_expected(checked: Session, now: Session, expected_version: int | None) -> int | None:
+    """The version the change must still find. `expected_version` was checked
+    before the pause; the step the pause interrupts reports meanwhile and moves the
+    version on, which must not refuse the change (a person taking control mid-step
+    would be refused half the time). Only a change of control since then makes the
+    caller's view stale (services/session/README.md, "Handing control over")."""
+    if expected_version is None or not state_machine.same_control(checked, now):
+        return expected_version
+    return None

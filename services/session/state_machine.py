@@ -56,6 +56,16 @@ def check_version(session: Session, expected_version: int | None) -> None:
         )
 
 
+def same_control(before: Session, now: Session) -> bool:
+    """Whether control is where it was: the same state and the same controller
+    (task events move the version on without changing either)."""
+    return (before.state, before.controller, before.controller_user_id) == (
+        now.state,
+        now.controller,
+        now.controller_user_id,
+    )
+
+
 def is_noop(session: Session, action: Action, actor: Actor) -> bool:
     """Taking control you already hold changes nothing."""
     return (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -20,6 +20,7 @@ from services.runtime.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from services.session import state_machine
 from services.session.model import Action, Actor, ControlState, EventKind, Session, TaskStatus
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.settings import SessionSettings
@@ -400,25 +401,27 @@ async def test_take_control_right_after_create_pauses_the_task_once_it_arrives(
         await plane.sessions.close()
 
 
-async def test_a_control_change_that_loses_to_a_step_leaves_the_agent_running(
+async def test_a_control_change_refused_after_the_pause_leaves_the_agent_running(
     plane: Plane,
 ) -> None:
     session = await plane.sessions.create(ALICE, SPEC)
-    feed = plane.automation.feed(session.id)
+    paused = await plane.sessions.change_control(ALICE, session.id, Action.PAUSE, None)
     record = plane.automation.pause_task
 
-    async def pause_while_a_step_lands(session_id: str) -> None:
+    async def pause_while_control_changes(session_id: str) -> None:
         await record(session_id)
-        # A step event arrives while the agent is being paused: the version moves on.
-        feed.put_nowait(step_event(0, automation_pb2.STEP_STATUS_STARTED))
-        await eventually(plane, session_id, lambda s: s.version > session.version)
+        # Meanwhile control changes: another replica resumes the agent. (A step
+        # event alone would not refuse the change: the tests below.)
+        await plane.sessions._records.update(
+            session_id, lambda s: state_machine.apply(s, Action.RESUME, OPERATOR, plane.clock())
+        )
 
-    plane.automation.pause_task = pause_while_a_step_lands  # type: ignore[method-assign]
+    plane.automation.pause_task = pause_while_control_changes  # type: ignore[method-assign]
     with pytest.raises(Conflict):
-        await plane.sessions.change_control(ALICE, session.id, Action.PAUSE, session.version)
+        await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, paused.version)
     current = await plane.sessions.get(ALICE, session.id)
     assert current.state is ControlState.AI_CONTROL
-    # The agent still has control, so it is not left paused.
+    # The agent has control, so it is not left paused.
     assert plane.automation.calls[-2:] == [("pause", session.id), ("resume", session.id)]
 
 
@@ -828,3 +831,73 @@ async def test_after_a_restart_a_task_automation_lost_is_reported_interrupted(
     await after.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
     assert after.automation.calls[-1] == ("resume", session.id)
     await after.sessions.close()
+
+
+class PauseReportsAStep(AutomationTwin):
+    """The pause interrupts a running step, which reports while the pause is under
+    way (as automation's does); `meanwhile` may change the session as well."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plane: Plane | None = None
+        self.meanwhile: Callable[[str], Awaitable[None]] | None = None
+
+    async def pause_task(self, session_id: str) -> None:
+        await super().pause_task(session_id)
+        assert self.plane is not None
+        before = (await self.plane.sessions.get(OPERATOR, session_id)).version
+        await self.feed(session_id).put(step_event(1, automation_pb2.STEP_STATUS_FAILED))
+        await eventually(self.plane, session_id, lambda s: s.version > before)
+        if self.meanwhile is not None:
+            await self.meanwhile(session_id)
+
+
+async def test_take_control_at_the_version_seen_succeeds_though_the_interrupted_step_reports(
+    store: SessionStore,
+) -> None:
+    automation = PauseReportsAStep()
+    plane = plane_with(store, DisplayTwin(), automation)
+    automation.plane = plane
+    try:
+        session = await plane.sessions.create(ALICE, SPEC)
+        await automation.feed(session.id).put(running_event())
+        seen = await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
+        taken = await plane.sessions.change_control(
+            ALICE, session.id, Action.TAKE_CONTROL, seen.version
+        )
+        assert (taken.state, taken.controller_user_id) == (ControlState.USER_CONTROL, "alice")
+        # The positive marker: the step did report in between.
+        assert taken.version > seen.version + 1
+        full = await plane.sessions.get_full(ALICE, session.id)
+        assert [s.index for s in full.steps] == [1]
+    finally:
+        await plane.sessions.close()
+
+
+async def test_a_control_change_during_the_pause_still_makes_the_version_stale(
+    store: SessionStore,
+) -> None:
+    automation = PauseReportsAStep()
+    plane = plane_with(store, DisplayTwin(), automation)
+    automation.plane = plane
+
+    async def operator_pauses(session_id: str) -> None:
+        # Another replica's change: straight through the store.
+        await plane.sessions._records.update(
+            session_id,
+            lambda s: state_machine.apply(s, Action.PAUSE, OPERATOR, plane.clock()),
+        )
+
+    automation.meanwhile = operator_pauses
+    try:
+        session = await plane.sessions.create(ALICE, SPEC)
+        await automation.feed(session.id).put(running_event())
+        seen = await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
+        with pytest.raises(Conflict, match="not the expected"):
+            await plane.sessions.change_control(
+                ALICE, session.id, Action.TAKE_CONTROL, seen.version
+            )
+        stored = await plane.sessions.get(ALICE, session.id)
+        assert stored.state is ControlState.PAUSED
+    finally:
+        await plane.sessions.close()
