@@ -6,24 +6,11 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from services.automation.proc_table import child_pids
 from services.runtime.healthcheck import service_from_command
 
 CATEGORIES = ("chromium", "x_vnc", "websockify", "baton")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = list(Path(f"/proc/{pid}/task").iterdir())
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            found += [int(child) for child in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return found
 
 
 def tree(pid: int) -> list[int]:
@@ -32,7 +19,7 @@ def tree(pid: int) -> list[int]:
     while queue:
         current = queue.pop()
         pids.append(current)
-        queue += children(current)
+        queue += child_pids(current)
     return pids
 
 

@@ -71,13 +71,18 @@ def start_etcd(data_dir: Path, client_port: int, peer_port: int) -> subprocess.P
     )
 
 
-def stop_etcd(process: subprocess.Popen[bytes]) -> None:
+def stop_process(process: subprocess.Popen[bytes], grace_s: float = 10) -> None:
+    """SIGTERM (so it cleans up after itself), then SIGKILL after `grace_s`."""
     process.terminate()
     try:
-        process.wait(10)
+        process.wait(grace_s)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def stop_etcd(process: subprocess.Popen[bytes]) -> None:
+    stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -47,6 +47,7 @@ from services.automation.proc_table import (
     browser_main_pid,
     child_processes,
     chromium_children,
+    grandchild_processes,
     list_processes,
     processes_of_browser,
     reap_orphan_zombies,
@@ -329,12 +330,7 @@ class ChromiumBrowser:
         self._on_closed = on_closed
         self.profile_dir = profile_dir
         self.display = display
-        # Chromium is a child of Playwright's driver, a child of ours: two levels
-        # of children, not the host's whole process table, at every launch.
-        drivers = child_processes(os.getpid())
-        self.pid = browser_main_pid(
-            [entry for driver in drivers for entry in child_processes(driver.pid)], profile_dir
-        ) or browser_main_pid(list_processes(), profile_dir)
+        self.pid = browser_main_pid(grandchild_processes(os.getpid()), profile_dir)
         self._page: Page | None = None
         for page in context.pages:
             self._on_page(page)

@@ -55,18 +55,22 @@ def parse_stat(pid: int, stat: str, cmdline: bytes) -> ProcessEntry:
     )
 
 
+def read_process(pid: int, proc: Path = Path("/proc")) -> ProcessEntry | None:
+    """`pid`'s entry, or None when it is gone (or exits while we look)."""
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+        cmdline = (proc / str(pid) / "cmdline").read_bytes()
+    except OSError:
+        return None
+    return parse_stat(pid, stat, cmdline)
+
+
 def list_processes(proc: Path = Path("/proc")) -> list[ProcessEntry]:
-    entries = []
-    for child in proc.iterdir():
-        if not child.name.isdigit():
-            continue
-        try:
-            stat = (child / "stat").read_text()
-            cmdline = (child / "cmdline").read_bytes()
-        except OSError:
-            continue  # it exited while we looked
-        entries.append(parse_stat(int(child.name), stat, cmdline))
-    return entries
+    """Every process on the host: two files each (use `child_processes` where you can)."""
+    found = (
+        read_process(int(child.name), proc) for child in proc.iterdir() if child.name.isdigit()
+    )
+    return [entry for entry in found if entry is not None]
 
 
 def running(pid: int, proc: Path = Path("/proc")) -> bool:
@@ -78,10 +82,8 @@ def running(pid: int, proc: Path = Path("/proc")) -> bool:
     return parse_stat(pid, stat, b"").state != "Z"
 
 
-def child_processes(pid: int, proc: Path = Path("/proc")) -> list[ProcessEntry]:
-    """The children of `pid`, from each of its threads' `children` list: a few
-    files, where `list_processes` reads two for every process on the host (a
-    second's cost of a core's quarter with 36 sessions, bench figure 4)."""
+def child_pids(pid: int, proc: Path = Path("/proc")) -> list[int]:
+    """The children of `pid`, from each of its threads' `children` list."""
     children: set[int] = set()
     try:
         tasks = list((proc / str(pid) / "task").iterdir())
@@ -90,15 +92,20 @@ def child_processes(pid: int, proc: Path = Path("/proc")) -> list[ProcessEntry]:
     for task in tasks:
         with contextlib.suppress(OSError, ValueError):
             children.update(int(child) for child in (task / "children").read_text().split())
-    entries = []
-    for child in sorted(children):
-        try:
-            stat = (proc / str(child) / "stat").read_text()
-            cmdline = (proc / str(child) / "cmdline").read_bytes()
-        except OSError:
-            continue  # it exited while we looked
-        entries.append(parse_stat(child, stat, cmdline))
-    return entries
+    return sorted(children)
+
+
+def child_processes(pid: int, proc: Path = Path("/proc")) -> list[ProcessEntry]:
+    """The children of `pid`: a few files, where `list_processes` reads two for every
+    process on the host (a quarter of a core with 36 sessions, bench figure 4)."""
+    found = (read_process(child, proc) for child in child_pids(pid, proc))
+    return [entry for entry in found if entry is not None]
+
+
+def grandchild_processes(pid: int, proc: Path = Path("/proc")) -> list[ProcessEntry]:
+    """The children of `pid`'s children: where our Chromium browsers are (each a
+    child of Playwright's driver, which is ours)."""
+    return [entry for child in child_pids(pid, proc) for entry in child_processes(child, proc)]
 
 
 def browser_main_pid(entries: Iterable[ProcessEntry], profile_dir: Path) -> int | None:

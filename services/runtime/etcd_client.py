@@ -99,7 +99,7 @@ class EtcdConnection:
         self._endpoint = endpoint
         self._retired_grace_s = retired_grace_s
         self._failing_over = asyncio.Lock()
-        self._fail_overs: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(cls, endpoints: Sequence[str], timeout_s: float = 5.0) -> EtcdConnection:
@@ -147,8 +147,8 @@ class EtcdConnection:
 
     def _track(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
-        self._fail_overs.add(task)
-        task.add_done_callback(self._fail_overs.discard)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _retire(self, failed: aetcd.Client) -> None:
         """Close a client left behind, once the calls in flight on it have ended."""
@@ -159,10 +159,10 @@ class EtcdConnection:
                 await failed.close()
 
     async def close(self) -> None:
-        tasks = list(self._fail_overs)
+        tasks = list(self._background)
         for task in tasks:
             task.cancel()
-        # Retired clients close now (their tasks' `finally`).
+        # Fail-overs stop; retired clients close now (their tasks' `finally`).
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(aetcd.exceptions.ClientError, OSError):
             await self._client.close()

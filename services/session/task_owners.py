@@ -133,22 +133,24 @@ class EtcdTaskOwners:
     async def claim(self, session_id: str) -> bool:
         if self._stopped:
             raise Unavailable("the task owners are stopped")
-        for attempt in range(2):
-            try:
-                # A new lease is being taken: not for longer than a call.
-                await asyncio.wait_for(self._lease_ready.wait(), self._call_timeout())
-            except TimeoutError:
-                raise Unavailable("the task owners have no lease: etcd does not answer") from None
-            lease = self._lease
-            try:
-                return await self._claim_under(session_id, lease)
-            except Unavailable as exc:
-                # Our lease lapsed unseen (cut off from etcd longer than its TTL,
-                # a keep-alive lost in a fail-over): take a new one and ask again.
-                if attempt or LEASE_NOT_FOUND not in exc.message:
-                    raise
-                await self._replace_lease(lease)
-        raise AssertionError("unreachable")
+        lease = await self._current_lease()
+        try:
+            return await self._claim_under(session_id, lease)
+        except Unavailable as exc:
+            # Our lease lapsed unseen (cut off from etcd longer than its TTL, a
+            # keep-alive lost in a fail-over): take a new one and ask once more.
+            if LEASE_NOT_FOUND not in exc.message:
+                raise
+        await self._replace_lease(lease)
+        return await self._claim_under(session_id, await self._current_lease())
+
+    async def _current_lease(self) -> int | None:
+        try:
+            # A new lease is being taken: not for longer than a call.
+            await asyncio.wait_for(self._lease_ready.wait(), self._call_timeout())
+        except TimeoutError:
+            raise Unavailable("the task owners have no lease: etcd does not answer") from None
+        return self._lease
 
     async def _claim_under(self, session_id: str, lease: int | None) -> bool:
         key = self._key(session_id)

@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from tests.conftest import stop_process
+
 DISPLAY_NUMBERS = range(400, 500)
 
 
@@ -45,12 +47,7 @@ def private_xvfb(
         try:
             yield f":{number}"
         finally:
-            process.terminate()
-            try:
-                process.wait(5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process, grace_s=5)
         return
     raise RuntimeError("no free X display number in 400-499")
 

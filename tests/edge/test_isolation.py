@@ -27,7 +27,7 @@ from services.automation.profile_reaper import TEMP_LINK
 from services.automation.settings import AutomationSettings
 from services.display.rfb_client import Framebuffer, RfbClient, TcpChannel
 from services.display.settings import NumberRange
-from tests.conftest import require_binary
+from tests.conftest import require_binary, stop_process
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
 from tests.edge.harness import user_token
 from tests.edge.test_full_stack import raw_viewer, stream_url
@@ -270,12 +270,7 @@ async def old_way_browser(
         # SIGTERM: Xvnc removes its lock file and socket.
         for process in (browser, xvnc):
             if process is not None:
-                process.terminate()
-                try:
-                    process.wait(10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+                stop_process(process)
 
 
 async def test_the_live_view_shows_no_sandbox_warning_bar(

@@ -852,23 +852,29 @@ class PauseReportsAStep(AutomationTwin):
             await self.meanwhile(session_id)
 
 
-async def test_take_control_at_the_version_seen_succeeds_though_the_interrupted_step_reports(
-    store: SessionStore,
-) -> None:
+async def running_task(store: SessionStore) -> tuple[Plane, PauseReportsAStep, Session]:
+    """A plane whose pauses interrupt a step, and alice's session with its task running."""
     automation = PauseReportsAStep()
     plane = plane_with(store, DisplayTwin(), automation)
     automation.plane = plane
+    session = await plane.sessions.create(ALICE, SPEC)
+    await automation.feed(session.id).put(running_event())
+    seen = await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
+    return plane, automation, seen
+
+
+async def test_take_control_at_the_version_seen_succeeds_though_the_interrupted_step_reports(
+    store: SessionStore,
+) -> None:
+    plane, _, seen = await running_task(store)
     try:
-        session = await plane.sessions.create(ALICE, SPEC)
-        await automation.feed(session.id).put(running_event())
-        seen = await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
         taken = await plane.sessions.change_control(
-            ALICE, session.id, Action.TAKE_CONTROL, seen.version
+            ALICE, seen.id, Action.TAKE_CONTROL, seen.version
         )
         assert (taken.state, taken.controller_user_id) == (ControlState.USER_CONTROL, "alice")
         # The positive marker: the step did report in between.
         assert taken.version > seen.version + 1
-        full = await plane.sessions.get_full(ALICE, session.id)
+        full = await plane.sessions.get_full(ALICE, seen.id)
         assert [s.index for s in full.steps] == [1]
     finally:
         await plane.sessions.close()
@@ -877,9 +883,7 @@ async def test_take_control_at_the_version_seen_succeeds_though_the_interrupted_
 async def test_a_control_change_during_the_pause_still_makes_the_version_stale(
     store: SessionStore,
 ) -> None:
-    automation = PauseReportsAStep()
-    plane = plane_with(store, DisplayTwin(), automation)
-    automation.plane = plane
+    plane, automation, seen = await running_task(store)
 
     async def operator_pauses(session_id: str) -> None:
         # Another replica's change: straight through the store.
@@ -890,14 +894,9 @@ async def test_a_control_change_during_the_pause_still_makes_the_version_stale(
 
     automation.meanwhile = operator_pauses
     try:
-        session = await plane.sessions.create(ALICE, SPEC)
-        await automation.feed(session.id).put(running_event())
-        seen = await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
         with pytest.raises(Conflict, match="not the expected"):
-            await plane.sessions.change_control(
-                ALICE, session.id, Action.TAKE_CONTROL, seen.version
-            )
-        stored = await plane.sessions.get(ALICE, session.id)
+            await plane.sessions.change_control(ALICE, seen.id, Action.TAKE_CONTROL, seen.version)
+        stored = await plane.sessions.get(ALICE, seen.id)
         assert stored.state is ControlState.PAUSED
     finally:
         await plane.sessions.close()
