@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import aetcd
 import aetcd.exceptions
+import aetcd.rtypes
 import grpc
 
 from services.runtime.errors import InvalidArgument, Unavailable
@@ -59,6 +60,24 @@ MEMBER_GONE = (aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.Connecti
 # in each caller, and a service handler that gets it never answers (seen as an
 # edge waiting out its 90 s deadline on a GetSession, tests/cluster).
 RETIRED_CLIENT_GRACE_S = 10.0
+
+
+async def opened(watch_call: Awaitable[aetcd.rtypes.Watch]) -> aetcd.rtypes.Watch:
+    """A watch, opened, unless the task is being cancelled.
+
+    aetcd waits for etcd to confirm a new watch with Python 3.11's `wait_for`, which
+    drops a cancellation that arrives with the confirmation
+    (services/runtime/cancellation.py): the task would then wait on the watch for
+    good, and whoever cancelled it (a replica stopping) with it. Seen as a session
+    service's task-owner watch that never stopped (tests/session/test_task_owners.py).
+    """
+    watch = await watch_call
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        with contextlib.suppress(aetcd.exceptions.ClientError):
+            await watch.cancel()
+        raise asyncio.CancelledError
+    return watch
 
 
 async def connect_from(

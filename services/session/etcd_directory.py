@@ -23,7 +23,7 @@ import grpc
 
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import InvalidArgument, Unavailable
-from services.runtime.etcd_client import connect_first
+from services.runtime.etcd_client import connect_first, opened
 from services.runtime.internal_auth import InternalToken
 from services.runtime.worker_registry import PREFIX, WorkerRecord
 from services.session.grpc_workers import grpc_worker_host
@@ -139,8 +139,8 @@ class EtcdWorkerDirectory:
                 if revision is None:
                     revision = await self._relist(self._client)
                     log.info("worker directory: following the registry again")
-                watch = await self._client.watch_prefix(
-                    PREFIX.encode(), start_revision=revision + 1
+                watch = await opened(
+                    self._client.watch_prefix(PREFIX.encode(), start_revision=revision + 1)
                 )
                 try:
                     async for event in watch:

@@ -25,7 +25,7 @@ import aetcd.exceptions
 
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Unavailable
-from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection, opened
 from services.session import fence_keys
 from services.session.control_fence import ACCESS_GRACE_S
 from services.session.etcd_leases import SharedLeases
@@ -128,8 +128,8 @@ class EtcdControlFence:
             check_cancelled()
             client = self._etcd.client
             try:
-                watch = await client.watch_prefix(
-                    session_keys.encode(), start_revision=revision + 1
+                watch = await opened(
+                    client.watch_prefix(session_keys.encode(), start_revision=revision + 1)
                 )
                 try:
                     async for event in watch:

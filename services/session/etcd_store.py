@@ -20,7 +20,7 @@ import aetcd.utils
 
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Conflict, Unavailable
-from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection, opened
 from services.runtime.limits import MAX_STEP_EVENTS_KEPT
 from services.session import codec
 from services.session.model import FullSession, Session
@@ -184,7 +184,7 @@ class EtcdStore:
                         yield current
                     last = max(last, compacted_at - 1)
                     compacted_at = 0
-                watch = await client.watch(self._key(session_id), start_revision=last + 1)
+                watch = await opened(client.watch(self._key(session_id), start_revision=last + 1))
                 try:
                     async for event in watch:
                         if event.kind != "PUT":

@@ -32,7 +32,7 @@ import aetcd.exceptions
 
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import Unavailable
-from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection
+from services.runtime.etcd_client import MEMBER_GONE, EtcdConnection, opened
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +233,7 @@ class EtcdTaskOwners:
             check_cancelled()
             client = self._etcd.client
             try:
-                watch = await client.watch_prefix(PREFIX.encode())
+                watch = await opened(client.watch_prefix(PREFIX.encode()))
                 if not first:
                     # Deletes made while we were not watching: look at everything.
                     self._tell(EVERYTHING)

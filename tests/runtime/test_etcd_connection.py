@@ -10,8 +10,10 @@ import asyncio
 import uuid
 
 import aetcd
+import aetcd.rtypes
+import pytest
 
-from services.runtime.etcd_client import EtcdConnection
+from services.runtime.etcd_client import EtcdConnection, opened
 
 
 def two_names(endpoint: str) -> list[str]:
@@ -55,3 +57,31 @@ async def test_the_client_left_behind_is_closed_after_its_grace(etcd_endpoint: s
         await etcd.client.status()
     finally:
         await etcd.close()
+
+
+async def test_a_watch_opened_as_its_task_is_cancelled_is_cancelled_too(
+    etcd_endpoint: str,
+) -> None:
+    """What Python 3.11's wait_for does inside aetcd when etcd's answer and the
+    cancellation arrive together: the cancellation is dropped and the watch
+    returned. `opened` notices the task is being cancelled and raises."""
+    client = aetcd.Client(*etcd_endpoint.rsplit(":", 1))
+    key = f"/test-{uuid.uuid4().hex}/opened".encode()
+    cancelled_mid_open = asyncio.Event()
+
+    async def open_dropping_the_cancellation() -> aetcd.rtypes.Watch:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled_mid_open.set()
+        return await client.watch(key)
+
+    try:
+        task = asyncio.ensure_future(opened(open_dropping_the_cancellation()))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 10)
+        assert cancelled_mid_open.is_set()  # the positive marker: it was dropped
+    finally:
+        await client.close()
