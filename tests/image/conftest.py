@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -73,6 +74,16 @@ def container_processes() -> list[tuple[int, int, str]]:
             continue
         uid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Uid:")))
         found.append((int(entry.name), uid, command.strip()))
+    return found
+
+
+def settled_container_processes(within_s: float = 30) -> list[tuple[int, int, str]]:
+    """`container_processes()` once podman's own clean-up after containers that
+    exited (`podman container cleanup`, started by conmon, for a few seconds) is
+    over; what is still there after `within_s` otherwise."""
+    deadline = time.monotonic() + within_s
+    while (found := container_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     return found
 
 
