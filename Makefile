@@ -2,6 +2,10 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
+# The venv's interpreter: Debian's, which every user can run. Started as root,
+# `make run`'s services run as user baton (README.md, "Isolation"), and a Python
+# under /root (pyenv's) is out of that user's reach.
+BASE_PYTHON := $(firstword $(wildcard /usr/bin/python3) python3)
 
 .PHONY: run cluster test test-churn image-test lock fresh-check setup system-packages proto proto-check lint format pytest bench clean
 
@@ -39,15 +43,17 @@ lock:
 fresh-check:
 	deploy/fresh-clone-check.sh
 
-setup: system-packages $(VENV)/.installed
+setup: system-packages $(VENV)/.ready
 # The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.
 setup: services/edge/node_modules/.installed
 
 system-packages:
 	@deploy/install-system-packages.sh
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+# A venv made from another Python (an older checkout's) is made again.
+$(VENV)/.ready: pyproject.toml
+	grep -qsx 'home = $(patsubst %/,%,$(dir $(BASE_PYTHON)))' $(VENV)/pyvenv.cfg || \
+	  { rm -rf $(VENV) && $(BASE_PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@

@@ -53,6 +53,7 @@ from deploy.local_stack import (
     wait_ready,
     with_internal_token,
 )
+from deploy.service_user import prepare, service_user
 from deploy.supervisor import SupervisedService, describe_exit, supervise_all
 from deploy.worker_host import AUTOMATION_PORT, DISPLAY_PORT
 from services.display.settings import NumberRange
@@ -299,6 +300,10 @@ class Cluster:
         self.network = netns.Network(self.plan)
         # Bad TLS files (BATON_GRPC_TLS_*) stop the launch here, with the setting's name.
         self.probe = Probe.from_env(env)
+        # etcd, session and edge run as user baton, as the worker hosts' services
+        # do (deploy/service_user.py); the wrapper keeps PR_SET_PDEATHSIG.
+        self.user = service_user(env)
+        self.wrapper = (*ROOT_WRAPPER, *(self.user.setpriv_options() if self.user else ()))
         self.etcd: list[asyncio.subprocess.Process] = []
         self.workers: list[WorkerProcess] = []
         self.worker_envs: dict[str, Mapping[str, str]] = {}
@@ -348,10 +353,18 @@ class Cluster:
         waits += [supervised.start() for supervised in [*self.sessions, *self.edges]]
         await _all_or_nothing(waits)
 
+    def _as_user(self, env: Mapping[str, str]) -> Mapping[str, str]:
+        if self.user is None:
+            return env
+        env = self.user.environment(env)
+        prepare(self.user, env)
+        return env
+
     def _supervised(self, service: Service, env: Mapping[str, str]) -> SupervisedService:
+        env = self._as_user(env)
         return SupervisedService(
             service.name,
-            starter(service, env, stdout=self.output.fileno(), wrapper=ROOT_WRAPPER),
+            starter(service, env, stdout=self.output.fileno(), wrapper=self.wrapper),
             readiness(service, self.probe),
             STOP_GRACE_S,
             # Its crash and restart lines go with the services' logs.
@@ -365,10 +378,17 @@ class Cluster:
             EtcdMember(f"etcd-{i + 1}", free_port(host), free_port(host))
             for i in range(ETCD_MEMBERS)
         ]
+        data_dirs = {member.name: self.settings.run_dir / member.name for member in members}
+        for data_dir in data_dirs.values():
+            data_dir.mkdir(mode=0o700)
+        if self.user is not None:
+            for data_dir in data_dirs.values():
+                os.chown(data_dir, self.user.uid, self.user.gid)
+            prepare(self.user, self.user.environment(self.env), data_dirs)
         for member in members:
-            argv = etcd_argv(binary, member, members, host, self.settings.run_dir / member.name)
+            argv = etcd_argv(binary, member, members, host, data_dirs[member.name])
             starting = start_process(
-                [*ROOT_WRAPPER, *argv], env=self.env, stdout=self.output.fileno(), stderr=None
+                [*self.wrapper, *argv], env=self.env, stdout=self.output.fileno(), stderr=None
             )
             self.etcd.append(await _start(starting))
         deadline = time.monotonic() + ETCD_READY_TIMEOUT_S

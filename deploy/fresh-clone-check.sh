@@ -6,6 +6,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 clone=$(mktemp -d /tmp/baton-fresh-clone.XXXXXX)
+# The stack's services run as user baton (README.md, "Isolation"): let it in.
+chmod 755 "$clone"
 trap 'rm -rf "$clone"' EXIT
 git clone --quiet "$repo" "$clone"
 cd "$clone"

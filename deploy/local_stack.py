@@ -3,7 +3,8 @@
 Starts display, automation, session and edge in that order and waits until each
 is ready (gRPC health SERVING, or the edge's /healthz answering 200); the edge
 prints the console URL with its token. Every service gets the same internal
-credential (BATON_INTERNAL_TOKEN), generated for this run when unset. On Ctrl-C
+credential (BATON_INTERNAL_TOKEN), generated for this run when unset. Started as
+root, it runs every service as user baton (deploy/service_user.py). On Ctrl-C
 or SIGTERM it stops them in reverse order: SIGTERM to each service, which stops
 its own children, then SIGKILL to whatever is left after a grace. A service that
 fails to start stops the stack; one that dies later is restarted with backoff
@@ -24,6 +25,7 @@ import urllib.request
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
+from deploy.service_user import prepare, service_user
 from deploy.supervisor import Ready, Start, SupervisedService, supervise_all
 from services.runtime.entrypoint import run_service, stop_signals
 from services.runtime.errors import Unavailable
@@ -151,6 +153,13 @@ async def run_stack(
     in reverse order, or in start order with `stop_in_start_order`."""
     # Bad TLS files stop the launch here, with the setting's name.
     probe = Probe.from_env(env)
+    # Started as root, the services run as user baton (deploy/service_user.py).
+    user = service_user(env)
+    wrapper: tuple[str, ...] = ()
+    if user is not None:
+        env = user.environment(env)
+        prepare(user, env)
+        wrapper = user.wrapper()
     running: list[SupervisedService] = []
     # The handlers stay for the whole block: a second Ctrl-C must not cut the
     # clean-up short.
@@ -160,7 +169,7 @@ async def run_stack(
             for service in services:
                 supervised = SupervisedService(
                     service.name,
-                    starter(service, env),
+                    starter(service, env, wrapper=wrapper),
                     readiness(service, probe),
                     service.stop_grace_s,
                 )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from deploy.service_user import DEFAULT_USER
 from services.runtime import processes
 from services.runtime.internal_auth import InternalToken
 
@@ -112,6 +115,14 @@ def etcd_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def searchable(directory: Path) -> None:
     """Let other users through `directory` (not list it)."""
     directory.chmod(directory.stat().st_mode | 0o001)
+
+
+def services_own(directory: Path) -> None:
+    """Started as root, `make run`'s services run as user baton
+    (deploy/service_user.py): a directory they write must be theirs."""
+    if os.geteuid() == 0:
+        user = pwd.getpwnam(DEFAULT_USER)
+        os.chown(directory, user.pw_uid, user.pw_gid)
 
 
 @pytest.fixture(scope="session", autouse=True)

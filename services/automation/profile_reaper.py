@@ -17,6 +17,8 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -97,15 +99,45 @@ def secure_delete(profile_dir: Path) -> None:
     shutil.rmtree(profile_dir, ignore_errors=True)
 
 
+def _real_uid(pid: int) -> int | None:
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Uid:"):
+                return int(line.split()[1])
+    return None
+
+
+def _kill(pid: int) -> bool:
+    """SIGKILL `pid`; whether it was sent."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    # A browser a crashed predecessor started in a user namespace of its own (an
+    # unprivileged automation service, browser_user.py): root of ours has no right
+    # over it, but its own uid, mapped in ours too, has.
+    uid = _real_uid(pid)
+    if uid is None:
+        return False
+    as_owner = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    command = [sys.executable, "-c", f"import os; os.kill({pid}, {int(signal.SIGKILL)})"]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return (
+            subprocess.run([*as_owner, *command], capture_output=True, timeout=10).returncode == 0
+        )
+    return False
+
+
 def kill_users(profile_dir: Path) -> list[int]:
     """SIGKILL every process running with this profile; their pids."""
     flag = f"--user-data-dir={profile_dir}"
     killed = []
     for entry in list_processes():
-        if flag in entry.argv and not entry.zombie:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(entry.pid, signal.SIGKILL)
-                killed.append(entry.pid)
+        if flag in entry.argv and not entry.zombie and _kill(entry.pid):
+            killed.append(entry.pid)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(
         flag in e.argv and not e.zombie for e in list_processes()

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
 
+from deploy.service_user import DEFAULT_USER
+from services.automation.browser_user import user_namespace_argv
+from services.automation.proc_table import list_processes
 from services.automation.profile_reaper import OWNER_FILE, owner_stamp, reap_orphans
+
+# The browsers' uids (services/automation/settings.py, BATON_BROWSER_UID_BASE).
+BASE = 300000
 
 
 def test_orphan_profiles_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
@@ -31,3 +38,55 @@ def test_orphan_profiles_are_removed_and_live_ones_kept(tmp_path: Path) -> None:
         assert os.pread(handle, 14, 0) == b"\0" * 14
     finally:
         os.close(handle)
+
+
+def test_a_browser_in_a_predecessors_user_namespace_is_killed(tmp_path: Path) -> None:
+    """An unprivileged automation service restarted after a crash is root of a new
+    user namespace, a sibling of the one its predecessor's browsers run in: it
+    kills them as their own uid (browser_user.py)."""
+    user = pwd.getpwnam(DEFAULT_USER)
+    as_service = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    uid = BASE + 251
+    as_browser = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+    profile = tmp_path / "baton-profile-left"
+    sleeper = "import time; print('up', flush=True); time.sleep(60)"
+    browser = subprocess.Popen(
+        [
+            *as_service,
+            *user_namespace_argv(
+                BASE,
+                [*as_browser, sys.executable, "-c", sleeper, f"--user-data-dir={profile}"],
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert browser.stdout is not None and browser.stdout.readline() == "up\n"
+        pid = next(e.pid for e in list_processes() if f"--user-data-dir={profile}" in e.argv)
+        # Positive marker: root of a sibling namespace may not signal it directly.
+        direct = f"import os; os.kill({pid}, 0)"
+        refused = subprocess.run(
+            [*as_service, *user_namespace_argv(BASE, [sys.executable, "-c", direct])],
+            capture_output=True,
+            text=True,
+        )
+        assert "PermissionError" in refused.stderr
+        reaper = (
+            "from pathlib import Path; from services.automation.profile_reaper import "
+            f"kill_users; print(kill_users(Path({str(profile)!r})))"
+        )
+        killed = subprocess.run(
+            [*as_service, *user_namespace_argv(BASE, [sys.executable, "-c", reaper])],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            timeout=30,
+        )
+        assert killed.stdout.strip() == f"[{pid}]", killed.stderr
+        assert browser.wait(timeout=10) == -9
+    finally:
+        browser.kill()
+        browser.wait()
+        assert browser.stdout is not None
+        browser.stdout.close()

@@ -25,7 +25,7 @@ from tests.cluster.launcher import (
     launcher_env,
     remove_leftovers,
 )
-from tests.conftest import INTERNAL_TOKEN, free_port, require_binary
+from tests.conftest import INTERNAL_TOKEN, free_port, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN
 
 # Short enough for the drain test, long enough for what it checks meanwhile.
@@ -43,6 +43,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCluster
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert netns.baton_namespaces(listing) == [], "another cluster is running on this machine"
     run_dir: Path = tmp_path_factory.mktemp("cluster") / "run"
+    # Its services run as user baton (deploy/service_user.py), who must get through.
+    searchable(run_dir.parent)
     env = {
         **launcher_env(run_dir, [free_port(), free_port()], OPERATOR_TOKEN),
         "BATON_MAX_SLOTS": str(SLOTS_PER_HOST),

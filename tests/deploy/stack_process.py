@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, searchable
+from tests.conftest import free_port, searchable, services_own
 
 TOKEN = "crash-test-token"
 
@@ -70,6 +70,11 @@ def process_tree(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+def real_uid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
 def alive(pid: int) -> bool:
@@ -125,6 +130,7 @@ class LauncherStack:
         # (services/automation/browser_user.py).
         searchable(self.tmp)
         searchable(root)
+        services_own(self.tmp)
         self.profiles = root / "profiles"
         self.edge_port = free_port()
         self.env = {

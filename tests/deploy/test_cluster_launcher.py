@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from deploy import netns
+from deploy.service_user import DEFAULT_USER
 from services.runtime.etcd_client import connect_first
 from services.runtime.worker_registry import PREFIX, WorkerRecord
 from tests.cluster.launcher import (
@@ -37,7 +39,7 @@ from tests.cluster.launcher import (
     remove_leftovers,
 )
 from tests.conftest import free_port, require_binary
-from tests.deploy.stack_process import alive, cmdline, process_tree
+from tests.deploy.stack_process import alive, cmdline, process_tree, real_uid
 
 TOKEN = "cluster-launcher-test-token"
 
@@ -223,6 +225,21 @@ def test_cluster_starts_in_namespaces_and_sigterm_leaves_nothing(tmp_path: Path)
         assert all(r.stream_address.startswith(f"10.200.0.1{r.host_id[1]}:") for r in records)
 
         everything = process_tree(launcher.process.pid) | worker_pids
+        # Only the launchers are root: etcd and every service run as user baton
+        # (deploy/service_user.py), the X and VNC servers and websockify as their
+        # services do, the browsers (none yet) as their own uids.
+        uids = {pid: real_uid(pid) for pid in everything if alive(pid)}
+        as_root = [cmdline(pid) for pid, uid in uids.items() if uid == 0]
+        assert all("deploy.cluster" in argv or "deploy.worker_host" in argv for argv in as_root), (
+            as_root
+        )
+        baton = pwd.getpwnam(DEFAULT_USER).pw_uid
+        serving = [
+            pid for pid in uids if cmdline(pid)[1:2] == ["-m"] and "services." in cmdline(pid)[2]
+        ]
+        assert len(serving) == 2 * 2 + 2 + 2, [cmdline(pid) for pid in serving]
+        assert {uids[pid] for pid in serving} == {baton}
+        assert {uids[pid] for pid in uids if "--name=etcd-1" in cmdline(pid)} == {baton}
 
         # kill -9 of a worker's process group takes the whole host with it (its
         # PID namespace), X servers and all; the launcher says so, goes on.

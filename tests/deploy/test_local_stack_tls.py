@@ -53,7 +53,7 @@ def test_make_run_with_tls_serves_a_session(tmp_path: Path) -> None:
         "BATON_MAX_SLOTS": "2",
         "BATON_DISPLAY_STATE_DIR": str(tmp_path / "display-state"),
         "BATON_SESSION_STATE_DIR": str(tmp_path / "session-state"),
-        "BATON_PROFILE_ROOT": str(tmp_path),
+        "BATON_PROFILE_ROOT": str(tmp_path / "profiles"),
         "BATON_LOG_LEVEL": "WARNING",
         "BATON_GRPC_TLS_CERT": str(services.cert),
         "BATON_GRPC_TLS_KEY": str(services.key),
