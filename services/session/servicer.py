@@ -67,6 +67,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             steps=tuple(request.steps),
             viewport=viewport,
             planner=request.planner,
+            hand_over=request.hand_over if request.HasField("hand_over") else None,
         )
         session = await self._sessions.create(actor, spec)
         return session_pb2.CreateSessionResponse(session=codec.to_proto(session))

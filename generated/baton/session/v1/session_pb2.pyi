@@ -324,6 +324,7 @@ class CreateSessionRequest(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     VIEWPORT_FIELD_NUMBER: _builtins.int
     PLANNER_FIELD_NUMBER: _builtins.int
+    HAND_OVER_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     url: _builtins.str
     max_steps: _builtins.int
@@ -334,6 +335,12 @@ class CreateSessionRequest(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[_automation_pb2.Step]: ...
     @_builtins.property
     def viewport(self) -> _display_pb2.Viewport: ...
+    @_builtins.property
+    def hand_over(self) -> _automation_pb2.HandOver:
+        """hand_over: when the agent stops for a person on its own (REST
+        `handOver`); passed to automation's StartTask.
+        """
+
     def __init__(
         self,
         *,
@@ -344,10 +351,11 @@ class CreateSessionRequest(_message.Message):
         steps: _abc.Iterable[_automation_pb2.Step] | None = ...,
         viewport: _display_pb2.Viewport | None = ...,
         planner: _automation_pb2.Planner.ValueType = ...,
+        hand_over: _automation_pb2.HandOver | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "max_steps", b"max_steps", "planner", b"planner", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
