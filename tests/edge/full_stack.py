@@ -33,6 +33,7 @@ from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
+from services.session.webhook_delivery import WebhookSettings
 from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
 
@@ -246,6 +247,7 @@ async def full_stack(
     displays: NumberRange = DISPLAYS,
     vnc_ports: NumberRange = VNC_PORTS,
     input_drain_ms: int = AutomationSettings.input_drain_ms,
+    webhook: WebhookSettings = WebhookSettings(),
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -284,6 +286,7 @@ async def full_stack(
                 host_id="edge-e2e",
                 display_address=f"127.0.0.1:{display.port}",
                 automation_address=f"127.0.0.1:{automation.port}",
+                webhook=webhook,
             )
         )
         stack.push_async_callback(session.stop, 1.0)
