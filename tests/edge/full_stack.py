@@ -37,6 +37,8 @@ from services.session.webhook_delivery import WebhookSettings
 from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
 
+NO_WEBHOOKS = WebhookSettings()
+
 # Display numbers and VNC ports of their own, apart from the display tests'.
 DISPLAYS = NumberRange(300, 309)
 VNC_PORTS = NumberRange(17300, 17309)
@@ -247,7 +249,7 @@ async def full_stack(
     displays: NumberRange = DISPLAYS,
     vnc_ports: NumberRange = VNC_PORTS,
     input_drain_ms: int = AutomationSettings.input_drain_ms,
-    webhook: WebhookSettings = WebhookSettings(),
+    webhook: WebhookSettings = NO_WEBHOOKS,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).

@@ -3,7 +3,6 @@ receiver on loopback (retries, a dead receiver, drops)."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -31,6 +30,7 @@ from services.session.webhooks import (
     events_of_change,
     signature,
 )
+from tests.conftest import eventually
 from tests.session.factories import T0, make_session
 from tests.session.webhook_receiver import verify, webhook_receiver
 
@@ -135,7 +135,7 @@ async def test_a_receiver_failing_twice_gets_the_event_on_the_third_attempt() ->
             sender.send(event())
             await receiver.wait_until(lambda: len(receiver.requests) == 3)
             elapsed = time.monotonic() - started
-            await asyncio.wait_for(_until(lambda: sender.stats.delivered == 1), 10)
+            await eventually(lambda: sender.stats.delivered == 1, 10)
         finally:
             await sender.close()
     assert [r.status for r in receiver.requests] == [500, 500, 200]
@@ -171,14 +171,8 @@ async def test_a_dead_receiver_does_not_hold_the_sender_and_events_are_dropped()
             await receiver.wait_until(lambda: receiver.held >= 2)
             # The third found two in delivery: dropped at once.
             assert sender.stats.dropped == 1
-            await asyncio.wait_for(_until(lambda: sender.stats.dropped == 3), 10)
+            await eventually(lambda: sender.stats.dropped == 3, 10)
         finally:
             await sender.close()
     stats = sender.stats
     assert (stats.attempts, stats.failed_attempts, stats.delivered) == (4, 4, 0)
-
-
-async def _until(predicate: object) -> None:
-    assert callable(predicate)
-    while not predicate():
-        await asyncio.sleep(0.02)
