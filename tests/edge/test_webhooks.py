@@ -7,10 +7,12 @@ that never answers does not delay take_control; /metrics counts the attempts.
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +29,19 @@ DISPLAYS = NumberRange(2005, 2008)
 VNC_PORTS = NumberRange(22005, 22008)
 ALICE = user_token("alice")
 SECRET = "whsec-e2e-secret-0123456789"
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def readme_verifier() -> Any:
+    """The README's "Webhooks" example, run as written."""
+    section = README.read_text().split("## Webhooks", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert match, "README.md's Webhooks section has no python example"
+    namespace: dict[str, Any] = {}
+    exec(match.group(1), namespace)
+    return namespace["baton_event"]
 
 
 @dataclass
