@@ -63,6 +63,15 @@ class PlannerChoice(enum.Enum):
     NONE = "none"
 
 
+def hand_over_on_password_field(choice: PlannerChoice, asked: bool | None) -> bool:
+    """Whether the task stops for a person at an empty password field: as the
+    caller asked, else only for the LLM planner. Explicit steps are a contract
+    (README.md, "Explicit steps"): they run unless the caller asked otherwise."""
+    if asked is not None:
+        return asked
+    return choice is PlannerChoice.LLM
+
+
 @dataclass(frozen=True)
 class TaskRequest:
     session_id: str
@@ -76,6 +85,9 @@ class TaskRequest:
     planner: PlannerChoice = PlannerChoice.AUTO
     # The display's Xauthority file (display slot's `xauthority`).
     xauthority: str = ""
+    # Stop for a person at an empty password field the planner will not fill;
+    # None: the planner's default (hand_over_on_password_field).
+    on_password_field: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -138,15 +150,17 @@ class BrowserSessions:
             raise NotFound(f"no browser for session {session_id!r}: StartTask opens one")
         return session
 
+    def _choice(self, request: TaskRequest) -> PlannerChoice:
+        if request.planner is not PlannerChoice.AUTO:
+            return request.planner
+        if request.steps:
+            return PlannerChoice.STEPS
+        if self._llm_planner is not None and request.task_text:
+            return PlannerChoice.LLM
+        return PlannerChoice.NONE
+
     def _planner_for(self, request: TaskRequest) -> Planner:
-        choice = request.planner
-        if choice is PlannerChoice.AUTO:
-            if request.steps:
-                choice = PlannerChoice.STEPS
-            elif self._llm_planner is not None and request.task_text:
-                choice = PlannerChoice.LLM
-            else:
-                choice = PlannerChoice.NONE
+        choice = self._choice(request)
         if choice is PlannerChoice.STEPS:
             return StepsPlanner(list(request.steps))
         if choice is PlannerChoice.LLM:
@@ -287,6 +301,9 @@ class BrowserSessions:
             url=request.url,
             max_steps=request.max_steps or self._settings.default_max_steps,
             action_timeout_ms=self._settings.action_timeout_ms,
+            hand_over_on_password_field=hand_over_on_password_field(
+                self._choice(request), request.on_password_field
+            ),
         )
 
         async def abandoned() -> None:

@@ -42,7 +42,8 @@ class Finish:
 class Planner(Protocol):
     # Whether next_step needs the ARIA snapshot (it costs a round trip).
     needs_aria: bool
-    # Whether a CAPTCHA or an empty password field should stop it for a person.
+    # Whether a CAPTCHA (and, when the task asks, an empty password field the
+    # planner will not fill: TaskSpec.hand_over_on_password_field) stops it for a person.
     stops_for_blockers: bool
 
     async def next_step(self, observation: Observation) -> Step | Finish: ...

@@ -174,6 +174,11 @@ def task_request_from_proto(request: pb.StartTaskRequest) -> TaskRequest:
         steps=[step_from_proto(step) for step in request.steps],
         planner=_PLANNER.get(request.planner, PlannerChoice.AUTO),
         xauthority=request.xauthority,
+        on_password_field=(
+            request.hand_over.on_password_field
+            if request.hand_over.HasField("on_password_field")
+            else None
+        ),
     )
 
 

@@ -57,6 +57,9 @@ class TaskSpec:
     url: str
     max_steps: int
     action_timeout_ms: int
+    # Stop for a person at an empty password field the planner will not fill
+    # (browser_sessions.hand_over_on_password_field decides the default).
+    hand_over_on_password_field: bool = False
 
 
 class StepRunner:
@@ -202,7 +205,8 @@ class StepRunner:
             self._handed_over.add(("captcha", url))
             return f"a {scan.captcha} CAPTCHA is on the page: please solve it"
         if (
-            scan.empty_password_fields
+            self._spec.hand_over_on_password_field
+            and scan.empty_password_fields
             and ("password", url) not in self._handed_over
             and not await self._planner.has_password_for(self._page)
         ):

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 
 from services.edge.auth import Authenticator, Principal, bearer_token
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
-from services.edge.metrics import EdgeMetrics
+from services.edge.metrics import EdgeMetrics, WebhookCounts
 from services.edge.openapi import openapi_document
 from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
@@ -204,7 +204,13 @@ class RestApi:
                 capacity = await self._sessions.capacity()
             except BatonError as exc:
                 log.warning("/metrics: no worker capacity: %s", exc.message)
-        text = self._metrics.render(by_state, up, capacity, time.monotonic())
+        webhooks: WebhookCounts | None = None
+        if up:
+            try:
+                webhooks = await self._sessions.webhook_stats()
+            except BatonError as exc:
+                log.warning("/metrics: no webhook counts: %s", exc.message)
+        text = self._metrics.render(by_state, up, capacity, time.monotonic(), webhooks)
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     def _authorize_scrape(self, authorization: str | None) -> None:

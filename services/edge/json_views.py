@@ -297,7 +297,7 @@ def parse_step(body: Any, where: str) -> automation_pb2.Step:
 def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRequest:
     """POST /api/browser-session (and session:create): the request, without the actor."""
     where = "body"
-    _reject_unknown(body, {"task", "url", "maxSteps", "steps", "viewport"}, where)
+    _reject_unknown(body, {"task", "url", "maxSteps", "steps", "viewport", "handOver"}, where)
     task = _string(body, "task", where)
     has_steps = body.get("steps") is not None
     url = _string(body, "url", where, required=not has_steps)
@@ -326,9 +326,26 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
                 height=_integer(viewport, "height", "body.viewport", VIEWPORT_HEIGHT_RANGE),
             )
         )
+    hand_over = body.get("handOver")
+    if hand_over is not None:
+        request.hand_over.CopyFrom(parse_hand_over(hand_over))
     # The same bounds the session service applies (sizes of task, url, step fields).
     check_create_request(request)
     return request
+
+
+def parse_hand_over(body: Any) -> automation_pb2.HandOver:
+    """`handOver`: when the agent stops for a person on its own (services/edge/README.md)."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("body.handOver must be an object")
+    _reject_unknown(body, {"onPasswordField"}, "body.handOver")
+    hand_over = automation_pb2.HandOver()
+    on_password_field = body.get("onPasswordField")
+    if on_password_field is not None:
+        if not isinstance(on_password_field, bool):
+            raise InvalidArgument("body.handOver.onPasswordField must be a boolean")
+        hand_over.on_password_field = on_password_field
+    return hand_over
 
 
 def parse_control(

@@ -35,6 +35,16 @@ def _number(value: float) -> str:
     return repr(value)
 
 
+@dataclass(frozen=True)
+class WebhookCounts:
+    """The session service's webhook deliveries (GetWebhookStats)."""
+
+    attempts: int
+    failed_attempts: int
+    delivered: int
+    dropped: int
+
+
 @dataclass
 class Histogram:
     buckets: tuple[float, ...]
@@ -87,10 +97,12 @@ class EdgeMetrics:
         service_up: bool,
         capacity: FleetCapacity | None = None,
         now: float = 0.0,
+        webhooks: WebhookCounts | None = None,
     ) -> str:
         """The exposition text; service_up: the session service reports itself ready;
         capacity: the fleet's slots (None: unknown, the slot gauges are left out);
-        now: the monotonic clock the refusals were recorded with."""
+        now: the monotonic clock the refusals were recorded with; webhooks: the
+        session service's webhook deliveries (None: off or unknown, left out)."""
         lines: list[str] = []
 
         def family(name: str, kind: str, help_text: str) -> None:
@@ -159,6 +171,29 @@ class EdgeMetrics:
             )
             demand = slot_demand(capacity.slots_held, refused, self.slot_headroom)
             lines.append(f"baton_slot_demand {demand}")
+        if webhooks is not None:
+            family(
+                "baton_webhook_attempts_total",
+                "counter",
+                "Webhook POSTs the session service tried, by outcome (ok: a 2xx answer).",
+            )
+            ok = webhooks.attempts - webhooks.failed_attempts
+            lines.append(f"baton_webhook_attempts_total{_labels([('outcome', 'ok')])} {ok}")
+            lines.append(
+                f"baton_webhook_attempts_total{_labels([('outcome', 'failed')])} "
+                f"{webhooks.failed_attempts}"
+            )
+            family(
+                "baton_webhook_events_total",
+                "counter",
+                "Webhook events by outcome: delivered, or dropped (attempts exhausted, "
+                "shutdown, too many in delivery).",
+            )
+            for outcome, count in (
+                ("delivered", webhooks.delivered),
+                ("dropped", webhooks.dropped),
+            ):
+                lines.append(f"baton_webhook_events_total{_labels([('outcome', outcome)])} {count}")
         family("baton_http_requests_total", "counter", "REST requests by route and status.")
         for (route, status), count in sorted(self.http_requests.items()):
             labels = _labels([("route", route), ("status", str(status))])

@@ -176,6 +176,24 @@ _SCHEMAS: dict[str, Any] = {
                 }
             ),
             "steps": _nullable({"type": "array", "items": _ref("Step"), "maxItems": MAX_STEPS}),
+            "handOver": _nullable(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "When the agent stops for a person on its own; a "
+                    "request_user step and a CAPTCHA always do.",
+                    "properties": {
+                        "onPasswordField": _nullable(
+                            {
+                                "type": "boolean",
+                                "description": "Stop before a step while the page has an "
+                                "empty password field the agent will not fill. Absent: true "
+                                "for the LLM planner, false for explicit steps.",
+                            }
+                        )
+                    },
+                }
+            ),
             "viewport": _nullable(
                 {
                     "type": "object",

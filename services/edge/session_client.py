@@ -16,6 +16,7 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
+from services.edge.metrics import WebhookCounts
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
@@ -153,6 +154,20 @@ class SessionClient:
             slots_held=answer.slots_held,
             slots_warm=answer.slots_warm,
             capacity_known=answer.capacity_known,
+        )
+
+    async def webhook_stats(self, deadline_s: float = 5.0) -> WebhookCounts | None:
+        """The webhook deliveries of the session replica answering; None when off."""
+        answer = await _call(
+            self._stub.GetWebhookStats(session_pb2.GetWebhookStatsRequest(), timeout=deadline_s)
+        )
+        if not answer.enabled:
+            return None
+        return WebhookCounts(
+            attempts=answer.attempts,
+            failed_attempts=answer.failed_attempts,
+            delivered=answer.delivered,
+            dropped=answer.dropped,
         )
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:

@@ -49,6 +49,8 @@ class SessionSpec:
     steps: tuple[automation_pb2.Step, ...]
     viewport: Viewport | None
     planner: int = automation_pb2.PLANNER_UNSPECIFIED
+    # When automation stops for a person on its own (passed to StartTask, not stored).
+    hand_over: automation_pb2.HandOver | None = None
 
 
 class Launcher:
@@ -97,7 +99,7 @@ class Launcher:
                 await self._records.store.create(session)
         else:
             await self._records.store.create(session)
-        launch = self._launch(session, spec.steps)
+        launch = self._launch(session, spec.steps, spec.hand_over)
         try:
             return await asyncio.wait_for(launch, self._settings.start_timeout_s)
         except TimeoutError:
@@ -151,7 +153,12 @@ class Launcher:
         await self._ending.finish(session_id, reason, True)
         await self._records.delete(session_id)
 
-    async def _launch(self, session: Session, steps: tuple[automation_pb2.Step, ...]) -> Session:
+    async def _launch(
+        self,
+        session: Session,
+        steps: tuple[automation_pb2.Step, ...],
+        hand_over: automation_pb2.HandOver | None,
+    ) -> Session:
         """Place the session and start its task; `steps` as given, secrets included."""
         # Ours to follow from the first moment: no other replica adopts it.
         if not await self._task_runs.claim(session.id):
@@ -183,6 +190,7 @@ class Launcher:
             max_steps=session.task.max_steps,
             steps=steps,
             planner=session.task.planner,  # type: ignore[arg-type]
+            hand_over=hand_over,
         )
         now = self._records.clock()
         ready = await self._records.update(session.id, lambda s: state_machine.mark_ready(s, now))

@@ -37,6 +37,7 @@ from services.session.task_adoption import TaskAdoption
 from services.session.task_owners import LocalTaskOwners, TaskOwners
 from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.user_lock import LocalUserLock, UserLock
+from services.session.webhooks import WebhookSink, webhook_observer
 from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory
 
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
@@ -66,10 +67,11 @@ class SessionOrchestrator:
         owners: TaskOwners | None = None,
         fence: ControlFence | None = None,
         user_lock: UserLock | None = None,
+        webhooks: WebhookSink | None = None,
     ) -> None:
         """`owners`, `fence` and `user_lock` default to this process's own; replicas
         sharing etcd share them through it (server.py)."""
-        records = SessionRecords(store, clock)
+        records = SessionRecords(store, clock, webhook_observer(webhooks) if webhooks else None)
         # Edges holding stream viewers; the agent resumes after they closed their gates.
         if fence is None:
             fence = MemoryControlFence(settings.viewer_lease_s)

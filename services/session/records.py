@@ -19,6 +19,8 @@ from services.session.store import SessionStore, StepEvent, Stored
 
 Clock = Callable[[], datetime]
 Change = Callable[[Session], Session]
+# Told of every committed change (before, after): webhooks (webhooks.py).
+ChangeObserver = Callable[[Session, Session], None]
 
 # Writers retry a lost compare-and-swap this many times before giving up.
 MAX_SWAP_ATTEMPTS = 50
@@ -44,9 +46,12 @@ def new_step(before: Session, after: Session) -> StepEvent | None:
 
 
 class SessionRecords:
-    def __init__(self, store: SessionStore, clock: Clock) -> None:
+    def __init__(
+        self, store: SessionStore, clock: Clock, on_change: ChangeObserver | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        self._on_change = on_change
 
     async def get(self, session_id: str) -> Stored | None:
         return await self.store.get(session_id)
@@ -83,6 +88,10 @@ class SessionRecords:
                 return changed
             step = new_step(stored.session, changed)
             if await self.store.swap(changed, stored.revision, step) is not None:
+                if self._on_change is not None:
+                    # Only the writer whose swap won gets here: one call per change,
+                    # whichever replica made it.
+                    self._on_change(stored.session, changed)
                 return changed
         raise Conflict(f"session {session_id} is changing too fast; try again")
 

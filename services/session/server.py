@@ -18,6 +18,7 @@ from services.session.servicer import SessionServicer
 from services.session.settings import SessionSettings
 from services.session.sqlite_store import SqliteStore
 from services.session.store import MemoryStore, SessionStore
+from services.session.webhook_delivery import WebhookSender
 from services.session.worker_health import WorkerHealthMonitor
 from services.session.workers import StaticWorkerDirectory, WorkerDirectory, WorkerHost
 
@@ -82,6 +83,8 @@ async def start_session_server(
     coordination = await open_coordination(settings)
     if store is None:
         store = open_store(settings, coordination)
+    # Webhooks go from the replica whose write made the event (webhooks.py).
+    webhooks = WebhookSender(settings.webhook) if settings.webhook.enabled else None
     orchestrator = SessionOrchestrator(
         store,
         opened.directory,
@@ -89,8 +92,9 @@ async def start_session_server(
         owners=coordination.owners,
         fence=coordination.fence,
         user_lock=coordination.user_lock,
+        webhooks=webhooks,
     )
-    servicer = SessionServicer(orchestrator)
+    servicer = SessionServicer(orchestrator, webhooks.stats if webhooks else None)
     running = await start_server(
         lambda server: session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server),
         [SERVICE_NAME],
@@ -108,6 +112,8 @@ async def start_session_server(
     async def stop_background() -> None:
         await monitor.stop()
         await orchestrator.close()
+        if webhooks is not None:
+            await webhooks.close()
         await store.close()
         await coordination.close()
         await opened.close()

@@ -19,6 +19,7 @@ from services.runtime.session_ids import check_session_id
 from services.session import codec, paging
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
+from services.session.webhook_delivery import WebhookStats
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,8 +50,12 @@ def _session_id(session_id: str) -> str:
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, orchestrator: SessionOrchestrator) -> None:
+    def __init__(
+        self, orchestrator: SessionOrchestrator, webhook_stats: WebhookStats | None = None
+    ) -> None:
         self._sessions = orchestrator
+        # None: webhooks are off (no BATON_WEBHOOK_URL).
+        self._webhook_stats = webhook_stats
 
     async def CreateSession(
         self, request: session_pb2.CreateSessionRequest, context: Context
@@ -67,6 +72,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             steps=tuple(request.steps),
             viewport=viewport,
             planner=request.planner,
+            hand_over=request.hand_over if request.HasField("hand_over") else None,
         )
         session = await self._sessions.create(actor, spec)
         return session_pb2.CreateSessionResponse(session=codec.to_proto(session))
@@ -176,4 +182,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             slots_held=capacity.slots_held,
             slots_warm=capacity.slots_warm,
             capacity_known=capacity.capacity_known,
+        )
+
+    async def GetWebhookStats(
+        self, request: session_pb2.GetWebhookStatsRequest, context: Context
+    ) -> session_pb2.GetWebhookStatsResponse:
+        stats = self._webhook_stats
+        if stats is None:
+            return session_pb2.GetWebhookStatsResponse(enabled=False)
+        return session_pb2.GetWebhookStatsResponse(
+            enabled=True,
+            attempts=stats.attempts,
+            failed_attempts=stats.failed_attempts,
+            delivered=stats.delivered,
+            dropped=stats.dropped,
         )

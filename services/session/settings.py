@@ -8,8 +8,9 @@ from pathlib import Path
 
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
-from services.runtime.settings import Env
+from services.runtime.settings import ConfigError, Env
 from services.runtime.worker_registry import DEFAULT_LEASE_TTL_S
+from services.session.webhook_delivery import WebhookSettings
 
 
 def default_state_dir(port: int, env: Env) -> Path:
@@ -70,6 +71,8 @@ class SessionSettings:
     internal_token: InternalToken = field(kw_only=True)
     # TLS on this service's gRPC server and clients (BATON_GRPC_TLS_*).
     grpc_tls: GrpcTls = field(default=PLAINTEXT, kw_only=True)
+    # Where and how to post webhook events (BATON_WEBHOOK_*); off by default.
+    webhook: WebhookSettings = field(default=WebhookSettings(), kw_only=True)
 
     @classmethod
     def from_env(cls, env: Env) -> SessionSettings:
@@ -112,4 +115,28 @@ class SessionSettings:
             traces_exporter=env.text("OTEL_TRACES_EXPORTER", cls.traces_exporter),
             internal_token=InternalToken.from_env(env),
             grpc_tls=GrpcTls.from_env(env),
+            webhook=webhook_settings(env),
         )
+
+
+def webhook_settings(env: Env) -> WebhookSettings:
+    """BATON_WEBHOOK_URL (+ _SECRET, required with it; _TIMEOUT_S, _MAX_ATTEMPTS)."""
+    url = env.text("BATON_WEBHOOK_URL", "")
+    if not url:
+        return WebhookSettings()
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"BATON_WEBHOOK_URL={url!r} is not an http:// or https:// URL")
+    secret = env.text("BATON_WEBHOOK_SECRET", "")
+    if len(secret) < 16:
+        raise ConfigError(
+            "BATON_WEBHOOK_SECRET must be set with BATON_WEBHOOK_URL (at least 16 characters): "
+            "receivers check every event's Baton-Signature with it"
+        )
+    return WebhookSettings(
+        url=url,
+        secret=secret,
+        timeout_s=env.number("BATON_WEBHOOK_TIMEOUT_S", WebhookSettings.timeout_s, minimum=0.1),
+        max_attempts=env.integer(
+            "BATON_WEBHOOK_MAX_ATTEMPTS", WebhookSettings.max_attempts, minimum=1
+        ),
+    )

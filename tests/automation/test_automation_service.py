@@ -259,17 +259,41 @@ async def test_a_task_outlives_its_stream_and_attach_task_reads_on(
     await close(automation, "attach")
 
 
-async def test_an_empty_password_field_the_planner_cannot_fill_asks_for_a_person(
+async def test_explicit_steps_run_past_an_empty_password_field(
+    automation: Automation, site: PageServer
+) -> None:
+    """Explicit steps are a contract (issue 13, part 2): no hand-over unasked."""
+    stream = TaskStream.open(
+        automation.stub,
+        automation.task(
+            "steps-login", url=f"{site.base_url}/login", steps=[fill("#user", "ada")], max_steps=5
+        ),
+    )
+    final = await stream.final()
+    assert final.status == pb.TASK_STATUS_COMPLETED, final.reason
+    assert not [e for e in stream.events if e.HasField("user_requested")]
+    assert [(s.action, s.status) for s in stream.steps() if s.index == 1][-1] == ("fill", SUCCEEDED)
+    await close(automation, "steps-login")
+
+
+async def test_an_empty_password_field_asks_for_a_person_when_the_caller_says_so(
     automation: Automation, site: PageServer
 ) -> None:
     stream = TaskStream.open(
         automation.stub,
         automation.task(
-            "login", url=f"{site.base_url}/login", steps=[fill("#user", "ada")], max_steps=5
+            "login",
+            url=f"{site.base_url}/login",
+            steps=[fill("#user", "ada")],
+            max_steps=5,
+            hand_over=pb.HandOver(on_password_field=True),
         ),
     )
     asked = await stream.wait_for(lambda e: e.HasField("user_requested"))
-    assert "password" in asked.user_requested.reason
+    assert asked.user_requested.reason == (
+        "the page asks for a password the agent does not have: please sign in"
+    )
+    assert not [s for s in stream.steps() if s.index == 1]
     await automation.stub.ResumeTask(pb.ResumeTaskRequest(session_id="login"))
     final = await stream.final()
     assert final.status == pb.TASK_STATUS_COMPLETED, final.reason
@@ -291,6 +315,28 @@ async def test_a_captcha_frame_asks_for_a_person_then_the_task_goes_on(
     assert final.status == pb.TASK_STATUS_COMPLETED, final.reason
     assert [s.action for s in stream.steps() if s.status == SUCCEEDED] == ["goto", "click"]
     await close(automation, "captcha")
+
+
+async def test_the_llm_planner_stops_at_an_empty_password_field_by_default(
+    automation: Automation, site: PageServer, llm: ScriptedLlm
+) -> None:
+    llm.script([])
+    stream = TaskStream.open(
+        automation.stub,
+        automation.task(
+            "llm-login",
+            url=f"{site.base_url}/login",
+            task_text="Sign in",
+            max_steps=5,
+            planner=pb.PLANNER_LLM,
+        ),
+    )
+    asked = await stream.wait_for(lambda e: e.HasField("user_requested"))
+    assert "asks for a password" in asked.user_requested.reason
+    # The model was not asked anything before the person was.
+    assert not llm.requests
+    await automation.stub.CancelTask(pb.CancelTaskRequest(session_id="llm-login"))
+    await close(automation, "llm-login")
 
 
 async def test_llm_planner_completes_a_three_action_task(

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 
 from services.automation.action_gate import ActionGate
+from services.automation.browser_sessions import PlannerChoice, hand_over_on_password_field
 from services.automation.page_port import BROWSER_GONE_MESSAGE, Observation, PageScan
 from services.automation.planners import (
     NO_PLANNER_MESSAGE,
@@ -36,13 +37,25 @@ from tests.conftest import eventually
 
 class Harness:
     def __init__(
-        self, planner: Planner, max_steps: int = 10, url: str = "http://site/", grace_s: float = 1
+        self,
+        planner: Planner,
+        max_steps: int = 10,
+        url: str = "http://site/",
+        grace_s: float = 1,
+        on_password_field: bool = False,
     ) -> None:
         self.browser = FakeBrowser()
         self.gate = ActionGate(grace_s)
         self.events: list[TaskEvent] = []
         self.gone_handled = False
-        spec = TaskSpec("s1", "task", url, max_steps, action_timeout_ms=1000)
+        spec = TaskSpec(
+            "s1",
+            "task",
+            url,
+            max_steps,
+            action_timeout_ms=1000,
+            hand_over_on_password_field=on_password_field,
+        )
         self.runner = StepRunner(
             spec, planner, self.browser, self.gate, self.events.append, self._on_gone
         )
@@ -168,7 +181,7 @@ async def test_a_captcha_asks_for_a_person_once() -> None:
 
 
 async def test_an_empty_password_field_is_fine_when_the_steps_fill_it() -> None:
-    harness = Harness(steps(Fill("#password", "x"), Click("#go")))
+    harness = Harness(steps(Fill("#password", "x"), Click("#go")), on_password_field=True)
     harness.browser.scan_result = PageScan(captcha=None, empty_password_fields=1)
     await harness.runner.run()
     assert not [e for e in harness.events if isinstance(e, UserRequested)]
@@ -228,3 +241,37 @@ async def test_an_unexpected_error_still_ends_the_task() -> None:
         TaskStatus.FAILED,
         "internal error in the automation service",
     )
+
+
+async def test_explicit_steps_are_not_stopped_by_an_empty_password_field() -> None:
+    """Issue 13, part 2: a sign-up form's optional password field does not stop
+    steps that fill the other fields (no hand-over the caller did not ask for)."""
+    harness = Harness(steps(Fill("#name", "Ada"), Click("#submit")))
+    harness.browser.scan_result = PageScan(captcha=None, empty_password_fields=1)
+    await harness.runner.run()
+    assert not [e for e in harness.events if isinstance(e, UserRequested)]
+    assert harness.statuses()[-1][0] is TaskStatus.COMPLETED
+    assert Click("#submit") in harness.browser.performed
+
+
+async def test_an_empty_password_field_hands_over_when_the_task_asks() -> None:
+    harness = Harness(steps(Fill("#name", "Ada"), Click("#submit")), on_password_field=True)
+    harness.browser.scan_result = PageScan(captcha=None, empty_password_fields=1)
+    job = asyncio.ensure_future(harness.runner.run())
+    await harness.until(lambda: harness.runner.status is TaskStatus.WAITING_FOR_USER)
+    assert harness.statuses()[-1] == (
+        TaskStatus.WAITING_FOR_USER,
+        "the page asks for a password the agent does not have: please sign in",
+    )
+    assert Fill("#name", "Ada") not in harness.browser.performed
+    harness.gate.resume()
+    await job
+    assert harness.statuses()[-1][0] is TaskStatus.COMPLETED
+
+
+def test_who_hands_over_at_a_password_field_by_default() -> None:
+    assert hand_over_on_password_field(PlannerChoice.LLM, None)
+    assert not hand_over_on_password_field(PlannerChoice.STEPS, None)
+    assert not hand_over_on_password_field(PlannerChoice.NONE, None)
+    assert hand_over_on_password_field(PlannerChoice.STEPS, True)
+    assert not hand_over_on_password_field(PlannerChoice.LLM, False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import os
 from collections.abc import AsyncIterator, Callable
@@ -32,8 +33,11 @@ from services.runtime.grpc_client import open_channel
 from services.runtime.grpc_server import RunningServer
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
+from services.session.webhook_delivery import WebhookSettings
 from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
+
+NO_WEBHOOKS = WebhookSettings()
 
 # Display numbers and VNC ports of their own, apart from the display tests'.
 DISPLAYS = NumberRange(300, 309)
@@ -76,17 +80,35 @@ COLOUR_PAGE = (
 )
 
 
+# A sign-up form with an optional password field (issue 13, part 2); the
+# answer page shows what was submitted.
+SIGNUP_PAGE = """<!doctype html>
+<html><head><title>Sign up</title></head><body>
+<form method="post" action="/signup">
+  <label>Name <input id="name" name="name"></label>
+  <label>Email <input id="email" name="email" type="email"></label>
+  <label>Password (optional) <input id="password" name="password" type="password"></label>
+  <button id="submit" type="submit">Submit</button>
+</form></body></html>
+"""
+
+
 @dataclass
 class FormSite:
     """The page the agent works on, and what it reported."""
 
     url: str = ""
     reports: list[dict[str, Any]] = field(default_factory=list)
+    signups: list[dict[str, str]] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     @property
     def form_url(self) -> str:
         return f"{self.url}/form"
+
+    @property
+    def signup_url(self) -> str:
+        return f"{self.url}/signup"
 
     @property
     def colour_url(self) -> str:
@@ -109,6 +131,19 @@ class FormSite:
     async def _form(self, request: web.Request) -> web.Response:
         return web.Response(text=FORM_PAGE, content_type="text/html")
 
+    async def _signup(self, request: web.Request) -> web.Response:
+        return web.Response(text=SIGNUP_PAGE, content_type="text/html")
+
+    async def _signed_up(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        submitted = {key: str(value) for key, value in form.items()}
+        async with self._changed:
+            self.signups.append(submitted)
+            self._changed.notify_all()
+        shown = html.escape(f"Signed up: {submitted.get('name')} <{submitted.get('email')}>")
+        page = f"<!doctype html><title>{shown}</title><p id='result'>{shown}</p>"
+        return web.Response(text=page, content_type="text/html")
+
     async def _colour(self, request: web.Request) -> web.Response:
         return web.Response(text=COLOUR_PAGE, content_type="text/html")
 
@@ -127,6 +162,8 @@ async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
     app = web.Application()
     app.router.add_get("/form", site._form)
     app.router.add_get("/colour", site._colour)
+    app.router.add_get("/signup", site._signup)
+    app.router.add_post("/signup", site._signed_up)
     app.router.add_post("/log", site._log)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -212,6 +249,7 @@ async def full_stack(
     displays: NumberRange = DISPLAYS,
     vnc_ports: NumberRange = VNC_PORTS,
     input_drain_ms: int = AutomationSettings.input_drain_ms,
+    webhook: WebhookSettings = NO_WEBHOOKS,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -250,6 +288,7 @@ async def full_stack(
                 host_id="edge-e2e",
                 display_address=f"127.0.0.1:{display.port}",
                 automation_address=f"127.0.0.1:{automation.port}",
+                webhook=webhook,
             )
         )
         stack.push_async_callback(session.stop, 1.0)

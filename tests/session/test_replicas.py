@@ -8,6 +8,7 @@ replicas (one worker host, as two replicas of a cluster would reach it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,16 +16,21 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer
 from services.runtime.internal_auth import token_interceptors
 from services.session.etcd_store import EtcdStore
 from services.session.server import start_session_server
 from services.session.settings import SessionSettings
+from services.session.webhook_delivery import WebhookSettings
 from tests.conftest import INTERNAL_TOKEN
 from tests.session.twins import AutomationTwin, twin_worker
+from tests.session.webhook_receiver import verify, webhook_receiver
 
 ALICE = session_pb2.Actor(user_id="alice")
+NO_WEBHOOKS = WebhookSettings()
+WEBHOOK_SECRET = "whsec-replicas-0123456789"
 QUOTA = 1
 
 
@@ -51,6 +57,14 @@ class Replicas:
 
 @pytest.fixture
 async def replicas(etcd_endpoint: str) -> AsyncIterator[Replicas]:
+    async with two_replicas(etcd_endpoint) as both:
+        yield both
+
+
+@contextlib.asynccontextmanager
+async def two_replicas(
+    etcd_endpoint: str, webhook: WebhookSettings = NO_WEBHOOKS
+) -> AsyncIterator[Replicas]:
     worker, _, automation = twin_worker()
     # A fresh session prefix per test: the etcd is shared with the other tests.
     prefix = f"/baton-test/{uuid.uuid4().hex}/"
@@ -59,6 +73,7 @@ async def replicas(etcd_endpoint: str) -> AsyncIterator[Replicas]:
         etcd_endpoints=(etcd_endpoint,),
         control_fence_timeout_s=10,
         max_sessions_per_user=QUOTA,
+        webhook=webhook,
     )
     started: list[Replica] = []
 
@@ -258,3 +273,51 @@ async def test_take_control_racing_on_both_replicas_has_exactly_one_winner(
         await replicas.two.stub.EndSession(
             session_pb2.EndSessionRequest(session_id=session.id, actor=ALICE)
         )
+
+
+async def test_each_webhook_event_is_sent_once_by_two_replicas(etcd_endpoint: str) -> None:
+    """Issue 13, part 4: both replicas send webhooks to one receiver; a take_control
+    raced on both, and task events followed by one of them, each arrive once."""
+    async with webhook_receiver() as receiver:
+        webhook = WebhookSettings(url=receiver.url, secret=WEBHOOK_SECRET)
+        async with two_replicas(etcd_endpoint, webhook) as replicas:
+            session = await create(replicas.one)
+            feed = replicas.automation.feed(session.id)
+            feed.put_nowait(
+                automation_pb2.StartTaskResponse(
+                    seq=1, user_requested=automation_pb2.UserRequested(reason="sign in")
+                )
+            )
+            results = await asyncio.gather(
+                *(
+                    replica.stub.ChangeControl(
+                        session_pb2.ChangeControlRequest(
+                            session_id=session.id,
+                            actor=ALICE,
+                            action=session_pb2.CONTROL_ACTION_TAKE_CONTROL,
+                        )
+                    )
+                    for replica in (replicas.one, replicas.two)
+                ),
+                return_exceptions=True,
+            )
+            assert any(isinstance(r, session_pb2.ChangeControlResponse) for r in results)
+            await replicas.two.stub.EndSession(
+                session_pb2.EndSessionRequest(session_id=session.id, actor=ALICE)
+            )
+
+            def types() -> list[str]:
+                return [e["type"] for e in receiver.delivered() if e["sessionId"] == session.id]
+
+            await receiver.wait_until(lambda: "session.ended" in types())
+            # Anything sent twice would have arrived by now (deliveries are immediate).
+            await asyncio.sleep(0.5)
+    assert sorted(types()) == sorted(
+        [
+            "session.control_changed",  # ready
+            "session.waiting_for_user",
+            "session.control_changed",  # take_control: one winner, one sender
+            "session.ended",
+        ]
+    ), types()
+    assert all(verify(WEBHOOK_SECRET, r.signature, r.body) for r in receiver.requests)

@@ -453,6 +453,35 @@ class StepEvent(_message.Message):
 Global___StepEvent: _TypeAlias = StepEvent  # noqa: Y015
 
 @_typing.final
+class HandOver(_message.Message):
+    """HandOver says when the agent stops for a person on its own (besides
+    request_user steps and CAPTCHAs, which always hand over).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ON_PASSWORD_FIELD_FIELD_NUMBER: _builtins.int
+    on_password_field: _builtins.bool
+    """on_password_field: stop before a step when the page has an empty
+    password field the planner will not fill. Unset: true for the LLM
+    planner, false for explicit steps (the caller said what to do).
+    """
+    def __init__(
+        self,
+        *,
+        on_password_field: _builtins.bool | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_on_password_field", b"_on_password_field", "on_password_field", b"on_password_field"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_on_password_field", b"_on_password_field", "on_password_field", b"on_password_field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__on_password_field: _TypeAlias = _typing.Literal["on_password_field"]  # noqa: Y015
+    _WhichOneofArgType__on_password_field: _TypeAlias = _typing.Literal["_on_password_field", b"_on_password_field"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__on_password_field) -> _WhichOneofReturnType__on_password_field | None: ...
+
+Global___HandOver: _TypeAlias = HandOver  # noqa: Y015
+
+@_typing.final
 class StartTaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -465,6 +494,7 @@ class StartTaskRequest(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     PLANNER_FIELD_NUMBER: _builtins.int
     XAUTHORITY_FIELD_NUMBER: _builtins.int
+    HAND_OVER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     display: _builtins.str
     """display is the X display Chromium draws on, such as ":101"."""
@@ -480,6 +510,8 @@ class StartTaskRequest(_message.Message):
     def viewport(self) -> _display_pb2.Viewport: ...
     @_builtins.property
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[Global___Step]: ...
+    @_builtins.property
+    def hand_over(self) -> Global___HandOver: ...
     def __init__(
         self,
         *,
@@ -492,10 +524,11 @@ class StartTaskRequest(_message.Message):
         steps: _abc.Iterable[Global___Step] | None = ...,
         planner: Global___Planner.ValueType = ...,
         xauthority: _builtins.str = ...,
+        hand_over: Global___HandOver | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hand_over", b"hand_over", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "max_steps", b"max_steps", "planner", b"planner", "session_id", b"session_id", "steps", b"steps", "task_text", b"task_text", "url", b"url", "viewport", b"viewport", "xauthority", b"xauthority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display", b"display", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "session_id", b"session_id", "steps", b"steps", "task_text", b"task_text", "url", b"url", "viewport", b"viewport", "xauthority", b"xauthority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

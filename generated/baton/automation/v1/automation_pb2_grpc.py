@@ -135,7 +135,8 @@ class AutomationServiceServicer:
 
     def Act(self, request, context):
         """Act runs one action for an external agent. FAILED_PRECONDITION while
-        the task is paused.
+        the task is paused. It never hands over to a person on the caller's
+        behalf (no CAPTCHA or password-field check): the caller decides.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

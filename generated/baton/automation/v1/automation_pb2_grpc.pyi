@@ -55,7 +55,8 @@ class AutomationServiceStub:
     """CancelTask stops the task and keeps the browser for the person."""
     Act: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ActRequest, _automation_pb2.ActResponse]
     """Act runs one action for an external agent. FAILED_PRECONDITION while
-    the task is paused.
+    the task is paused. It never hands over to a person on the caller's
+    behalf (no CAPTCHA or password-field check): the caller decides.
     """
     GetPageState: _grpc.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]
     CloseBrowser: _grpc.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]
@@ -96,7 +97,8 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     """CancelTask stops the task and keeps the browser for the person."""
     Act: _aio.UnaryUnaryMultiCallable[_automation_pb2.ActRequest, _automation_pb2.ActResponse]  # type: ignore[assignment]
     """Act runs one action for an external agent. FAILED_PRECONDITION while
-    the task is paused.
+    the task is paused. It never hands over to a person on the caller's
+    behalf (no CAPTCHA or password-field check): the caller decides.
     """
     GetPageState: _aio.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]  # type: ignore[assignment]
     CloseBrowser: _aio.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]  # type: ignore[assignment]
@@ -170,7 +172,8 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_automation_pb2.ActResponse, _abc.Awaitable[_automation_pb2.ActResponse]]:
         """Act runs one action for an external agent. FAILED_PRECONDITION while
-        the task is paused.
+        the task is paused. It never hands over to a person on the caller's
+        behalf (no CAPTCHA or password-field check): the caller decides.
         """
 
     @_abc_1.abstractmethod

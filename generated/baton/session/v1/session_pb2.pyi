@@ -324,6 +324,7 @@ class CreateSessionRequest(_message.Message):
     STEPS_FIELD_NUMBER: _builtins.int
     VIEWPORT_FIELD_NUMBER: _builtins.int
     PLANNER_FIELD_NUMBER: _builtins.int
+    HAND_OVER_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     url: _builtins.str
     max_steps: _builtins.int
@@ -334,6 +335,12 @@ class CreateSessionRequest(_message.Message):
     def steps(self) -> _containers.RepeatedCompositeFieldContainer[_automation_pb2.Step]: ...
     @_builtins.property
     def viewport(self) -> _display_pb2.Viewport: ...
+    @_builtins.property
+    def hand_over(self) -> _automation_pb2.HandOver:
+        """hand_over: when the agent stops for a person on its own (REST
+        `handOver`); passed to automation's StartTask.
+        """
+
     def __init__(
         self,
         *,
@@ -344,10 +351,11 @@ class CreateSessionRequest(_message.Message):
         steps: _abc.Iterable[_automation_pb2.Step] | None = ...,
         viewport: _display_pb2.Viewport | None = ...,
         planner: _automation_pb2.Planner.ValueType = ...,
+        hand_over: _automation_pb2.HandOver | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "max_steps", b"max_steps", "planner", b"planner", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -969,3 +977,56 @@ class GetCapacityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCapacityResponse: _TypeAlias = GetCapacityResponse  # noqa: Y015
+
+@_typing.final
+class GetWebhookStatsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookStatsRequest: _TypeAlias = GetWebhookStatsRequest  # noqa: Y015
+
+@_typing.final
+class GetWebhookStatsResponse(_message.Message):
+    """GetWebhookStatsResponse: counters since the replica started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    FAILED_ATTEMPTS_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    """enabled is false without BATON_WEBHOOK_URL (every counter is then 0)."""
+    attempts: _builtins.int
+    """attempts counts POSTs tried; failed_attempts those without a 2xx answer."""
+    failed_attempts: _builtins.int
+    delivered: _builtins.int
+    """delivered counts events answered 2xx; dropped those given up (after the
+    last attempt, at shutdown, or with too many in delivery).
+    """
+    dropped: _builtins.int
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        attempts: _builtins.int = ...,
+        failed_attempts: _builtins.int = ...,
+        delivered: _builtins.int = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "delivered", b"delivered", "dropped", b"dropped", "enabled", b"enabled", "failed_attempts", b"failed_attempts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookStatsResponse: _TypeAlias = GetWebhookStatsResponse  # noqa: Y015

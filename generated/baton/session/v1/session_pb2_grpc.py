@@ -86,6 +86,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.FromString,
                 _registered_method=True)
+        self.GetWebhookStats = channel.unary_unary(
+                '/baton.session.v1.SessionService/GetWebhookStats',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -169,6 +174,14 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetWebhookStats(self, request, context):
+        """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
+        for the edge's /metrics.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +234,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetCapacity,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.SerializeToString,
+            ),
+            'GetWebhookStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookStats,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -495,6 +513,33 @@ class SessionService:
             '/baton.session.v1.SessionService/GetCapacity',
             baton_dot_session_dot_v1_dot_session__pb2.GetCapacityRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.GetCapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/GetWebhookStats',
+            baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

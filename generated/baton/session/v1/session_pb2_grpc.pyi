@@ -67,6 +67,10 @@ class SessionServiceStub:
     """GetCapacity sums the worker hosts' slots as the registry shows them: the
     fleet half of the autoscaling signal the edge publishes on /metrics.
     """
+    GetWebhookStats: _grpc.UnaryUnaryMultiCallable[_session_pb2.GetWebhookStatsRequest, _session_pb2.GetWebhookStatsResponse]
+    """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
+    for the edge's /metrics.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -106,6 +110,10 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetCapacity: _aio.UnaryUnaryMultiCallable[_session_pb2.GetCapacityRequest, _session_pb2.GetCapacityResponse]  # type: ignore[assignment]
     """GetCapacity sums the worker hosts' slots as the registry shows them: the
     fleet half of the autoscaling signal the edge publishes on /metrics.
+    """
+    GetWebhookStats: _aio.UnaryUnaryMultiCallable[_session_pb2.GetWebhookStatsRequest, _session_pb2.GetWebhookStatsResponse]  # type: ignore[assignment]
+    """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
+    for the edge's /metrics.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -203,6 +211,16 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetCapacityResponse, _abc.Awaitable[_session_pb2.GetCapacityResponse]]:
         """GetCapacity sums the worker hosts' slots as the registry shows them: the
         fleet half of the autoscaling signal the edge publishes on /metrics.
+        """
+
+    @_abc_1.abstractmethod
+    def GetWebhookStats(
+        self,
+        request: _session_pb2.GetWebhookStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.GetWebhookStatsResponse, _abc.Awaitable[_session_pb2.GetWebhookStatsResponse]]:
+        """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
+        for the edge's /metrics.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
