@@ -27,6 +27,7 @@ from services.automation.browser_user import (
     launch_target,
 )
 from services.automation.captcha import first_captcha
+from services.automation.cdp_hub import PIPE_PROGRAM, BrowserPipe, CdpHub
 from services.automation.input_drain import (
     DrainFailed,
     DrainOutcome,
@@ -267,6 +268,10 @@ def _first_line(error: BaseException) -> str:
     return re.sub(r"^[A-Z][A-Za-z]*\.[a-z_]+: ", "", message)
 
 
+# How long after Playwright's launch the pipe trade may still be pending (it is
+# done before Chromium starts: only a bug leaves it so).
+PIPE_WAIT_S = 5.0
+
 # How long a launch nobody waits for any more may take to finish before its
 # processes are killed and its profile deleted anyway.
 ABANDON_WAIT_S = 10.0
@@ -323,8 +328,11 @@ class ChromiumBrowser:
         display: str,
         on_closed: Callable[[ChromiumBrowser], None] = lambda _browser: None,
         x_environment: Mapping[str, str] | None = None,
+        cdp: BrowserPipe | None = None,
     ) -> None:
         self._context = context
+        # External CDP clients attach here (cdp_hub.py).
+        self.cdp = cdp
         # What xdotool needs to reach this browser's display (the input drain).
         self._x_env = dict(x_environment or {"DISPLAY": display})
         self._on_closed = on_closed
@@ -537,6 +545,7 @@ class PlaywrightDriver:
         # Every browser launched and not yet closed, whoever owns it.
         self._browsers: set[ChromiumBrowser] = set()
         self._abandoned: set[asyncio.Future[None]] = set()
+        self._hub = CdpHub()
 
     async def start(self) -> None:
         PlaywrightDriver._running += 1
@@ -549,6 +558,7 @@ class PlaywrightDriver:
                 check_reachable(self._profile_root)
             check_reachable(Path(tempfile.gettempdir()))
         set_subreaper(True)
+        self._hub.start()
         self._playwright = await async_playwright().start()
         self._reaper = asyncio.create_task(self._reap_forever())
 
@@ -579,6 +589,10 @@ class PlaywrightDriver:
                 self._environ, display, hand_over(uid, profile_dir, temp_dir, xauthority), temp_dir
             ),
         )
+        # Chromium's pipe goes through our CDP hub (cdp_hub.py): browser-pipe.py first.
+        token, piped = self._hub.expect()
+        env.update(self._hub.environment(token, executable))
+        executable = str(PIPE_PROGRAM)
         launch = asyncio.ensure_future(
             self._playwright.chromium.launch_persistent_context(
                 profile_dir,
@@ -597,13 +611,19 @@ class PlaywrightDriver:
         )
         try:
             context = await asyncio.shield(launch)
-        except PlaywrightError as error:
+            # browser-pipe.py traded the pipe before Chromium started.
+            pipe = await asyncio.wait_for(asyncio.shield(piped), PIPE_WAIT_S)
+        except (PlaywrightError, TimeoutError) as error:
+            self._hub.forget(token)
+            if launch.done() and not launch.cancelled() and launch.exception() is None:
+                self._close_late(launch.result())
             secure_delete(profile_dir)
             raise Unavailable(
                 f"cannot launch Chromium ({self._chromium_path}) on display {display}: "
                 f"{_first_line(error)}"
             ) from None
         except BaseException:
+            self._hub.forget(token)
             # Cancelled mid-launch: the driver goes on starting Chromium, which
             # would write to the profile again. Let the launch finish (for a
             # while), then close what it started and delete the profile.
@@ -615,6 +635,7 @@ class PlaywrightDriver:
             display,
             self._closed,
             x_env(self._environ, display, xauthority),
+            pipe,
         )
         self._browsers.add(browser)
         log.info("launched Chromium pid %s on %s for %s", browser.pid, display, session_id)
@@ -662,6 +683,7 @@ class PlaywrightDriver:
                 log.warning("stopping the Playwright driver: %s", error)
             self._playwright = None
         reap_orphan_zombies()
+        self._hub.stop()
         if not self._started:
             return
         self._started = False
