@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
+from services.automation.cdp_hub import BrowserPipe
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
     ActionFailed,
@@ -404,6 +405,14 @@ class BrowserSessions:
             return await session.gate.run(act)
         except (GateClosed, ActionAborted):
             raise FailedPrecondition("the session was paused: a person has control") from None
+
+    def cdp_target(self, session_id: str) -> tuple[BrowserPipe, ActionGate]:
+        """Where an external CDP client of the session attaches, and the gate its
+        commands go through (cdp_gate.py)."""
+        session = self._get(session_id)
+        if session.browser.cdp is None:
+            raise FailedPrecondition(f"the browser of session {session_id!r} takes no CDP client")
+        return session.browser.cdp, session.gate
 
     async def page_state(self, session_id: str, include_screenshot: bool) -> PageState:
         session = self._get(session_id)

@@ -10,6 +10,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
+from services.automation.cdp_hub import BrowserPipe
 from services.automation.input_drain import DrainOutcome
 from services.automation.steps import (
     Action,
@@ -78,6 +79,8 @@ class ManagedBrowser(BrowserPage, Protocol):
     display: str
     # The browser's main process, when known.
     pid: int | None
+    # Where external CDP clients attach (cdp_hub.py); None: nowhere.
+    cdp: BrowserPipe | None
 
     def alive(self) -> bool: ...
 

@@ -17,6 +17,7 @@ from services.automation.browser_sessions import (
     PlannerChoice,
     TaskRequest,
 )
+from services.automation.cdp_gate import GateEvent, cdp_stream
 from services.automation.steps import (
     Action,
     Click,
@@ -44,6 +45,12 @@ from services.automation.steps import (
 from services.runtime.errors import InvalidArgument
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+_GATE_ACTION: dict[str, pb.CdpGateAction.ValueType] = {
+    "held": pb.CDP_GATE_ACTION_HELD,
+    "released": pb.CDP_GATE_ACTION_RELEASED,
+    "rejected": pb.CDP_GATE_ACTION_REJECTED,
+}
 
 DEFAULT_WIDTH = 1280
 DEFAULT_HEIGHT = 720
@@ -237,6 +244,29 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
     ) -> pb.CancelTaskResponse:
         status = await self._sessions.cancel(request.session_id)
         return pb.CancelTaskResponse(status=task_status_to_proto(status))
+
+    async def Cdp(
+        self, request_iterator: AsyncIterator[pb.CdpRequest], context: Context
+    ) -> AsyncIterator[pb.CdpResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "open":
+            raise InvalidArgument("a Cdp stream starts with `open`")
+        pipe, gate = self._sessions.cdp_target(first.open.session_id)
+
+        async def commands() -> AsyncIterator[str]:
+            async for request in request_iterator:
+                if request.WhichOneof("kind") == "message":
+                    yield request.message
+
+        stream = cdp_stream(pipe, gate, first.open.reject_on_user_control, commands())
+        async for item in stream:
+            if isinstance(item, GateEvent):
+                event = pb.CdpGateEvent(
+                    action=_GATE_ACTION[item.action], held_seconds=item.held_seconds
+                )
+                yield pb.CdpResponse(gate=event)
+            else:
+                yield pb.CdpResponse(message=item)
 
     async def Act(self, request: pb.ActRequest, context: Context) -> pb.ActResponse:
         event = await self._sessions.act(request.session_id, step_from_proto(request.step))

@@ -87,4 +87,11 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream is not None:
+            # The request is the iterator of the client's messages.
+            return grpc.stream_stream_rpc_method_handler(
+                _wrap_stream(method, cast(_StreamBehavior, handler.stream_stream)),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         return handler

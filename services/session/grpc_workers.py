@@ -25,6 +25,7 @@ _CALL_TIMEOUT = 15.0
 _CONNECT_TIMEOUT = 10.0
 
 T = TypeVar("T")
+Reply = TypeVar("Reply")
 
 
 async def _unary(call: Awaitable[T]) -> T:
@@ -99,9 +100,7 @@ class GrpcAutomation:
         request = automation_pb2.AttachTaskRequest(session_id=session_id, after_seq=after_seq)
         return self._stream(lambda: _events_of(self._stub.AttachTask(request)))
 
-    async def _stream(
-        self, call: Callable[[], AsyncIterable[automation_pb2.StartTaskResponse]]
-    ) -> AsyncIterator[automation_pb2.StartTaskResponse]:
+    async def _stream(self, call: Callable[[], AsyncIterable[Reply]]) -> AsyncIterator[Reply]:
         try:
             await asyncio.wait_for(self._channel.channel_ready(), _CONNECT_TIMEOUT)
         except TimeoutError:
@@ -113,6 +112,18 @@ class GrpcAutomation:
                 yield event
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
+
+    async def cdp(
+        self, session_id: str, reject: bool, commands: AsyncIterator[str]
+    ) -> AsyncIterator[automation_pb2.CdpResponse]:
+        async def requests() -> AsyncIterator[automation_pb2.CdpRequest]:
+            opening = automation_pb2.CdpOpen(session_id=session_id, reject_on_user_control=reject)
+            yield automation_pb2.CdpRequest(open=opening)
+            async for command in commands:
+                yield automation_pb2.CdpRequest(message=command)
+
+        async for response in self._stream(lambda: self._stub.Cdp(requests())):
+            yield response
 
     async def pause_task(self, session_id: str) -> None:
         await _unary(

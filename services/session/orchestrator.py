@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from baton.automation.v1 import automation_pb2
 from services.runtime.errors import FailedPrecondition
 from services.runtime.slot_demand import FleetCapacity, fleet_capacity
 from services.session import state_machine
@@ -38,7 +39,7 @@ from services.session.task_owners import LocalTaskOwners, TaskOwners
 from services.session.task_runs import HOST_LOST_MARGIN_S, TaskRuns
 from services.session.user_lock import LocalUserLock, UserLock
 from services.session.webhooks import WebhookSink, webhook_observer
-from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory
+from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory, placed_host
 
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
 
@@ -173,6 +174,24 @@ class SessionOrchestrator:
             session,
             upstream_password=session.placement.vnc_password,
         )
+
+    async def cdp(
+        self, actor: Actor, session_id: str, reject: bool, commands: AsyncIterator[str]
+    ) -> AsyncIterator[automation_pb2.CdpResponse]:
+        """An external CDP client of the session's browser, for its owner or an
+        operator (services/automation/README.md, "CDP")."""
+        session = (await self._records.get_owned(actor, session_id)).session
+        if session.state.terminal:
+            raise FailedPrecondition(f"session {session_id} is {session.state.value}")
+        placement = session.placement
+        if placement is None:
+            raise FailedPrecondition(f"session {session_id} has no browser yet")
+        host = placed_host(self._directory, placement.host_id, placement.host_epoch)
+        if host is None:
+            raise FailedPrecondition(f"session {session_id} lost its worker host")
+        await self._presence.touch(session)
+        async for response in host.automation.cdp(session_id, reject, commands):
+            yield response
 
     async def watch(
         self, actor: Actor, session_id: str

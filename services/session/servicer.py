@@ -146,6 +146,27 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             upstream_password=access.upstream_password,
         )
 
+    async def Cdp(
+        self, request_iterator: AsyncIterator[session_pb2.CdpRequest], context: Context
+    ) -> AsyncIterator[session_pb2.CdpResponse]:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "open":
+            raise InvalidArgument("a Cdp stream starts with `open`")
+
+        async def commands() -> AsyncIterator[str]:
+            async for request in request_iterator:
+                if request.WhichOneof("kind") == "message":
+                    yield request.message
+
+        relayed = self._sessions.cdp(
+            _actor(first.open.actor),
+            _session_id(first.open.session_id),
+            first.open.reject_on_user_control,
+            commands(),
+        )
+        async for response in relayed:
+            yield session_pb2.CdpResponse(response=response)
+
     async def RecordActivity(
         self, request: session_pb2.RecordActivityRequest, context: Context
     ) -> session_pb2.RecordActivityResponse:

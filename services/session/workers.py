@@ -54,6 +54,13 @@ class AutomationPort(Protocol):
         """Sessions whose browser runs (or is starting) on the host."""
         ...
 
+    def cdp(
+        self, session_id: str, reject: bool, commands: AsyncIterator[str]
+    ) -> AsyncIterator[automation_pb2.CdpResponse]:
+        """An external CDP client on the session's browser: `commands` (JSON) in,
+        answers, events and gate reports out (AutomationService.Cdp)."""
+        ...
+
 
 @dataclass(frozen=True)
 class WorkerHost:

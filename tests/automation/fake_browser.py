@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from services.automation.cdp_hub import BrowserPipe
 from services.automation.input_drain import DrainOutcome
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
@@ -23,6 +24,7 @@ class FakeBrowser:
 
     display: str = ":1"
     pid: int | None = None
+    cdp: BrowserPipe | None = None
     current_url: str = "about:blank"
     performed: list[Action] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)

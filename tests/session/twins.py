@@ -116,6 +116,14 @@ class AutomationTwin:
             numbered.seq = len(log) + 1
             log.append(numbered)
 
+    async def cdp(
+        self, session_id: str, reject: bool, commands: AsyncIterator[str]
+    ) -> AsyncIterator[automation_pb2.CdpResponse]:
+        """Echoes each command back as its answer."""
+        self.calls.append(("cdp", session_id))
+        async for command in commands:
+            yield automation_pb2.CdpResponse(message=command)
+
     async def pause_task(self, session_id: str) -> None:
         self.calls.append(("pause", session_id))
 

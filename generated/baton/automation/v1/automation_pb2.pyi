@@ -21,6 +21,25 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _CdpGateAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CdpGateActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CdpGateAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CDP_GATE_ACTION_UNSPECIFIED: _CdpGateAction.ValueType  # 0
+    CDP_GATE_ACTION_HELD: _CdpGateAction.ValueType  # 1
+    CDP_GATE_ACTION_RELEASED: _CdpGateAction.ValueType  # 2
+    CDP_GATE_ACTION_REJECTED: _CdpGateAction.ValueType  # 3
+
+class CdpGateAction(_CdpGateAction, metaclass=_CdpGateActionEnumTypeWrapper): ...
+
+CDP_GATE_ACTION_UNSPECIFIED: CdpGateAction.ValueType  # 0
+CDP_GATE_ACTION_HELD: CdpGateAction.ValueType  # 1
+CDP_GATE_ACTION_RELEASED: CdpGateAction.ValueType  # 2
+CDP_GATE_ACTION_REJECTED: CdpGateAction.ValueType  # 3
+Global___CdpGateAction: _TypeAlias = CdpGateAction  # noqa: Y015
+
 class _StepStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -89,6 +108,106 @@ PLANNER_STEPS: Planner.ValueType  # 1
 PLANNER_LLM: Planner.ValueType  # 2
 PLANNER_NONE: Planner.ValueType  # 3
 Global___Planner: _TypeAlias = Planner  # noqa: Y015
+
+@_typing.final
+class CdpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """One CDP command, JSON."""
+    @_builtins.property
+    def open(self) -> Global___CdpOpen: ...
+    def __init__(
+        self,
+        *,
+        open: Global___CdpOpen | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "open", b"open"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "open", b"open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["open", "message"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CdpRequest: _TypeAlias = CdpRequest  # noqa: Y015
+
+@_typing.final
+class CdpOpen(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    REJECT_ON_USER_CONTROL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    reject_on_user_control: _builtins.bool
+    """Answer commands that would be held at once with an error instead."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        reject_on_user_control: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reject_on_user_control", b"reject_on_user_control", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CdpOpen: _TypeAlias = CdpOpen  # noqa: Y015
+
+@_typing.final
+class CdpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    GATE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """One CDP answer or event, JSON."""
+    @_builtins.property
+    def gate(self) -> Global___CdpGateEvent:
+        """What the control gate did with a command, for the edge's /metrics."""
+
+    def __init__(
+        self,
+        *,
+        message: _builtins.str = ...,
+        gate: Global___CdpGateEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gate", b"gate", "kind", b"kind", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["message", "gate"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CdpResponse: _TypeAlias = CdpResponse  # noqa: Y015
+
+@_typing.final
+class CdpGateEvent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    HELD_SECONDS_FIELD_NUMBER: _builtins.int
+    action: Global___CdpGateAction.ValueType
+    held_seconds: _builtins.float
+    """For CDP_GATE_ACTION_RELEASED: how long the command was held."""
+    def __init__(
+        self,
+        *,
+        action: Global___CdpGateAction.ValueType = ...,
+        held_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "held_seconds", b"held_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CdpGateEvent: _TypeAlias = CdpGateEvent  # noqa: Y015
 
 @_typing.final
 class GotoAction(_message.Message):

@@ -86,6 +86,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.FromString,
                 _registered_method=True)
+        self.Cdp = channel.stream_stream(
+                '/baton.automation.v1.AutomationService/Cdp',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CdpRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.CdpResponse.FromString,
+                _registered_method=True)
 
 
 class AutomationServiceServicer:
@@ -171,6 +176,17 @@ class AutomationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cdp(self, request_iterator, context):
+        """Cdp is an external CDP client on a session's browser (services/automation/
+        README.md, "CDP"): the first request opens it, the next carry its
+        commands; answers and events come back as the browser wrote them. While a
+        person has control, commands that change the page are held (or refused).
+        NOT_FOUND when the session has no browser here.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AutomationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -223,6 +239,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     servicer.ListBrowsers,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.SerializeToString,
+            ),
+            'Cdp': grpc.stream_stream_rpc_method_handler(
+                    servicer.Cdp,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.CdpRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CdpResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -497,6 +518,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/ListBrowsers',
             baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.ListBrowsersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cdp(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/baton.automation.v1.AutomationService/Cdp',
+            baton_dot_automation_dot_v1_dot_automation__pb2.CdpRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.CdpResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,13 @@ class AutomationServiceStub:
     """ListBrowsers lists the sessions whose Chromium is running here (or being
     started), so the session service can fail those whose browser is gone.
     """
+    Cdp: _grpc.StreamStreamMultiCallable[_automation_pb2.CdpRequest, _automation_pb2.CdpResponse]
+    """Cdp is an external CDP client on a session's browser (services/automation/
+    README.md, "CDP"): the first request opens it, the next carry its
+    commands; answers and events come back as the browser wrote them. While a
+    person has control, commands that change the page are held (or refused).
+    NOT_FOUND when the session has no browser here.
+    """
 
 @_typing.type_check_only
 class AutomationServiceAsyncStub(AutomationServiceStub):
@@ -110,6 +117,13 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     ListBrowsers: _aio.UnaryUnaryMultiCallable[_automation_pb2.ListBrowsersRequest, _automation_pb2.ListBrowsersResponse]  # type: ignore[assignment]
     """ListBrowsers lists the sessions whose Chromium is running here (or being
     started), so the session service can fail those whose browser is gone.
+    """
+    Cdp: _aio.StreamStreamMultiCallable[_automation_pb2.CdpRequest, _automation_pb2.CdpResponse]  # type: ignore[assignment]
+    """Cdp is an external CDP client on a session's browser (services/automation/
+    README.md, "CDP"): the first request opens it, the next carry its
+    commands; answers and events come back as the browser wrote them. While a
+    person has control, commands that change the page are held (or refused).
+    NOT_FOUND when the session has no browser here.
     """
 
 class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -209,6 +223,19 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_automation_pb2.ListBrowsersResponse, _abc.Awaitable[_automation_pb2.ListBrowsersResponse]]:
         """ListBrowsers lists the sessions whose Chromium is running here (or being
         started), so the session service can fail those whose browser is gone.
+        """
+
+    @_abc_1.abstractmethod
+    def Cdp(
+        self,
+        request_iterator: _MaybeAsyncIterator[_automation_pb2.CdpRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_automation_pb2.CdpResponse], _abc.AsyncIterator[_automation_pb2.CdpResponse]]:
+        """Cdp is an external CDP client on a session's browser (services/automation/
+        README.md, "CDP"): the first request opens it, the next carry its
+        commands; answers and events come back as the browser wrote them. While a
+        person has control, commands that change the page are held (or refused).
+        NOT_FOUND when the session has no browser here.
         """
 
 def add_AutomationServiceServicer_to_server(servicer: AutomationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

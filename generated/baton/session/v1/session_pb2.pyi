@@ -119,9 +119,81 @@ dies without reporting its viewers leaving cannot keep a session alive.
 Global___ActivityKind: _TypeAlias = ActivityKind  # noqa: Y015
 
 @_typing.final
-class Actor(_message.Message):
+class CdpRequest(_message.Message):
     """Actor is who asks: a user, or an operator acting for everyone."""
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPEN_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    message: _builtins.str
+    """One CDP command, JSON."""
+    @_builtins.property
+    def open(self) -> Global___CdpOpen: ...
+    def __init__(
+        self,
+        *,
+        open: Global___CdpOpen | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "open", b"open"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "message", b"message", "open", b"open"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["open", "message"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___CdpRequest: _TypeAlias = CdpRequest  # noqa: Y015
+
+@_typing.final
+class CdpOpen(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    REJECT_ON_USER_CONTROL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    reject_on_user_control: _builtins.bool
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        reject_on_user_control: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "reject_on_user_control", b"reject_on_user_control", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CdpOpen: _TypeAlias = CdpOpen  # noqa: Y015
+
+@_typing.final
+class CdpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def response(self) -> _automation_pb2.CdpResponse: ...
+    def __init__(
+        self,
+        *,
+        response: _automation_pb2.CdpResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CdpResponse: _TypeAlias = CdpResponse  # noqa: Y015
+
+@_typing.final
+class Actor(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     USER_ID_FIELD_NUMBER: _builtins.int

@@ -71,6 +71,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessResponse.FromString,
                 _registered_method=True)
+        self.Cdp = channel.stream_stream(
+                '/baton.session.v1.SessionService/Cdp',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.CdpRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.CdpResponse.FromString,
+                _registered_method=True)
         self.RecordActivity = channel.unary_unary(
                 '/baton.session.v1.SessionService/RecordActivity',
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RecordActivityRequest.SerializeToString,
@@ -149,6 +154,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Cdp(self, request_iterator, context):
+        """Cdp relays an external CDP client to the session's browser on its worker
+        host (services/automation/README.md, "CDP"), for its owner or an operator
+        (NOT_FOUND for anyone else): the first request opens it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordActivity(self, request, context):
         """RecordActivity keeps a session from idling out (viewers, user input).
         """
@@ -219,6 +233,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetStreamAccess,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessResponse.SerializeToString,
+            ),
+            'Cdp': grpc.stream_stream_rpc_method_handler(
+                    servicer.Cdp,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.CdpRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.CdpResponse.SerializeToString,
             ),
             'RecordActivity': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordActivity,
@@ -432,6 +451,33 @@ class SessionService:
             '/baton.session.v1.SessionService/GetStreamAccess',
             baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.GetStreamAccessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Cdp(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/baton.session.v1.SessionService/Cdp',
+            baton_dot_session_dot_v1_dot_session__pb2.CdpRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.CdpResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -55,6 +55,11 @@ class SessionServiceStub:
     """GetStreamAccess tells the edge where the session's RFB stream is and
     whether the actor may send input to it now.
     """
+    Cdp: _grpc.StreamStreamMultiCallable[_session_pb2.CdpRequest, _session_pb2.CdpResponse]
+    """Cdp relays an external CDP client to the session's browser on its worker
+    host (services/automation/README.md, "CDP"), for its owner or an operator
+    (NOT_FOUND for anyone else): the first request opens it.
+    """
     RecordActivity: _grpc.UnaryUnaryMultiCallable[_session_pb2.RecordActivityRequest, _session_pb2.RecordActivityResponse]
     """RecordActivity keeps a session from idling out (viewers, user input)."""
     AcknowledgeControl: _grpc.UnaryUnaryMultiCallable[_session_pb2.AcknowledgeControlRequest, _session_pb2.AcknowledgeControlResponse]
@@ -98,6 +103,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetStreamAccess: _aio.UnaryUnaryMultiCallable[_session_pb2.GetStreamAccessRequest, _session_pb2.GetStreamAccessResponse]  # type: ignore[assignment]
     """GetStreamAccess tells the edge where the session's RFB stream is and
     whether the actor may send input to it now.
+    """
+    Cdp: _aio.StreamStreamMultiCallable[_session_pb2.CdpRequest, _session_pb2.CdpResponse]  # type: ignore[assignment]
+    """Cdp relays an external CDP client to the session's browser on its worker
+    host (services/automation/README.md, "CDP"), for its owner or an operator
+    (NOT_FOUND for anyone else): the first request opens it.
     """
     RecordActivity: _aio.UnaryUnaryMultiCallable[_session_pb2.RecordActivityRequest, _session_pb2.RecordActivityResponse]  # type: ignore[assignment]
     """RecordActivity keeps a session from idling out (viewers, user input)."""
@@ -181,6 +191,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetStreamAccessResponse, _abc.Awaitable[_session_pb2.GetStreamAccessResponse]]:
         """GetStreamAccess tells the edge where the session's RFB stream is and
         whether the actor may send input to it now.
+        """
+
+    @_abc_1.abstractmethod
+    def Cdp(
+        self,
+        request_iterator: _MaybeAsyncIterator[_session_pb2.CdpRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_pb2.CdpResponse], _abc.AsyncIterator[_session_pb2.CdpResponse]]:
+        """Cdp relays an external CDP client to the session's browser on its worker
+        host (services/automation/README.md, "CDP"), for its owner or an operator
+        (NOT_FOUND for anyone else): the first request opens it.
         """
 
     @_abc_1.abstractmethod
