@@ -37,9 +37,9 @@ class _ControlStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ControlS
     CONTROL_STATE_FAILED: _ControlState.ValueType  # 6
     CONTROL_STATE_FINISHED: _ControlState.ValueType  # 7
     """The agent is done: task.status says how (COMPLETED, FAILED or CANCELLED).
-    Nobody controls the session; a person may take control, and it ends on its
-    own (reason "finished_idle") when nobody has for the session service's
-    BATON_FINISHED_IDLE_S.
+    Nobody controls the session; a person may take control (returning it
+    comes back here), and it ends on its own ("finished and idle for N s")
+    when nobody has for the session service's BATON_FINISHED_IDLE_S.
     """
 
 class ControlState(_ControlState, metaclass=_ControlStateEnumTypeWrapper): ...
@@ -53,9 +53,9 @@ CONTROL_STATE_ENDED: ControlState.ValueType  # 5
 CONTROL_STATE_FAILED: ControlState.ValueType  # 6
 CONTROL_STATE_FINISHED: ControlState.ValueType  # 7
 """The agent is done: task.status says how (COMPLETED, FAILED or CANCELLED).
-Nobody controls the session; a person may take control, and it ends on its
-own (reason "finished_idle") when nobody has for the session service's
-BATON_FINISHED_IDLE_S.
+Nobody controls the session; a person may take control (returning it
+comes back here), and it ends on its own ("finished and idle for N s")
+when nobody has for the session service's BATON_FINISHED_IDLE_S.
 """
 Global___ControlState: _TypeAlias = ControlState  # noqa: Y015
 
