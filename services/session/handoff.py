@@ -6,8 +6,8 @@
 - return_control / resume: AI_CONTROL is committed first; from USER_CONTROL the
   agent's resume then waits for the control fence (control_fence.py: every edge
   holding viewers confirmed its input gates closed); then ResumeTask. When the
-  agent is done, FINISHED is committed instead and nothing is resumed: the
-  action gate stays closed, as nobody controls the session.
+  agent is done, FINISHED is committed instead; the fence and ResumeTask still
+  run, as automation's Act (an external agent) drives a finished task's browser.
 Control changes of one session run one at a time in this process, pause and
 resume included, so the resume of one cannot land after the pause of the next.
 """
@@ -95,8 +95,6 @@ class Handoff:
                 await self._undo_pause(host, session_id)
             raise
         if action in (Action.RETURN_CONTROL, Action.RESUME):
-            if changed.state is ControlState.FINISHED:
-                return changed  # no agent to resume, so none to fence off
             if leaving_user:
                 await self._wait_for_gates(changed)
             await self._resume_agent(host, changed)

@@ -21,7 +21,6 @@ from baton.automation.v1 import automation_pb2
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import BatonError, NotFound, Unavailable
 from services.session import failure_reasons
-from services.session.model import ControlState, Session
 from services.session.records import SessionRecords
 from services.session.task_owners import TaskOwners
 from services.session.task_projection import project, task_lost
@@ -172,42 +171,13 @@ class TaskRuns:
         it restarted. The session, and its browser if any, stay for the person."""
         log.warning("session %s: no task to follow: %s", session_id, why)
         now = self._records.clock()
-        await self._project(session_id, lambda s: task_lost(s, now))
+        with contextlib.suppress(NotFound):
+            await self._records.update(session_id, lambda s: task_lost(s, now))
 
     async def _apply(self, session_id: str, event: automation_pb2.StartTaskResponse) -> None:
         now = self._records.clock()
-        await self._project(session_id, lambda s: project(s, event, now))
-
-    async def _project(self, session_id: str, projection: Callable[[Session], Session]) -> None:
-        """Apply a task event's projection; close the gate if it ends the agent."""
-        entered = False
-
-        def change(s: Session) -> Session:
-            nonlocal entered
-            changed = projection(s)
-            entered = changed.state is ControlState.FINISHED and s.state is not changed.state
-            return changed
-
         with contextlib.suppress(NotFound):
-            finished = await self._records.update(session_id, change)
-            if entered:
-                await self._close_gate(finished)
-
-    async def _close_gate(self, session: Session) -> None:
-        """The agent is done and nobody controls the session (FINISHED): close
-        automation's action gate, so no `Act` call drives the browser either
-        (README, "The control state machine"); a person's take_control pauses it
-        anyway, and returning control to FINISHED leaves it closed."""
-        placement = session.placement
-        if placement is None:
-            return
-        host = placed_host(self._directory, placement.host_id, placement.host_epoch)
-        if host is None:
-            return
-        try:
-            await host.automation.pause_task(session.id)
-        except BatonError as exc:
-            log.info("session %s: closing the finished agent's gate: %s", session.id, exc.message)
+            await self._records.update(session_id, lambda s: project(s, event, now))
 
     async def _leaves_directory(self, host_id: str, epoch: str) -> bool:
         """Whether the host (that epoch) leaves the directory within the lease."""
