@@ -255,7 +255,15 @@ _SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "state": {
                 "type": "string",
-                "enum": ["STARTING", "AI_CONTROL", "USER_CONTROL", "PAUSED", "ENDED", "FAILED"],
+                "enum": [
+                    "STARTING",
+                    "AI_CONTROL",
+                    "USER_CONTROL",
+                    "PAUSED",
+                    "FINISHED",
+                    "ENDED",
+                    "FAILED",
+                ],
             },
             "controller": {"type": ["string", "null"], "enum": ["ai", "user", None]},
             "controllerUserId": {"type": ["string", "null"]},

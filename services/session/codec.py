@@ -149,6 +149,7 @@ _STATE_TO_PROTO = {
     ControlState.AI_CONTROL: session_pb2.CONTROL_STATE_AI_CONTROL,
     ControlState.USER_CONTROL: session_pb2.CONTROL_STATE_USER_CONTROL,
     ControlState.PAUSED: session_pb2.CONTROL_STATE_PAUSED,
+    ControlState.FINISHED: session_pb2.CONTROL_STATE_FINISHED,
     ControlState.ENDED: session_pb2.CONTROL_STATE_ENDED,
     ControlState.FAILED: session_pb2.CONTROL_STATE_FAILED,
 }

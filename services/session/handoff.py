@@ -5,7 +5,9 @@
   USER_CONTROL (or PAUSED) committed. If the commit fails, the pause is undone.
 - return_control / resume: AI_CONTROL is committed first; from USER_CONTROL the
   agent's resume then waits for the control fence (control_fence.py: every edge
-  holding viewers confirmed its input gates closed); then ResumeTask.
+  holding viewers confirmed its input gates closed); then ResumeTask. When the
+  agent is done, FINISHED is committed instead; the fence and ResumeTask still
+  run, as automation's Act (an external agent) drives a finished task's browser.
 Control changes of one session run one at a time in this process, pause and
 resume included, so the resume of one cannot land after the pause of the next.
 """
@@ -22,14 +24,12 @@ from services.session.control_fence import ControlFence
 from services.session.model import Action, Actor, ControlState, Session
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
-from services.session.task_projection import TASK_ACTIVE
 from services.session.workers import WorkerDirectory, WorkerHost, placed_host
 
 log = logging.getLogger(__name__)
 
 # How often a pause is asked again while our StartTask has not reached automation.
 PAUSE_RETRY_S = 0.02
-# Task states in which the agent may still act on the browser.
 
 
 class Handoff:
@@ -161,7 +161,7 @@ class Handoff:
         try:
             await host.automation.resume_task(session.id)
         except BatonError as exc:
-            if session.task.status not in TASK_ACTIVE:
+            if not session.task.status.active:
                 # No agent left to resume (its browser may be gone): nothing lost.
                 log.info("session %s: reopening the action gate: %s", session.id, exc.message)
                 return

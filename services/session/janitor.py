@@ -1,7 +1,8 @@
 """The janitor: everything that ends or frees without anyone asking.
 
-- reaping: sessions past their lifetime or idle too long end; ended sessions
-  past the retention period are removed;
+- reaping: sessions past their lifetime or idle too long end, FINISHED ones
+  after the shorter finished_idle_s; ended sessions past the retention period
+  are removed;
 - stranded sessions: a live session whose slot or browser is gone from its
   host fails (found so twice in a row: a slot or browser being made by another
   writer is not taken for lost);
@@ -26,7 +27,7 @@ from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import BatonError
 from services.session import failure_reasons
 from services.session.ending import Ending
-from services.session.model import Session
+from services.session.model import ControlState, Session
 from services.session.presence import Presence
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
@@ -81,7 +82,8 @@ class Janitor:
         self._loops, self._slot_watches = [], {}
 
     async def _rounds(self) -> None:
-        interval = min(5.0, self._settings.idle_timeout_s / 4)
+        settings = self._settings
+        interval = min(5.0, settings.idle_timeout_s / 4, settings.finished_idle_s / 4)
         while True:
             check_cancelled()
             await asyncio.sleep(interval)
@@ -117,11 +119,15 @@ class Janitor:
     async def reap(self) -> list[Session]:
         """End sessions past their lifetime or idle too long; those ended.
 
+        A FINISHED session is idle `finished_idle_s` after its last visible
+        change (the agent finishing, control returned): viewers and API reads do
+        not keep it, so its slot is not held for a console left open.
         Sessions ended longer ago than the retention period are removed.
         """
         now = self._records.clock()
         lifetime = timedelta(seconds=self._settings.max_lifetime_s)
         idle = timedelta(seconds=self._settings.idle_timeout_s)
+        finished_idle = timedelta(seconds=self._settings.finished_idle_s)
         retention = timedelta(seconds=self._settings.ended_retention_s)
         ended = []
         for stored in await self._records.list_all():
@@ -132,6 +138,10 @@ class Janitor:
                 continue
             if now - session.created_at >= lifetime:
                 reason = f"maximum lifetime of {self._settings.max_lifetime_s:g} s reached"
+            elif session.state is ControlState.FINISHED:
+                if now - session.updated_at < finished_idle:
+                    continue
+                reason = f"finished and idle for {self._settings.finished_idle_s:g} s"
             elif (
                 not self._presence.watched(session, now)
                 and now - self._presence.last_used(session) >= idle

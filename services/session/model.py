@@ -18,6 +18,10 @@ class ControlState(enum.Enum):
     AI_CONTROL = "AI_CONTROL"
     USER_CONTROL = "USER_CONTROL"
     PAUSED = "PAUSED"
+    # The agent is done (its task completed, failed or was cancelled); the
+    # session, its browser and its slot stay for a person to take over, for the
+    # settings' finished_idle_s (README, "The control state machine").
+    FINISHED = "FINISHED"
     ENDED = "ENDED"
     FAILED = "FAILED"
 
@@ -46,6 +50,11 @@ class TaskStatus(enum.Enum):
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+
+    @property
+    def active(self) -> bool:
+        """The task still runs (or waits for a person) on its worker host."""
+        return self in (TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER)
 
 
 class EventKind(enum.Enum):

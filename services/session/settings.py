@@ -41,6 +41,10 @@ class SessionSettings:
     # A session with no viewer, no input, no AI step and no API call for this
     # long ends; so does any session older than max_lifetime_s.
     idle_timeout_s: float = 600.0
+    # A FINISHED session (the agent is done) nobody took control of ends this
+    # long after it finished or control was last returned, freeing its slot
+    # (README, "The control state machine"); viewers do not keep it.
+    finished_idle_s: float = 120.0
     # Viewers count only while a gateway refreshes them this often (it reports
     # each connected viewer every 30 s).
     viewer_lease_s: float = 90.0
@@ -94,6 +98,7 @@ class SessionSettings:
                 f"127.0.0.1:{env.integer('BATON_AUTOMATION_PORT', 50053)}",
             ),
             idle_timeout_s=env.number("BATON_IDLE_TIMEOUT_S", cls.idle_timeout_s, minimum=1),
+            finished_idle_s=env.number("BATON_FINISHED_IDLE_S", cls.finished_idle_s, minimum=1),
             viewer_lease_s=env.number("BATON_VIEWER_LEASE_S", cls.viewer_lease_s, minimum=1),
             max_lifetime_s=env.number("BATON_MAX_LIFETIME_S", cls.max_lifetime_s, minimum=1),
             control_fence_timeout_s=env.number(

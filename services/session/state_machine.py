@@ -19,30 +19,39 @@ from services.session.model import (
     EventKind,
     LastEvent,
     Session,
+    TaskStatus,
 )
 
 # Allowed (state, action) → new state. Everything else is refused, except the
-# same user taking control again, which is a no-op.
+# same user taking control again, which is a no-op. AI_CONTROL as a target means
+# "back to the agent": FINISHED instead when the agent is done (`_to_agent`).
 _TRANSITIONS: dict[tuple[ControlState, Action], ControlState] = {
     (ControlState.AI_CONTROL, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
     (ControlState.AI_CONTROL, Action.PAUSE): ControlState.PAUSED,
     (ControlState.PAUSED, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
     (ControlState.PAUSED, Action.RESUME): ControlState.AI_CONTROL,
     (ControlState.USER_CONTROL, Action.RETURN_CONTROL): ControlState.AI_CONTROL,
+    (ControlState.FINISHED, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
 }
 for _state in (
     ControlState.STARTING,
     ControlState.AI_CONTROL,
     ControlState.PAUSED,
     ControlState.USER_CONTROL,
+    ControlState.FINISHED,
 ):
     _TRANSITIONS[(_state, Action.END)] = ControlState.ENDED
+
+# The states in which the agent's own end moves the session to FINISHED: a
+# person holding control keeps it (returning it then leads to FINISHED).
+_AGENT_SIDE = frozenset({ControlState.AI_CONTROL, ControlState.PAUSED})
 
 _CONTROLLER_IN: dict[ControlState, Controller | None] = {
     ControlState.STARTING: None,
     ControlState.AI_CONTROL: Controller.AI,
     ControlState.USER_CONTROL: Controller.USER,
     ControlState.PAUSED: None,
+    ControlState.FINISHED: None,
     ControlState.ENDED: None,
     ControlState.FAILED: None,
 }
@@ -58,7 +67,11 @@ def check_version(session: Session, expected_version: int | None) -> None:
 
 def same_control(before: Session, now: Session) -> bool:
     """Whether control is where it was: the same state and the same controller
-    (task events move the version on without changing either)."""
+    (task events move the version on without changing either). The agent
+    finishing on its own (AI_CONTROL or PAUSED to FINISHED) is no change of
+    control either: no person took or gave anything meanwhile."""
+    if before.state in _AGENT_SIDE and now.state is ControlState.FINISHED:
+        return True
     return (before.state, before.controller, before.controller_user_id) == (
         now.state,
         now.controller,
@@ -82,6 +95,7 @@ def next_state(session: Session, action: Action, actor: Actor) -> ControlState:
         raise FailedPrecondition(
             f"cannot {action.value} while the session is {session.state.value}"
         )
+    target = _to_agent(session) if target is ControlState.AI_CONTROL else target
     if (
         action is Action.RETURN_CONTROL
         and not actor.operator
@@ -114,6 +128,20 @@ def mark_ready(session: Session, now: datetime) -> Session:
     return _enter(session, ControlState.AI_CONTROL, now)
 
 
+def agent_done(session: Session) -> Session:
+    """The session once its task event is applied: an agent whose task is no
+    longer active leaves AI_CONTROL or PAUSED for FINISHED (in the same change,
+    whose version bump the event already made); anything else is unchanged."""
+    if session.state not in _AGENT_SIDE or session.task.status.active:
+        return session
+    return replace(session, state=ControlState.FINISHED, controller=None, controller_user_id="")
+
+
+def _to_agent(session: Session) -> ControlState:
+    """Where control handed back to the agent lands: FINISHED when it is done."""
+    return ControlState.AI_CONTROL if session.task.status.active else ControlState.FINISHED
+
+
 def finish(session: Session, now: datetime, reason: str, failed: bool) -> Session:
     """End a live session (ENDED, or FAILED when `failed`) with a reason."""
     if session.state.terminal:
@@ -131,12 +159,19 @@ def _enter(
     reason: str = "",
 ) -> Session:
     controller = _CONTROLLER_IN[target]
+    task = session.task
     if target.terminal:
         event = LastEvent(EventKind.ENDED, action=action, message=reason)
+        if task.status.active:
+            # Ended mid-task: the task did not run to its end (README, "The
+            # control state machine").
+            task = replace(task, status=TaskStatus.CANCELLED, reason=reason)
     else:
         event = LastEvent(EventKind.CONTROL_CHANGED, action=action)
     return replace(
         session,
+        task=task,
+        user_request_reason="" if target.terminal else session.user_request_reason,
         state=target,
         controller=controller,
         controller_user_id=actor.user_id if controller is Controller.USER and actor else "",

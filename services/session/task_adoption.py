@@ -18,7 +18,6 @@ from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.session.model import ControlState, Session
 from services.session.records import SessionRecords
 from services.session.task_owners import EVERYTHING, TaskOwners
-from services.session.task_projection import TASK_ACTIVE
 from services.session.task_runs import TaskRuns
 from services.session.workers import WorkerDirectory, placed_host
 
@@ -32,11 +31,7 @@ RETRY_S = 1.0
 
 
 def needs_follower(session: Session) -> bool:
-    return (
-        session.state in _PLACED
-        and session.placement is not None
-        and session.task.status in TASK_ACTIVE
-    )
+    return session.state in _PLACED and session.placement is not None and session.task.status.active
 
 
 class TaskAdoption:

@@ -14,9 +14,7 @@ from services.runtime.limits import truncate_text
 from services.session.codec import TASK_STATUS_FROM_PROTO
 from services.session.failure_reasons import TASK_INTERRUPTED
 from services.session.model import EventKind, LastEvent, Session, TaskStatus
-
-# A task in these statuses still runs (or waits) on its worker host.
-TASK_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER})
+from services.session.state_machine import agent_done
 
 # Said when the agent asks for a person without saying why.
 DEFAULT_USER_REQUEST = "the agent asks for a person"
@@ -35,7 +33,8 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
     """The session after `event`; `session` itself (unchanged) when the event
     changes nothing: an ended session, an event already applied (its seq is not
     above the task's `events_applied`; 0 is an unnumbered event, always applied),
-    or an event kind it does not know."""
+    or an event kind it does not know. A task that ends leaves the session to a
+    person: AI_CONTROL or PAUSED become FINISHED (state_machine.agent_done)."""
     applied = session.task.events_applied
     if session.state.terminal or 0 < event.seq <= applied:
         return session
@@ -72,29 +71,34 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
         task = replace(task, status=TaskStatus.WAITING_FOR_USER, reason=reason)
     else:
         return session
-    return replace(
-        session,
-        task=task,
-        step_count=step_count,
-        user_request_reason=reason,
-        version=session.version + 1,
-        updated_at=now,
-        last_activity_at=now,
-        last_event=last,
+    return agent_done(
+        replace(
+            session,
+            task=task,
+            step_count=step_count,
+            user_request_reason=reason,
+            version=session.version + 1,
+            updated_at=now,
+            last_activity_at=now,
+            last_event=last,
+        )
     )
 
 
 def task_lost(session: Session, now: datetime) -> Session:
-    """The session after its running task was found gone: CANCELLED, saying so;
-    `session` itself when it has no running task."""
-    if session.state.terminal or session.task.status not in TASK_ACTIVE:
+    """The session after its running task was found gone: CANCELLED, saying so,
+    and FINISHED unless a person holds control; `session` itself when it has no
+    running task."""
+    if session.state.terminal or not session.task.status.active:
         return session
     task = replace(session.task, status=TaskStatus.CANCELLED, reason=TASK_INTERRUPTED)
-    return replace(
-        session,
-        task=task,
-        user_request_reason="",
-        version=session.version + 1,
-        updated_at=now,
-        last_event=LastEvent(EventKind.TASK_CHANGED),
+    return agent_done(
+        replace(
+            session,
+            task=task,
+            user_request_reason="",
+            version=session.version + 1,
+            updated_at=now,
+            last_event=LastEvent(EventKind.TASK_CHANGED),
+        )
     )

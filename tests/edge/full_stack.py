@@ -250,6 +250,7 @@ async def full_stack(
     vnc_ports: NumberRange = VNC_PORTS,
     input_drain_ms: int = AutomationSettings.input_drain_ms,
     webhook: WebhookSettings = NO_WEBHOOKS,
+    finished_idle_s: float = SessionSettings.finished_idle_s,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -289,6 +290,7 @@ async def full_stack(
                 display_address=f"127.0.0.1:{display.port}",
                 automation_address=f"127.0.0.1:{automation.port}",
                 webhook=webhook,
+                finished_idle_s=finished_idle_s,
             )
         )
         stack.push_async_callback(session.stop, 1.0)

@@ -275,9 +275,11 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
         await save_screenshot(page, tmp_path)
 
         await page.click("#return-button")
-        await expect(page.locator("#controller-indicator")).to_have_text("AI")
         await stack.site.wait_until(stack.site.finished)
+        # The agent finished its last step: the session is left to the person.
+        await expect(page.locator("#controller-indicator")).to_have_text("Agent finished")
         await expect(page.locator("#session-state")).to_contain_text("COMPLETED")
+        await expect(page.locator("#pause-button")).to_be_disabled()
         await expect(page.locator("#error-banner")).to_be_hidden()
         # The page appended each step from its session:step event (events carry
         # one step, not the list): it shows what GET's full view holds.
@@ -285,7 +287,7 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
         (mine,) = [
             s
             for s in listed["sessions"]
-            if s["task"]["text"] == "fill in the form" and s["state"] == "AI_CONTROL"
+            if s["task"]["text"] == "fill in the form" and s["state"] == "FINISHED"
         ]
         assert "steps" not in mine
         full = await stack.request("GET", f"/api/browser-session/{mine['id']}", ALICE)

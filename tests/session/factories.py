@@ -6,7 +6,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from services.session.model import Controller, ControlState, Session, Task, Viewport
+from services.session.model import (
+    Controller,
+    ControlState,
+    Session,
+    Task,
+    TaskStatus,
+    Viewport,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -21,7 +28,13 @@ def make_session(
     session = Session(
         id=session_id,
         owner_user_id="alice",
-        task=Task(text="find the form", url="http://127.0.0.1/", max_steps=10),
+        task=Task(
+            text="find the form",
+            url="http://127.0.0.1/",
+            max_steps=10,
+            # The agent of a FINISHED session is done.
+            status=TaskStatus.COMPLETED if state is ControlState.FINISHED else TaskStatus.PENDING,
+        ),
         viewport=Viewport(1280, 720),
         created_at=T0,
         updated_at=T0,

@@ -215,10 +215,16 @@ async def test_task_events_update_the_session_and_reach_watchers(plane: Plane) -
         2,
         [automation_pb2.STEP_STATUS_STARTED, automation_pb2.STEP_STATUS_SUCCEEDED],
     )
-    # A finished task leaves a live session the user can still take over.
-    assert final.state is ControlState.AI_CONTROL
+    # A finished task leaves the session FINISHED (nobody in control, in the same
+    # change watchers saw), live: the user can still take it over, and hands it
+    # back to FINISHED (no agent to resume).
+    assert (final.state, final.controller) == (ControlState.FINISHED, None)
     taken = await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
     assert taken.state is ControlState.USER_CONTROL
+    returned = await plane.sessions.change_control(
+        ALICE, session.id, Action.RETURN_CONTROL, taken.version
+    )
+    assert returned.state is ControlState.FINISHED
 
 
 async def test_the_agent_asking_for_a_person_is_visible(plane: Plane) -> None:
@@ -256,6 +262,62 @@ async def test_idle_sessions_end_unless_watched(plane: Plane) -> None:
     assert [s.id for s in ended] == [idle.id]
     assert ended[0].ended_reason == "idle for 60 s"
     assert (await plane.sessions.get(ALICE, watched.id)).state is ControlState.AI_CONTROL
+
+
+async def test_a_finished_session_nobody_takes_over_ends_after_finished_idle_s(
+    store: SessionStore,
+) -> None:
+    """Its slot is kept for the person BATON_FINISHED_IDLE_S (watched or not),
+    then given back; taking control and returning it starts the wait anew;
+    working sessions keep the longer idle timeout."""
+    worker, display, automation = twin_worker()
+    clock = Clock()
+    settings = SessionSettings(
+        internal_token=INTERNAL_TOKEN, idle_timeout_s=600, finished_idle_s=30
+    )
+    sessions = SessionOrchestrator(store, StaticWorkerDirectory(worker), settings, clock)
+    plane = Plane(sessions, display, automation, clock)
+    try:
+        finished = await sessions.create(ALICE, SPEC)
+        working = await sessions.create(ALICE, SPEC)
+        await finish_task(plane, finished.id)
+        await eventually(plane, finished.id, lambda s: s.state is ControlState.FINISHED)
+        await sessions.record_activity(finished.id, viewers_delta=1, input_seen=False)
+        clock.advance(20)
+        taken = await sessions.change_control(ALICE, finished.id, Action.TAKE_CONTROL, None)
+        clock.advance(20)
+        await sessions.change_control(ALICE, finished.id, Action.RETURN_CONTROL, taken.version)
+        clock.advance(29)
+        await sessions.record_activity(
+            finished.id, viewers_delta=0, input_seen=False, viewer_seen=True
+        )
+        assert await sessions.reap() == []
+        clock.advance(1)
+        [ended] = await sessions.reap()
+        assert (ended.id, ended.state, ended.ended_reason) == (
+            finished.id,
+            ControlState.ENDED,
+            "finished and idle for 30 s",
+        )
+        assert ended.task.status is TaskStatus.COMPLETED
+        assert finished.placement is not None
+        assert display.released == [finished.placement.slot_id]
+        assert (await sessions.get(ALICE, working.id)).state is ControlState.AI_CONTROL
+    finally:
+        await sessions.close()
+
+
+async def test_a_session_ended_mid_task_reports_its_task_cancelled(plane: Plane) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    await plane.automation.feed(session.id).put(running_event())
+    await eventually(plane, session.id, lambda s: s.task.status is TaskStatus.RUNNING)
+    ended = await plane.sessions.change_control(ALICE, session.id, Action.END, None)
+    assert (ended.state, ended.task.status, ended.task.reason) == (
+        ControlState.ENDED,
+        TaskStatus.CANCELLED,
+        "ended by the user",
+    )
+    assert (await plane.sessions.get(ALICE, session.id)).task.status is TaskStatus.CANCELLED
 
 
 async def test_sessions_end_at_their_maximum_lifetime(plane: Plane) -> None:
@@ -687,11 +749,13 @@ async def test_take_control_closes_the_action_gate_even_when_the_task_has_finish
 ) -> None:
     # Issue 12, finding 7: Act still drives a finished task's browser, so the
     # person's control must close automation's gate whatever the task's status.
+    # Returning control leads to FINISHED (the task is done) and reopens the gate.
     session = await plane.sessions.create(ALICE, SPEC)
     await finish_task(plane, session.id)
     await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
     assert plane.automation.calls[-1] == ("pause", session.id)
-    await plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    returned = await plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    assert returned.state is ControlState.FINISHED
     assert plane.automation.calls[-1] == ("resume", session.id)
 
 
@@ -822,13 +886,15 @@ async def test_after_a_restart_a_task_automation_lost_is_reported_interrupted(
     after = plane_with(store, before.display, before.automation)
     assert await after.sessions.adopt_tasks() == [session.id]
     recovered = await eventually(after, session.id, lambda s: s.task.status is TaskStatus.CANCELLED)
-    assert recovered.state is ControlState.AI_CONTROL
+    # No agent left: the session is FINISHED, its browser kept for the person.
+    assert recovered.state is ControlState.FINISHED
     assert recovered.task.reason == "the task was interrupted and could not be followed again"
     # The person's control still closes the action gate, and returning reopens
-    # it (issue 12, finding 7): the browser is still there.
+    # it (issue 12, finding 7): the browser is still there. Back to FINISHED.
     await after.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
     assert after.automation.calls[-1] == ("pause", session.id)
-    await after.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    returned = await after.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    assert returned.state is ControlState.FINISHED
     assert after.automation.calls[-1] == ("resume", session.id)
     await after.sessions.close()
 

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from services.runtime.errors import Conflict, FailedPrecondition, PermissionDenied
 from services.session import state_machine
-from services.session.model import Action, Actor, Controller, ControlState, EventKind
+from services.session.model import (
+    Action,
+    Actor,
+    Controller,
+    ControlState,
+    EventKind,
+    Session,
+    TaskStatus,
+)
 from tests.session.factories import T0, make_session
 
 ALICE = Actor("alice")
@@ -41,6 +50,12 @@ EXPECTED: dict[tuple[ControlState, Action], ControlState | None] = {
     (S.PAUSED, A.PAUSE): None,
     (S.PAUSED, A.RESUME): S.AI_CONTROL,
     (S.PAUSED, A.END): S.ENDED,
+    # The agent is done (its task COMPLETED here).
+    (S.FINISHED, A.TAKE_CONTROL): S.USER_CONTROL,
+    (S.FINISHED, A.RETURN_CONTROL): None,
+    (S.FINISHED, A.PAUSE): None,
+    (S.FINISHED, A.RESUME): None,
+    (S.FINISHED, A.END): S.ENDED,
     (S.ENDED, A.TAKE_CONTROL): None,
     (S.ENDED, A.RETURN_CONTROL): None,
     (S.ENDED, A.PAUSE): None,
@@ -115,3 +130,108 @@ def test_ready_and_finish() -> None:
     assert failed.controller is None
     with pytest.raises(FailedPrecondition):
         state_machine.finish(failed, NOW, "again", failed=False)
+
+
+DONE = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+def with_task(session: Session, status: TaskStatus) -> Session:
+    return replace(session, task=replace(session.task, status=status))
+
+
+@pytest.mark.parametrize("status", DONE)
+def test_control_returned_after_the_agent_is_done_is_finished(status: TaskStatus) -> None:
+    """A person who took over and hands back a session whose agent is done
+    leaves it FINISHED (nobody in control), not AI_CONTROL with no agent."""
+    session = with_task(make_session(S.USER_CONTROL), status)
+    for actor in (ALICE, OPERATOR):
+        returned = state_machine.apply(session, A.RETURN_CONTROL, actor, NOW)
+        assert (returned.state, returned.controller, returned.controller_user_id) == (
+            S.FINISHED,
+            None,
+            "",
+        )
+        assert returned.last_event.kind is EventKind.CONTROL_CHANGED
+        assert returned.task.status is status
+
+
+@pytest.mark.parametrize("status", DONE)
+def test_resuming_an_agent_that_is_done_is_finished(status: TaskStatus) -> None:
+    session = with_task(make_session(S.PAUSED), status)
+    assert state_machine.apply(session, A.RESUME, ALICE, NOW).state is S.FINISHED
+
+
+@pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.RUNNING])
+def test_control_returned_while_the_agent_works_goes_to_the_agent(status: TaskStatus) -> None:
+    session = with_task(make_session(S.USER_CONTROL), status)
+    assert state_machine.apply(session, A.RETURN_CONTROL, ALICE, NOW).state is S.AI_CONTROL
+
+
+def test_a_finished_session_taken_and_returned_is_finished_again() -> None:
+    finished = make_session(S.FINISHED, version=4)
+    taken = state_machine.apply(finished, A.TAKE_CONTROL, BOB, NOW, expected_version=4)
+    assert (taken.state, taken.controller_user_id, taken.version) == (S.USER_CONTROL, "bob", 5)
+    returned = state_machine.apply(taken, A.RETURN_CONTROL, BOB, NOW)
+    assert (returned.state, returned.controller, returned.version) == (S.FINISHED, None, 6)
+
+
+@pytest.mark.parametrize("state", [S.AI_CONTROL, S.PAUSED])
+@pytest.mark.parametrize("status", DONE)
+def test_an_agent_done_in_ai_control_or_paused_finishes_the_session(
+    state: ControlState, status: TaskStatus
+) -> None:
+    session = with_task(make_session(state, version=3), status)
+    done = state_machine.agent_done(session)
+    assert (done.state, done.controller, done.controller_user_id) == (S.FINISHED, None, "")
+    # The task event that ended the task made the version bump already.
+    assert done.version == 3
+
+
+@pytest.mark.parametrize(
+    ("state", "status"),
+    [
+        (S.USER_CONTROL, TaskStatus.COMPLETED),  # the person keeps control
+        (S.AI_CONTROL, TaskStatus.RUNNING),
+        (S.PAUSED, TaskStatus.WAITING_FOR_USER),
+        (S.STARTING, TaskStatus.COMPLETED),
+        (S.ENDED, TaskStatus.COMPLETED),
+    ],
+)
+def test_agent_done_changes_nothing_else(state: ControlState, status: TaskStatus) -> None:
+    session = with_task(make_session(state), status)
+    assert state_machine.agent_done(session) == session
+
+
+@pytest.mark.parametrize(
+    "status", [TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.WAITING_FOR_USER]
+)
+@pytest.mark.parametrize("failed", [False, True])
+def test_a_session_ended_mid_task_reports_its_task_cancelled(
+    status: TaskStatus, failed: bool
+) -> None:
+    session = replace(with_task(make_session(S.AI_CONTROL), status), user_request_reason="sign in")
+    ended = state_machine.finish(session, NOW, "ended by the user", failed=failed)
+    assert (ended.task.status, ended.task.reason) == (TaskStatus.CANCELLED, "ended by the user")
+    assert ended.user_request_reason == ""
+    by_action = state_machine.apply(session, A.END, ALICE, NOW)
+    assert by_action.task.status is TaskStatus.CANCELLED
+
+
+@pytest.mark.parametrize("status", DONE)
+def test_a_finished_task_keeps_its_status_when_the_session_ends(status: TaskStatus) -> None:
+    session = with_task(make_session(S.FINISHED), status)
+    ended = state_machine.finish(session, NOW, "finished and idle for 120 s", failed=False)
+    assert (ended.state, ended.task.status) == (S.ENDED, status)
+
+
+def test_the_agent_finishing_is_no_change_of_control() -> None:
+    """A take_control checked against AI_CONTROL still holds once the agent
+    finished meanwhile (handoff.py); a person's change of control does not."""
+    before = make_session(S.AI_CONTROL)
+    finished = state_machine.agent_done(with_task(before, TaskStatus.COMPLETED))
+    assert state_machine.same_control(before, finished)
+    assert state_machine.same_control(make_session(S.PAUSED), finished)
+    returned = state_machine.apply(
+        with_task(make_session(S.USER_CONTROL), TaskStatus.COMPLETED), A.RETURN_CONTROL, ALICE, NOW
+    )
+    assert not state_machine.same_control(make_session(S.USER_CONTROL), returned)

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+import pytest
+
 from baton.automation.v1 import automation_pb2
 from services.runtime.limits import MAX_EVENT_TEXT_BYTES, MAX_STEP_EVENTS_KEPT
 from services.session import codec
 from services.session.model import ControlState, EventKind, TaskStatus
 from services.session.records import new_step
-from services.session.task_projection import DEFAULT_USER_REQUEST, project
+from services.session.task_projection import DEFAULT_USER_REQUEST, project, task_lost
 from tests.session.factories import T0, make_session
 
 LATER = T0 + timedelta(seconds=3)
@@ -90,8 +92,8 @@ def test_a_failed_task_is_an_error_event_and_the_count_never_goes_back() -> None
     assert failed.task.steps_completed == 4
     assert failed.last_event.kind is EventKind.ERROR
     assert failed.last_event.message == "task failed: page gone"
-    # The session itself goes on: a person may still take the browser over.
-    assert failed.state is ControlState.AI_CONTROL
+    # The session itself goes on, FINISHED: a person may still take the browser over.
+    assert (failed.state, failed.controller) == (ControlState.FINISHED, None)
 
 
 def test_events_change_nothing_on_an_ended_session_or_when_unknown() -> None:
@@ -115,3 +117,69 @@ def test_an_event_already_applied_changes_nothing() -> None:
     twice = project(once, second, LATER)
     assert (twice.task.events_applied, twice.task.steps_completed) == (2, 2)
     assert twice.step_count == 2
+
+
+ENDING = [
+    (automation_pb2.TASK_STATUS_COMPLETED, TaskStatus.COMPLETED),
+    (automation_pb2.TASK_STATUS_FAILED, TaskStatus.FAILED),
+    (automation_pb2.TASK_STATUS_CANCELLED, TaskStatus.CANCELLED),
+]
+
+
+@pytest.mark.parametrize("state", [ControlState.AI_CONTROL, ControlState.PAUSED])
+@pytest.mark.parametrize(("event_status", "task_status"), ENDING)
+def test_a_task_that_ends_leaves_the_session_finished(
+    state: ControlState,
+    event_status: automation_pb2.TaskStatus.ValueType,
+    task_status: TaskStatus,
+) -> None:
+    """Not AI_CONTROL with a finished agent: FINISHED, nobody in control, in the
+    one change (one version) that reports the task's end."""
+    session = replace(make_session(state), user_request_reason="sign in")
+    done = project(session, status(event_status, "no planner: left to the person"), LATER)
+    assert (done.state, done.controller, done.controller_user_id) == (
+        ControlState.FINISHED,
+        None,
+        "",
+    )
+    assert (done.task.status, done.task.reason) == (task_status, "no planner: left to the person")
+    assert (done.version, done.updated_at, done.user_request_reason) == (
+        session.version + 1,
+        LATER,
+        "",
+    )
+
+
+def test_a_person_in_control_keeps_it_when_the_task_ends() -> None:
+    session = make_session(ControlState.USER_CONTROL)
+    done = project(session, status(automation_pb2.TASK_STATUS_COMPLETED), LATER)
+    assert (done.state, done.controller_user_id, done.task.status) == (
+        ControlState.USER_CONTROL,
+        "alice",
+        TaskStatus.COMPLETED,
+    )
+
+
+def test_steps_and_requests_keep_the_agent_in_control() -> None:
+    session = make_session(ControlState.AI_CONTROL)
+    for event in (
+        step(0, automation_pb2.STEP_STATUS_FAILED, "no such element"),
+        status(automation_pb2.TASK_STATUS_RUNNING),
+        automation_pb2.StartTaskResponse(user_requested=automation_pb2.UserRequested()),
+    ):
+        assert project(session, event, LATER).state is ControlState.AI_CONTROL
+
+
+@pytest.mark.parametrize(
+    ("state", "after"),
+    [
+        (ControlState.AI_CONTROL, ControlState.FINISHED),
+        (ControlState.PAUSED, ControlState.FINISHED),
+        (ControlState.USER_CONTROL, ControlState.USER_CONTROL),
+    ],
+)
+def test_a_lost_task_is_cancelled_and_finishes_the_agent(
+    state: ControlState, after: ControlState
+) -> None:
+    lost = task_lost(make_session(state), LATER)
+    assert (lost.state, lost.task.status) == (after, TaskStatus.CANCELLED)

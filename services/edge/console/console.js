@@ -230,6 +230,9 @@ function controllerText(session) {
         : [`${session.controllerUserId}`, "user"];
     case "PAUSED":
       return ["Paused", "paused"];
+    case "FINISHED":
+      // Nobody controls it: the agent is done and the session waits for a person.
+      return ["Agent finished", "finished"];
     case "STARTING":
       return ["Starting…", "none"];
     default:
@@ -248,14 +251,24 @@ function renderSession() {
     ? `${session.state} · task ${session.task.status}${session.endedReason ? ` · ${session.endedReason}` : ""}`
     : "";
   const request = $("user-request");
-  request.hidden = !session?.userRequestReason;
-  request.textContent = session?.userRequestReason
-    ? `The agent asks for you: ${session.userRequestReason}`
-    : "";
+  const finished = session?.state === "FINISHED";
+  request.hidden = !session?.userRequestReason && !finished;
+  if (finished) {
+    const status = session.task.status.toLowerCase();
+    const why = session.task.reason ? `: ${session.task.reason}` : "";
+    request.textContent =
+      `The agent is done (task ${status}${why}). Take Control to carry on; ` +
+      "left alone, the session ends after a short while.";
+  } else {
+    request.textContent = session?.userRequestReason
+      ? `The agent asks for you: ${session.userRequestReason}`
+      : "";
+  }
 
   const mine = session?.state === "USER_CONTROL" && session.controllerUserId === state.me;
   $("watch-button").disabled = !live;
-  $("take-button").disabled = !live || !["AI_CONTROL", "PAUSED"].includes(session.state);
+  $("take-button").disabled =
+    !live || !["AI_CONTROL", "PAUSED", "FINISHED"].includes(session.state);
   $("return-button").disabled = !live || !mine;
   $("pause-button").disabled = !live || session.state !== "AI_CONTROL";
   $("resume-button").disabled = !live || session.state !== "PAUSED";

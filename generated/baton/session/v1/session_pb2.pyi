@@ -35,6 +35,12 @@ class _ControlStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ControlS
     CONTROL_STATE_PAUSED: _ControlState.ValueType  # 4
     CONTROL_STATE_ENDED: _ControlState.ValueType  # 5
     CONTROL_STATE_FAILED: _ControlState.ValueType  # 6
+    CONTROL_STATE_FINISHED: _ControlState.ValueType  # 7
+    """The agent is done: task.status says how (COMPLETED, FAILED or CANCELLED).
+    Nobody controls the session; a person may take control (returning it
+    comes back here), and it ends on its own ("finished and idle for N s")
+    when nobody has for the session service's BATON_FINISHED_IDLE_S.
+    """
 
 class ControlState(_ControlState, metaclass=_ControlStateEnumTypeWrapper): ...
 
@@ -45,6 +51,12 @@ CONTROL_STATE_USER_CONTROL: ControlState.ValueType  # 3
 CONTROL_STATE_PAUSED: ControlState.ValueType  # 4
 CONTROL_STATE_ENDED: ControlState.ValueType  # 5
 CONTROL_STATE_FAILED: ControlState.ValueType  # 6
+CONTROL_STATE_FINISHED: ControlState.ValueType  # 7
+"""The agent is done: task.status says how (COMPLETED, FAILED or CANCELLED).
+Nobody controls the session; a person may take control (returning it
+comes back here), and it ends on its own ("finished and idle for N s")
+when nobody has for the session service's BATON_FINISHED_IDLE_S.
+"""
 Global___ControlState: _TypeAlias = ControlState  # noqa: Y015
 
 class _ControlAction:
