@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-from starlette.datastructures import Headers
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.middleware.cors import CORSMiddleware
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # What a listed origin's page may send: the API's methods and the two headers
 # it needs (the token is a bearer header, never a cookie: no credentials mode).
@@ -71,6 +71,9 @@ class ListedOriginsCors:
     only sees requests whose Origin is listed. Alone it would still answer an
     unlisted origin's preflight with the allowed methods and headers, and add
     Access-Control-Expose-Headers to any response to a request with an Origin.
+    Every response varies by Origin: a module the edge's own /embed loaded
+    (same-origin, so no Origin and no CORS header) must not be taken from the
+    browser's cache when the embedding page imports it.
     """
 
     def __init__(self, app: ASGIApp, origins: Iterable[str]) -> None:
@@ -85,9 +88,21 @@ class ListedOriginsCors:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        origin = Headers(scope=scope).get("origin") if scope["type"] == "http" else None
-        listed = origin is not None and origin.rstrip("/").lower() in self._listed
-        await (self._cors if listed else self._app)(scope, receive, send)
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        origin = Headers(scope=scope).get("origin")
+        if origin is not None and origin.rstrip("/").lower() in self._listed:
+            await self._cors(scope, receive, send)
+            return
+
+        async def send_varying(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
+            await send(message)
+
+        await self._app(scope, receive, send_varying)
 
 
 def frame_ancestors(origins: Iterable[str]) -> str:

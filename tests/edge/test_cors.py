@@ -106,6 +106,10 @@ async def test_the_assets_may_be_imported_by_a_listed_origin_only(stack: Stack) 
         async with stack.http.get(f"{stack.url}{path}", headers={"Origin": UNLISTED}) as response:
             assert response.status == 200, path
             assert cors_headers(response.headers) == {}, path
+        # Loaded by /embed itself (same-origin: no Origin header), an asset must
+        # not be reused from the cache for the embedding page's import.
+        async with stack.http.get(f"{stack.url}{path}") as response:
+            assert "Origin" in response.headers.getall("Vary"), path
 
 
 async def test_embed_may_be_framed_by_the_edge_and_listed_origins_only(stack: Stack) -> None:
