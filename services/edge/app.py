@@ -286,7 +286,7 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         return FileResponse(settings.console_dir / "index.html")
 
     # Only the edge's own pages and BATON_CORS_ORIGINS' may frame /embed: a page
-    # elsewhere cannot overlay its buttons (README.md, "Embedding").
+    # elsewhere cannot overlay its buttons (services/edge/README.md, "Embedding").
     embed_headers = {"Content-Security-Policy": frame_ancestors(settings.cors_origins)}
 
     async def embed(request: Request) -> Response:

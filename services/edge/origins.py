@@ -98,6 +98,7 @@ class ListedOriginsCors:
 
         async def send_varying(message: Message) -> None:
             if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
                 headers = MutableHeaders(scope=message)
                 headers["Vary"] = ", ".join([*headers.getlist("Vary"), "Origin"])
             await send(message)
