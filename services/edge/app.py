@@ -17,6 +17,7 @@ from typing import Any
 import socketio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -27,7 +28,7 @@ from services.edge.auth import Authenticator, Principal, bearer_token
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
 from services.edge.metrics import EdgeMetrics, WebhookCounts
 from services.edge.openapi import openapi_document
-from services.edge.origins import OriginPolicy
+from services.edge.origins import ListedOriginsCors, OriginPolicy, frame_ancestors
 from services.edge.rate_limit import RateLimiter
 from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
@@ -284,11 +285,23 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     async def console(request: Request) -> Response:
         return FileResponse(settings.console_dir / "index.html")
 
+    # Only the edge's own pages and BATON_CORS_ORIGINS' may frame /embed: a page
+    # elsewhere cannot overlay its buttons (services/edge/README.md, "Embedding").
+    embed_headers = {"Content-Security-Policy": frame_ancestors(settings.cors_origins)}
+
+    async def embed(request: Request) -> Response:
+        try:
+            check_session_id(request.path_params["session_id"], "the session id")
+        except BatonError as exc:
+            return _error_response(exc)
+        return FileResponse(settings.console_dir / "embed.html", headers=embed_headers)
+
     rest_routes = rest.routes()
     routes: list[Any] = [
         *rest_routes,
         WebSocketRoute("/api/browser-session/{session_id}/stream/ws", proxy.handle),
         Route("/", console, methods=["GET"]),
+        Route("/embed/{session_id}", embed, methods=["GET"]),
         Mount("/console", StaticFiles(directory=settings.console_dir, check_dir=False)),
         Mount("/vendor/novnc", StaticFiles(directory=settings.novnc_dir, check_dir=False)),
         Mount(
@@ -298,6 +311,9 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     ]
     starlette = Starlette(
         routes=routes,
+        # REST and the assets (ES modules a listed origin's page imports) answer
+        # CORS for BATON_CORS_ORIGINS only (origins.py).
+        middleware=[Middleware(ListedOriginsCors, origins=settings.cors_origins)],
         exception_handlers={HTTPException: _http_error, Exception: _internal_error},
     )
 

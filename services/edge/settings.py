@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.edge.origins import normalized_origins
 from services.runtime import grpc_tls
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
@@ -27,7 +28,8 @@ class EdgeSettings:
     # The longest a user JWT may live (exp - iat, or exp - now without iat).
     jwt_max_lifetime_s: float = 24 * 3600.0
     # Browser origins, besides the edge's own, whose pages may open the stream
-    # WebSocket and Socket.IO (scheme://host[:port], as browsers send Origin).
+    # WebSocket and Socket.IO, call REST, import the served assets and frame
+    # /embed (scheme://host[:port], as browsers send Origin; origins.py).
     cors_origins: tuple[str, ...] = ()
     # A token that may read /metrics only (the operator token always may).
     metrics_token: str | None = None
@@ -93,7 +95,7 @@ class EdgeSettings:
             jwt_max_lifetime_s=env.number(
                 "BATON_JWT_MAX_LIFETIME_S", cls.jwt_max_lifetime_s, minimum=1
             ),
-            cors_origins=tuple(origin.rstrip("/") for origin in env.items("BATON_CORS_ORIGINS")),
+            cors_origins=normalized_origins(env.items("BATON_CORS_ORIGINS")),
             metrics_token=env.optional("BATON_METRICS_TOKEN"),
             stream_token_lifetime_s=env.number(
                 "BATON_STREAM_TOKEN_LIFETIME_S", cls.stream_token_lifetime_s, minimum=1

@@ -251,6 +251,7 @@ async def full_stack(
     input_drain_ms: int = AutomationSettings.input_drain_ms,
     webhook: WebhookSettings = NO_WEBHOOKS,
     finished_idle_s: float = SessionSettings.finished_idle_s,
+    cors_origins: tuple[str, ...] = (),
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -300,6 +301,7 @@ async def full_stack(
             session_address=f"127.0.0.1:{session.port}",
             api_token=OPERATOR_TOKEN,
             jwt_secret=JWT_SECRET,
+            cors_origins=cors_origins,
         )
         http = aiohttp.ClientSession()
         stack.push_async_callback(http.close)

@@ -1,8 +1,15 @@
 // Baton web console: TakeOverPanel (task, steps, control) and BrowserViewPanel
 // (the live view through noVNC). The server enforces who may send input; the
 // page only mirrors it so the view does not pretend to be interactive.
-import RFB from "/vendor/novnc/core/rfb.js";
 import { io } from "/vendor/socket.io/socket.io.esm.min.js";
+import {
+  api as restCall,
+  controllerText,
+  controlsSession,
+  emit as emitOn,
+  identityOf,
+} from "/console/edge_api.js";
+import { LiveView } from "/console/live_view.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "baton.token";
@@ -19,11 +26,7 @@ const state = {
   stepsHeld: 0,
   stepsOf: null,
   resyncing: false,
-  rfb: null,
-  viewerSessionId: null,
-  channel: null,
-  reconnectTimer: null,
-  updates: 0,
+  view: null,
   latencyMs: null,
   watching: new Set(),
 };
@@ -53,19 +56,6 @@ function tokenFromLocation() {
   return token;
 }
 
-function identityOf(token) {
-  const parts = token.split(".");
-  if (parts.length === 3) {
-    try {
-      const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
-      if (typeof payload.sub === "string") return payload.sub;
-    } catch {
-      // Not a JWT: the operator token.
-    }
-  }
-  return "operator";
-}
-
 function signIn(token) {
   state.token = token;
   state.me = identityOf(token);
@@ -77,23 +67,8 @@ function signIn(token) {
 
 // --- REST -------------------------------------------------------------------
 
-async function api(method, path, body) {
-  const response = await fetch(path, {
-    method,
-    headers: {
-      Authorization: `Bearer ${state.token}`,
-      ...(body === undefined ? {} : { "Content-Type": "application/json" }),
-    },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await response.text();
-  const data = text ? JSON.parse(text) : null;
-  if (!response.ok) {
-    const error = new Error(data?.error?.message || `${method} ${path}: HTTP ${response.status}`);
-    error.status = response.status;
-    throw error;
-  }
-  return data;
+function api(method, path, body) {
+  return restCall(state.token, method, path, body);
 }
 
 async function refreshSessions() {
@@ -170,17 +145,7 @@ function connectSocket() {
 }
 
 function emit(event, payload) {
-  return new Promise((resolve, reject) => {
-    if (!state.socket) {
-      reject(new Error("not signed in"));
-      return;
-    }
-    state.socket.timeout(90000).emit(event, payload, (timeoutError, ack) => {
-      if (timeoutError) reject(new Error(`${event}: no answer`));
-      else if (!ack.ok) reject(new Error(ack.error?.message || `${event} failed`));
-      else resolve(ack.session);
-    });
-  });
+  return emitOn(state.socket, event, payload);
 }
 
 // --- TakeOverPanel ----------------------------------------------------------
@@ -220,30 +185,10 @@ async function resyncSteps(id) {
   }
 }
 
-function controllerText(session) {
-  switch (session.state) {
-    case "AI_CONTROL":
-      return ["AI", "ai"];
-    case "USER_CONTROL":
-      return session.controllerUserId === state.me
-        ? ["You", "user"]
-        : [`${session.controllerUserId}`, "user"];
-    case "PAUSED":
-      return ["Paused", "paused"];
-    case "FINISHED":
-      // Nobody controls it: the agent is done and the session waits for a person.
-      return ["Agent finished", "finished"];
-    case "STARTING":
-      return ["Starting…", "none"];
-    default:
-      return [session.state === "FAILED" ? "Failed" : "Ended", "none"];
-  }
-}
-
 function renderSession() {
   const session = state.session;
   const live = session && !["ENDED", "FAILED"].includes(session.state);
-  const [text, kind] = session ? controllerText(session) : ["no session", "none"];
+  const [text, kind] = session ? controllerText(session, state.me) : ["no session", "none"];
   const indicator = $("controller-indicator");
   indicator.textContent = text;
   indicator.className = `controller controller-${kind}`;
@@ -265,7 +210,7 @@ function renderSession() {
       : "";
   }
 
-  const mine = session?.state === "USER_CONTROL" && session.controllerUserId === state.me;
+  const mine = controlsSession(session, state.me);
   $("watch-button").disabled = !live;
   $("take-button").disabled =
     !live || !["AI_CONTROL", "PAUSED", "FINISHED"].includes(session.state);
@@ -372,110 +317,19 @@ function wireTakeOverPanel() {
 // --- BrowserViewPanel -------------------------------------------------------
 
 function updateViewMode() {
-  const session = state.session;
-  const interactive =
-    session?.state === "USER_CONTROL" && session.controllerUserId === state.me;
-  if (state.rfb) state.rfb.viewOnly = !interactive;
+  const interactive = controlsSession(state.session, state.me);
+  state.view.setInteractive(interactive);
   $("view-mode").textContent = interactive ? "interactive" : "view only";
   $("view-mode").className = `badge ${interactive ? "badge-on" : ""}`;
-  $("screen").classList.toggle("interactive", interactive && Boolean(state.rfb));
+  $("screen").classList.toggle("interactive", interactive && state.view.connected);
 }
 
-// Close codes after which the live view connects again with a new stream token,
-// through whichever edge answers (services/edge/README.md, "Reconnecting"): the
-// edge went away or restarted, the network dropped, the display was briefly
-// unreachable, or the stream token expired. The viewer's role comes from the
-// session, so a controller is interactive again and a viewer stays view-only.
-const RECONNECT_CODES = new Set([1001, 1006, 1011, 1012, 1013]);
-const RECONNECT_DELAYS_MS = [250, 500, 1000, 2000, 4000, 5000, 5000, 5000];
-
-function shouldReconnect(event) {
-  return RECONNECT_CODES.has(event.code) || (event.code === 1008 && event.reason === "token expired");
-}
-
-function scheduleReconnect(sessionId, attempt) {
-  clearTimeout(state.reconnectTimer);
-  if (attempt >= RECONNECT_DELAYS_MS.length) {
-    setBadge($("view-status"), "disconnected", "off");
-    showError("The live view lost its connection and could not connect again");
-    return;
-  }
-  setBadge($("view-status"), "reconnecting…", "wait");
-  state.reconnectTimer = setTimeout(async () => {
-    state.reconnectTimer = null;
-    if (state.session?.id !== sessionId) return;
-    try {
-      await connectViewer(sessionId, attempt + 1);
-    } catch (error) {
-      // The session ended or is no longer ours: nothing to reconnect to.
-      if ([401, 403, 404, 409].includes(error.status)) {
-        setBadge($("view-status"), "disconnected", "off");
-        showError(`The live view closed: ${error.message}`);
-        return;
-      }
-      scheduleReconnect(sessionId, attempt + 1);
-    }
-  }, RECONNECT_DELAYS_MS[attempt]);
-}
-
-function disconnectViewer() {
-  clearTimeout(state.reconnectTimer);
-  state.reconnectTimer = null;
-  if (state.rfb) {
-    state.rfb.disconnect();
-    state.rfb = null;
-  }
-  state.viewerSessionId = null;
-}
-
-async function connectViewer(sessionId, attempt = 0) {
-  disconnectViewer();
-  setBadge($("view-status"), "connecting…", "wait");
-  const { url, viewOnly } = await api("GET", `/api/browser-session/${sessionId}/stream`);
-  // Our own WebSocket, handed to noVNC, so the page can count screen updates.
-  const channel = new WebSocket(url, ["binary"]);
-  channel.addEventListener("message", () => {
-    state.updates += 1;
-  });
-  let connected = false;
-  channel.addEventListener("close", (event) => {
-    if (state.channel !== channel) return;
-    if (shouldReconnect(event) && state.session?.id === sessionId) {
-      // Ran before noVNC's own close handler: its disconnect shows no error.
-      state.channel = null;
-      scheduleReconnect(sessionId, connected ? 0 : attempt);
-      return;
-    }
-    const why = event.reason ? `: ${event.reason}` : "";
-    setBadge($("view-status"), `closed (${event.code})${why}`, "off");
-  });
-  state.channel = channel;
-  const rfb = new RFB($("screen"), channel, { shared: true });
-  rfb.viewOnly = viewOnly;
-  rfb.scaleViewport = true;
-  rfb.background = "#222";
-  rfb.addEventListener("connect", () => {
-    connected = true;
-    setBadge($("view-status"), "connected", "on");
-    measureLatency();
-  });
-  rfb.addEventListener("disconnect", (event) => {
-    if (state.rfb !== rfb) return;
-    state.rfb = null;
-    const reconnecting = state.channel === null && state.viewerSessionId === sessionId;
-    if (!event.detail.clean && !reconnecting) showError("The live view lost its connection");
-    updateViewMode();
-  });
-  rfb.addEventListener("securityfailure", (event) =>
-    showError(`The live view was refused: ${event.detail.reason || "security failure"}`),
-  );
-  state.rfb = rfb;
-  state.viewerSessionId = sessionId;
-  updateViewMode();
+function connectViewer(sessionId) {
+  return state.view.connect(sessionId);
 }
 
 async function measureLatency() {
-  if (!state.rfb) return;
+  if (!state.view.connected) return;
   const started = performance.now();
   try {
     await fetch("/healthz", { cache: "no-store" });
@@ -486,16 +340,24 @@ async function measureLatency() {
 }
 
 function wireBrowserViewPanel() {
+  state.view = new LiveView($("screen"), {
+    token: () => state.token,
+    onStatus: (text, kind) => {
+      setBadge($("view-status"), text, kind);
+      if (kind === "on") measureLatency();
+      updateViewMode();
+    },
+    onError: showError,
+  });
   $("fullscreen-button").addEventListener("click", () => {
     if (document.fullscreenElement) document.exitFullscreen();
     else $("screen").requestFullscreen().catch((error) => showError(error.message));
   });
   // Quality: screen updates per second, and the round trip to the edge.
   setInterval(() => {
-    const fps = state.updates;
-    state.updates = 0;
+    const fps = state.view.takeUpdates();
     const latency = state.latencyMs === null ? "–" : `${state.latencyMs} ms`;
-    $("view-quality").textContent = state.rfb ? `${fps} updates/s · ${latency}` : "–";
+    $("view-quality").textContent = state.view.connected ? `${fps} updates/s · ${latency}` : "–";
   }, 1000);
   setInterval(measureLatency, 2000);
 }
