@@ -35,7 +35,7 @@ from services.edge.auth import generate_api_token
 from services.runtime.grpc_client import open_channel
 from services.runtime.internal_auth import InternalToken
 from tests.cluster.launcher import READY, Launcher, RunningCluster, launcher_env, remove_leftovers
-from tests.conftest import free_port
+from tests.conftest import free_port, searchable
 from tests.edge.full_stack import form_site
 
 LEASE_TTL_S = 10
@@ -45,6 +45,8 @@ INTERNAL_TOKEN = InternalToken.generate()
 @contextlib.asynccontextmanager
 async def running_cluster(slots_per_host: int) -> AsyncIterator[RunningCluster]:
     work = Path(tempfile.mkdtemp(prefix="baton-bench-cluster-"))
+    # The cluster's services run as user baton (deploy/service_user.py).
+    searchable(work)
     env = {
         **launcher_env(work / "run", [free_port(), free_port()], generate_api_token()),
         "BATON_DISPLAY_NUMBERS": "1700-1729",

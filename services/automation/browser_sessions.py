@@ -26,7 +26,7 @@ from services.automation.page_port import (
     ManagedBrowser,
     describe_on_page,
 )
-from services.automation.planners import NoPlanner, Planner, StepsPlanner
+from services.automation.planners import ExternalAgent, NoPlanner, Planner, StepsPlanner
 from services.automation.settings import AutomationSettings
 from services.automation.steps import (
     RequestUser,
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 
 # Builds the LLM planner for a task text; None when no LLM is configured.
 LlmPlannerFactory = Callable[[str], Planner] | None
+# An external CDP client arriving with its session (services/automation/README.md,
+# "CDP"): how long its StartTask may take to arrive, and its browser to open.
+CDP_UNKNOWN_WAIT_S = 1.0
+CDP_LAUNCH_WAIT_S = 60.0
 
 
 class PrewarmedBrowsers(Protocol):
@@ -62,6 +66,7 @@ class PlannerChoice(enum.Enum):
     STEPS = "steps"
     LLM = "llm"
     NONE = "none"
+    EXTERNAL = "external"
 
 
 def hand_over_on_password_field(choice: PlannerChoice, asked: bool | None) -> bool:
@@ -172,6 +177,8 @@ class BrowserSessions:
             if not request.task_text:
                 raise InvalidArgument("the llm planner needs a task text")
             return self._llm_planner(request.task_text)
+        if choice is PlannerChoice.EXTERNAL:
+            return ExternalAgent()
         return NoPlanner()
 
     def _validate(self, request: TaskRequest) -> None:
@@ -406,9 +413,18 @@ class BrowserSessions:
         except (GateClosed, ActionAborted):
             raise FailedPrecondition("the session was paused: a person has control") from None
 
-    def cdp_target(self, session_id: str) -> tuple[BrowserPipe, ActionGate]:
+    async def cdp_target(self, session_id: str) -> tuple[BrowserPipe, ActionGate]:
         """Where an external CDP client of the session attaches, and the gate its
-        commands go through (cdp_gate.py)."""
+        commands go through (cdp_gate.py). A client may come as the session
+        starts: its browser is waited for while StartTask opens it."""
+        deadline = time.monotonic() + CDP_UNKNOWN_WAIT_S
+        while session_id not in self._sessions:
+            if session_id in self._gates:
+                # StartTask arrived and opens the browser (bounded by its own launch).
+                deadline = max(deadline, time.monotonic() + CDP_LAUNCH_WAIT_S)
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         session = self._get(session_id)
         if session.browser.cdp is None:
             raise FailedPrecondition(f"the browser of session {session_id!r} takes no CDP client")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 from dataclasses import dataclass
 from typing import Protocol
@@ -98,6 +99,25 @@ class NoPlanner:
 
     async def next_step(self, observation: Observation) -> Step | Finish:
         return Finish(succeeded=True, reason=NO_PLANNER_MESSAGE, announce=True)
+
+    def record(self, step: Step, outcome: StepOutcome) -> None:
+        pass
+
+    async def has_password_for(self, page: BrowserPage) -> bool:
+        return False
+
+
+class ExternalAgent:
+    """The session's agent is an external CDP client (cdp_gate.py): the task
+    opened the URL and waits, RUNNING, without acting or handing over, until it
+    is cancelled (the session ends)."""
+
+    needs_aria = False
+    stops_for_blockers = False
+
+    async def next_step(self, observation: Observation) -> Step | Finish:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable: only cancellation ends the wait")
 
     def record(self, step: Step, outcome: StepOutcome) -> None:
         pass

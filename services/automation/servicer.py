@@ -75,6 +75,7 @@ _PLANNER: dict[pb.Planner.ValueType, PlannerChoice] = {
     pb.PLANNER_STEPS: PlannerChoice.STEPS,
     pb.PLANNER_LLM: PlannerChoice.LLM,
     pb.PLANNER_NONE: PlannerChoice.NONE,
+    pb.PLANNER_EXTERNAL: PlannerChoice.EXTERNAL,
 }
 
 
@@ -251,7 +252,7 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "open":
             raise InvalidArgument("a Cdp stream starts with `open`")
-        pipe, gate = self._sessions.cdp_target(first.open.session_id)
+        pipe, gate = await self._sessions.cdp_target(first.open.session_id)
 
         async def commands() -> AsyncIterator[str]:
             async for request in request_iterator:

@@ -25,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from services.edge.auth import Authenticator, Principal, bearer_token
+from services.edge.cdp_proxy import CdpProxy
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
 from services.edge.metrics import EdgeMetrics, WebhookCounts
 from services.edge.openapi import openapi_document
@@ -126,6 +127,7 @@ class RestApi:
             ),
             _route(session + "/control", PUT=self._authed("control", self.control)),
             _route(session + "/stream", GET=self._authed("stream", self.stream)),
+            _route(session + "/cdp", GET=self._authed("cdp", self.cdp)),
             _route("/healthz", GET=self.healthz),
             _route("/metrics", GET=self.metrics),
             _route("/openapi.json", GET=self.openapi),
@@ -181,6 +183,11 @@ class RestApi:
         base_url = self._settings.public_url or str(request.base_url)
         answer = await self._actions.stream(principal, request.path_params["session_id"], base_url)
         return JSONResponse(answer.json())
+
+    async def cdp(self, request: Request, principal: Principal) -> Response:
+        base_url = self._settings.public_url or str(request.base_url)
+        answer = await self._actions.cdp(principal, request.path_params["session_id"], base_url)
+        return JSONResponse(answer)
 
     async def healthz(self, request: Request) -> Response:
         if await self._sessions.healthy():
@@ -281,6 +288,7 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         upstream_ssl(settings.stream_tls_ca),
     )
     actions.observers.append(proxy.session_changed)
+    cdp = CdpProxy(sessions, auth, metrics, origins)
 
     async def console(request: Request) -> Response:
         return FileResponse(settings.console_dir / "index.html")
@@ -300,6 +308,7 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
     routes: list[Any] = [
         *rest_routes,
         WebSocketRoute("/api/browser-session/{session_id}/stream/ws", proxy.handle),
+        WebSocketRoute("/api/browser-session/{session_id}/cdp/ws", cdp.handle),
         Route("/", console, methods=["GET"]),
         Route("/embed/{session_id}", embed, methods=["GET"]),
         Mount("/console", StaticFiles(directory=settings.console_dir, check_dir=False)),

@@ -32,6 +32,10 @@ OPERATOR_USER_ID = "operator"
 _STREAM_TOKEN_CONTEXT = b"baton stream token v1"
 DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600.0
 
+# What a session-scoped token opens (issue_stream_token).
+STREAM_USE = "stream"
+CDP_USE = "cdp"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -177,8 +181,9 @@ class Authenticator:
         return self.authenticate(bearer_token(authorization))
 
     def issue_stream_token(
-        self, session_id: str, principal: Principal, lifetime: float
+        self, session_id: str, principal: Principal, lifetime: float, use: str = STREAM_USE
     ) -> StreamGrant:
+        """A short-lived token for one session's `use`: its stream, or its CDP endpoint."""
         expires_at = self._clock() + lifetime
         if principal.expires_at is not None:
             expires_at = min(expires_at, principal.expires_at)
@@ -190,25 +195,28 @@ class Authenticator:
             # The caller's own credential's expiry: the connection ends with it.
             "pexp": principal.expires_at,
             "jti": secrets.token_urlsafe(12),
+            "use": use,
         }
         payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
         signature = hmac.digest(self._stream_key, payload, hashlib.sha256)
         return StreamGrant(f"{_b64encode(payload)}.{_b64encode(signature)}", expires_at)
 
-    def verify_stream_token(self, token: str, session_id: str) -> Principal:
+    def verify_stream_token(self, token: str, session_id: str, use: str = STREAM_USE) -> Principal:
         """The user a stream token was issued to, if it is valid for `session_id` now."""
-        return self._stream_claims(token, session_id)[0]
+        return self._stream_claims(token, session_id, use)[0]
 
-    def redeem_stream_token(self, token: str, session_id: str) -> Principal:
+    def redeem_stream_token(self, token: str, session_id: str, use: str = STREAM_USE) -> Principal:
         """As verify_stream_token, and the token is spent: a second use is refused."""
-        principal, claims = self._stream_claims(token, session_id)
+        principal, claims = self._stream_claims(token, session_id, use)
         nonce = claims.get("jti")
         if not isinstance(nonce, str):
             raise Unauthenticated("stream token has no id: ask for a new stream URL")
         self.used_stream_tokens.redeem(nonce, float(claims["exp"]))
         return principal
 
-    def _stream_claims(self, token: str, session_id: str) -> tuple[Principal, dict[str, Any]]:
+    def _stream_claims(
+        self, token: str, session_id: str, use: str
+    ) -> tuple[Principal, dict[str, Any]]:
         encoded_payload, dot, encoded_signature = token.partition(".")
         if not dot:
             raise Unauthenticated("malformed stream token")
@@ -223,6 +231,10 @@ class Authenticator:
         claims: dict[str, Any] = json.loads(payload)
         if claims.get("sid") != session_id:
             raise Unauthenticated("stream token is for another session")
+        if claims.get("use", STREAM_USE) != use:
+            raise Unauthenticated(
+                f"the token is for a session's {claims.get('use')}, not its {use}"
+            )
         if float(claims["exp"]) < self._clock():
             raise Unauthenticated("stream token expired")
         principal_expiry = claims.get("pexp")

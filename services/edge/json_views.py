@@ -294,11 +294,20 @@ def parse_step(body: Any, where: str) -> automation_pb2.Step:
     return step
 
 
+# Who drives the session's browser: Baton's own agent, or a CDP client.
+AGENTS = frozenset({"builtin", "external"})
+
+
 def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRequest:
     """POST /api/browser-session (and session:create): the request, without the actor."""
     where = "body"
-    _reject_unknown(body, {"task", "url", "maxSteps", "steps", "viewport", "handOver"}, where)
-    task = _string(body, "task", where)
+    known = {"task", "url", "maxSteps", "steps", "viewport", "handOver", "agent"}
+    _reject_unknown(body, known, where)
+    agent = _string(body, "agent", where, required=False) or "builtin"
+    if agent not in AGENTS:
+        raise InvalidArgument(f"body.agent must be one of {', '.join(sorted(AGENTS))}")
+    # An external agent's task is its own: the text is optional.
+    task = _string(body, "task", where, required=agent != "external")
     has_steps = body.get("steps") is not None
     url = _string(body, "url", where, required=not has_steps)
     if url or not has_steps:
@@ -313,7 +322,12 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
             parse_step(step, f"body.steps[{index}]") for index, step in enumerate(raw_steps)
         )
         request.planner = automation_pb2.PLANNER_STEPS
-    if not task.strip() and not request.steps:
+    if agent == "external":
+        # The CDP client is the agent (services/edge/README.md, "CDP").
+        if request.steps:
+            raise InvalidArgument("body.steps are for the built-in agent, not agent external")
+        request.planner = automation_pb2.PLANNER_EXTERNAL
+    elif not task.strip() and not request.steps:
         raise InvalidArgument("body.task must not be empty unless steps are given")
     viewport = body.get("viewport")
     if viewport is not None:

@@ -86,6 +86,12 @@ class EdgeMetrics:
     capacity_refusals: RefusalWindow = field(default_factory=lambda: RefusalWindow(120.0))
     capacity_refusals_total: int = 0
     slot_headroom: int = 0
+    # External CDP clients (cdp_proxy.py): connections open, and what the control
+    # gate did with their commands while a person had control.
+    cdp_connections: int = 0
+    cdp_commands_held: int = 0
+    cdp_held_seconds: float = 0.0
+    cdp_commands_rejected: int = 0
 
     def refused_for_capacity(self, now: float) -> None:
         self.capacity_refusals.record(now)
@@ -194,6 +200,28 @@ class EdgeMetrics:
                 ("dropped", webhooks.dropped),
             ):
                 lines.append(f"baton_webhook_events_total{_labels([('outcome', outcome)])} {count}")
+        family(
+            "baton_cdp_connections", "gauge", "External CDP clients connected through this edge."
+        )
+        lines.append(f"baton_cdp_connections {self.cdp_connections}")
+        family(
+            "baton_cdp_commands_held_total",
+            "counter",
+            "CDP commands held because a person had control of the session.",
+        )
+        lines.append(f"baton_cdp_commands_held_total {self.cdp_commands_held}")
+        family(
+            "baton_cdp_held_seconds_total",
+            "counter",
+            "Seconds CDP commands were held, summed over the released ones.",
+        )
+        lines.append(f"baton_cdp_held_seconds_total {_number(self.cdp_held_seconds)}")
+        family(
+            "baton_cdp_commands_rejected_total",
+            "counter",
+            "CDP commands refused at once because a person had control (onUserControl=reject).",
+        )
+        lines.append(f"baton_cdp_commands_rejected_total {self.cdp_commands_rejected}")
         family("baton_http_requests_total", "counter", "REST requests by route and status.")
         for (route, status), count in sorted(self.http_requests.items()):
             labels = _labels([("route", route), ("status", str(status))])

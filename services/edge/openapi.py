@@ -159,6 +159,9 @@ _SCHEMAS: dict[str, Any] = {
     "CreateSession": {
         "type": "object",
         "required": ["task"],
+        # An external agent is the CDP client: explicit steps are the built-in one's.
+        "if": {"required": ["agent"], "properties": {"agent": {"const": "external"}}},
+        "then": {"properties": {"steps": {"type": "null"}}},
         "description": "Either a url and a task text to plan from, or explicit steps "
         "(then task and url may be empty). With both steps and maxSteps, there may be at "
         f"most maxSteps steps (400 otherwise). task is at most {MAX_TASK_BYTES} UTF-8 bytes, "
@@ -176,6 +179,15 @@ _SCHEMAS: dict[str, Any] = {
                 }
             ),
             "steps": _nullable({"type": "array", "items": _ref("Step"), "maxItems": MAX_STEPS}),
+            "agent": _nullable(
+                {
+                    "type": "string",
+                    "enum": ["builtin", "external"],
+                    "description": "Who drives the browser: Baton's own agent (default), or "
+                    "a CDP client (external: the session opens the URL and waits in "
+                    "AI_CONTROL; GET .../cdp gives the client its URL).",
+                }
+            ),
             "handOver": _nullable(
                 {
                     "type": "object",
@@ -333,6 +345,18 @@ _SCHEMAS: dict[str, Any] = {
             "expiresAt": {"type": "string", "format": "date-time"},
         },
     },
+    "Cdp": {
+        "type": "object",
+        "required": ["url", "expiresAt"],
+        "properties": {
+            "url": {
+                "type": "string",
+                "description": "CDP WebSocket URL with a short-lived, single-use token "
+                "scoped to this session and caller.",
+            },
+            "expiresAt": {"type": "string", "format": "date-time"},
+        },
+    },
 }
 
 
@@ -450,6 +474,20 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("Stream"), "Where to connect"),
                         **_errors(400, 401, 404, 409, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/cdp": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "summary": "A CDP WebSocket URL for an agent (Playwright, Puppeteer)",
+                    "description": "Commands that change the page are held while a person "
+                    "has control; add ?onUserControl=reject to the URL to have them refused "
+                    "instead (services/edge/README.md, CDP).",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("Cdp"), "Where to connect"),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
             },

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2
-from services.edge.auth import Authenticator, Principal
+from services.edge.auth import CDP_USE, Authenticator, Principal
 from services.edge.json_views import (
     ACTION_NAMES,
     JsonObject,
@@ -31,6 +31,7 @@ from services.runtime.slot_demand import NO_FREE_SLOT
 log = logging.getLogger(__name__)
 
 STREAM_PATH = "/api/browser-session/{id}/stream/ws"
+CDP_PATH = "/api/browser-session/{id}/cdp/ws"
 
 SessionObserver = Callable[[session_pb2.Session], Awaitable[None]]
 
@@ -42,12 +43,16 @@ class StreamAnswer:
     expires_at: float
 
     def json(self) -> JsonObject:
-        moment = datetime.fromtimestamp(self.expires_at, tz=UTC)
         return {
             "url": self.url,
             "viewOnly": self.view_only,
-            "expiresAt": moment.isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "expiresAt": iso_moment(self.expires_at),
         }
+
+
+def iso_moment(epoch_s: float) -> str:
+    moment = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def websocket_base(http_base_url: str) -> str:
@@ -136,6 +141,19 @@ class SessionActions:
         path = STREAM_PATH.format(id=session_id)
         url = f"{websocket_base(base_url)}{path}?token={grant.token}"
         return StreamAnswer(url=url, view_only=access.view_only, expires_at=grant.expires_at)
+
+    async def cdp(self, principal: Principal, session_id: str, base_url: str) -> JsonObject:
+        """Where the caller's CDP client connects to the session's browser."""
+        # Its owner or an operator; NotFound for anyone else.
+        await self._sessions.get(principal, session_id)
+        grant = self._auth.issue_stream_token(
+            session_id, principal, self._stream_token_lifetime_s, use=CDP_USE
+        )
+        path = CDP_PATH.format(id=session_id)
+        return {
+            "url": f"{websocket_base(base_url)}{path}?token={grant.token}",
+            "expiresAt": iso_moment(grant.expires_at),
+        }
 
     def _observe_steps(self, session_id: str) -> None:
         """Feed step durations of a session created here into the metrics."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.edge.metrics import WebhookCounts
@@ -169,6 +170,28 @@ class SessionClient:
             delivered=answer.delivered,
             dropped=answer.dropped,
         )
+
+    async def cdp(
+        self, principal: Principal, session_id: str, reject: bool, commands: AsyncIterator[str]
+    ) -> AsyncIterator[automation_pb2.CdpResponse]:
+        """An external CDP client on the session's browser (SessionService.Cdp)."""
+
+        async def requests() -> AsyncIterator[session_pb2.CdpRequest]:
+            opening = session_pb2.CdpOpen(
+                session_id=session_id, actor=actor_of(principal), reject_on_user_control=reject
+            )
+            yield session_pb2.CdpRequest(open=opening)
+            async for command in commands:
+                yield session_pb2.CdpRequest(message=command)
+
+        call = self._stub.Cdp(requests())
+        try:
+            async for reply in call:
+                yield reply.response
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+        finally:
+            call.cancel()
 
     async def watch(self, session_id: str) -> AsyncIterator[session_pb2.WatchSessionResponse]:
         """The session's events, first its current state, until it ends."""

@@ -14,6 +14,7 @@ records (records.py: compare-and-swap on the store) and the WorkerDirectory
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,9 @@ from services.session.workers import UNKNOWN_CAPACITY, WorkerDirectory, placed_h
 __all__ = ["SessionOrchestrator", "SessionSpec", "StreamAccess", "utc_now"]
 
 Clock = Callable[[], datetime]
+
+# How often an external CDP client's commands count as the session's activity.
+CDP_ACTIVITY_INTERVAL_S = 5.0
 
 
 def utc_now() -> datetime:
@@ -190,7 +194,20 @@ class SessionOrchestrator:
         if host is None:
             raise FailedPrecondition(f"session {session_id} lost its worker host")
         await self._presence.touch(session)
-        async for response in host.automation.cdp(session_id, reject, commands):
+
+        async def active(commands: AsyncIterator[str]) -> AsyncIterator[str]:
+            # The agent's commands keep the session from idling out (a read and
+            # maybe a write every CDP_ACTIVITY_INTERVAL_S, not per command).
+            noted = time.monotonic()
+            async for command in commands:
+                if time.monotonic() - noted >= CDP_ACTIVITY_INTERVAL_S:
+                    noted = time.monotonic()
+                    stored = await self._records.get(session_id)
+                    if stored is not None:
+                        await self._presence.touch(stored.session)
+                yield command
+
+        async for response in host.automation.cdp(session_id, reject, active(commands)):
             yield response
 
     async def watch(

@@ -97,6 +97,11 @@ class _PlannerEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Planner.Value
     PLANNER_STEPS: _Planner.ValueType  # 1
     PLANNER_LLM: _Planner.ValueType  # 2
     PLANNER_NONE: _Planner.ValueType  # 3
+    PLANNER_EXTERNAL: _Planner.ValueType  # 4
+    """PLANNER_EXTERNAL: an external agent drives the browser over CDP
+    (services/automation/README.md, "CDP"); the task opens the URL and stays
+    RUNNING, never acting or handing over, until the session ends.
+    """
 
 class Planner(_Planner, metaclass=_PlannerEnumTypeWrapper): ...
 
@@ -107,6 +112,11 @@ planner when configured, else none.
 PLANNER_STEPS: Planner.ValueType  # 1
 PLANNER_LLM: Planner.ValueType  # 2
 PLANNER_NONE: Planner.ValueType  # 3
+PLANNER_EXTERNAL: Planner.ValueType  # 4
+"""PLANNER_EXTERNAL: an external agent drives the browser over CDP
+(services/automation/README.md, "CDP"); the task opens the URL and stays
+RUNNING, never acting or handing over, until the session ends.
+"""
 Global___Planner: _TypeAlias = Planner  # noqa: Y015
 
 @_typing.final
