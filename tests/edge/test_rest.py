@@ -1,4 +1,4 @@
-"""REST contract of DESIGN.md, against the real session service (twin workers)."""
+"""The REST contract (docs/openapi.json), against the real session service (twin workers)."""
 
 from __future__ import annotations
 
