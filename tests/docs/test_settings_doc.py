@@ -49,7 +49,7 @@ def names_read_at_start() -> set[str]:
                 "BATON_WEBHOOK_SECRET": "s" * 20,
             }
         )
-        settings.from_env(Env(environ))  # type: ignore[attr-defined]
+        settings.from_env(Env(environ))
         read |= environ.read
     return {name for name in read if name.startswith("BATON_")}
 
