@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_binary
 from tests.deploy.stack_process import LauncherStack
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,10 +24,6 @@ DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console", "zsh"}
 FENCE = re.compile(r"^```([^\n`]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
-# This helper's share of the machine (other stacks use other numbers).
-DISPLAYS = "2300-2309"
-VNC_PORTS = "22300-22309"
-INTERNAL_TOKEN = "internal-token-for-the-readme-commands-0123456789"
 
 # First line of each block that is not run -> why not.
 NOT_RUN = {
@@ -96,25 +90,6 @@ def test_every_shell_block_is_marked_run_or_not_run_with_a_reason() -> None:
             )
     firsts = {b.first_line for b in blocks}
     assert set(NOT_RUN) <= firsts and set(EXPECTED_OUTPUT) <= firsts, "stale entries"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LauncherStack]:
-    require_binary("Xvnc", "tigervnc-standalone-server")
-    require_binary("chromium", "chromium")
-    running = LauncherStack(
-        tmp_path_factory.mktemp("readme"),
-        DISPLAYS,
-        VNC_PORTS,
-        BATON_MAX_SLOTS="2",
-        BATON_WARM_SLOTS="0",
-        BATON_INTERNAL_TOKEN=INTERNAL_TOKEN,
-    )
-    try:
-        running.wait_for_line("all services ready", 90)
-        yield running
-    finally:
-        assert running.stop() == 0
 
 
 @pytest.mark.timeout(150)
