@@ -31,7 +31,8 @@ NOT_RUN = {
         "make run, test, bench and cluster are the stack and the suite themselves: this "
         "test runs inside make test, against make run's launcher (deploy.local_stack)"
     ),
-    "export BATON_INTERNAL_TOKEN=$(python3 -c 'import secrets; print(secrets.token_urlsafe(32))')": (
+    "export BATON_INTERNAL_TOKEN=$(python3 -c "
+    "'import secrets; print(secrets.token_urlsafe(32))')": (
         "starts make run in the foreground; the test's stack is started the same way with "
         "a BATON_INTERNAL_TOKEN of its own"
     ),
