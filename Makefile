@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # under /root (pyenv's) is out of that user's reach.
 BASE_PYTHON := $(firstword $(wildcard /usr/bin/python3) python3)
 
-.PHONY: run cluster test test-churn image-test lock fresh-check setup system-packages proto proto-check lint format pytest bench clean
+.PHONY: run cluster test test-churn image-test lock fresh-check setup system-packages proto proto-check docs lint format pytest bench clean
 
 run: setup
 	$(PY) -m deploy.local_stack
@@ -71,6 +71,11 @@ proto-check:
 	$(PY) protos/generate.py "$$tmp/generated" >/dev/null 2>&1 && \
 	diff -r -x __pycache__ generated "$$tmp/generated" >/dev/null || \
 	{ echo "generated/ is out of date with protos/: run 'make proto' and commit"; exit 1; }
+
+# docs/openapi.json, the repository's copy of the edge's /openapi.json
+# (tests/docs/test_rest_contract.py keeps the two equal).
+docs:
+	$(PY) -m services.edge.openapi docs/openapi.json
 
 lint: proto-check
 	$(BIN)/ruff check .

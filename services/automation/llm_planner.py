@@ -1,7 +1,7 @@
 """The LLM planner: an OpenAI-compatible chat-completions model with tool calls.
 
 The model sees the task, then after every step the page's URL, title and ARIA
-snapshot; it answers with one tool call per action (the actions of DESIGN.md)
+snapshot; it answers with one tool call per action (the step actions of docs/steps.md)
 and `finish` when the task is done. Works with any server speaking the
 protocol: OpenAI, vLLM, Ollama (`/v1`), llama.cpp's server.
 """

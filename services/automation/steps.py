@@ -1,4 +1,4 @@
-"""The step vocabulary of a task (DESIGN.md's actions) and the events a task emits.
+"""The step vocabulary of a task (docs/steps.md) and the events a task emits.
 
 Pure data: the proto conversion lives in the servicer, the browser work in the
 Playwright adapter. Descriptions never contain a secret: a fill value is shown

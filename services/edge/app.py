@@ -10,7 +10,7 @@ import hmac
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,14 +84,26 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return bytes(body)
 
 
+def allowed_methods(methods: Iterable[str]) -> list[str]:
+    """What a route's `Allow` header names: its methods, HEAD with GET, and OPTIONS."""
+    allowed = {*methods, "OPTIONS"}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return sorted(allowed)
+
+
 def _route(path: str, **by_method: Callable[[Request], Awaitable[Response]]) -> Route:
-    """One route per path, so a 405's Allow header names every method it has."""
+    """One route per path, so a 405's Allow header, and the answer to OPTIONS (RFC 9110
+    9.3.7; no credentials needed, as for a CORS preflight), name every method it has."""
+    allow = allowed_methods(by_method)
 
     async def dispatch(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": ", ".join(allow)})
         method = "GET" if request.method == "HEAD" else request.method
         return await by_method[method](request)
 
-    return Route(path, dispatch, methods=list(by_method))
+    return Route(path, dispatch, methods=allow)
 
 
 class RestApi:

@@ -1,4 +1,4 @@
-"""The REST/Socket.IO JSON of DESIGN.md <-> session service protos.
+"""The REST/Socket.IO JSON (docs/openapi.json, docs/asyncapi.yaml) <-> session protos.
 
 Pure conversion and validation: sessions and step events to camelCase JSON,
 request bodies to protos. Invalid input raises InvalidArgument (400) or
@@ -91,9 +91,9 @@ def step_event_json(event: automation_pb2.StepEvent) -> JsonObject:
 
 
 def session_json(session: session_pb2.Session, with_steps: bool = False) -> JsonObject:
-    """A session as DESIGN.md shows it: its summary (`stepCount`, no steps), and
-    its steps too when `with_steps` (a full view from GetSession or a watch's
-    first event: services/edge/README.md, "Sessions: full and summary")."""
+    """A session as the API shows it: its summary (`stepCount`, no steps), and its
+    steps too when `with_steps` (a full view from GetSession or a watch's first
+    event: docs/openapi.json's SessionSummary and Session)."""
     task = session.task
     body: JsonObject = {
         "id": session.id,

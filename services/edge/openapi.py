@@ -1,11 +1,16 @@
 """The OpenAPI 3.1 document of the edge's REST API (served at /openapi.json).
 
-Written out rather than generated so it states the contract of DESIGN.md; a
-test checks that every route of the app appears here and nothing else does.
+Written out rather than generated so it states the contract; a test checks that
+every route of the app appears here and nothing else does, and that
+docs/openapi.json, the copy in the repository, is this document: `make docs`
+rewrites it (`python -m services.edge.openapi docs/openapi.json`).
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from services.edge.json_views import CONTROL_ACTIONS
@@ -383,6 +388,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/api/browser-session": {
                 "post": {
+                    "operationId": "createSession",
                     "summary": "Start a session running a task",
                     "security": secured,
                     "requestBody": {
@@ -395,6 +401,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "get": {
+                    "operationId": "listSessions",
                     "summary": "The caller's sessions, oldest first, a page at a time",
                     "security": secured,
                     "parameters": [
@@ -435,6 +442,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/browser-session/{id}": {
                 "parameters": [_SESSION_ID],
                 "get": {
+                    "operationId": "getSession",
                     "summary": "One session",
                     "security": secured,
                     "responses": {
@@ -443,6 +451,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "delete": {
+                    "operationId": "endSession",
                     "summary": "End the session; its slot, browser and processes go away",
                     "security": secured,
                     "responses": {
@@ -454,6 +463,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/browser-session/{id}/control": {
                 "parameters": [_SESSION_ID],
                 "put": {
+                    "operationId": "changeControl",
                     "summary": "Take or return control, pause, resume or end",
                     "security": secured,
                     "requestBody": {
@@ -469,6 +479,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/browser-session/{id}/stream": {
                 "parameters": [_SESSION_ID],
                 "get": {
+                    "operationId": "getStreamUrl",
                     "summary": "A WebSocket URL for a VNC viewer such as noVNC",
                     "security": secured,
                     "responses": {
@@ -493,6 +504,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/healthz": {
                 "get": {
+                    "operationId": "getHealth",
                     "summary": "200 once the session service answers",
                     "security": [],
                     "responses": {
@@ -503,6 +515,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/openapi.json": {
                 "get": {
+                    "operationId": "getOpenApiDocument",
                     "summary": "This document",
                     "security": [],
                     "responses": {"200": {"description": "OpenAPI 3.1 document"}},
@@ -510,6 +523,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
+                    "operationId": "getMetrics",
                     "summary": "Prometheus metrics",
                     "description": "The operator token or BATON_METRICS_TOKEN.",
                     "security": secured,
@@ -524,3 +538,12 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+
+
+def document_text() -> str:
+    """The document as docs/openapi.json holds it."""
+    return json.dumps(openapi_document(), indent=2) + "\n"
+
+
+if __name__ == "__main__":
+    Path(sys.argv[1]).write_text(document_text())

@@ -74,8 +74,8 @@ def event_message(event: Event) -> tuple[str, JsonObject] | None:
             "action": ACTION_NAMES.get(event.control_changed.action),
         }
     if kind == "task_changed":
-        # Not in DESIGN.md's list: the task's own status (completed, waiting
-        # for the user) changed; sent so pages need not poll for it.
+        # The task's own status (completed, waiting for the user) changed; sent
+        # so pages need not poll for it (docs/asyncapi.yaml).
         return "session:task_changed", {"session": session_json(event.task_changed.session)}
     if kind == "error":
         return "session:error", {

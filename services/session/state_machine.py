@@ -1,4 +1,4 @@
-"""The control state machine of DESIGN.md, as pure functions.
+"""The control state machine (docs/state-machine.md), as pure functions.
 
 Who may act on a session, and what each action does to its control state. No
 I/O: the orchestrator pauses or resumes automation around these decisions and the

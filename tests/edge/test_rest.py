@@ -1,4 +1,4 @@
-"""REST contract of DESIGN.md, against the real session service (twin workers)."""
+"""The REST contract (docs/openapi.json), against the real session service (twin workers)."""
 
 from __future__ import annotations
 
@@ -405,11 +405,12 @@ async def test_unknown_paths_and_methods_answer_json_errors(stack: Stack) -> Non
     assert_error(status, body, 404, "not_found")
     status, body = await call(stack, "PATCH", "/api/browser-session")
     assert_error(status, body, 405, "method_not_allowed")
-    # Allow names every method of the path, not those of one route.
+    # Allow names every method of the path, not those of one route (OPTIONS
+    # answers every path: tests/docs/test_rest_contract.py).
     for path, methods in (
-        ("/api/browser-session", {"GET", "HEAD", "POST"}),
-        ("/api/browser-session/abc", {"GET", "HEAD", "DELETE"}),
-        ("/api/browser-session/abc/stream", {"GET", "HEAD"}),
+        ("/api/browser-session", {"GET", "HEAD", "OPTIONS", "POST"}),
+        ("/api/browser-session/abc", {"GET", "HEAD", "OPTIONS", "DELETE"}),
+        ("/api/browser-session/abc/stream", {"GET", "HEAD", "OPTIONS"}),
     ):
         async with stack.http.request("PATCH", f"{stack.url}{path}") as response:
             assert response.status == 405
@@ -448,7 +449,8 @@ async def test_openapi_lists_exactly_the_rest_endpoints(stack: Stack) -> None:
     }
     served = set()
     for route in stack.edge.app.rest_routes:
-        for method in (route.methods or set()) - {"HEAD"}:
+        # HEAD and OPTIONS are HTTP's own, answered for every route.
+        for method in (route.methods or set()) - {"HEAD", "OPTIONS"}:
             served.add((method, route.path.replace("{session_id}", "{id}")))
     assert documented == served
     create = document["paths"]["/api/browser-session"]["post"]

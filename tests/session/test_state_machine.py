@@ -1,4 +1,4 @@
-"""Every state-by-action pair of the control state machine (DESIGN.md)."""
+"""Every state-by-action pair of the control state machine (docs/state-machine.md)."""
 
 from __future__ import annotations
 
