@@ -491,6 +491,7 @@ def openapi_document() -> dict[str, Any]:
             "/api/browser-session/{id}/cdp": {
                 "parameters": [_SESSION_ID],
                 "get": {
+                    "operationId": "getCdpUrl",
                     "summary": "A CDP WebSocket URL for an agent (Playwright, Puppeteer)",
                     "description": "Commands that change the page are held while a person "
                     "has control; add ?onUserControl=reject to the URL to have them refused "

@@ -18,6 +18,7 @@ from services.session.model import (
     ControlState,
     Session,
     Task,
+    TaskStatus,
     Viewport,
 )
 
@@ -28,7 +29,10 @@ ALICE, BOB, OPERATOR = Actor("alice"), Actor("bob"), Actor("ops", operator=True)
 
 def table() -> dict[tuple[str, str], str]:
     """(state, action) -> cell text, a row naming several states giving each."""
-    lines = [line for line in DOC.read_text().splitlines() if line.startswith("| ")]
+    # The first table: the actions (the second lists the changes nobody asks for).
+    text = DOC.read_text()
+    first = text[text.index("| from \\ action") :].split("\n\n", 1)[0]
+    lines = [line for line in first.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
     cells = {}
     for line in lines[1:]:
@@ -39,7 +43,7 @@ def table() -> dict[tuple[str, str], str]:
     return cells
 
 
-def session_in(state: ControlState) -> Session:
+def session_in(state: ControlState, agent_done: bool = False) -> Session:
     session = Session(
         id="s-1",
         owner_user_id="alice",
@@ -50,14 +54,16 @@ def session_in(state: ControlState) -> Session:
         last_activity_at=NOW,
         state=state,
     )
+    if agent_done:
+        session = replace(session, task=replace(session.task, status=TaskStatus.COMPLETED))
     if state is ControlState.USER_CONTROL:
         return replace(session, controller=Controller.USER, controller_user_id="alice")
     return session
 
 
-def outcome(state: ControlState, action: Action, actor: Actor) -> str:
+def outcome(state: ControlState, action: Action, actor: Actor, agent_done: bool = False) -> str:
     """A state name, "refused", "no-op" or "denied" (the actor may not)."""
-    session = session_in(state)
+    session = session_in(state, agent_done)
     try:
         after = state_machine.apply(session, action, actor, NOW)
     except FailedPrecondition:
@@ -77,6 +83,13 @@ def test_the_table_covers_every_state_and_action() -> None:
 @pytest.mark.parametrize("action", list(Action), ids=lambda a: a.value)
 def test_each_cell_is_what_the_state_machine_does(state: ControlState, action: Action) -> None:
     cell = table()[(state.value, action.value)]
+    # "X (FINISHED if the agent is done)" and "X, or FINISHED if the agent is done":
+    # X while the task is active, FINISHED once it has ended.
+    for when_done in (" (FINISHED if the agent is done)", ", or FINISHED if the agent is done"):
+        if when_done in cell:
+            cell = cell.replace(when_done, "")
+            done = cell.replace(cell.split(" ", 1)[0], ControlState.FINISHED.value, 1)
+            assert outcome(state, action, ALICE, agent_done=True) == done.split(" ", 1)[0]
     if cell == "same user: no-op, else refused":
         assert outcome(state, action, ALICE) == "no-op"
         assert outcome(state, action, BOB) == "refused"
