@@ -31,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from services.automation.profile_reaper import HUB_PREFIX, OWNER_FILE, owner_stamp
+
 log = logging.getLogger(__name__)
 
 PIPE_PROGRAM = Path(__file__).with_name("browser-pipe.py")
@@ -312,7 +314,9 @@ class CdpHub:
     """The unix socket browser-pipe.py reaches us on; one BrowserPipe per launch."""
 
     def __init__(self) -> None:
-        self._dir = Path(tempfile.mkdtemp(prefix="baton-cdp-"))
+        # Ours: removed at our stop, or by our successor after a crash (profile_reaper.py).
+        self._dir = Path(tempfile.mkdtemp(prefix=HUB_PREFIX))
+        (self._dir / OWNER_FILE).write_text(owner_stamp())
         self.path = self._dir / "hub.sock"
         self._listener: socket.socket | None = None
         self._waiting: dict[str, asyncio.Future[BrowserPipe]] = {}

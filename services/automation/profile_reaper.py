@@ -33,6 +33,8 @@ OWNER_FILE = "baton-owner"
 # path is limited to 108 bytes, which a TMPDIR inside a deep profile root
 # exceeds, and Chromium then fails to start), named in its profile.
 TEMP_PREFIX = "baton-tmp-"
+# The CDP hub's socket directory (cdp_hub.py), one per automation service.
+HUB_PREFIX = "baton-cdp-"
 TEMP_LINK = "baton-tmp"
 # Chromium's temp dirs (its ProcessSingleton socket lives in one).
 TEMP_GLOBS = ("org.chromium.Chromium.*",)
@@ -178,7 +180,8 @@ def reap_orphans(profile_root: Path | None) -> list[Path]:
         log.warning("removed the profile %s left by a crash (killed %s)", profile, killed)
         removed.append(profile)
     temp = Path(tempfile.gettempdir())
-    for temp_dir in sorted(temp.glob(f"{TEMP_PREFIX}*")):
+    owned = [*temp.glob(f"{TEMP_PREFIX}*"), *temp.glob(f"{HUB_PREFIX}*")]
+    for temp_dir in sorted(owned):
         if temp_dir.is_dir() and not _owner_alive(temp_dir):
             shutil.rmtree(temp_dir, ignore_errors=True)
             removed.append(temp_dir)

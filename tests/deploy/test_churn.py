@@ -72,8 +72,11 @@ def check_only_warm_slots_left(now: Footprint, then: Footprint) -> None:
     # The services, their driver and websockify, the warm slots' X servers.
     assert now.programs == then.programs, (now.summary(), then.summary())
     assert now.listening == then.listening, (now.summary(), then.summary())
-    # Each warm browser's own TMPDIR and Playwright's artifacts dir, nothing else.
-    assert now.temp_dirs == Counter({"baton-tmp": WARM_SLOTS, "playwright-artifacts": WARM_SLOTS})
+    # Each warm browser's own TMPDIR and Playwright's artifacts dir, and the
+    # automation service's CDP hub (services/automation/cdp_hub.py), nothing else.
+    assert now.temp_dirs == Counter(
+        {"baton-tmp": WARM_SLOTS, "playwright-artifacts": WARM_SLOTS, "baton-cdp": 1}
+    )
 
 
 def churn(stack: LauncherStack, cycles: int) -> None:

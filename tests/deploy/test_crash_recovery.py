@@ -175,11 +175,14 @@ async def test_a_killed_automation_is_restarted_and_its_browsers_and_profiles_re
     await eventually(
         lambda: any(next(d.glob("org.chromium.Chromium.*"), None) for d in temp_dirs), 15
     )
+    [hub] = stack.tmp.glob("baton-cdp-*")
     tree, sockets = kill_and_wait(stack, "automation")
     chromium = browsers_of(profiles)
     assert_gone(tree | chromium, sockets)
     assert [p for p in profiles if p.exists()] == []
     assert [d for d in temp_dirs if d.exists()] == []
+    # The CDP hub's socket dir went with its service; its successor made its own.
+    assert not hub.exists() and len(list(stack.tmp.glob("baton-cdp-*"))) == 1
     assert chromium_temp_dirs(stack) == []
     failed = wait_for_session(stack, session["id"], "FAILED")
     assert failed["endedReason"] in ("the browser crashed", "the automation service crashed")
