@@ -96,8 +96,11 @@ SUBSCRIPTION_DOMAINS = frozenset(
 ALWAYS_REFUSED = frozenset({"Browser.close", "Browser.crash", "Browser.crashGpuProcess"})
 
 
-def is_read_only(method: str) -> bool:
+def is_read_only(method: str, params: Message | None = None) -> bool:
     domain, _, name = method.partition(".")
+    if method == "Page.captureScreenshot" and (params or {}).get("captureBeyondViewport"):
+        # Chromium resizes the page for it: the person would see the layout move.
+        return False
     return method in READ_ONLY or (name in ("enable", "disable") and domain in SUBSCRIPTION_DOMAINS)
 
 
@@ -139,7 +142,7 @@ class GatedCdp:
         method = str(command.get("method", ""))
         if method in ALWAYS_REFUSED:
             self._refuse(refusal(command, BROWSER_IS_THE_SESSIONS))
-        elif is_read_only(method):
+        elif is_read_only(method, command.get("params")):
             self._client.send(command)
         elif self._reject and self._gate.paused:
             self._report("rejected", 0.0)

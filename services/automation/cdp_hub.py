@@ -54,15 +54,19 @@ class _Frames(asyncio.Protocol):
     def __init__(self, on_message: Callable[[bytes], None], on_end: Callable[[], None]) -> None:
         self._on_message = on_message
         self._on_end = on_end
-        self._buffer = b""
+        # The message being read, in pieces (a screenshot is megabytes: no re-copying).
+        self._parts: list[bytes] = []
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
         if b"\0" not in data:
+            self._parts.append(data)
             return
-        *messages, self._buffer = self._buffer.split(b"\0")
-        for message in messages:
+        pieces = data.split(b"\0")
+        self._parts.append(pieces[0])
+        self._on_message(b"".join(self._parts))
+        for message in pieces[1:-1]:
             self._on_message(message)
+        self._parts = [pieces[-1]] if pieces[-1] else []
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._on_end()
@@ -357,7 +361,7 @@ class CdpHub:
             # browser-pipe.py sends its token and fds in one message, then waits.
             connection.settimeout(5)
             data, received, _flags, _address = await asyncio.to_thread(
-                socket.recv_fds, connection, 64, 2
+                socket.recv_fds, connection, 64, 2, socket.MSG_CMSG_CLOEXEC
             )
             future = self._waiting.pop(data.decode(errors="replace"), None)
             if future is None or future.done() or len(received) != 2:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -71,7 +72,17 @@ class CdpProxy:
             replies = self._sessions.cdp(
                 principal, session_id, ON_USER_CONTROL[mode], self._commands(websocket)
             )
-            await self._relay(websocket, replies)
+            relay = asyncio.ensure_future(self._relay(websocket, replies))
+            # The connection lasts no longer than the credential it was asked with.
+            expiry = principal.expires_at
+            timeout = None if expiry is None else max(0.0, expiry - time.time())
+            done, _ = await asyncio.wait({relay}, timeout=timeout)
+            if not done:
+                relay.cancel()
+                await asyncio.gather(relay, return_exceptions=True)
+                await _close(websocket, CLOSE_POLICY_VIOLATION, "token expired")
+                return
+            relay.result()
         except BatonError as exc:
             log.info("session %s: CDP client closed: %s", session_id, exc.message)
             await _close(websocket, CLOSE_SESSION_UNAVAILABLE, exc.message)
@@ -82,9 +93,16 @@ class CdpProxy:
         await _close(websocket, CLOSE_NORMAL, "the session's browser is gone")
 
     async def _commands(self, websocket: WebSocket) -> AsyncIterator[str]:
-        with contextlib.suppress(WebSocketDisconnect):
-            while True:
-                yield await websocket.receive_text()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            # CDP is text; a binary frame is taken as UTF-8 (automation answers
+            # what does not parse with a CDP error).
+            text = message.get("text")
+            yield (
+                text if text is not None else (message.get("bytes") or b"").decode(errors="replace")
+            )
 
     async def _relay(
         self, websocket: WebSocket, replies: AsyncIterator[automation_pb2.CdpResponse]

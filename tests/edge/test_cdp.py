@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import async_playwright
 from websockets.asyncio.client import connect
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.automation.cdp_gate import PERSON_HAS_CONTROL
 from services.display.settings import NumberRange
@@ -164,3 +164,18 @@ async def test_a_token_opens_only_its_own_session_and_only_for_its_owner(
             pass
     for session_id in (first, second):
         await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+
+
+async def test_the_connection_ends_with_the_credential_it_was_asked_with(
+    stack: FullStack,
+) -> None:
+    short = user_token("alice", lifetime_s=4)
+    session_id = (await external_session(stack))["id"]
+    async with connect(await cdp_url(stack, short, session_id)) as agent:
+        await agent.send(json.dumps({"id": 1, "method": "Browser.getVersion", "params": {}}))
+        assert json.loads(await asyncio.wait_for(agent.recv(), 10))["id"] == 1
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(agent.recv(), 15)
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
+    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
