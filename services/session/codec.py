@@ -81,6 +81,7 @@ def encode(session: Session) -> bytes:
         "controller": session.controller.value if session.controller else None,
         "controllerUserId": session.controller_user_id,
         "version": session.version,
+        "controlVersion": session.control_version,
         "stepCount": session.step_count,
         "endedReason": session.ended_reason,
         "placement": placement.__dict__ if placement else None,
@@ -124,6 +125,8 @@ def decode(raw: bytes) -> Session:
         controller=Controller(data["controller"]) if data["controller"] else None,
         controller_user_id=data["controllerUserId"],
         version=data["version"],
+        # Absent from records stored before it: any version up to the current passes.
+        control_version=data.get("controlVersion", 0),
         # Records from before the step log held their steps ("steps").
         step_count=data.get("stepCount", len(data.get("steps", ()))),
         ended_reason=data["endedReason"],

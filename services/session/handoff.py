@@ -82,16 +82,16 @@ class Handoff:
             if pausing:
                 # Control changes hands only once the agent has stopped acting.
                 await self._pause_agent(host, session)
+            # The step the pause interrupts reports meanwhile and moves the version
+            # on; only a change of control since makes `expected_version` stale
+            # (state_machine.check_version).
             changed = await self._records.update(
-                session_id,
-                lambda s: state_machine.apply(
-                    s, action, actor, now, _still_expected(session, s, expected_version)
-                ),
+                session_id, lambda s: state_machine.apply(s, action, actor, now, expected_version)
             )
         except BaseException:
             if pausing:
-                # The change did not happen (a step bumped the version meanwhile,
-                # ...): an agent still in control must not stay paused.
+                # The change did not happen (control changed meanwhile, ...): an
+                # agent still in control must not stay paused.
                 await self._undo_pause(host, session_id)
             raise
         if action in (Action.RETURN_CONTROL, Action.RESUME):
@@ -169,14 +169,3 @@ class Handoff:
             await self._records.record_error(
                 session.id, f"the agent could not resume: {exc.message}"
             )
-
-
-def _still_expected(checked: Session, now: Session, expected_version: int | None) -> int | None:
-    """The version the change must still find. `expected_version` was checked
-    before the pause; the step the pause interrupts reports meanwhile and moves the
-    version on, which must not refuse the change (a person taking control mid-step
-    would be refused half the time). Only a change of control since then makes the
-    caller's view stale (services/session/README.md, "Handing control over")."""
-    if expected_version is None or not state_machine.same_control(checked, now):
-        return expected_version
-    return None

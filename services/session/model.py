@@ -140,6 +140,10 @@ class Session:
     controller_user_id: str = ""
     # Bumped by every change a client can see (not by bookkeeping).
     version: int = 1
+    # The version at which control (state, controller) last changed: what a
+    # client's expected_version is checked against (state_machine.check_version),
+    # so the agent's step reports never make a person's take_control stale.
+    control_version: int = 0
     # How many step events the session has had. The events themselves are an
     # append-only log beside the record (store.py), step n at seq n: a record
     # stays small however long the task runs.

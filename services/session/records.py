@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.runtime.errors import Conflict, NotFound
+from services.session import state_machine
 from services.session.model import Actor, EventKind, FullSession, LastEvent, Session
 from services.session.store import SessionStore, StepEvent, Stored
 
@@ -86,6 +87,7 @@ class SessionRecords:
             changed = change(stored.session)
             if changed is stored.session:
                 return changed
+            changed = state_machine.with_control_version(stored.session, changed)
             step = new_step(stored.session, changed)
             if await self.store.swap(changed, stored.revision, step) is not None:
                 if self._on_change is not None:

@@ -58,11 +58,28 @@ _CONTROLLER_IN: dict[ControlState, Controller | None] = {
 
 
 def check_version(session: Session, expected_version: int | None) -> None:
-    if expected_version is not None and expected_version != session.version:
+    """A client's `expected_version` is stale only if control changed after it:
+    the agent's progress (step reports, task status) moves the version on without
+    making what the person saw of control wrong (README, "The control state machine")."""
+    if expected_version is None:
+        return
+    if expected_version > session.version:
         raise Conflict(
             f"session {session.id} is at version {session.version}, "
             f"not the expected {expected_version}"
         )
+    if expected_version < session.control_version:
+        raise Conflict(
+            f"session {session.id}: control changed at version {session.control_version}, "
+            f"after the expected {expected_version}"
+        )
+
+
+def with_control_version(before: Session, after: Session) -> Session:
+    """`after`, noting its version as the last change of control when it is one."""
+    if after.version == before.version or same_control(before, after):
+        return after
+    return replace(after, control_version=after.version)
 
 
 def same_control(before: Session, now: Session) -> bool:

@@ -960,7 +960,7 @@ async def test_a_control_change_during_the_pause_still_makes_the_version_stale(
 
     automation.meanwhile = operator_pauses
     try:
-        with pytest.raises(Conflict, match="not the expected"):
+        with pytest.raises(Conflict, match="control changed at version"):
             await plane.sessions.change_control(ALICE, seen.id, Action.TAKE_CONTROL, seen.version)
         stored = await plane.sessions.get(ALICE, seen.id)
         assert stored.state is ControlState.PAUSED

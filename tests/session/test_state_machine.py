@@ -112,12 +112,25 @@ def test_only_the_controller_or_an_operator_returns_control() -> None:
     assert returned.controller is Controller.AI
 
 
-def test_stale_expected_version_is_a_conflict() -> None:
-    session = make_session(S.AI_CONTROL, version=7)
-    with pytest.raises(Conflict, match="version 7"):
-        state_machine.apply(session, A.TAKE_CONTROL, ALICE, NOW, expected_version=6)
-    taken = state_machine.apply(session, A.TAKE_CONTROL, ALICE, NOW, expected_version=7)
-    assert taken.version == 8
+def test_an_expected_version_is_stale_only_after_a_change_of_control() -> None:
+    # Control last changed at version 5; the agent's steps took it to 7.
+    session = replace(make_session(S.AI_CONTROL, version=7), control_version=5)
+    for seen in (5, 6, 7):
+        taken = state_machine.apply(session, A.TAKE_CONTROL, ALICE, NOW, expected_version=seen)
+        assert (taken.state, taken.version) == (S.USER_CONTROL, 8)
+    with pytest.raises(Conflict, match="control changed at version 5, after the expected 4"):
+        state_machine.apply(session, A.TAKE_CONTROL, ALICE, NOW, expected_version=4)
+    with pytest.raises(Conflict, match="at version 7, not the expected 8"):
+        state_machine.apply(session, A.TAKE_CONTROL, ALICE, NOW, expected_version=8)
+
+
+def test_a_change_of_control_notes_its_version() -> None:
+    before = replace(make_session(S.AI_CONTROL, version=7), control_version=5)
+    taken = state_machine.apply(before, A.TAKE_CONTROL, ALICE, NOW)
+    assert state_machine.with_control_version(before, taken).control_version == taken.version
+    # A step report moves the version on, not the control version.
+    stepped = replace(before, version=8)
+    assert state_machine.with_control_version(before, stepped).control_version == 5
 
 
 def test_ready_and_finish() -> None:
