@@ -68,6 +68,7 @@ _STEP_STATUS: dict[StepStatus, pb.StepStatus.ValueType] = {
     StepStatus.STARTED: pb.STEP_STATUS_STARTED,
     StepStatus.SUCCEEDED: pb.STEP_STATUS_SUCCEEDED,
     StepStatus.FAILED: pb.STEP_STATUS_FAILED,
+    StepStatus.INTERRUPTED: pb.STEP_STATUS_INTERRUPTED,
 }
 
 _PLANNER: dict[pb.Planner.ValueType, PlannerChoice] = {

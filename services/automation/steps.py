@@ -185,6 +185,8 @@ class StepStatus(enum.Enum):
     STARTED = "started"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Aborted by a pause that outlived the grace period; run again on resume.
+    INTERRUPTED = "interrupted"
 
 
 class TaskStatus(enum.Enum):

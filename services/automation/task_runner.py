@@ -303,7 +303,12 @@ class StepRunner:
             if began:
                 self._emit(
                     self._event(
-                        index, step, StepStatus.FAILED, description, started, error=ABORTED_BY_PAUSE
+                        index,
+                        step,
+                        StepStatus.INTERRUPTED,
+                        description,
+                        started,
+                        error=ABORTED_BY_PAUSE,
                     )
                 )
             return StepOutcome(OutcomeKind.ABORTED, error=ABORTED_BY_PAUSE)

@@ -153,7 +153,12 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "index": {"type": "integer"},
             "action": {"type": "string"},
-            "status": {"type": "string", "enum": ["started", "succeeded", "failed"]},
+            "status": {
+                "type": "string",
+                "enum": ["started", "succeeded", "failed", "interrupted"],
+                "description": "interrupted: a person took control (or paused) mid-step; "
+                "the task runs the step again when control returns.",
+            },
             "description": {"type": "string"},
             "url": {"type": "string"},
             "durationMs": {"type": "integer"},

@@ -156,7 +156,7 @@ async def test_pause_during_a_long_action_aborts_it_after_the_grace(
     assert pause.aborted_action
     # Without the abort it would have waited for the action's 45 s timeout.
     assert took < 15, f"pause took {took:.1f} s with a grace of {PAUSE_GRACE_MS} ms"
-    aborted = await stream.wait_for(step_is(1, FAILED))
+    aborted = await stream.wait_for(step_is(1, pb.STEP_STATUS_INTERRUPTED))
     assert "aborted" in aborted.step.error
 
     cancel = await automation.stub.CancelTask(pb.CancelTaskRequest(session_id="long"))

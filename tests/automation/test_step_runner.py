@@ -194,7 +194,7 @@ async def test_an_aborted_step_is_reported_and_runs_again_after_resume() -> None
     await harness.until(lambda: any(s.index == 1 for s in harness.steps()))
     outcome = await harness.gate.pause()
     assert outcome.aborted_action
-    await harness.until(lambda: harness.steps()[-1].status is StepStatus.FAILED)
+    await harness.until(lambda: harness.steps()[-1].status is StepStatus.INTERRUPTED)
     assert "aborted" in harness.steps()[-1].error
 
     harness.browser.missing.clear()

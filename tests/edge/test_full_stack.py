@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Dialog, Page, async_playwright, expect
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -236,6 +236,16 @@ async def console_page(stack: FullStack) -> AsyncIterator[Page]:
             await browser.close()
 
 
+async def end_confirmed(page: Page) -> None:
+    """Click End and say yes when the console asks."""
+
+    async def accept(dialog: Dialog) -> None:
+        await dialog.accept()
+
+    page.once("dialog", accept)
+    await page.click("#end-button")
+
+
 async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Path) -> None:
     """The product as a person uses it: start, watch, take over, type, hand back."""
     page_errors: list[str] = []
@@ -296,7 +306,7 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
         await expect(page.locator("#step-list li")).to_have_count(len(latest))
         for text in await page.locator("#step-list li").all_inner_texts():
             assert "succeeded" in text
-        await page.click("#end-button")
+        await end_confirmed(page)
         await expect(page.locator("#controller-indicator")).to_have_text("Ended")
     assert page_errors == []
 
@@ -347,5 +357,5 @@ async def test_the_console_view_reconnects_after_its_edge_restarts_and_keeps_its
         await page.locator("#screen canvas").click()
         await page.keyboard.type("cd")
         await stack.site.wait_until(lambda: stack.site.keys() == "abcd")
-        await page.click("#end-button")
+        await end_confirmed(page)
         await expect(page.locator("#controller-indicator")).to_have_text("Ended")

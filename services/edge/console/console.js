@@ -33,6 +33,13 @@ const state = {
 
 // --- errors -----------------------------------------------------------------
 
+// How much of a step's result (an extract's text) the step list shows.
+const RESULT_CHARS = 300;
+
+function truncated(text, limit) {
+  return text.length > limit ? `${text.slice(0, limit)}…` : text;
+}
+
 function showError(message) {
   $("error-text").textContent = message;
   $("error-banner").hidden = false;
@@ -228,7 +235,12 @@ function renderSession() {
     item.value = step.index + 1;
     const what = step.description || step.action;
     const time = step.durationMs ? ` (${step.durationMs} ms)` : "";
-    item.textContent = `${what} — ${step.status}${time}${step.error ? `: ${step.error}` : ""}`;
+    // A step a takeover or pause cut short is no failure: it runs again on resume.
+    const why = step.status === "interrupted" ? ": runs again when the agent resumes"
+      : step.error ? `: ${step.error}` : "";
+    // What an extract step read off the page.
+    const result = step.result ? ` → ${truncated(step.result, RESULT_CHARS)}` : "";
+    item.textContent = `${what} — ${step.status}${time}${why}${result}`;
     steps.append(item);
   }
   $("step-progress").textContent = session
@@ -305,12 +317,14 @@ function wireTakeOverPanel() {
   $("resume-button").addEventListener("click", () =>
     run("Resume", async () => applySession(await emit("session:resume", { id: state.session.id }))),
   );
-  $("end-button").addEventListener("click", () =>
+  $("end-button").addEventListener("click", () => {
+    // Ending closes the session's browser for good: ask first.
+    if (!window.confirm("End this session? Its browser closes and cannot be reopened.")) return;
     run("End", async () => {
       applySession(await emit("session:end", { id: state.session.id }));
       refreshSessions();
-    }),
-  );
+    });
+  });
   $("refresh-sessions").addEventListener("click", refreshSessions);
 }
 

@@ -50,6 +50,10 @@ class _StepStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepStatus
     STEP_STATUS_STARTED: _StepStatus.ValueType  # 1
     STEP_STATUS_SUCCEEDED: _StepStatus.ValueType  # 2
     STEP_STATUS_FAILED: _StepStatus.ValueType  # 3
+    STEP_STATUS_INTERRUPTED: _StepStatus.ValueType  # 4
+    """A pause (a person taking control) outlived the grace period and aborted the
+    step in flight; the task runs it again on resume.
+    """
 
 class StepStatus(_StepStatus, metaclass=_StepStatusEnumTypeWrapper): ...
 
@@ -57,6 +61,10 @@ STEP_STATUS_UNSPECIFIED: StepStatus.ValueType  # 0
 STEP_STATUS_STARTED: StepStatus.ValueType  # 1
 STEP_STATUS_SUCCEEDED: StepStatus.ValueType  # 2
 STEP_STATUS_FAILED: StepStatus.ValueType  # 3
+STEP_STATUS_INTERRUPTED: StepStatus.ValueType  # 4
+"""A pause (a person taking control) outlived the grace period and aborted the
+step in flight; the task runs it again on resume.
+"""
 Global___StepStatus: _TypeAlias = StepStatus  # noqa: Y015
 
 class _TaskStatus:

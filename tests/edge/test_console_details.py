@@ -1,0 +1,101 @@
+"""The console's honest details (issue 14, part 2), in a real Chromium: extract
+results are shown, a step a takeover cut short is "interrupted" (not a red failure),
+step numbers of several digits fit, an error banner moves nothing under the cursor,
+and ending a session asks first."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from playwright.async_api import Dialog, Page, expect
+
+from services.display.settings import NumberRange
+from tests.edge.full_stack import FullStack, full_stack
+from tests.edge.harness import user_token
+from tests.edge.test_full_stack import console_page
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+DISPLAYS = NumberRange(2220, 2223)
+VNC_PORTS = NumberRange(22220, 22223)
+ALICE = user_token("alice")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullStack]:
+    async with full_stack(tmp_path_factory.mktemp("console"), DISPLAYS, VNC_PORTS) as running:
+        yield running
+
+
+async def start(page: Page, stack: FullStack, steps: list[dict[str, object]]) -> None:
+    await page.goto(f"{stack.url}/#token={ALICE}")
+    await expect(page.locator("#socket-status")).to_have_text("live")
+    await page.fill("#task-text", "details")
+    await page.fill("#task-url", stack.site.form_url)
+    await page.fill("#task-max-steps", str(len(steps) + 1))
+    await page.fill("#task-steps", json.dumps(steps))
+    await page.click("#start-button")
+
+
+async def test_results_numbers_and_an_interrupted_step(stack: FullStack) -> None:
+    steps: list[dict[str, object]] = [{"action": "wait", "ms": 10}] * 11
+    steps = [*steps, {"action": "extract", "selector": "h1"}, {"action": "wait", "ms": 8000}]
+    async with console_page(stack) as page:
+        await start(page, stack, steps)
+        items = page.locator("#step-list li")
+        # The extract step's text, as the page shows it.
+        await expect(items.nth(12)).to_contain_text("succeeded")
+        await expect(items.nth(12)).to_contain_text("→ Type a word")
+        # "13." fits in the list's margin: room for four digits.
+        room = await page.evaluate(
+            """() => {
+                const list = document.getElementById("step-list");
+                const probe = document.createElement("span");
+                probe.textContent = "1000. ";
+                probe.style.font = getComputedStyle(list).font;
+                document.body.append(probe);
+                const needed = probe.getBoundingClientRect().width;
+                probe.remove();
+                return [parseFloat(getComputedStyle(list).paddingLeft), needed];
+            }"""
+        )
+        assert room[0] >= room[1], room
+        # A takeover during the long wait cuts it short (past the pause's grace).
+        await expect(items.nth(13)).to_contain_text("started")
+        await page.click("#take-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        await expect(items.nth(13)).to_contain_text("interrupted")
+        await expect(items.nth(13)).to_contain_text("runs again when the agent resumes")
+        assert await items.nth(13).get_attribute("class") == "step-interrupted"
+        await page.click("#return-button")
+        await expect(items.nth(13)).to_contain_text("started")
+
+
+async def test_an_error_moves_nothing_and_ending_asks_first(stack: FullStack) -> None:
+    async with console_page(stack) as page:
+        await start(page, stack, [{"action": "wait", "ms": 60000}])
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        before = await page.locator("#screen").bounding_box()
+        # A bad steps list: the error shows over the page.
+        await page.fill("#task-steps", "[not json")
+        await page.click("#start-button")
+        await expect(page.locator("#error-banner")).to_be_visible()
+        assert await page.locator("#screen").bounding_box() == before
+
+        answers: list[str] = []
+
+        async def answer(dialog: Dialog) -> None:
+            answers.append(dialog.message)
+            await (dialog.accept() if len(answers) > 1 else dialog.dismiss())
+
+        page.on("dialog", answer)
+        await page.click("#end-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        assert len(answers) == 1 and "End this session?" in answers[0]
+        await page.click("#end-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("Ended")
+        assert len(answers) == 2
