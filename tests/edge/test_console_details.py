@@ -14,7 +14,7 @@ from playwright.async_api import Dialog, Page, expect
 
 from services.display.settings import NumberRange
 from tests.edge.full_stack import FullStack, full_stack
-from tests.edge.harness import user_token
+from tests.edge.harness import OPERATOR_TOKEN, user_token
 from tests.edge.test_full_stack import console_page
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -99,3 +99,42 @@ async def test_an_error_moves_nothing_and_ending_asks_first(stack: FullStack) ->
         await page.click("#end-button")
         await expect(page.locator("#controller-indicator")).to_have_text("Ended")
         assert len(answers) == 2
+
+
+async def test_a_person_is_told_when_control_is_taken_back_and_operators_see_owners(
+    stack: FullStack,
+) -> None:
+    async with console_page(stack) as page:
+        await start(page, stack, [{"action": "wait", "ms": 60000}])
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await page.click("#take-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        notice = page.locator("#control-notice")
+        await expect(notice).to_be_hidden()
+        sessions = await stack.request("GET", "/api/browser-session", ALICE)
+        [mine] = [s for s in sessions["sessions"] if s["state"] == "USER_CONTROL"]
+        # An operator returns control to the agent over her head.
+        await stack.request(
+            "PUT",
+            f"/api/browser-session/{mine['id']}/control",
+            OPERATOR_TOKEN,
+            {"action": "return_control"},
+        )
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await expect(notice).to_have_text(
+            "Control was taken from you: someone returned it to the agent."
+        )
+        # Taking it again clears the notice; her own return tells her nothing.
+        await page.click("#take-button")
+        await expect(notice).to_be_hidden()
+        await page.click("#return-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await expect(notice).to_be_hidden()
+
+        # The operator's list says whose each session is.
+        await page.goto("about:blank")
+        await page.goto(f"{stack.url}/#token={OPERATOR_TOKEN}")
+        await expect(page.locator("#identity")).to_have_text("signed in as operator")
+        listed = page.locator(f"#session-list li[data-session-id='{mine['id']}']")
+        await expect(listed).to_contain_text("· alice")
+        await stack.request("DELETE", f"/api/browser-session/{mine['id']}", ALICE)

@@ -29,6 +29,8 @@ const state = {
   view: null,
   latencyMs: null,
   watching: new Set(),
+  // A Return Control of this page's is on its way (noteControlTakenAway).
+  returning: false,
 };
 
 // --- errors -----------------------------------------------------------------
@@ -78,6 +80,12 @@ function api(method, path, body) {
   return restCall(state.token, method, path, body);
 }
 
+function sessionLabel(session) {
+  // Whose it is, when it is not yours (an operator sees everyone's).
+  const owner = session.ownerUserId !== state.me ? ` · ${session.ownerUserId}` : "";
+  return `${session.task.text || session.task.url} · ${session.state}${owner}`;
+}
+
 async function refreshSessions() {
   try {
     const { sessions } = await api("GET", "/api/browser-session");
@@ -89,7 +97,7 @@ async function refreshSessions() {
       item.dataset.sessionId = session.id;
       if (state.session?.id === session.id) item.classList.add("current");
       const label = document.createElement("span");
-      label.textContent = `${session.task.text || session.task.url} · ${session.state}`;
+      label.textContent = sessionLabel(session);
       const open = document.createElement("button");
       open.type = "button";
       open.className = "small";
@@ -175,9 +183,28 @@ function applySession(session) {
     // between two events): read the whole session again.
     resyncSteps(session.id);
   }
+  noteControlTakenAway(state.session, session);
   state.session = session;
   renderSession();
   updateViewMode();
+}
+
+// Control leaving this person without their Return Control (an operator returned
+// it to the agent): say so at once, until they take control again.
+function noteControlTakenAway(before, after) {
+  const lost =
+    before?.id === after.id &&
+    controlsSession(before, state.me) &&
+    !controlsSession(after, state.me) &&
+    !state.returning &&
+    !["ENDED", "FAILED"].includes(after.state);
+  if (!lost) return;
+  const notice = $("control-notice");
+  notice.textContent =
+    after.state === "USER_CONTROL"
+      ? `Control was taken from you: ${after.controllerUserId} has it now.`
+      : "Control was taken from you: someone returned it to the agent.";
+  notice.hidden = false;
 }
 
 async function resyncSteps(id) {
@@ -250,7 +277,7 @@ function renderSession() {
     const current = item.dataset.sessionId === session?.id;
     item.classList.toggle("current", current);
     if (current) {
-      item.firstChild.textContent = `${session.task.text || session.task.url} · ${session.state}`;
+      item.firstChild.textContent = sessionLabel(session);
     }
   }
 }
@@ -274,13 +301,21 @@ async function openSession(id) {
 
 function control(action) {
   return run(action.replace("_", " "), async () => {
-    const session = await emit("session:control", {
-      id: state.session.id,
-      action,
-      expectedVersion: state.session.version,
-    });
-    applySession(session);
-    if (action === "take_control") $("screen").focus();
+    state.returning = action === "return_control";
+    try {
+      const session = await emit("session:control", {
+        id: state.session.id,
+        action,
+        expectedVersion: state.session.version,
+      });
+      applySession(session);
+    } finally {
+      state.returning = false;
+    }
+    if (action === "take_control") {
+      $("control-notice").hidden = true;
+      $("screen").focus();
+    }
   });
 }
 
