@@ -138,3 +138,38 @@ async def test_a_person_is_told_when_control_is_taken_back_and_operators_see_own
         listed = page.locator(f"#session-list li[data-session-id='{mine['id']}']")
         await expect(listed).to_contain_text("· alice")
         await stack.request("DELETE", f"/api/browser-session/{mine['id']}", ALICE)
+
+
+async def test_a_wrong_token_signs_nobody_in(stack: FullStack) -> None:
+    async with console_page(stack) as page:
+        await page.goto(f"{stack.url}/#token=not-the-token")
+        await expect(page.locator("#error-banner")).to_contain_text("That token is not valid")
+        await expect(page.locator("#identity")).to_have_text("signed out")
+        # Positive marker: the right one signs in on the same page.
+        await page.fill("#token-input", ALICE)
+        await page.click("#sign-in button")
+        await expect(page.locator("#identity")).to_have_text("signed in as alice")
+        await expect(page.locator("#error-banner")).to_be_hidden()
+
+
+async def test_the_session_stays_in_the_address_and_the_title_calls_the_person(
+    stack: FullStack,
+) -> None:
+    steps: list[dict[str, object]] = [{"action": "request_user", "reason": "sign in for me"}]
+    async with console_page(stack) as page:
+        await start(page, stack, steps)
+        # The agent asks for the person: the tab's title says so.
+        await expect(page.locator("#user-request")).to_contain_text("sign in for me")
+        await expect(page).to_have_title("Your turn · Baton console")
+        session_id = page.url.split("#session=", 1)[1]
+        assert len(session_id) == 32, page.url
+        assert ALICE not in page.url
+        # A reload opens the same session again.
+        await page.reload()
+        await expect(page.locator("#identity")).to_have_text("signed in as alice")
+        await expect(page.locator("#user-request")).to_contain_text("sign in for me")
+        assert page.url.endswith(f"#session={session_id}")
+        await page.click("#take-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        await expect(page).to_have_title("Baton console")
+        await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)

@@ -13,6 +13,9 @@ import { LiveView } from "/console/live_view.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "baton.token";
+const BASE_TITLE = document.title;
+// The page's title while the agent waits for a person (a background tab shows it).
+const WAITING_TITLE = `Your turn · ${BASE_TITLE}`;
 
 const state = {
   token: "",
@@ -44,11 +47,11 @@ function truncated(text, limit) {
 
 function showError(message) {
   $("error-text").textContent = message;
-  $("error-banner").hidden = false;
+  $("error-banner").classList.add("shown");
 }
 
 function clearError() {
-  $("error-banner").hidden = true;
+  $("error-banner").classList.remove("shown");
   $("error-text").textContent = "";
 }
 
@@ -59,19 +62,54 @@ function tokenFromLocation() {
   const fromQuery = new URLSearchParams(location.search).get("token");
   const token = fromHash || fromQuery;
   if (token) {
-    // Keep the token out of the address bar and the history.
-    history.replaceState(null, "", location.pathname);
+    // Keep the token out of the address bar and the history (the session stays).
+    showSessionInLocation(sessionFromLocation());
   }
   return token;
 }
 
-function signIn(token) {
+// The watched session is in the address (#session=<id>): a reload or a shared
+// link opens it again.
+function sessionFromLocation() {
+  return new URLSearchParams(location.hash.slice(1)).get("session");
+}
+
+function showSessionInLocation(id) {
+  const hash = id ? `#session=${encodeURIComponent(id)}` : "";
+  if (location.hash !== hash || location.search) {
+    history.replaceState(null, "", `${location.pathname}${hash}`);
+  }
+}
+
+async function signIn(token) {
+  clearError();
+  try {
+    // Checked before the page says who you are: a wrong token signs nobody in.
+    await restCall(token, "GET", "/api/browser-session");
+  } catch (error) {
+    signOut();
+    showError(
+      error.status === 401
+        ? "That token is not valid: sign in with the token `make run` printed, or a user JWT."
+        : `Cannot reach the server: ${error.message}`,
+    );
+    return;
+  }
   state.token = token;
   state.me = identityOf(token);
   sessionStorage.setItem(TOKEN_KEY, token);
   $("identity").textContent = `signed in as ${state.me}`;
   connectSocket();
   refreshSessions();
+  const wanted = sessionFromLocation();
+  if (wanted) openSession(wanted);
+}
+
+function signOut() {
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("identity").textContent = "signed out";
 }
 
 // --- REST -------------------------------------------------------------------
@@ -185,6 +223,7 @@ function applySession(session) {
   }
   noteControlTakenAway(state.session, session);
   state.session = session;
+  showSessionInLocation(session.id);
   renderSession();
   updateViewMode();
 }
@@ -226,6 +265,8 @@ function renderSession() {
   const indicator = $("controller-indicator");
   indicator.textContent = text;
   indicator.className = `controller controller-${kind}`;
+  const waiting = live && session.task.status === "WAITING_FOR_USER" && session.state !== "USER_CONTROL";
+  document.title = waiting ? WAITING_TITLE : BASE_TITLE;
   $("session-state").textContent = session
     ? `${session.state} · task ${session.task.status}${session.endedReason ? ` · ${session.endedReason}` : ""}`
     : "";
