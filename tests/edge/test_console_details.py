@@ -173,3 +173,29 @@ async def test_the_session_stays_in_the_address_and_the_title_calls_the_person(
         await expect(page.locator("#controller-indicator")).to_have_text("You")
         await expect(page).to_have_title("Baton console")
         await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+
+
+async def test_a_phone_gets_the_live_view_across_its_width_and_the_controls_below(
+    stack: FullStack,
+) -> None:
+    async with console_page(stack) as page:
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await start(page, stack, [{"action": "wait", "ms": 60000}])
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        canvas = page.locator("#screen canvas")
+        await expect(canvas).to_be_visible()
+        box = await canvas.bounding_box()
+        assert box is not None and box["width"] >= 300 and box["height"] >= 150, box
+        # Nothing wider than the screen: no sideways scrolling.
+        width = await page.evaluate("() => document.documentElement.scrollWidth")
+        assert width <= 390, width
+        # The live view first, Take Control below it, both on the page.
+        take = await page.locator("#take-button").bounding_box()
+        assert take is not None and take["y"] > box["y"] + box["height"] - 1
+        assert take["x"] >= 0 and take["x"] + take["width"] <= 390
+        await page.click("#take-button")
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        sessions = await stack.request("GET", "/api/browser-session", ALICE)
+        for session in sessions["sessions"]:
+            if session["state"] not in ("ENDED", "FAILED"):
+                await stack.request("DELETE", f"/api/browser-session/{session['id']}", ALICE)
