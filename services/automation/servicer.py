@@ -43,6 +43,7 @@ from services.automation.steps import (
     check_navigable,
 )
 from services.runtime.errors import InvalidArgument
+from services.runtime.opened_stream import opened
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -250,17 +251,9 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
     async def Cdp(
         self, request_iterator: AsyncIterator[pb.CdpRequest], context: Context
     ) -> AsyncIterator[pb.CdpResponse]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("kind") != "open":
-            raise InvalidArgument("a Cdp stream starts with `open`")
-        pipe, gate = await self._sessions.cdp_target(first.open.session_id)
-
-        async def commands() -> AsyncIterator[str]:
-            async for request in request_iterator:
-                if request.WhichOneof("kind") == "message":
-                    yield request.message
-
-        stream = cdp_stream(pipe, gate, first.open.reject_on_user_control, commands())
+        opening, commands = await opened(request_iterator)
+        pipe, gate = await self._sessions.cdp_target(opening.session_id)
+        stream = cdp_stream(pipe, gate, opening.reject_on_user_control, commands)
         async for item in stream:
             if isinstance(item, GateEvent):
                 event = pb.CdpGateEvent(

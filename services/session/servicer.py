@@ -15,6 +15,7 @@ from services.runtime.limits import (
     check_create_request,
     check_text,
 )
+from services.runtime.opened_stream import opened
 from services.runtime.session_ids import check_session_id
 from services.session import codec, paging
 from services.session.model import Actor, Viewport
@@ -149,20 +150,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def Cdp(
         self, request_iterator: AsyncIterator[session_pb2.CdpRequest], context: Context
     ) -> AsyncIterator[session_pb2.CdpResponse]:
-        first = await anext(aiter(request_iterator), None)
-        if first is None or first.WhichOneof("kind") != "open":
-            raise InvalidArgument("a Cdp stream starts with `open`")
-
-        async def commands() -> AsyncIterator[str]:
-            async for request in request_iterator:
-                if request.WhichOneof("kind") == "message":
-                    yield request.message
-
+        opening, commands = await opened(request_iterator)
         relayed = self._sessions.cdp(
-            _actor(first.open.actor),
-            _session_id(first.open.session_id),
-            first.open.reject_on_user_control,
-            commands(),
+            _actor(opening.actor),
+            _session_id(opening.session_id),
+            opening.reject_on_user_control,
+            commands,
         )
         async for response in relayed:
             yield session_pb2.CdpResponse(response=response)
