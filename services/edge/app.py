@@ -46,6 +46,7 @@ from services.runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
+from services.runtime.limits import MAX_SHARE_ID_BYTES, check_text
 from services.runtime.session_ids import check_session_id
 from services.runtime.slot_demand import FleetCapacity, RefusalWindow
 
@@ -140,6 +141,15 @@ class RestApi:
             _route(session + "/control", PUT=self._authed("control", self.control)),
             _route(session + "/stream", GET=self._authed("stream", self.stream)),
             _route(session + "/cdp", GET=self._authed("cdp", self.cdp)),
+            _route(
+                session + "/shares",
+                POST=self._authed("create_share", self.create_share),
+                GET=self._authed("list_shares", self.list_shares),
+            ),
+            _route(
+                session + "/shares/{shareId}",
+                DELETE=self._authed("revoke_share", self.revoke_share),
+            ),
             _route("/healthz", GET=self.healthz),
             _route("/metrics", GET=self.metrics),
             _route("/openapi.json", GET=self.openapi),
@@ -200,6 +210,24 @@ class RestApi:
         base_url = self._settings.public_url or str(request.base_url)
         answer = await self._actions.cdp(principal, request.path_params["session_id"], base_url)
         return JSONResponse(answer)
+
+    async def create_share(self, request: Request, principal: Principal) -> Response:
+        base_url = self._settings.public_url or str(request.base_url)
+        body = await self._json_body(request)
+        share = await self._actions.create_share(
+            principal, request.path_params["session_id"], body, base_url
+        )
+        return JSONResponse(share, status_code=201)
+
+    async def list_shares(self, request: Request, principal: Principal) -> Response:
+        shares = await self._actions.list_shares(principal, request.path_params["session_id"])
+        return JSONResponse(shares)
+
+    async def revoke_share(self, request: Request, principal: Principal) -> Response:
+        share_id = request.path_params["shareId"]
+        check_text(share_id, "the share id", MAX_SHARE_ID_BYTES)
+        await self._actions.revoke_share(principal, request.path_params["session_id"], share_id)
+        return Response(status_code=204)
 
     async def healthz(self, request: Request) -> Response:
         if await self._sessions.healthy():

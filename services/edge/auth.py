@@ -9,6 +9,10 @@
   session and one user, valid for a short time (long enough to connect), used
   once (`StreamTokenLedger`), and carrying the expiry of the JWT it was asked
   with, so the connection it opens closes when that JWT expires.
+- A share token opens one session to someone without an account (README,
+  "Sharing"): signed like a stream token, naming the session, the share and
+  its role, valid until the share expires and used as often as needed; the
+  session service refuses it once the share is revoked.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import jwt
 
 from services.runtime.errors import Unauthenticated
+from services.runtime.guests import guest_user_id, is_guest
 
 OPERATOR_USER_ID = "operator"
 _STREAM_TOKEN_CONTEXT = b"baton stream token v1"
@@ -35,6 +40,16 @@ DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600.0
 # What a session-scoped token opens (issue_stream_token).
 STREAM_USE = "stream"
 CDP_USE = "cdp"
+SHARE_USE = "share"
+
+
+@dataclass(frozen=True)
+class ShareScope:
+    """What a share's token opens: one session, to watch or also to control."""
+
+    session_id: str
+    share_id: str
+    role: str
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,8 @@ class Principal:
     user_id: str
     operator: bool = False
     expires_at: float | None = field(default=None, compare=False)
+    # Set for a share's holder (user guest:<share id>): that session only.
+    share: ShareScope | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,9 @@ class Authenticator:
             raise Unauthenticated("invalid token") from None
         if hmac.compare_digest(raw, self._api_token.encode()):
             return Principal(OPERATOR_USER_ID, operator=True)
+        if token.count(".") == 1:
+            # A JWT has three parts; a signed token of ours two.
+            return self._share_principal(token)
         if self._jwt_secret is None:
             raise Unauthenticated("invalid token")
         try:
@@ -175,7 +195,29 @@ class Authenticator:
             # The session service knows the operator's sessions by this user
             # id: a user named so would own them and share their input gate.
             raise Unauthenticated(f"the subject {OPERATOR_USER_ID!r} is reserved")
+        if is_guest(subject):
+            raise Unauthenticated("subjects starting 'guest:' are reserved for shares")
         return Principal(subject, expires_at=expires_at)
+
+    def issue_share_token(self, scope: ShareScope, expires_at: float) -> str:
+        """The bearer token of a share: valid until the share expires."""
+        claims = {
+            "sid": scope.session_id,
+            "shid": scope.share_id,
+            "role": scope.role,
+            "exp": round(expires_at, 3),
+            "use": SHARE_USE,
+        }
+        return self._sign(claims)
+
+    def _share_principal(self, token: str) -> Principal:
+        claims = self._verified_claims(token)
+        if claims.get("use") != SHARE_USE:
+            raise Unauthenticated("invalid token")
+        scope = ShareScope(str(claims["sid"]), str(claims["shid"]), str(claims["role"]))
+        return Principal(
+            guest_user_id(scope.share_id), expires_at=float(claims["exp"]), share=scope
+        )
 
     def authenticate_header(self, authorization: str | None) -> Principal:
         return self.authenticate(bearer_token(authorization))
@@ -187,7 +229,7 @@ class Authenticator:
         expires_at = self._clock() + lifetime
         if principal.expires_at is not None:
             expires_at = min(expires_at, principal.expires_at)
-        claims = {
+        claims: dict[str, Any] = {
             "sid": session_id,
             "sub": principal.user_id,
             "op": principal.operator,
@@ -197,9 +239,15 @@ class Authenticator:
             "jti": secrets.token_urlsafe(12),
             "use": use,
         }
+        if principal.share is not None:
+            claims["shid"] = principal.share.share_id
+            claims["role"] = principal.share.role
+        return StreamGrant(self._sign(claims), expires_at)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         payload = json.dumps(claims, separators=(",", ":"), sort_keys=True).encode()
         signature = hmac.digest(self._stream_key, payload, hashlib.sha256)
-        return StreamGrant(f"{_b64encode(payload)}.{_b64encode(signature)}", expires_at)
+        return f"{_b64encode(payload)}.{_b64encode(signature)}"
 
     def verify_stream_token(self, token: str, session_id: str, use: str = STREAM_USE) -> Principal:
         """The user a stream token was issued to, if it is valid for `session_id` now."""
@@ -214,9 +262,8 @@ class Authenticator:
         self.used_stream_tokens.redeem(nonce, float(claims["exp"]))
         return principal
 
-    def _stream_claims(
-        self, token: str, session_id: str, use: str
-    ) -> tuple[Principal, dict[str, Any]]:
+    def _verified_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token this edge (or one sharing its key) signed, if unexpired."""
         encoded_payload, dot, encoded_signature = token.partition(".")
         if not dot:
             raise Unauthenticated("malformed stream token")
@@ -229,18 +276,29 @@ class Authenticator:
         if not hmac.compare_digest(signature, expected):
             raise Unauthenticated("invalid stream token")
         claims: dict[str, Any] = json.loads(payload)
+        if float(claims["exp"]) < self._clock():
+            expired = "share" if claims.get("use") == SHARE_USE else "stream token"
+            raise Unauthenticated(f"{expired} expired")
+        return claims
+
+    def _stream_claims(
+        self, token: str, session_id: str, use: str
+    ) -> tuple[Principal, dict[str, Any]]:
+        claims = self._verified_claims(token)
         if claims.get("sid") != session_id:
             raise Unauthenticated("stream token is for another session")
         if claims.get("use", STREAM_USE) != use:
             raise Unauthenticated(
                 f"the token is for a session's {claims.get('use')}, not its {use}"
             )
-        if float(claims["exp"]) < self._clock():
-            raise Unauthenticated("stream token expired")
         principal_expiry = claims.get("pexp")
+        share_id = claims.get("shid")
         principal = Principal(
             str(claims["sub"]),
             operator=bool(claims["op"]),
             expires_at=None if principal_expiry is None else float(principal_expiry),
+            share=None
+            if share_id is None
+            else ShareScope(session_id, str(share_id), str(claims["role"])),
         )
         return principal, claims

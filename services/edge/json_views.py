@@ -67,7 +67,7 @@ def step_status_name(status: automation_pb2.StepStatus.ValueType) -> str:
     return _enum_suffix(automation_pb2.StepStatus.Name(status), "STEP_STATUS_").lower()
 
 
-def _timestamp(value: Timestamp) -> str | None:
+def iso_timestamp(value: Timestamp) -> str | None:
     if value.seconds == 0 and value.nanos == 0:
         return None
     moment = value.ToDatetime(tzinfo=UTC)
@@ -110,8 +110,8 @@ def session_json(session: session_pb2.Session, with_steps: bool = False) -> Json
             "stepsCompleted": task.steps_completed,
         },
         "stepCount": session.step_count,
-        "createdAt": _timestamp(session.create_time),
-        "updatedAt": _timestamp(session.update_time),
+        "createdAt": iso_timestamp(session.create_time),
+        "updatedAt": iso_timestamp(session.update_time),
     }
     if with_steps:
         body["steps"] = [step_event_json(event) for event in session.steps]

@@ -18,6 +18,8 @@ from services.runtime.limits import (
     DEFAULT_PAGE_SIZE,
     MAX_MAX_STEPS,
     MAX_PAGE_SIZE,
+    MAX_SHARE_LABEL_BYTES,
+    MAX_SHARE_TTL_S,
     MAX_STEP_EVENTS_KEPT,
     MAX_STEP_FIELD_BYTES,
     MAX_STEPS,
@@ -367,7 +369,62 @@ _SCHEMAS: dict[str, Any] = {
             "expiresAt": {"type": "string", "format": "date-time"},
         },
     },
+    "ShareRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["role"],
+        "properties": {
+            "role": {"enum": ["view", "control"]},
+            "ttlSeconds": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_SHARE_TTL_S,
+                "description": "Default 3600; the share ends with its session anyway.",
+            },
+            "label": {
+                "type": "string",
+                "maxLength": MAX_SHARE_LABEL_BYTES,
+                "description": "Who it is for; shown beside the guest's user id.",
+            },
+        },
+    },
+    "Share": {
+        "type": "object",
+        "required": ["id", "role", "label", "createdBy", "createdAt", "expiresAt"],
+        "properties": {
+            "id": {"type": "string"},
+            "role": {"enum": ["view", "control"]},
+            "label": {"type": "string"},
+            "createdBy": {"type": "string"},
+            "createdAt": {"type": "string", "format": "date-time"},
+            "expiresAt": {"type": "string", "format": "date-time"},
+        },
+    },
+    "ShareCreated": {
+        "allOf": [
+            _ref("Share"),
+            {
+                "type": "object",
+                "required": ["url", "token"],
+                "properties": {
+                    "url": {
+                        "type": "string",
+                        "description": "The session's /embed page for someone without an "
+                        "account (with Take and Return Control for a control share); the "
+                        "token is in its fragment.",
+                    },
+                    "token": {
+                        "type": "string",
+                        "description": "The same credential for programs: as a bearer token "
+                        "it opens this session only (README, Sharing).",
+                    },
+                },
+            },
+        ],
+    },
 }
+
+_SHARE_ID = {"name": "shareId", "in": "path", "required": True, "schema": {"type": "string"}}
 
 
 def openapi_document() -> dict[str, Any]:
@@ -385,8 +442,9 @@ def openapi_document() -> dict[str, Any]:
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The operator token (BATON_API_TOKEN) or a user JWT "
-                    "(HS256, BATON_JWT_SECRET, sub = user id).",
+                    "description": "The operator token (BATON_API_TOKEN), a user JWT "
+                    "(HS256, BATON_JWT_SECRET, sub = user id), or a share's token (its one "
+                    "session only; 403 for anything else).",
                 }
             },
         },
@@ -402,7 +460,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "201": _json(_ref("SessionSummary"), "The new session"),
-                        **_errors(400, 401, 413, 429, 503),
+                        **_errors(400, 401, 403, 413, 429, 503),
                     },
                 },
                 "get": {
@@ -440,7 +498,7 @@ def openapi_document() -> dict[str, Any]:
                             },
                             "The sessions",
                         ),
-                        **_errors(400, 401, 503),
+                        **_errors(400, 401, 403, 503),
                     },
                 },
             },
@@ -461,7 +519,7 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("SessionSummary"), "The ended session"),
-                        **_errors(400, 401, 404, 409, 503),
+                        **_errors(400, 401, 403, 404, 409, 503),
                     },
                 },
             },
@@ -477,7 +535,7 @@ def openapi_document() -> dict[str, Any]:
                     },
                     "responses": {
                         "200": _json(_ref("SessionSummary"), "The session after the change"),
-                        **_errors(400, 401, 404, 409, 413, 503),
+                        **_errors(400, 401, 403, 404, 409, 413, 503),
                     },
                 },
             },
@@ -504,7 +562,51 @@ def openapi_document() -> dict[str, Any]:
                     "security": secured,
                     "responses": {
                         "200": _json(_ref("Cdp"), "Where to connect"),
-                        **_errors(400, 401, 404, 503),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/shares": {
+                "parameters": [_SESSION_ID],
+                "post": {
+                    "operationId": "createShare",
+                    "summary": "Open the session to someone without an account",
+                    "security": secured,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ShareRequest")}},
+                    },
+                    "responses": {
+                        "201": _json(_ref("ShareCreated"), "The share, its URL and token"),
+                        **_errors(400, 401, 403, 404, 409, 413, 503),
+                    },
+                },
+                "get": {
+                    "operationId": "listShares",
+                    "summary": "The session's shares that still open it",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["shares"],
+                                "properties": {"shares": {"type": "array", "items": _ref("Share")}},
+                            },
+                            "The shares (never their tokens)",
+                        ),
+                        **_errors(400, 401, 403, 404, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/shares/{shareId}": {
+                "parameters": [_SESSION_ID, _SHARE_ID],
+                "delete": {
+                    "operationId": "revokeShare",
+                    "summary": "Revoke a share: its token opens nothing, its connections close",
+                    "security": secured,
+                    "responses": {
+                        "204": {"description": "Revoked"},
+                        **_errors(400, 401, 403, 404, 503),
                     },
                 },
             },

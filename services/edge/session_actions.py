@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2
-from services.edge.auth import CDP_USE, Authenticator, Principal
+from services.edge.auth import CDP_USE, Authenticator, Principal, ShareScope
 from services.edge.json_views import (
     ACTION_NAMES,
     JsonObject,
@@ -24,8 +24,9 @@ from services.edge.json_views import (
 )
 from services.edge.metrics import EdgeMetrics
 from services.edge.session_client import SessionClient
+from services.edge.shares import check_scope, parse_share, share_json, share_url
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind
-from services.runtime.errors import ResourceExhausted
+from services.runtime.errors import PermissionDenied, ResourceExhausted
 from services.runtime.slot_demand import NO_FREE_SLOT
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class SessionActions:
         self.observers: list[SessionObserver] = []
 
     async def create(self, principal: Principal, body: JsonObject) -> JsonObject:
+        check_scope(principal, None)
         request = parse_create_session(body)
         try:
             session = await self._sessions.create(principal, request)
@@ -96,12 +98,14 @@ class SessionActions:
 
     async def get(self, principal: Principal, session_id: str) -> JsonObject:
         """The session with its steps (the other answers are summaries)."""
+        check_scope(principal, session_id)
         return session_json(await self._sessions.get(principal, session_id), with_steps=True)
 
     async def list(
         self, principal: Principal, page_size: int = 0, page_token: str = ""
     ) -> tuple[list[JsonObject], str]:
         """One page of the caller's sessions and the next page's token ("" at the end)."""
+        check_scope(principal, None)
         sessions, next_token = await self._sessions.list_page(principal, page_size, page_token)
         return [session_json(session) for session in sessions], next_token
 
@@ -116,6 +120,7 @@ class SessionActions:
         action: session_pb2.ControlAction.ValueType,
         expected_version: int | None = None,
     ) -> JsonObject:
+        check_scope(principal, session_id)
         if action == session_pb2.CONTROL_ACTION_END:
             return await self.end(principal, session_id)
         session = await self._sessions.change_control(
@@ -126,6 +131,7 @@ class SessionActions:
         return session_json(session)
 
     async def end(self, principal: Principal, session_id: str) -> JsonObject:
+        check_scope(principal, session_id)
         session = await self._sessions.end(principal, session_id, f"ended by {principal.user_id}")
         self._metrics.handoffs["end"] += 1
         await self._notify(session)
@@ -136,6 +142,7 @@ class SessionActions:
             await observer(session)
 
     async def stream(self, principal: Principal, session_id: str, base_url: str) -> StreamAnswer:
+        check_scope(principal, session_id)
         access = await self._sessions.stream_access(principal, session_id)
         grant = self._auth.issue_stream_token(session_id, principal, self._stream_token_lifetime_s)
         path = STREAM_PATH.format(id=session_id)
@@ -145,6 +152,8 @@ class SessionActions:
     async def cdp(self, principal: Principal, session_id: str, base_url: str) -> JsonObject:
         """Where the caller's CDP client connects to the session's browser."""
         # Its owner or an operator; NotFound for anyone else.
+        if principal.share is not None:
+            raise PermissionDenied("a share's token cannot open the browser's CDP endpoint")
         await self._sessions.get(principal, session_id)
         grant = self._auth.issue_stream_token(
             session_id, principal, self._stream_token_lifetime_s, use=CDP_USE
@@ -154,6 +163,31 @@ class SessionActions:
             "url": f"{websocket_base(base_url)}{path}?token={grant.token}",
             "expiresAt": iso_moment(grant.expires_at),
         }
+
+    async def create_share(
+        self, principal: Principal, session_id: str, body: JsonObject, base_url: str
+    ) -> JsonObject:
+        """A share of the session: its page's URL and its bearer token (README, "Sharing")."""
+        check_scope(principal, session_id)
+        role, ttl_s, label = parse_share(body)
+        share = await self._sessions.create_share(principal, session_id, role, ttl_s, label)
+        scope = ShareScope(session_id, share.id, share_json(share)["role"])
+        token = self._auth.issue_share_token(scope, share.expire_time.ToMicroseconds() / 1e6)
+        return {
+            **share_json(share),
+            "url": share_url(base_url, share, session_id, token),
+            "token": token,
+        }
+
+    async def list_shares(self, principal: Principal, session_id: str) -> JsonObject:
+        """{"shares": [...]}: the session's shares that still open it."""
+        check_scope(principal, session_id)
+        shares = await self._sessions.list_shares(principal, session_id)
+        return {"shares": [share_json(share) for share in shares]}
+
+    async def revoke_share(self, principal: Principal, session_id: str, share_id: str) -> None:
+        check_scope(principal, session_id)
+        await self._sessions.revoke_share(principal, session_id, share_id)
 
     def _observe_steps(self, session_id: str) -> None:
         """Feed step durations of a session created here into the metrics."""

@@ -35,7 +35,10 @@ EDGE_ACTOR = session_pb2.Actor(user_id=OPERATOR_USER_ID, operator=True)
 
 
 def actor_of(principal: Principal) -> session_pb2.Actor:
-    return session_pb2.Actor(user_id=principal.user_id, operator=principal.operator)
+    share_id = principal.share.share_id if principal.share else ""
+    return session_pb2.Actor(
+        user_id=principal.user_id, operator=principal.operator, share_id=share_id
+    )
 
 
 class SessionClient:
@@ -170,6 +173,37 @@ class SessionClient:
             delivered=answer.delivered,
             dropped=answer.dropped,
         )
+
+    async def create_share(
+        self,
+        principal: Principal,
+        session_id: str,
+        role: session_pb2.ShareRole.ValueType,
+        ttl_s: float,
+        label: str,
+    ) -> session_pb2.Share:
+        request = session_pb2.CreateShareRequest(
+            session_id=session_id,
+            actor=actor_of(principal),
+            role=role,
+            ttl_seconds=ttl_s,
+            label=label,
+        )
+        answer = await _call(self._stub.CreateShare(request, timeout=self._timeout))
+        return answer.share
+
+    async def list_shares(
+        self, principal: Principal, session_id: str
+    ) -> tuple[session_pb2.Share, ...]:
+        request = session_pb2.ListSharesRequest(session_id=session_id, actor=actor_of(principal))
+        answer = await _call(self._stub.ListShares(request, timeout=self._timeout))
+        return tuple(answer.shares)
+
+    async def revoke_share(self, principal: Principal, session_id: str, share_id: str) -> None:
+        request = session_pb2.RevokeShareRequest(
+            session_id=session_id, actor=actor_of(principal), share_id=share_id
+        )
+        await _call(self._stub.RevokeShare(request, timeout=self._timeout))
 
     async def cdp(
         self, principal: Principal, session_id: str, reject: bool, commands: AsyncIterator[str]

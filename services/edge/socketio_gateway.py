@@ -31,6 +31,7 @@ from services.edge.json_views import (
 )
 from services.edge.rate_limit import RateLimiter
 from services.edge.session_actions import SessionActions
+from services.edge.shares import revoked
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind
 from services.runtime.errors import BatonError, InvalidArgument, Unauthenticated
 
@@ -226,6 +227,16 @@ class SocketGateway:
             if unsubscribe is not None:
                 unsubscribe()
 
+    async def _close_revoked(self, session_id: str, event: Event) -> None:
+        """Disconnect the clients whose share this event revoked."""
+        for sid in list(self._members.get(session_id, ())):
+            principal = self._principals.get(sid)
+            if principal is not None and revoked(event, principal.share):
+                await self._server.emit(
+                    "auth:expired", error_json(Unauthenticated("the share was revoked")), to=sid
+                )
+                await self._server.disconnect(sid)
+
     def _relay(self, session_id: str) -> Callable[[Event, bool], Awaitable[None]]:
         async def relay(event: Event, initial: bool) -> None:
             # The snapshot a feed starts with is not news: joiners got the
@@ -234,6 +245,7 @@ class SocketGateway:
                 return
             for name, payload in event_messages(event):
                 await self._server.emit(name, payload, room=room_of(session_id))
+            await self._close_revoked(session_id, event)
             if event_kind(event) == "ended":
                 self._members.pop(session_id, None)
                 self._feeds.pop(session_id, None)

@@ -55,6 +55,7 @@ from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
 from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
 from services.edge.session_client import SessionClient
+from services.edge.shares import revoked
 from services.edge.viewer_handshake import serve_viewer_handshake
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind, session_of
 from services.runtime.errors import BatonError, NotFound, ResourceExhausted, Unauthenticated
@@ -357,6 +358,7 @@ class _ViewerConnection:
     ) -> None:
         self.session_id = session_id
         self._credential_expiry = principal.expires_at
+        self._share = principal.share
         self._websocket = websocket
         self._upstream: ClientConnection | None = None
         self._sessions = sessions
@@ -365,6 +367,7 @@ class _ViewerConnection:
         # The edge runs the viewer's handshake itself (viewer_handshake.py).
         self._filter = ClientStreamFilter(self._gate, after_handshake=True)
         self._ended = asyncio.Event()
+        self._revoked = asyncio.Event()
         # Bytes the viewer sent right behind its ClientInit.
         self._pending = b""
         self._last_input_report = 0.0
@@ -374,6 +377,8 @@ class _ViewerConnection:
         await self.apply(session_of(event))
         if event_kind(event) == "ended":
             self._ended.set()
+        if revoked(event, self._share):
+            self._revoked.set()
 
     async def apply(self, session: session_pb2.Session) -> None:
         if self._gate.update(session) and self._upstream is not None:
@@ -403,6 +408,7 @@ class _ViewerConnection:
             asyncio.create_task(self._wait_for_end()),
             asyncio.create_task(self._report_presence()),
             asyncio.create_task(self._wait_for_credential_expiry()),
+            asyncio.create_task(self._wait_for_revocation()),
         ]
         code, reason = CLOSE_NORMAL, ""
         try:
@@ -478,6 +484,11 @@ class _ViewerConnection:
         else:
             await asyncio.sleep(max(0.0, self._credential_expiry - time.time()))
         return CLOSE_POLICY_VIOLATION, "token expired"
+
+    async def _wait_for_revocation(self) -> tuple[int, str]:
+        """A stream opened with a share's token closes when the share is revoked."""
+        await self._revoked.wait()
+        return CLOSE_POLICY_VIOLATION, "the share was revoked"
 
     async def _wait_for_end(self) -> tuple[int, str]:
         await self._ended.wait()

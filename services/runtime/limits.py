@@ -37,6 +37,12 @@ MAX_MAX_STEPS = 1000
 MAX_STEP_FIELD_BYTES = 2 * 1024
 MAX_STEPS_BYTES = 64 * 1024
 MAX_USER_ID_BYTES = 256
+# Shares of one session (services/session/shares.py): live at once, their
+# longest life (a share ends with its session anyway), and a label's size.
+MAX_SHARES = 20
+MAX_SHARE_TTL_S = 24 * 3600.0
+MAX_SHARE_LABEL_BYTES = 128
+MAX_SHARE_ID_BYTES = 64
 MAX_REASON_BYTES = 512
 
 # Text the session service stores from automation (step events, task status):

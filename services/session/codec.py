@@ -20,6 +20,8 @@ from services.session.model import (
     LastEvent,
     Placement,
     Session,
+    Share,
+    ShareRole,
     Task,
     TaskStatus,
     Viewport,
@@ -88,6 +90,7 @@ def encode(session: Session) -> bytes:
         "userRequestReason": session.user_request_reason,
         "viewerCount": session.viewer_count,
         "viewersSeenAt": session.viewers_seen_at.isoformat() if session.viewers_seen_at else None,
+        "shares": [_encode_share(share) for share in session.shares],
         "lastEvent": {
             "kind": event.kind.value,
             "action": event.action.value if event.action else None,
@@ -96,6 +99,28 @@ def encode(session: Session) -> bytes:
         },
     }
     return json.dumps(data, separators=(",", ":")).encode()
+
+
+def _encode_share(share: Share) -> dict[str, str]:
+    return {
+        "id": share.id,
+        "role": share.role.value,
+        "createdBy": share.created_by,
+        "createdAt": share.created_at.isoformat(),
+        "expiresAt": share.expires_at.isoformat(),
+        "label": share.label,
+    }
+
+
+def _decode_share(data: dict[str, str]) -> Share:
+    return Share(
+        id=data["id"],
+        role=ShareRole(data["role"]),
+        created_by=data["createdBy"],
+        created_at=datetime.fromisoformat(data["createdAt"]),
+        expires_at=datetime.fromisoformat(data["expiresAt"]),
+        label=data["label"],
+    )
 
 
 def decode(raw: bytes) -> Session:
@@ -136,6 +161,8 @@ def decode(raw: bytes) -> Session:
         viewers_seen_at=datetime.fromisoformat(data["viewersSeenAt"])
         if data.get("viewersSeenAt")
         else None,
+        # Absent from records stored before shares.
+        shares=tuple(_decode_share(share) for share in data.get("shares", ())),
         last_event=LastEvent(
             kind=EventKind(event["kind"]),
             action=Action(event["action"]) if event["action"] else None,
@@ -181,6 +208,24 @@ _CONTROLLER_TO_PROTO = {
     Controller.AI: session_pb2.CONTROLLER_AI,
     Controller.USER: session_pb2.CONTROLLER_USER,
 }
+
+
+SHARE_ROLE_TO_PROTO = {
+    ShareRole.VIEW: session_pb2.SHARE_ROLE_VIEW,
+    ShareRole.CONTROL: session_pb2.SHARE_ROLE_CONTROL,
+}
+SHARE_ROLE_FROM_PROTO = {number: role for role, number in SHARE_ROLE_TO_PROTO.items()}
+
+
+def share_to_proto(share: Share) -> session_pb2.Share:
+    return session_pb2.Share(
+        id=share.id,
+        role=SHARE_ROLE_TO_PROTO[share.role],
+        created_by=share.created_by,
+        create_time=timestamp(share.created_at),
+        expire_time=timestamp(share.expires_at),
+        label=share.label,
+    )
 
 
 def timestamp(moment: datetime) -> Timestamp:
@@ -269,6 +314,12 @@ def event_to_proto(session: Session) -> session_pb2.WatchSessionResponse | None:
         case EventKind.ENDED:
             return session_pb2.WatchSessionResponse(
                 ended=session_pb2.SessionEnded(session=message, reason=session.ended_reason)
+            )
+        case EventKind.SHARES_CHANGED:
+            return session_pb2.WatchSessionResponse(
+                shares_changed=session_pb2.SharesChanged(
+                    session=message, live_share_ids=[share.id for share in session.shares]
+                )
             )
         case EventKind.BOOKKEEPING:
             return None

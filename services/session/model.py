@@ -66,6 +66,8 @@ class EventKind(enum.Enum):
     TASK_CHANGED = "task_changed"
     ERROR = "error"
     ENDED = "ended"
+    # A share was made or revoked: edges close what a revoked share opened.
+    SHARES_CHANGED = "shares_changed"
     # Bookkeeping (viewers, activity times) that watchers are not told about.
     BOOKKEEPING = "bookkeeping"
 
@@ -74,6 +76,26 @@ class EventKind(enum.Enum):
 class Actor:
     user_id: str
     operator: bool = False
+    # Set when the caller holds a share's token rather than an account: it
+    # reaches that share's session only, while the share lives (shares.py).
+    share_id: str = ""
+
+
+class ShareRole(enum.Enum):
+    VIEW = "view"
+    CONTROL = "control"
+
+
+@dataclass(frozen=True)
+class Share:
+    """Access to one session for someone without an account (README, "Sharing")."""
+
+    id: str
+    role: ShareRole
+    created_by: str
+    created_at: datetime
+    expires_at: datetime
+    label: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,6 +177,7 @@ class Session:
     # When a viewer was last reported joined or present; the count lapses
     # after the settings' viewer lease without such a report.
     viewers_seen_at: datetime | None = None
+    shares: tuple[Share, ...] = ()
     last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))
 
 

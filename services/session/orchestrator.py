@@ -32,8 +32,10 @@ from services.session.model import Action, Actor, ControlState, EventKind, FullS
 from services.session.paging import PageKey, key_of
 from services.session.placement import Placer
 from services.session.presence import Presence
-from services.session.records import SessionRecords, may_see
+from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
+from services.session.share_rules import check_action, may_see, refuse_share
+from services.session.shares import Shares
 from services.session.store import SessionStore
 from services.session.task_adoption import TaskAdoption
 from services.session.task_owners import LocalTaskOwners, TaskOwners
@@ -105,6 +107,7 @@ class SessionOrchestrator:
             records, directory, self._task_runs.stop, (fence.forget, self._handoff.forget)
         )
         self._presence = Presence(records, fence, settings)
+        self.shares = Shares(records)
         self._launcher = Launcher(
             records,
             Placer(directory),
@@ -151,10 +154,11 @@ class SessionOrchestrator:
 
     async def list_sessions(self, actor: Actor, after: PageKey | None = None) -> list[Session]:
         """The actor's sessions in page order, those after `after` only when given."""
+        now = self._records.clock()
         sessions = [
             s.session
             for s in await self._records.list_all()
-            if may_see(actor, s.session) and (after is None or key_of(s.session) > after)
+            if may_see(actor, s.session, now) and (after is None or key_of(s.session) > after)
         ]
         return sorted(sessions, key=key_of)
 
@@ -184,6 +188,7 @@ class SessionOrchestrator:
     ) -> AsyncIterator[automation_pb2.CdpResponse]:
         """An external CDP client of the session's browser, for its owner or an
         operator (services/automation/README.md, "CDP")."""
+        refuse_share(actor, "open the browser's CDP endpoint")
         session = (await self._records.get_owned(actor, session_id)).session
         if session.state.terminal:
             raise FailedPrecondition(f"session {session_id} is {session.state.value}")
@@ -240,6 +245,7 @@ class SessionOrchestrator:
 
     async def create(self, actor: Actor, spec: SessionSpec) -> Session:
         """Start a session; one refused or failed here leaves no record behind."""
+        refuse_share(actor, "start sessions")
         return await self._launcher.create(actor, spec)
 
     async def change_control(
@@ -249,11 +255,11 @@ class SessionOrchestrator:
         action: Action,
         expected_version: int | None,
     ) -> Session:
+        stored = await self._records.get_owned(actor, session_id)
+        check_action(actor, stored.session, action, self._records.clock())
         if action is Action.END:
-            stored = await self._records.get_owned(actor, session_id)
             state_machine.check_version(stored.session, expected_version)
             return await self.end(actor, session_id, "ended by the user")
-        await self._records.get_owned(actor, session_id)
         return await self._handoff.change(actor, session_id, action, expected_version)
 
     async def acknowledge_control(self, session_id: str, edge_id: str, version: int) -> None:
@@ -261,6 +267,7 @@ class SessionOrchestrator:
         await self._handoff.acknowledge(session_id, edge_id, version)
 
     async def end(self, actor: Actor, session_id: str, reason: str) -> Session:
+        refuse_share(actor, "end the session")
         await self._records.get_owned(actor, session_id)
         return await self._ending.finish(session_id, reason, failed=False)
 

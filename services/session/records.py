@@ -13,9 +13,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
-from services.runtime.errors import Conflict, NotFound
+from services.runtime.errors import Conflict, NotFound, Unauthenticated
 from services.session import state_machine
 from services.session.model import Actor, EventKind, FullSession, LastEvent, Session
+from services.session.share_rules import may_see
 from services.session.store import SessionStore, StepEvent, Stored
 
 Clock = Callable[[], datetime]
@@ -25,10 +26,6 @@ ChangeObserver = Callable[[Session, Session], None]
 
 # Writers retry a lost compare-and-swap this many times before giving up.
 MAX_SWAP_ATTEMPTS = 50
-
-
-def may_see(actor: Actor, session: Session) -> bool:
-    return actor.operator or session.owner_user_id == actor.user_id
 
 
 def bookkeeping(session: Session) -> Session:
@@ -44,6 +41,14 @@ def new_step(before: Session, after: Session) -> StepEvent | None:
     if after.step_count != before.step_count + 1 or after.last_event.step is None:
         raise ValueError(f"session {after.id}: a change must append exactly one step")
     return after.last_event.step
+
+
+def _unreachable(actor: Actor, session_id: str) -> Exception:
+    if actor.share_id:
+        # The share's holder had the session: it is their credential that ended.
+        return Unauthenticated("this share was revoked, has expired, or its session ended")
+    # Another user's session does not exist as far as they can tell.
+    return NotFound(f"session {session_id} not found")
 
 
 class SessionRecords:
@@ -65,16 +70,15 @@ class SessionRecords:
 
     async def get_owned(self, actor: Actor, session_id: str) -> Stored:
         stored = await self.store.get(session_id)
-        # Another user's session does not exist as far as they can tell.
-        if stored is None or not may_see(actor, stored.session):
-            raise NotFound(f"session {session_id} not found")
+        if stored is None or not may_see(actor, stored.session, self.clock()):
+            raise _unreachable(actor, session_id)
         return stored
 
     async def get_full_owned(self, actor: Actor, session_id: str) -> tuple[FullSession, int]:
         """The session with its kept steps, and its revision (as `get_owned`)."""
         found = await self.store.get_full(session_id)
-        if found is None or not may_see(actor, found[0].session):
-            raise NotFound(f"session {session_id} not found")
+        if found is None or not may_see(actor, found[0].session, self.clock()):
+            raise _unreachable(actor, session_id)
         return found
 
     async def update(self, session_id: str, change: Change) -> Session:

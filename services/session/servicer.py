@@ -9,8 +9,10 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.errors import InvalidArgument
+from services.runtime.guests import guest_user_id
 from services.runtime.limits import (
     MAX_REASON_BYTES,
+    MAX_SHARE_ID_BYTES,
     MAX_USER_ID_BYTES,
     check_create_request,
     check_text,
@@ -43,7 +45,15 @@ def _actor(message: session_pb2.Actor) -> Actor:
     check_text(message.user_id, "actor.user_id", MAX_USER_ID_BYTES)
     if message.user_id == OPERATOR_USER_ID and not message.operator:
         raise InvalidArgument(f"user id {OPERATOR_USER_ID!r} is reserved for operators")
-    return Actor(user_id=message.user_id or OPERATOR_USER_ID, operator=message.operator)
+    if message.share_id and (
+        message.operator or message.user_id != guest_user_id(message.share_id)
+    ):
+        raise InvalidArgument("a share's actor is user guest:<share_id>, not an operator")
+    return Actor(
+        user_id=message.user_id or OPERATOR_USER_ID,
+        operator=message.operator,
+        share_id=message.share_id,
+    )
 
 
 def _session_id(session_id: str) -> str:
@@ -211,3 +221,35 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             delivered=stats.delivered,
             dropped=stats.dropped,
         )
+
+    async def CreateShare(
+        self, request: session_pb2.CreateShareRequest, context: Context
+    ) -> session_pb2.CreateShareResponse:
+        role = codec.SHARE_ROLE_FROM_PROTO.get(request.role)
+        if role is None:
+            raise InvalidArgument("role must be view or control")
+        share = await self._sessions.shares.create(
+            _actor(request.actor),
+            _session_id(request.session_id),
+            role,
+            request.ttl_seconds,
+            request.label,
+        )
+        return session_pb2.CreateShareResponse(share=codec.share_to_proto(share))
+
+    async def ListShares(
+        self, request: session_pb2.ListSharesRequest, context: Context
+    ) -> session_pb2.ListSharesResponse:
+        shares = await self._sessions.shares.list(
+            _actor(request.actor), _session_id(request.session_id)
+        )
+        return session_pb2.ListSharesResponse(shares=[codec.share_to_proto(s) for s in shares])
+
+    async def RevokeShare(
+        self, request: session_pb2.RevokeShareRequest, context: Context
+    ) -> session_pb2.RevokeShareResponse:
+        share_id = check_text(request.share_id, "share_id", MAX_SHARE_ID_BYTES)
+        await self._sessions.shares.revoke(
+            _actor(request.actor), _session_id(request.session_id), share_id
+        )
+        return session_pb2.RevokeShareResponse()

@@ -40,15 +40,17 @@ export function emit(socket, event, payload) {
   });
 }
 
-// The user a token stands for: a JWT's `sub`, else the operator token.
+// The user a token stands for: a JWT's `sub`, a share's guest:<share id>
+// (README, "Sharing"), else the operator token.
 export function identityOf(token) {
   const parts = token.split(".");
-  if (parts.length === 3) {
+  if (parts.length === 3 || parts.length === 2) {
     try {
-      const payload = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
-      if (typeof payload.sub === "string") return payload.sub;
+      const payload = JSON.parse(atob(parts[parts.length - 2].replace(/-/g, "+").replace(/_/g, "/")));
+      if (parts.length === 3 && typeof payload.sub === "string") return payload.sub;
+      if (parts.length === 2 && typeof payload.shid === "string") return `guest:${payload.shid}`;
     } catch {
-      // Not a JWT: the operator token.
+      // Neither: the operator token.
     }
   }
   return "operator";

@@ -22,6 +22,27 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _ShareRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ShareRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ShareRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SHARE_ROLE_UNSPECIFIED: _ShareRole.ValueType  # 0
+    SHARE_ROLE_VIEW: _ShareRole.ValueType  # 1
+    """Watch the session and its stream."""
+    SHARE_ROLE_CONTROL: _ShareRole.ValueType  # 2
+    """Also take and return control."""
+
+class ShareRole(_ShareRole, metaclass=_ShareRoleEnumTypeWrapper): ...
+
+SHARE_ROLE_UNSPECIFIED: ShareRole.ValueType  # 0
+SHARE_ROLE_VIEW: ShareRole.ValueType  # 1
+"""Watch the session and its stream."""
+SHARE_ROLE_CONTROL: ShareRole.ValueType  # 2
+"""Also take and return control."""
+Global___ShareRole: _TypeAlias = ShareRole  # noqa: Y015
+
 class _ControlState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -210,21 +231,64 @@ class Actor(_message.Message):
 
     USER_ID_FIELD_NUMBER: _builtins.int
     OPERATOR_FIELD_NUMBER: _builtins.int
+    SHARE_ID_FIELD_NUMBER: _builtins.int
     user_id: _builtins.str
     operator: _builtins.bool
+    share_id: _builtins.str
+    """share_id: the caller holds this share's token, not an account; user_id
+    is then `guest:<share_id>`. UNAUTHENTICATED once the share is revoked,
+    expired or its session ended; PERMISSION_DENIED beyond what it allows.
+    """
     def __init__(
         self,
         *,
         user_id: _builtins.str = ...,
         operator: _builtins.bool = ...,
+        share_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator", b"operator", "share_id", b"share_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Actor: _TypeAlias = Actor  # noqa: Y015
+
+@_typing.final
+class Share(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    role: Global___ShareRole.ValueType
+    created_by: _builtins.str
+    label: _builtins.str
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        role: Global___ShareRole.ValueType = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "created_by", b"created_by", "expire_time", b"expire_time", "id", b"id", "label", b"label", "role", b"role"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Share: _TypeAlias = Share  # noqa: Y015
 
 @_typing.final
 class Task(_message.Message):
@@ -390,6 +454,144 @@ class Session(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class CreateShareRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    role: Global___ShareRole.ValueType
+    ttl_seconds: _builtins.float
+    """ttl_seconds: more than 0, at most a day; the share ends with its session."""
+    label: _builtins.str
+    """label names the guest where control is shown (at most 128 bytes)."""
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        role: Global___ShareRole.ValueType = ...,
+        ttl_seconds: _builtins.float = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "label", b"label", "role", b"role", "session_id", b"session_id", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateShareRequest: _TypeAlias = CreateShareRequest  # noqa: Y015
+
+@_typing.final
+class CreateShareResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def share(self) -> Global___Share: ...
+    def __init__(
+        self,
+        *,
+        share: Global___Share | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["share", b"share"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateShareResponse: _TypeAlias = CreateShareResponse  # noqa: Y015
+
+@_typing.final
+class ListSharesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSharesRequest: _TypeAlias = ListSharesRequest  # noqa: Y015
+
+@_typing.final
+class ListSharesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHARES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___Share]: ...
+    def __init__(
+        self,
+        *,
+        shares: _abc.Iterable[Global___Share] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSharesResponse: _TypeAlias = ListSharesResponse  # noqa: Y015
+
+@_typing.final
+class RevokeShareRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    SHARE_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    share_id: _builtins.str
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        share_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "session_id", b"session_id", "share_id", b"share_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeShareRequest: _TypeAlias = RevokeShareRequest  # noqa: Y015
+
+@_typing.final
+class RevokeShareResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeShareResponse: _TypeAlias = RevokeShareResponse  # noqa: Y015
 
 @_typing.final
 class CreateSessionRequest(_message.Message):
@@ -823,6 +1025,32 @@ class SessionEnded(_message.Message):
 Global___SessionEnded: _TypeAlias = SessionEnded  # noqa: Y015
 
 @_typing.final
+class SharesChanged(_message.Message):
+    """SharesChanged: a share was made or revoked (the shares are in ListShares)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    LIVE_SHARE_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session: ...
+    @_builtins.property
+    def live_share_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+        live_share_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["live_share_ids", b"live_share_ids", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SharesChanged: _TypeAlias = SharesChanged  # noqa: Y015
+
+@_typing.final
 class WatchSessionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -832,6 +1060,7 @@ class WatchSessionResponse(_message.Message):
     TASK_CHANGED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
+    SHARES_CHANGED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def created(self) -> Global___SessionCreated: ...
     @_builtins.property
@@ -844,6 +1073,8 @@ class WatchSessionResponse(_message.Message):
     def error(self) -> Global___SessionError: ...
     @_builtins.property
     def ended(self) -> Global___SessionEnded: ...
+    @_builtins.property
+    def shares_changed(self) -> Global___SharesChanged: ...
     def __init__(
         self,
         *,
@@ -853,12 +1084,13 @@ class WatchSessionResponse(_message.Message):
         task_changed: Global___TaskChanged | None = ...,
         error: Global___SessionError | None = ...,
         ended: Global___SessionEnded | None = ...,
+        shares_changed: Global___SharesChanged | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "step", "control_changed", "task_changed", "error", "ended"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "step", "control_changed", "task_changed", "error", "ended", "shares_changed"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

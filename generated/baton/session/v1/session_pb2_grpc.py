@@ -96,6 +96,21 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.FromString,
                 _registered_method=True)
+        self.CreateShare = channel.unary_unary(
+                '/baton.session.v1.SessionService/CreateShare',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.CreateShareRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.CreateShareResponse.FromString,
+                _registered_method=True)
+        self.ListShares = channel.unary_unary(
+                '/baton.session.v1.SessionService/ListShares',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.ListSharesRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ListSharesResponse.FromString,
+                _registered_method=True)
+        self.RevokeShare = channel.unary_unary(
+                '/baton.session.v1.SessionService/RevokeShare',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -196,6 +211,30 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateShare(self, request, context):
+        """CreateShare opens one session to someone without an account, for its
+        owner or an operator (README, "Sharing"): the holder acts as
+        `guest:<share id>` (Actor.share_id) on that session only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListShares(self, request, context):
+        """ListShares: the session's shares that still open it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeShare(self, request, context):
+        """RevokeShare ends a share now; watchers get a `shares_changed` event, on
+        which edges close every connection it opened.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +297,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetWebhookStats,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.SerializeToString,
+            ),
+            'CreateShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateShare,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.CreateShareRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.CreateShareResponse.SerializeToString,
+            ),
+            'ListShares': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListShares,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ListSharesRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.ListSharesResponse.SerializeToString,
+            ),
+            'RevokeShare': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeShare,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -586,6 +640,87 @@ class SessionService:
             '/baton.session.v1.SessionService/GetWebhookStats',
             baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.GetWebhookStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/CreateShare',
+            baton_dot_session_dot_v1_dot_session__pb2.CreateShareRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.CreateShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListShares(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/ListShares',
+            baton_dot_session_dot_v1_dot_session__pb2.ListSharesRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.ListSharesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeShare(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/RevokeShare',
+            baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,17 @@ class SessionServiceStub:
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
     """
+    CreateShare: _grpc.UnaryUnaryMultiCallable[_session_pb2.CreateShareRequest, _session_pb2.CreateShareResponse]
+    """CreateShare opens one session to someone without an account, for its
+    owner or an operator (README, "Sharing"): the holder acts as
+    `guest:<share id>` (Actor.share_id) on that session only.
+    """
+    ListShares: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListSharesRequest, _session_pb2.ListSharesResponse]
+    """ListShares: the session's shares that still open it."""
+    RevokeShare: _grpc.UnaryUnaryMultiCallable[_session_pb2.RevokeShareRequest, _session_pb2.RevokeShareResponse]
+    """RevokeShare ends a share now; watchers get a `shares_changed` event, on
+    which edges close every connection it opened.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -124,6 +135,17 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetWebhookStats: _aio.UnaryUnaryMultiCallable[_session_pb2.GetWebhookStatsRequest, _session_pb2.GetWebhookStatsResponse]  # type: ignore[assignment]
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
+    """
+    CreateShare: _aio.UnaryUnaryMultiCallable[_session_pb2.CreateShareRequest, _session_pb2.CreateShareResponse]  # type: ignore[assignment]
+    """CreateShare opens one session to someone without an account, for its
+    owner or an operator (README, "Sharing"): the holder acts as
+    `guest:<share id>` (Actor.share_id) on that session only.
+    """
+    ListShares: _aio.UnaryUnaryMultiCallable[_session_pb2.ListSharesRequest, _session_pb2.ListSharesResponse]  # type: ignore[assignment]
+    """ListShares: the session's shares that still open it."""
+    RevokeShare: _aio.UnaryUnaryMultiCallable[_session_pb2.RevokeShareRequest, _session_pb2.RevokeShareResponse]  # type: ignore[assignment]
+    """RevokeShare ends a share now; watchers get a `shares_changed` event, on
+    which edges close every connection it opened.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -242,6 +264,35 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetWebhookStatsResponse, _abc.Awaitable[_session_pb2.GetWebhookStatsResponse]]:
         """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
         for the edge's /metrics.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateShare(
+        self,
+        request: _session_pb2.CreateShareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.CreateShareResponse, _abc.Awaitable[_session_pb2.CreateShareResponse]]:
+        """CreateShare opens one session to someone without an account, for its
+        owner or an operator (README, "Sharing"): the holder acts as
+        `guest:<share id>` (Actor.share_id) on that session only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListShares(
+        self,
+        request: _session_pb2.ListSharesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ListSharesResponse, _abc.Awaitable[_session_pb2.ListSharesResponse]]:
+        """ListShares: the session's shares that still open it."""
+
+    @_abc_1.abstractmethod
+    def RevokeShare(
+        self,
+        request: _session_pb2.RevokeShareRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.RevokeShareResponse, _abc.Awaitable[_session_pb2.RevokeShareResponse]]:
+        """RevokeShare ends a share now; watchers get a `shares_changed` event, on
+        which edges close every connection it opened.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
