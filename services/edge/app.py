@@ -139,6 +139,10 @@ class RestApi:
                 DELETE=self._authed("delete", self.delete),
             ),
             _route(session + "/control", PUT=self._authed("control", self.control)),
+            _route(
+                session + "/control-requests",
+                POST=self._authed("request_control", self.request_control),
+            ),
             _route(session + "/stream", GET=self._authed("stream", self.stream)),
             _route(session + "/cdp", GET=self._authed("cdp", self.cdp)),
             _route(
@@ -200,6 +204,10 @@ class RestApi:
         body = await self._json_body(request)
         session_id = request.path_params["session_id"]
         return JSONResponse(await self._actions.control(principal, session_id, body))
+
+    async def request_control(self, request: Request, principal: Principal) -> Response:
+        session_id = request.path_params["session_id"]
+        return JSONResponse(await self._actions.request_control(principal, session_id))
 
     async def stream(self, request: Request, principal: Principal) -> Response:
         base_url = self._settings.public_url or str(request.base_url)

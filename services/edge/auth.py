@@ -31,9 +31,8 @@ from typing import Any
 import jwt
 
 from services.runtime.errors import Unauthenticated
-from services.runtime.guests import guest_user_id, is_guest
+from services.runtime.user_ids import OPERATOR_USER_ID, guest_user_id, is_guest
 
-OPERATOR_USER_ID = "operator"
 _STREAM_TOKEN_CONTEXT = b"baton stream token v1"
 DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600.0
 

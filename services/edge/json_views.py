@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 
@@ -21,9 +22,11 @@ from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
 from services.runtime.limits import (
     MAX_MAX_STEPS,
     MAX_STEPS,
+    MAX_USER_ID_BYTES,
     MAX_VIEWPORT,
     MIN_VIEWPORT,
     check_create_request,
+    check_text,
 )
 from services.runtime.session_ids import check_session_id
 
@@ -40,6 +43,7 @@ CONTROL_ACTIONS: dict[str, session_pb2.ControlAction.ValueType] = {
     "pause": session_pb2.CONTROL_ACTION_PAUSE,
     "resume": session_pb2.CONTROL_ACTION_RESUME,
     "end": session_pb2.CONTROL_ACTION_END,
+    "hand_over": session_pb2.CONTROL_ACTION_HAND_OVER,
 }
 ACTION_NAMES = {value: name for name, value in CONTROL_ACTIONS.items()}
 
@@ -362,17 +366,30 @@ def parse_hand_over(body: Any) -> automation_pb2.HandOver:
     return hand_over
 
 
-def parse_control(
-    body: Mapping[str, Any],
-) -> tuple[session_pb2.ControlAction.ValueType, int | None]:
-    """PUT .../control (and session:control): the action and optional expectedVersion."""
+@dataclass(frozen=True)
+class ControlRequest:
+    """PUT .../control (and session:control): what to do, conditional on the
+    version the client saw, and for hand_over to whom."""
+
+    action: session_pb2.ControlAction.ValueType
+    expected_version: int | None = None
+    to_user_id: str = ""
+
+
+def parse_control(body: Mapping[str, Any]) -> ControlRequest:
     action = body.get("action")
     if not isinstance(action, str) or action not in CONTROL_ACTIONS:
         raise InvalidArgument(f"action must be one of {', '.join(CONTROL_ACTIONS)}, not {action!r}")
     expected = body.get("expectedVersion")
-    if expected is None:
-        return CONTROL_ACTIONS[action], None
-    return CONTROL_ACTIONS[action], _integer(body, "expectedVersion", "body", (0, 2**63 - 1))
+    expected_version = (
+        None if expected is None else _integer(body, "expectedVersion", "body", (0, 2**63 - 1))
+    )
+    handing_over = CONTROL_ACTIONS[action] == session_pb2.CONTROL_ACTION_HAND_OVER
+    if body.get("to") is not None and not handing_over:
+        raise InvalidArgument("body.to is for hand_over only")
+    to_user_id = _string(body, "to", "body") if handing_over else ""
+    check_text(to_user_id, "body.to", MAX_USER_ID_BYTES)
+    return ControlRequest(CONTROL_ACTIONS[action], expected_version, to_user_id)
 
 
 def session_id_of(payload: Any) -> str:

@@ -258,7 +258,18 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {
             "action": {"type": "string", "enum": list(CONTROL_ACTIONS)},
             "expectedVersion": _nullable({"type": "integer", "minimum": 0, "maximum": 2**63 - 1}),
+            "to": _nullable(
+                {
+                    "type": "string",
+                    "description": "hand_over only (required there): the user to give control "
+                    "to: the owner, operator, or guest:<share id> of a live control share.",
+                }
+            ),
         },
+        # `to` belongs to hand_over alone.
+        "if": {"properties": {"action": {"const": "hand_over"}}},
+        "then": {"required": ["to"], "properties": {"to": {"type": "string", "minLength": 1}}},
+        "else": {"properties": {"to": {"type": "null"}}},
     },
     "SessionSummary": {
         "type": "object",
@@ -536,6 +547,21 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "200": _json(_ref("SessionSummary"), "The session after the change"),
                         **_errors(400, 401, 403, 404, 409, 413, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/control-requests": {
+                "parameters": [_SESSION_ID],
+                "post": {
+                    "operationId": "requestControl",
+                    "summary": "Ask the person in control for it",
+                    "description": "Nothing changes: every watcher gets "
+                    "session:control_requested, and the person in control may answer with "
+                    "hand_over (docs/state-machine.md).",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("SessionSummary"), "The session, as it is"),
+                        **_errors(400, 401, 403, 404, 409, 503),
                     },
                 },
             },

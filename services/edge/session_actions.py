@@ -110,8 +110,10 @@ class SessionActions:
         return [session_json(session) for session in sessions], next_token
 
     async def control(self, principal: Principal, session_id: str, body: JsonObject) -> JsonObject:
-        action, expected_version = parse_control(body)
-        return await self.apply(principal, session_id, action, expected_version)
+        request = parse_control(body)
+        return await self.apply(
+            principal, session_id, request.action, request.expected_version, request.to_user_id
+        )
 
     async def apply(
         self,
@@ -119,16 +121,22 @@ class SessionActions:
         session_id: str,
         action: session_pb2.ControlAction.ValueType,
         expected_version: int | None = None,
+        to_user_id: str = "",
     ) -> JsonObject:
         check_scope(principal, session_id)
         if action == session_pb2.CONTROL_ACTION_END:
             return await self.end(principal, session_id)
         session = await self._sessions.change_control(
-            principal, session_id, action, expected_version
+            principal, session_id, action, expected_version, to_user_id
         )
         self._metrics.handoffs[ACTION_NAMES[action]] += 1
         await self._notify(session)
         return session_json(session)
+
+    async def request_control(self, principal: Principal, session_id: str) -> JsonObject:
+        """Ask the person in control for it (docs/state-machine.md)."""
+        check_scope(principal, session_id)
+        return session_json(await self._sessions.request_control(principal, session_id))
 
     async def end(self, principal: Principal, session_id: str) -> JsonObject:
         check_scope(principal, session_id)

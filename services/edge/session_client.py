@@ -16,13 +16,14 @@ import grpc
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
-from services.edge.auth import OPERATOR_USER_ID, Principal
+from services.edge.auth import Principal
 from services.edge.metrics import WebhookCounts
 from services.runtime.errors import BatonError, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.slot_demand import FleetCapacity
+from services.runtime.user_ids import OPERATOR_USER_ID
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +104,21 @@ class SessionClient:
         session_id: str,
         action: session_pb2.ControlAction.ValueType,
         expected_version: int | None = None,
+        to_user_id: str = "",
     ) -> session_pb2.Session:
         request = session_pb2.ChangeControlRequest(
-            session_id=session_id, actor=actor_of(principal), action=action
+            session_id=session_id, actor=actor_of(principal), action=action, to_user_id=to_user_id
         )
         if expected_version is not None:
             request.expected_version = expected_version
         answer = await _call(self._stub.ChangeControl(request, timeout=self._timeout))
+        return answer.session
+
+    async def request_control(self, principal: Principal, session_id: str) -> session_pb2.Session:
+        request = session_pb2.RequestControlRequest(
+            session_id=session_id, actor=actor_of(principal)
+        )
+        answer = await _call(self._stub.RequestControl(request, timeout=self._timeout))
         return answer.session
 
     async def end(self, principal: Principal, session_id: str, reason: str) -> session_pb2.Session:

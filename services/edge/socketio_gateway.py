@@ -74,6 +74,12 @@ def event_message(event: Event) -> tuple[str, JsonObject] | None:
             "session": session_json(event.control_changed.session),
             "action": ACTION_NAMES.get(event.control_changed.action),
         }
+    if kind == "control_requested":
+        # Someone who may take control asks the person holding it for it.
+        return "session:control_requested", {
+            "session": session_json(event.control_requested.session),
+            "userId": event.control_requested.user_id,
+        }
     if kind == "task_changed":
         # The task's own status (completed, waiting for the user) changed; sent
         # so pages need not poll for it (docs/asyncapi.yaml).
@@ -127,6 +133,7 @@ class SocketGateway:
             "session:create": self._create,
             "session:watch": self._watch,
             "session:control": self._control,
+            "session:request_control": self._request_control,
             "session:pause": self._simple(session_pb2.CONTROL_ACTION_PAUSE),
             "session:resume": self._simple(session_pb2.CONTROL_ACTION_RESUME),
             "session:end": self._end,
@@ -200,6 +207,9 @@ class SocketGateway:
     async def _control(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
         session_id = session_id_of(payload)
         return await self._actions.control(principal, session_id, payload)
+
+    async def _request_control(self, sid: str, principal: Principal, payload: Any) -> JsonObject:
+        return await self._actions.request_control(principal, session_id_of(payload))
 
     def _simple(self, action: session_pb2.ControlAction.ValueType) -> Handler:
         async def handle(sid: str, principal: Principal, payload: Any) -> JsonObject:

@@ -190,6 +190,7 @@ ACTION_FROM_PROTO = {
     session_pb2.CONTROL_ACTION_PAUSE: Action.PAUSE,
     session_pb2.CONTROL_ACTION_RESUME: Action.RESUME,
     session_pb2.CONTROL_ACTION_END: Action.END,
+    session_pb2.CONTROL_ACTION_HAND_OVER: Action.HAND_OVER,
 }
 ACTION_TO_PROTO = {action: number for number, action in ACTION_FROM_PROTO.items()}
 
@@ -319,6 +320,12 @@ def event_to_proto(session: Session) -> session_pb2.WatchSessionResponse | None:
             return session_pb2.WatchSessionResponse(
                 shares_changed=session_pb2.SharesChanged(
                     session=message, live_share_ids=[share.id for share in session.shares]
+                )
+            )
+        case EventKind.CONTROL_REQUESTED:
+            return session_pb2.WatchSessionResponse(
+                control_requested=session_pb2.ControlRequested(
+                    session=message, user_id=event.message
                 )
             )
         case EventKind.BOOKKEEPING:

@@ -54,19 +54,30 @@ class Handoff:
         self._locks.pop(session_id, None)
 
     async def change(
-        self, actor: Actor, session_id: str, action: Action, expected_version: int | None
+        self,
+        actor: Actor,
+        session_id: str,
+        action: Action,
+        expected_version: int | None,
+        to_user_id: str = "",
     ) -> Session:
-        """Apply a control action other than END, with the agent paused or resumed."""
+        """Apply a control action other than END, with the agent paused or resumed
+        (a hand_over between people leaves the agent paused as it is)."""
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         async with lock:
-            return await self._change(actor, session_id, action, expected_version)
+            return await self._change(actor, session_id, action, expected_version, to_user_id)
 
     async def acknowledge(self, session_id: str, edge_id: str, version: int) -> None:
         """`edge_id` has applied `version` (or newer) of the session to its input gates."""
         await self._fence.acknowledge(session_id, edge_id, version)
 
     async def _change(
-        self, actor: Actor, session_id: str, action: Action, expected_version: int | None
+        self,
+        actor: Actor,
+        session_id: str,
+        action: Action,
+        expected_version: int | None,
+        to_user_id: str,
     ) -> Session:
         session = (await self._records.get_owned(actor, session_id)).session
         # Refuse before touching automation when the action is not allowed.
@@ -86,7 +97,10 @@ class Handoff:
             # on; only a change of control since makes `expected_version` stale
             # (state_machine.check_version).
             changed = await self._records.update(
-                session_id, lambda s: state_machine.apply(s, action, actor, now, expected_version)
+                session_id,
+                lambda s: state_machine.apply(
+                    s, action, actor, now, expected_version, to_user_id=to_user_id
+                ),
             )
         except BaseException:
             if pausing:

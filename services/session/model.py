@@ -36,6 +36,8 @@ class Action(enum.Enum):
     PAUSE = "pause"
     RESUME = "resume"
     END = "end"
+    # The person in control (or an operator) gives it to another person.
+    HAND_OVER = "hand_over"
 
 
 class Controller(enum.Enum):
@@ -68,6 +70,8 @@ class EventKind(enum.Enum):
     ENDED = "ended"
     # A share was made or revoked: edges close what a revoked share opened.
     SHARES_CHANGED = "shares_changed"
+    # A viewer asks the person in control for it (the message names them).
+    CONTROL_REQUESTED = "control_requested"
     # Bookkeeping (viewers, activity times) that watchers are not told about.
     BOOKKEEPING = "bookkeeping"
 

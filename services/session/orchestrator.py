@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from baton.automation.v1 import automation_pb2
-from services.runtime.errors import FailedPrecondition
+from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.slot_demand import FleetCapacity, fleet_capacity
 from services.session import state_machine
 from services.session.control_fence import ControlFence, MemoryControlFence
@@ -28,13 +28,21 @@ from services.session.ending import Ending
 from services.session.handoff import Handoff
 from services.session.janitor import Janitor
 from services.session.launcher import Launcher, SessionSpec
-from services.session.model import Action, Actor, ControlState, EventKind, FullSession, Session
+from services.session.model import (
+    Action,
+    Actor,
+    ControlState,
+    EventKind,
+    FullSession,
+    LastEvent,
+    Session,
+)
 from services.session.paging import PageKey, key_of
 from services.session.placement import Placer
 from services.session.presence import Presence
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
-from services.session.share_rules import check_action, may_see, refuse_share
+from services.session.share_rules import check_action, may_control, may_see, refuse_share
 from services.session.shares import Shares
 from services.session.store import SessionStore
 from services.session.task_adoption import TaskAdoption
@@ -254,13 +262,46 @@ class SessionOrchestrator:
         session_id: str,
         action: Action,
         expected_version: int | None,
+        to_user_id: str = "",
     ) -> Session:
         stored = await self._records.get_owned(actor, session_id)
-        check_action(actor, stored.session, action, self._records.clock())
+        now = self._records.clock()
+        check_action(actor, stored.session, action, now)
         if action is Action.END:
             state_machine.check_version(stored.session, expected_version)
             return await self.end(actor, session_id, "ended by the user")
-        return await self._handoff.change(actor, session_id, action, expected_version)
+        if action is Action.HAND_OVER and not may_control(to_user_id, stored.session, now):
+            # Nobody else may see the session: no one to name in the message.
+            raise InvalidArgument(
+                "hand_over's `to` must be the session's owner, an operator, "
+                "or the guest of a live control share"
+            )
+        return await self._handoff.change(actor, session_id, action, expected_version, to_user_id)
+
+    async def request_control(self, actor: Actor, session_id: str) -> Session:
+        """Ask the person in control for it: watchers hear who asks; nothing changes."""
+        stored = await self._records.get_owned(actor, session_id)
+        now = self._records.clock()
+        check_action(actor, stored.session, Action.TAKE_CONTROL, now)
+
+        def ask(session: Session) -> Session:
+            if session.state is not ControlState.USER_CONTROL:
+                raise FailedPrecondition(
+                    f"nobody holds control of session {session_id} "
+                    f"({session.state.value}): take it instead"
+                )
+            if session.controller_user_id == actor.user_id:
+                raise FailedPrecondition("you already hold control")
+            if not may_control(actor.user_id, session, now):
+                raise PermissionDenied("only someone who may take control can ask for it")
+            return replace(
+                session,
+                version=session.version + 1,
+                updated_at=now,
+                last_event=LastEvent(EventKind.CONTROL_REQUESTED, message=actor.user_id),
+            )
+
+        return await self._records.update(session_id, ask)
 
     async def acknowledge_control(self, session_id: str, edge_id: str, version: int) -> None:
         """`edge_id` has applied `version` (or newer) of the session to its input gates."""

@@ -9,7 +9,6 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.errors import InvalidArgument
-from services.runtime.guests import guest_user_id
 from services.runtime.limits import (
     MAX_REASON_BYTES,
     MAX_SHARE_ID_BYTES,
@@ -19,6 +18,7 @@ from services.runtime.limits import (
 )
 from services.runtime.opened_stream import opened
 from services.runtime.session_ids import check_session_id
+from services.runtime.user_ids import OPERATOR_USER_ID, guest_user_id
 from services.session import codec, paging
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
@@ -33,10 +33,6 @@ _ACTIVITY = {
     session_pb2.ACTIVITY_KIND_USER_INPUT: (0, True, False),
     session_pb2.ACTIVITY_KIND_VIEWER_PRESENT: (0, False, True),
 }
-
-
-# The user id operators act under; no user may take it.
-OPERATOR_USER_ID = "operator"
 
 
 def _actor(message: session_pb2.Actor) -> Actor:
@@ -112,10 +108,19 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if action is None:
             raise InvalidArgument(f"unknown control action {request.action}")
         expected = request.expected_version if request.HasField("expected_version") else None
+        to_user_id = check_text(request.to_user_id, "to_user_id", MAX_USER_ID_BYTES)
         session = await self._sessions.change_control(
-            _actor(request.actor), _session_id(request.session_id), action, expected
+            _actor(request.actor), _session_id(request.session_id), action, expected, to_user_id
         )
         return session_pb2.ChangeControlResponse(session=codec.to_proto(session))
+
+    async def RequestControl(
+        self, request: session_pb2.RequestControlRequest, context: Context
+    ) -> session_pb2.RequestControlResponse:
+        session = await self._sessions.request_control(
+            _actor(request.actor), _session_id(request.session_id)
+        )
+        return session_pb2.RequestControlResponse(session=codec.to_proto(session))
 
     async def EndSession(
         self, request: session_pb2.EndSessionRequest, context: Context

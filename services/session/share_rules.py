@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.runtime.errors import PermissionDenied
+from services.runtime.user_ids import GUEST_PREFIX, OPERATOR_USER_ID, is_guest
 from services.session.model import Action, Actor, Session, Share, ShareRole
 
 # What a control share may do; a view share may do none of these.
-_CONTROL_SHARE_ACTIONS = frozenset({Action.TAKE_CONTROL, Action.RETURN_CONTROL})
+_CONTROL_SHARE_ACTIONS = frozenset({Action.TAKE_CONTROL, Action.RETURN_CONTROL, Action.HAND_OVER})
 
 
 def live_share(session: Session, share_id: str, now: datetime) -> Share | None:
@@ -42,6 +43,17 @@ def refuse_share(actor: Actor, what: str) -> None:
     """A share opens its session's view and control only: refuse `what`."""
     if actor.share_id:
         raise PermissionDenied(f"a share's token cannot {what}")
+
+
+def may_control(user_id: str, session: Session, now: datetime) -> bool:
+    """Whether `user_id` may hold the session's control: its owner, an operator,
+    or the guest of a live control share (who control is handed over to)."""
+    if user_id in (session.owner_user_id, OPERATOR_USER_ID):
+        return True
+    if not is_guest(user_id):
+        return False
+    share = live_share(session, user_id.removeprefix(GUEST_PREFIX), now)
+    return share is not None and share.role is ShareRole.CONTROL
 
 
 def may_see(actor: Actor, session: Session, now: datetime) -> bool:

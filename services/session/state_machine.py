@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
-from services.runtime.errors import Conflict, FailedPrecondition, PermissionDenied
+from services.runtime.errors import Conflict, FailedPrecondition, InvalidArgument, PermissionDenied
 from services.session.model import (
     Action,
     Actor,
@@ -31,6 +31,7 @@ _TRANSITIONS: dict[tuple[ControlState, Action], ControlState] = {
     (ControlState.PAUSED, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
     (ControlState.PAUSED, Action.RESUME): ControlState.AI_CONTROL,
     (ControlState.USER_CONTROL, Action.RETURN_CONTROL): ControlState.AI_CONTROL,
+    (ControlState.USER_CONTROL, Action.HAND_OVER): ControlState.USER_CONTROL,
     (ControlState.FINISHED, Action.TAKE_CONTROL): ControlState.USER_CONTROL,
 }
 for _state in (
@@ -114,11 +115,11 @@ def next_state(session: Session, action: Action, actor: Actor) -> ControlState:
         )
     target = _to_agent(session) if target is ControlState.AI_CONTROL else target
     if (
-        action is Action.RETURN_CONTROL
+        action in (Action.RETURN_CONTROL, Action.HAND_OVER)
         and not actor.operator
         and actor.user_id != session.controller_user_id
     ):
-        raise PermissionDenied("only the user in control or an operator may return control")
+        raise PermissionDenied(f"only the user in control or an operator may {action.value}")
     return target
 
 
@@ -129,12 +130,19 @@ def apply(
     now: datetime,
     expected_version: int | None = None,
     reason: str = "",
+    to_user_id: str = "",
 ) -> Session:
-    """The session after `action` by `actor`; raises when it is not allowed."""
+    """The session after `action` by `actor`; raises when it is not allowed.
+    `to_user_id`: who a hand_over gives control to (the caller checked they may
+    have it: share_rules.may_control)."""
     check_version(session, expected_version)
     if is_noop(session, action, actor):
         return session
     target = next_state(session, action, actor)
+    if action is Action.HAND_OVER:
+        if not to_user_id or to_user_id == session.controller_user_id:
+            raise InvalidArgument("hand_over needs `to`: another person who may take control")
+        actor = Actor(to_user_id)
     return _enter(session, target, now, action=action, actor=actor, reason=reason)
 
 

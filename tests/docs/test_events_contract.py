@@ -107,6 +107,9 @@ def every_watch_event() -> list[session_pb2.WatchSessionResponse]:
         ),
         session_pb2.WatchSessionResponse(task_changed=session_pb2.TaskChanged(session=summary())),
         session_pb2.WatchSessionResponse(
+            control_requested=session_pb2.ControlRequested(session=summary(), user_id="bob")
+        ),
+        session_pb2.WatchSessionResponse(
             error=session_pb2.SessionError(session=summary(), message="the display crashed")
         ),
         session_pb2.WatchSessionResponse(
@@ -180,9 +183,15 @@ def test_client_event_payloads_are_the_fields_the_edge_reads() -> None:
     messages = messages_by_name()
     document = asyncapi()
     control = resolve(messages["session:control"]["payload"], document)
-    assert set(control["properties"]) == read == {"id", "action", "expectedVersion"}
+    assert set(control["properties"]) == read == {"id", "action", "expectedVersion", "to"}
     read.clear()
     session_id_of(Recording(id="s-1"))
     assert read == {"id"}
-    for name in ("session:watch", "session:pause", "session:resume", "session:end"):
+    for name in (
+        "session:watch",
+        "session:pause",
+        "session:resume",
+        "session:end",
+        "session:request_control",
+    ):
         assert set(resolve(messages[name]["payload"], document)["properties"]) == read

@@ -65,7 +65,7 @@ def outcome(state: ControlState, action: Action, actor: Actor, agent_done: bool 
     """A state name, "refused", "no-op" or "denied" (the actor may not)."""
     session = session_in(state, agent_done)
     try:
-        after = state_machine.apply(session, action, actor, NOW)
+        after = state_machine.apply(session, action, actor, NOW, to_user_id="carol")
     except FailedPrecondition:
         return "refused"
     except PermissionDenied:

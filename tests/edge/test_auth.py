@@ -8,7 +8,6 @@ import jwt
 import pytest
 
 from services.edge.auth import (
-    OPERATOR_USER_ID,
     Authenticator,
     Principal,
     bearer_token,
@@ -16,6 +15,7 @@ from services.edge.auth import (
     generate_api_token,
 )
 from services.runtime.errors import Unauthenticated
+from services.runtime.user_ids import OPERATOR_USER_ID
 
 SECRET = "jwt-secret-for-tests-0123456789abcdef"
 

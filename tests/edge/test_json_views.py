@@ -12,6 +12,7 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.edge.json_views import (
+    ControlRequest,
     error_json,
     parse_control,
     parse_create_session,
@@ -229,19 +230,24 @@ def test_invalid_steps(step: Any) -> None:
 
 
 def test_parse_control() -> None:
-    assert parse_control({"action": "take_control"}) == (
-        session_pb2.CONTROL_ACTION_TAKE_CONTROL,
-        None,
+    assert parse_control({"action": "take_control"}) == ControlRequest(
+        session_pb2.CONTROL_ACTION_TAKE_CONTROL
     )
-    assert parse_control({"action": "resume", "expectedVersion": 3}) == (
-        session_pb2.CONTROL_ACTION_RESUME,
-        3,
+    assert parse_control({"action": "resume", "expectedVersion": 3}) == ControlRequest(
+        session_pb2.CONTROL_ACTION_RESUME, 3
+    )
+    assert parse_control({"action": "hand_over", "to": "bob"}) == ControlRequest(
+        session_pb2.CONTROL_ACTION_HAND_OVER, None, "bob"
     )
     for body in (
         {"action": "fly"},
         {},
         {"action": "pause", "expectedVersion": "3"},
         {"action": "pause", "expectedVersion": -1},
+        {"action": "hand_over"},
+        {"action": "hand_over", "to": 7},
+        {"action": "hand_over", "to": "x" * 257},
+        {"action": "take_control", "to": "bob"},
     ):
         with pytest.raises(InvalidArgument):
             parse_control(body)

@@ -19,6 +19,7 @@ from services.display.rfb_client import RfbError
 from services.display.settings import NumberRange
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
 from tests.edge.harness import bearer, user_token
+from tests.edge.test_console_details import start
 from tests.edge.test_embed import wait_for_page_colour, waiting_session
 from tests.edge.test_full_stack import console_page, raw_viewer
 
@@ -200,3 +201,45 @@ async def test_a_share_ends_when_it_expires_or_its_session_ends(stack: FullStack
     for body in ({"role": "edit"}, {"role": "view", "ttlSeconds": 0}, {"role": "view", "x": 1}):
         status, answer = await call(stack, "POST", f"{base}/shares", ALICE, body)
         assert status == 400, answer
+
+
+async def test_a_guest_asks_for_control_and_the_person_holding_it_hands_it_over(
+    stack: FullStack,
+) -> None:
+    """alice holds control in the console; a control share's guest asks for it
+    from the share's page, alice hands it over with one click, the guest types."""
+    steps: list[dict[str, object]] = [
+        {"action": "request_user", "reason": "type"},
+        {"action": "click", "selector": "#finish"},
+    ]
+    async with console_page(stack) as console:
+        await start(console, stack, steps)
+        await expect(console.locator("#user-request")).to_contain_text("type")
+        session_id = console.url.split("#session=", 1)[1]
+        await console.locator("#take-button").click()
+        await expect(console.locator("#controller-indicator")).to_have_text("You")
+        control = await share(stack, session_id, "control", label="Dana")
+        guest = f"guest:{control['id']}"
+
+        browser = console.context.browser
+        assert browser is not None
+        # A page of its own context: the guest shares nothing with alice's page.
+        shared = await browser.new_page(viewport={"width": 1280, "height": 900})
+        await shared.goto(control["url"])
+        await expect(shared.locator("#view-status")).to_have_text("connected")
+        await expect(shared.locator("#controller-indicator")).to_have_text("alice")
+        await shared.locator("#ask-button").click()
+        await expect(console.locator("#control-request-text")).to_have_text(
+            f"{guest} asks for control."
+        )
+        await console.locator("#hand-over-button").click()
+        await expect(shared.locator("#controller-indicator")).to_have_text("You")
+        await expect(console.locator("#controller-indicator")).to_have_text(guest)
+        await expect(console.locator("#control-request")).to_be_hidden()
+        await shared.locator("#screen canvas").click()
+        await shared.keyboard.type("dana")
+        await stack.site.wait_until(lambda: len(stack.site.keys()) >= 4)
+        assert stack.site.keys() == "dana"
+        await shared.locator("#return-button").click()
+        await stack.site.wait_until(stack.site.finished)
+    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)

@@ -15,8 +15,8 @@ from services.runtime.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from services.runtime.guests import guest_user_id
 from services.runtime.limits import MAX_SHARES
+from services.runtime.user_ids import guest_user_id
 from services.session.model import Action, Actor, ControlState, EventKind, ShareRole
 from tests.session.stores import store
 from tests.session.test_orchestrator import ALICE, BOB, OPERATOR, SPEC, Plane, plane
@@ -145,3 +145,37 @@ async def test_watchers_are_told_of_shares_made_and_revoked(plane: Plane) -> Non
         (EventKind.SHARES_CHANGED, (share.id,)),
         (EventKind.SHARES_CHANGED, ()),
     ]
+
+
+async def test_a_viewer_asks_for_control_and_the_controller_hands_it_over(plane: Plane) -> None:
+    sessions = plane.sessions
+    session = await sessions.create(ALICE, SPEC)
+    control = await sessions.shares.create(ALICE, session.id, ShareRole.CONTROL, 600, "Dana")
+    view = await sessions.shares.create(ALICE, session.id, ShareRole.VIEW, 600, "")
+    helper = guest(control.id)
+    with pytest.raises(FailedPrecondition, match="take it instead"):
+        await sessions.request_control(helper, session.id)
+    await sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    with pytest.raises(FailedPrecondition, match="already hold"):
+        await sessions.request_control(ALICE, session.id)
+    with pytest.raises(PermissionDenied):
+        await sessions.request_control(guest(view.id), session.id)
+
+    asked = await sessions.request_control(helper, session.id)
+    assert asked.last_event.kind is EventKind.CONTROL_REQUESTED
+    assert (asked.last_event.message, asked.state) == (helper.user_id, ControlState.USER_CONTROL)
+    # Only someone who may take control can be handed it.
+    for nobody in ("bob", guest(view.id).user_id, "guest:no-such-share"):
+        with pytest.raises(InvalidArgument, match="hand_over's `to`"):
+            await sessions.change_control(ALICE, session.id, Action.HAND_OVER, None, nobody)
+    with pytest.raises(PermissionDenied):
+        await sessions.change_control(helper, session.id, Action.HAND_OVER, None, "alice")
+    handed = await sessions.change_control(
+        ALICE, session.id, Action.HAND_OVER, asked.version, helper.user_id
+    )
+    assert (handed.state, handed.controller_user_id) == (ControlState.USER_CONTROL, helper.user_id)
+    # The agent was not resumed between the two people: it stays paused.
+    assert ("resume", session.id) not in plane.automation.calls
+    assert ("pause", session.id) in plane.automation.calls
+    back = await sessions.change_control(helper, session.id, Action.HAND_OVER, None, "alice")
+    assert back.controller_user_id == "alice"

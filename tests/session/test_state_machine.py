@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.runtime.errors import Conflict, FailedPrecondition, PermissionDenied
+from services.runtime.errors import Conflict, FailedPrecondition, InvalidArgument, PermissionDenied
 from services.session import state_machine
 from services.session.model import (
     Action,
@@ -67,6 +67,9 @@ EXPECTED: dict[tuple[ControlState, Action], ControlState | None] = {
     (S.FAILED, A.RESUME): None,
     (S.FAILED, A.END): None,
 }
+# hand_over: between people, from USER_CONTROL only.
+EXPECTED.update({(state, A.HAND_OVER): None for state in S})
+EXPECTED[(S.USER_CONTROL, A.HAND_OVER)] = S.USER_CONTROL
 
 
 def test_table_covers_every_state_and_action() -> None:
@@ -79,12 +82,12 @@ def test_transition(state: ControlState, action: Action) -> None:
     target = EXPECTED[(state, action)]
     if target is None:
         with pytest.raises(FailedPrecondition) as refused:
-            state_machine.apply(session, action, ALICE, NOW)
+            state_machine.apply(session, action, ALICE, NOW, to_user_id="carol")
         # The message names both the state and the action.
         assert state.value in refused.value.message
         assert action.value in refused.value.message
         return
-    changed = state_machine.apply(session, action, ALICE, NOW)
+    changed = state_machine.apply(session, action, ALICE, NOW, to_user_id="carol")
     assert changed.state is target
     if changed is session:  # the no-op
         assert (state, action) == (S.USER_CONTROL, A.TAKE_CONTROL)
@@ -93,9 +96,22 @@ def test_transition(state: ControlState, action: Action) -> None:
     assert changed.updated_at == NOW
     expected_controller = {S.AI_CONTROL: Controller.AI, S.USER_CONTROL: Controller.USER}
     assert changed.controller is expected_controller.get(target)
-    assert changed.controller_user_id == ("alice" if target is S.USER_CONTROL else "")
+    holder = "carol" if action is A.HAND_OVER else "alice"
+    assert changed.controller_user_id == (holder if target is S.USER_CONTROL else "")
     expected_kind = EventKind.ENDED if target is S.ENDED else EventKind.CONTROL_CHANGED
     assert changed.last_event.kind is expected_kind
+
+
+def test_the_controller_or_an_operator_hands_control_to_another_person() -> None:
+    session = make_session(S.USER_CONTROL)
+    with pytest.raises(PermissionDenied):
+        state_machine.apply(session, A.HAND_OVER, BOB, NOW, to_user_id="bob")
+    for bad in ("", "alice"):
+        with pytest.raises(InvalidArgument, match="hand_over needs"):
+            state_machine.apply(session, A.HAND_OVER, ALICE, NOW, to_user_id=bad)
+    handed = state_machine.apply(session, A.HAND_OVER, OPERATOR, NOW, to_user_id="bob")
+    assert (handed.state, handed.controller_user_id) == (S.USER_CONTROL, "bob")
+    assert not state_machine.same_control(session, handed)
 
 
 def test_another_user_cannot_take_control_held_by_someone() -> None:

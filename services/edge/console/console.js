@@ -9,6 +9,7 @@ import {
   emit as emitOn,
   identityOf,
 } from "/console/edge_api.js";
+import { ControlRequests } from "/console/control_requests.js";
 import { LiveView } from "/console/live_view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -49,6 +50,20 @@ function showError(message) {
   $("error-text").textContent = message;
   $("error-banner").classList.add("shown");
 }
+
+// Asking for control held by someone else, and handing it over when asked.
+const requests = new ControlRequests(
+  {
+    ask: $("ask-button"),
+    panel: $("control-request"),
+    text: $("control-request-text"),
+    handOver: $("hand-over-button"),
+  },
+  () => state.me,
+  (event, payload) => emit(event, payload),
+  (session) => applySession(session),
+  showError,
+);
 
 function clearError() {
   $("error-banner").classList.remove("shown");
@@ -186,6 +201,10 @@ function connectSocket() {
   });
   socket.on("session:control_changed", ({ session }) => applySession(session));
   socket.on("session:task_changed", ({ session }) => applySession(session));
+  socket.on("session:control_requested", ({ session, userId }) => {
+    applySession(session);
+    if (state.session?.id === session.id) requests.requested(state.session, userId);
+  });
   socket.on("session:error", ({ session, message }) => {
     applySession(session);
     showError(message);
@@ -293,6 +312,7 @@ function renderSession() {
   $("pause-button").disabled = !live || session.state !== "AI_CONTROL";
   $("resume-button").disabled = !live || session.state !== "PAUSED";
   $("end-button").disabled = !live;
+  requests.render(session);
 
   const steps = $("step-list");
   steps.replaceChildren();

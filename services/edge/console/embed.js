@@ -4,6 +4,7 @@
 // it stays out of every log; the server decides what it may do.
 import { io } from "/vendor/socket.io/socket.io.esm.min.js";
 import { controllerText, controlsSession, emit, identityOf } from "/console/edge_api.js";
+import { ControlRequests } from "/console/control_requests.js";
 import { LiveView } from "/console/live_view.js";
 
 const $ = (id) => document.getElementById(id);
@@ -31,6 +32,20 @@ function showError(message) {
   $("error-text").hidden = false;
 }
 
+// Asking for control held by someone else, and handing it over when asked.
+const requests = new ControlRequests(
+  {
+    ask: $("ask-button"),
+    panel: $("control-request"),
+    text: $("control-request-text"),
+    handOver: $("hand-over-button"),
+  },
+  () => me,
+  (event, payload) => emit(socket, event, payload),
+  (update) => apply(update),
+  showError,
+);
+
 function clearError() {
   $("error-text").hidden = true;
   $("error-text").textContent = "";
@@ -51,6 +66,7 @@ function render() {
   $("take-button").disabled =
     !live || !["AI_CONTROL", "PAUSED", "FINISHED"].includes(session.state);
   $("return-button").disabled = !live || !mine;
+  requests.render(session);
 }
 
 function apply(update) {
@@ -99,6 +115,10 @@ function start() {
   for (const event of ["session:step", "session:control_changed", "session:task_changed"]) {
     socket.on(event, (payload) => apply(payload.session));
   }
+  socket.on("session:control_requested", ({ session: update, userId }) => {
+    apply(update);
+    if (offersControl && session) requests.requested(session, userId);
+  });
   socket.on("session:error", ({ session: update, message }) => {
     apply(update);
     showError(message);

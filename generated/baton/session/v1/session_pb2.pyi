@@ -92,6 +92,10 @@ class _ControlActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Control
     CONTROL_ACTION_PAUSE: _ControlAction.ValueType  # 3
     CONTROL_ACTION_RESUME: _ControlAction.ValueType  # 4
     CONTROL_ACTION_END: _ControlAction.ValueType  # 5
+    CONTROL_ACTION_HAND_OVER: _ControlAction.ValueType  # 6
+    """The person in control (or an operator) gives it to another person who may
+    take control: ChangeControlRequest.to_user_id.
+    """
 
 class ControlAction(_ControlAction, metaclass=_ControlActionEnumTypeWrapper): ...
 
@@ -101,6 +105,10 @@ CONTROL_ACTION_RETURN_CONTROL: ControlAction.ValueType  # 2
 CONTROL_ACTION_PAUSE: ControlAction.ValueType  # 3
 CONTROL_ACTION_RESUME: ControlAction.ValueType  # 4
 CONTROL_ACTION_END: ControlAction.ValueType  # 5
+CONTROL_ACTION_HAND_OVER: ControlAction.ValueType  # 6
+"""The person in control (or an operator) gives it to another person who may
+take control: ChangeControlRequest.to_user_id.
+"""
 Global___ControlAction: _TypeAlias = ControlAction  # noqa: Y015
 
 class _Controller:
@@ -774,10 +782,15 @@ class ChangeControlRequest(_message.Message):
     ACTOR_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
+    TO_USER_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     action: Global___ControlAction.ValueType
     expected_version: _builtins.int
     """expected_version makes the change conditional on the session's version."""
+    to_user_id: _builtins.str
+    """to_user_id: who a hand_over gives control to (its owner, an operator, or
+    the guest of a live control share); INVALID_ARGUMENT for anyone else.
+    """
     @_builtins.property
     def actor(self) -> Global___Actor: ...
     def __init__(
@@ -787,16 +800,60 @@ class ChangeControlRequest(_message.Message):
         actor: Global___Actor | None = ...,
         action: Global___ControlAction.ValueType = ...,
         expected_version: _builtins.int | None = ...,
+        to_user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "actor", b"actor", "expected_version", b"expected_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "action", b"action", "actor", b"actor", "expected_version", b"expected_version", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "action", b"action", "actor", b"actor", "expected_version", b"expected_version", "session_id", b"session_id", "to_user_id", b"to_user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
     _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
 
 Global___ChangeControlRequest: _TypeAlias = ChangeControlRequest  # noqa: Y015
+
+@_typing.final
+class RequestControlRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestControlRequest: _TypeAlias = RequestControlRequest  # noqa: Y015
+
+@_typing.final
+class RequestControlResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def session(self) -> Global___Session: ...
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestControlResponse: _TypeAlias = RequestControlResponse  # noqa: Y015
 
 @_typing.final
 class ChangeControlResponse(_message.Message):
@@ -1051,6 +1108,31 @@ class SharesChanged(_message.Message):
 Global___SharesChanged: _TypeAlias = SharesChanged  # noqa: Y015
 
 @_typing.final
+class ControlRequested(_message.Message):
+    """ControlRequested: user_id asks the person in control for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    @_builtins.property
+    def session(self) -> Global___Session: ...
+    def __init__(
+        self,
+        *,
+        session: Global___Session | None = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session", b"session", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ControlRequested: _TypeAlias = ControlRequested  # noqa: Y015
+
+@_typing.final
 class WatchSessionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1061,6 +1143,7 @@ class WatchSessionResponse(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     ENDED_FIELD_NUMBER: _builtins.int
     SHARES_CHANGED_FIELD_NUMBER: _builtins.int
+    CONTROL_REQUESTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def created(self) -> Global___SessionCreated: ...
     @_builtins.property
@@ -1075,6 +1158,8 @@ class WatchSessionResponse(_message.Message):
     def ended(self) -> Global___SessionEnded: ...
     @_builtins.property
     def shares_changed(self) -> Global___SharesChanged: ...
+    @_builtins.property
+    def control_requested(self) -> Global___ControlRequested: ...
     def __init__(
         self,
         *,
@@ -1085,12 +1170,13 @@ class WatchSessionResponse(_message.Message):
         error: Global___SessionError | None = ...,
         ended: Global___SessionEnded | None = ...,
         shares_changed: Global___SharesChanged | None = ...,
+        control_requested: Global___ControlRequested | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "control_requested", b"control_requested", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["control_changed", b"control_changed", "control_requested", b"control_requested", "created", b"created", "ended", b"ended", "error", b"error", "event", b"event", "shares_changed", b"shares_changed", "step", b"step", "task_changed", b"task_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "step", "control_changed", "task_changed", "error", "ended", "shares_changed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["created", "step", "control_changed", "task_changed", "error", "ended", "shares_changed", "control_requested"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

@@ -111,6 +111,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.FromString,
                 _registered_method=True)
+        self.RequestControl = channel.unary_unary(
+                '/baton.session.v1.SessionService/RequestControl',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -235,6 +240,15 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestControl(self, request, context):
+        """RequestControl: a viewer who may take control asks the person holding it
+        for it; watchers get `control_requested` (no state changes). The person
+        answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -312,6 +326,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.RevokeShare,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.SerializeToString,
+            ),
+            'RequestControl': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestControl,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -721,6 +740,33 @@ class SessionService:
             '/baton.session.v1.SessionService/RevokeShare',
             baton_dot_session_dot_v1_dot_session__pb2.RevokeShareRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.RevokeShareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestControl(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/RequestControl',
+            baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,11 @@ class SessionServiceStub:
     """RevokeShare ends a share now; watchers get a `shares_changed` event, on
     which edges close every connection it opened.
     """
+    RequestControl: _grpc.UnaryUnaryMultiCallable[_session_pb2.RequestControlRequest, _session_pb2.RequestControlResponse]
+    """RequestControl: a viewer who may take control asks the person holding it
+    for it; watchers get `control_requested` (no state changes). The person
+    answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -146,6 +151,11 @@ class SessionServiceAsyncStub(SessionServiceStub):
     RevokeShare: _aio.UnaryUnaryMultiCallable[_session_pb2.RevokeShareRequest, _session_pb2.RevokeShareResponse]  # type: ignore[assignment]
     """RevokeShare ends a share now; watchers get a `shares_changed` event, on
     which edges close every connection it opened.
+    """
+    RequestControl: _aio.UnaryUnaryMultiCallable[_session_pb2.RequestControlRequest, _session_pb2.RequestControlResponse]  # type: ignore[assignment]
+    """RequestControl: a viewer who may take control asks the person holding it
+    for it; watchers get `control_requested` (no state changes). The person
+    answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -293,6 +303,17 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.RevokeShareResponse, _abc.Awaitable[_session_pb2.RevokeShareResponse]]:
         """RevokeShare ends a share now; watchers get a `shares_changed` event, on
         which edges close every connection it opened.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestControl(
+        self,
+        request: _session_pb2.RequestControlRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.RequestControlResponse, _abc.Awaitable[_session_pb2.RequestControlResponse]]:
+        """RequestControl: a viewer who may take control asks the person holding it
+        for it; watchers get `control_requested` (no state changes). The person
+        answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
