@@ -32,6 +32,7 @@ from services.session.model import Action, Actor, ControlState, EventKind, FullS
 from services.session.paging import PageKey, key_of
 from services.session.placement import Placer
 from services.session.presence import Presence
+from services.session.recordings import RecordingReader
 from services.session.records import SessionRecords, may_see
 from services.session.settings import SessionSettings
 from services.session.store import SessionStore
@@ -105,6 +106,7 @@ class SessionOrchestrator:
             records, directory, self._task_runs.stop, (fence.forget, self._handoff.forget)
         )
         self._presence = Presence(records, fence, settings)
+        self.recordings = RecordingReader(records, directory)
         self._launcher = Launcher(
             records,
             Placer(directory),

@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.runtime.errors import Conflict, FailedPrecondition, PermissionDenied
+from services.runtime.limits import MAX_TIMELINE_ENTRIES
 from services.session.model import (
     Action,
     Actor,
@@ -20,6 +21,7 @@ from services.session.model import (
     LastEvent,
     Session,
     TaskStatus,
+    TimelineEntry,
 )
 
 # Allowed (state, action) → new state. Everything else is refused, except the
@@ -185,6 +187,16 @@ def _enter(
             task = replace(task, status=TaskStatus.CANCELLED, reason=reason)
     else:
         event = LastEvent(EventKind.CONTROL_CHANGED, action=action)
+    timeline = session.timeline
+    if action is not None or target.terminal:
+        entry = TimelineEntry(
+            at=now,
+            action=action,
+            user_id=actor.user_id if actor else "",
+            state=target,
+            reason=reason if target.terminal else "",
+        )
+        timeline = (*timeline, entry)[-MAX_TIMELINE_ENTRIES:]
     return replace(
         session,
         task=task,
@@ -197,4 +209,5 @@ def _enter(
         last_activity_at=now,
         ended_reason=reason if target.terminal else session.ended_reason,
         last_event=event,
+        timeline=timeline,
     )

@@ -3,6 +3,7 @@
 isort:skip_file
 """
 
+from baton.display.v1 import display_pb2 as _display_pb2
 from baton.session.v1 import session_pb2 as _session_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -76,6 +77,12 @@ class SessionServiceStub:
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
     """
+    ReadRecording: _grpc.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]
+    """ReadRecording streams the session's recording from its worker host
+    (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+    for anyone else, and when the session was not recorded or its recording
+    expired); while the session runs and after it ended.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -124,6 +131,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     GetWebhookStats: _aio.UnaryUnaryMultiCallable[_session_pb2.GetWebhookStatsRequest, _session_pb2.GetWebhookStatsResponse]  # type: ignore[assignment]
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
+    """
+    ReadRecording: _aio.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]  # type: ignore[assignment]
+    """ReadRecording streams the session's recording from its worker host
+    (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+    for anyone else, and when the session was not recorded or its recording
+    expired); while the session runs and after it ended.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -242,6 +255,18 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_session_pb2.GetWebhookStatsResponse, _abc.Awaitable[_session_pb2.GetWebhookStatsResponse]]:
         """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
         for the edge's /metrics.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadRecording(
+        self,
+        request: _session_pb2.ReadRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_display_pb2.ReadRecordingResponse], _abc.AsyncIterator[_display_pb2.ReadRecordingResponse]]:
+        """ReadRecording streams the session's recording from its worker host
+        (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+        for anyone else, and when the session was not recorded or its recording
+        expired); while the session runs and after it ended.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
