@@ -65,6 +65,9 @@ def parse_size(name: str, text: str) -> tuple[int, int]:
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
+RECORDINGS_DIR_NAME = "recordings"
+
+
 def default_state_dir(grpc_port: int, environ: Env) -> Path:
     runtime_dir = environ.optional("XDG_RUNTIME_DIR")
     base = Path(runtime_dir) if runtime_dir else Path("/tmp")
@@ -94,8 +97,8 @@ class DisplaySettings:
     stream_tls_cert: str | None = None
     stream_tls_key: str | None = None
     state_dir: Path = Path("/tmp/baton-display-50052")
-    # Where recorded sessions' videos go (README.md, "Recording"); None: beside
-    # the state dir (which a clean stop removes), `<state dir>-recordings`.
+    # Where recorded sessions' videos go (README.md, "Recording"); None:
+    # `<state dir>/recordings`, which a clean stop keeps (state_dir.py).
     recording_dir: Path | None = None
     # Seconds a recording is kept after it was last written.
     recording_retention_s: float = 7 * 24 * 3600.0
@@ -121,7 +124,7 @@ class DisplaySettings:
 
     @property
     def recordings_path(self) -> Path:
-        return self.recording_dir or self.state_dir.with_name(f"{self.state_dir.name}-recordings")
+        return self.recording_dir or self.state_dir / RECORDINGS_DIR_NAME
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
