@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import grpc
 
 from baton.automation.v1 import automation_pb2
-from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import OPERATOR_USER_ID, Principal
 from services.edge.metrics import WebhookCounts
@@ -146,7 +145,7 @@ class SessionClient:
 
     def _read_recording(
         self, principal: Principal, session_id: str, offset: int, length: int
-    ) -> grpc.aio.UnaryStreamCall[Any, display_pb2.ReadRecordingResponse]:
+    ) -> grpc.aio.UnaryStreamCall[Any, session_pb2.ReadRecordingResponse]:
         request = session_pb2.ReadRecordingRequest(
             session_id=session_id, actor=actor_of(principal), offset=offset, length=length
         )

@@ -7,7 +7,6 @@ from typing import Any
 
 import grpc
 
-from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.errors import InvalidArgument
 from services.runtime.limits import (
@@ -151,14 +150,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ReadRecording(
         self, request: session_pb2.ReadRecordingRequest, context: Context
-    ) -> AsyncIterator[display_pb2.ReadRecordingResponse]:
+    ) -> AsyncIterator[session_pb2.ReadRecordingResponse]:
         async for message in self._sessions.recordings.read(
             _actor(request.actor),
             _session_id(request.session_id),
             request.offset,
             request.length,
         ):
-            yield message
+            yield session_pb2.ReadRecordingResponse(
+                size=message.size, data=message.data, recording=message.recording
+            )
 
     async def Cdp(
         self, request_iterator: AsyncIterator[session_pb2.CdpRequest], context: Context

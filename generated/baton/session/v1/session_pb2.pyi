@@ -1231,3 +1231,32 @@ class ReadRecordingRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReadRecordingRequest: _TypeAlias = ReadRecordingRequest  # noqa: Y015
+
+@_typing.final
+class ReadRecordingResponse(_message.Message):
+    """ReadRecordingResponse: as baton.display.v1.ReadRecordingResponse, relayed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """size is the recording's size when the read began; set in the first message."""
+    data: _builtins.bytes
+    recording: _builtins.bool
+    """recording is true while the session is still being recorded."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        recording: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "recording", b"recording", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordingResponse: _TypeAlias = ReadRecordingResponse  # noqa: Y015

@@ -3,7 +3,6 @@
 import grpc
 import warnings
 
-from baton.display.v1 import display_pb2 as baton_dot_display_dot_v1_dot_display__pb2
 from baton.session.v1 import session_pb2 as baton_dot_session_dot_v1_dot_session__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -100,7 +99,7 @@ class SessionServiceStub:
         self.ReadRecording = channel.unary_stream(
                 '/baton.session.v1.SessionService/ReadRecording',
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
-                response_deserializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
                 _registered_method=True)
 
 
@@ -278,7 +277,7 @@ def add_SessionServiceServicer_to_server(servicer, server):
             'ReadRecording': grpc.unary_stream_rpc_method_handler(
                     servicer.ReadRecording,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.FromString,
-                    response_serializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.SerializeToString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -633,7 +632,7 @@ class SessionService:
             target,
             '/baton.session.v1.SessionService/ReadRecording',
             baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
-            baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
+            baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
             options,
             channel_credentials,
             insecure,

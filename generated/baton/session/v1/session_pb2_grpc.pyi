@@ -3,7 +3,6 @@
 isort:skip_file
 """
 
-from baton.display.v1 import display_pb2 as _display_pb2
 from baton.session.v1 import session_pb2 as _session_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -77,7 +76,7 @@ class SessionServiceStub:
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
     """
-    ReadRecording: _grpc.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]
+    ReadRecording: _grpc.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _session_pb2.ReadRecordingResponse]
     """ReadRecording streams the session's recording from its worker host
     (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
     for anyone else, and when the session was not recorded or its recording
@@ -132,7 +131,7 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """GetWebhookStats counts this replica's webhook deliveries (BATON_WEBHOOK_URL),
     for the edge's /metrics.
     """
-    ReadRecording: _aio.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]  # type: ignore[assignment]
+    ReadRecording: _aio.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _session_pb2.ReadRecordingResponse]  # type: ignore[assignment]
     """ReadRecording streams the session's recording from its worker host
     (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
     for anyone else, and when the session was not recorded or its recording
@@ -262,7 +261,7 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _session_pb2.ReadRecordingRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_display_pb2.ReadRecordingResponse], _abc.AsyncIterator[_display_pb2.ReadRecordingResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_session_pb2.ReadRecordingResponse], _abc.AsyncIterator[_session_pb2.ReadRecordingResponse]]:
         """ReadRecording streams the session's recording from its worker host
         (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
         for anyone else, and when the session was not recorded or its recording
