@@ -33,6 +33,7 @@ DEFAULT_USER = "baton"
 # Directories the services write, named by these settings: made if missing.
 DIR_SETTINGS = (
     "BATON_DISPLAY_STATE_DIR",
+    "BATON_RECORDING_DIR",
     "BATON_SESSION_STATE_DIR",
     "BATON_PROFILE_ROOT",
     "TMPDIR",

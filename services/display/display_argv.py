@@ -120,3 +120,63 @@ def websockify_argv(
         *tls,
         f"{host}:{port}",
     ]
+
+
+# A recording's cost is set here (bench/README.md, "Recording"): few frames, at
+# most 1280 px wide, the fastest x264 preset; a keyframe (so a new MP4 fragment)
+# every 2 s, so a host that dies loses at most the last 2 s of video.
+RECORDING_FPS = 5
+RECORDING_MAX_WIDTH = 1280
+RECORDING_KEYFRAME_S = 2
+
+
+def recording_size(viewport: Viewport, max_width: int = RECORDING_MAX_WIDTH) -> Viewport:
+    """The video's size: the display's, scaled down to `max_width`, both even (x264)."""
+    width = min(viewport.width, max_width)
+    height = viewport.height * width // viewport.width
+    return Viewport(width - width % 2, height - height % 2)
+
+
+def ffmpeg_argv(ffmpeg: str, display: int, viewport: Viewport, output: Path) -> list[str]:
+    """ffmpeg grabbing the slot's X display (it needs the display's cookie in
+    XAUTHORITY) into H.264 in fragmented MP4, each fragment written as it is made."""
+    size = recording_size(viewport)
+    return [
+        ffmpeg,
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-f",
+        "x11grab",
+        "-framerate",
+        str(RECORDING_FPS),
+        "-video_size",
+        str(viewport),
+        "-i",
+        f":{display}",
+        "-vf",
+        f"scale={size.width}:{size.height}",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-tune",
+        "zerolatency",
+        "-crf",
+        "30",
+        "-pix_fmt",
+        "yuv420p",
+        "-g",
+        str(RECORDING_FPS * RECORDING_KEYFRAME_S),
+        # No index at the end to wait for: a moov first, then self-contained
+        # fragments, so the file plays (and is served) while it grows.
+        "-movflags",
+        "frag_keyframe+empty_moov+default_base_moof",
+        # Each fragment reaches the file when made, not when 32 KiB have piled up.
+        "-flush_packets",
+        "1",
+        "-f",
+        "mp4",
+        "-y",
+        str(output),
+    ]

@@ -7,15 +7,17 @@ runs real programs, the unit tests use an in-memory twin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from services.display.display_argv import x11vnc_argv, xvfb_argv, xvnc_argv
+from services.display.display_argv import ffmpeg_argv, x11vnc_argv, xvfb_argv, xvnc_argv
 from services.display.proc_info import identify
 from services.display.rfb_client import RfbError, probe
 from services.display.settings import Backend
@@ -29,6 +31,9 @@ from services.runtime.processes import require_binary, start_process, stop_proce
 from services.runtime.vnc_auth import write_password_file
 
 log = logging.getLogger(__name__)
+
+# How long ffmpeg gets to finish its file after SIGINT before it is killed.
+_RECORDER_STOP_S = 5.0
 
 
 class SlotStartError(Exception):
@@ -59,6 +64,10 @@ class RunningSlot(Protocol):
         """Return, with a reason, once any of the slot's programs has exited."""
         ...
 
+    async def start_recording(self, output: Path) -> None:
+        """Grab the display into `output` until the slot stops (ffmpeg)."""
+        ...
+
     async def stop(self) -> None:
         """Stop every program and remove every file of the slot; idempotent."""
         ...
@@ -75,17 +84,21 @@ class Binaries:
     xvnc: str
     xvfb: str
     x11vnc: str
+    ffmpeg: str = ""
 
     @classmethod
     def find(cls, backend: Backend) -> Binaries:
         """Check at start-up that the backend's programs are installed."""
+        # Recording a session grabs its display (README.md, "Recording").
+        ffmpeg = require_binary("ffmpeg", "ffmpeg")
         if backend is Backend.XVNC:
             xvnc = require_binary("Xvnc", "tigervnc-standalone-server")
-            return cls(xvnc=xvnc, xvfb="", x11vnc="")
+            return cls(xvnc=xvnc, xvfb="", x11vnc="", ffmpeg=ffmpeg)
         return cls(
             xvnc="",
             xvfb=require_binary("Xvfb", "xvfb"),
             x11vnc=require_binary("x11vnc", "x11vnc"),
+            ffmpeg=ffmpeg,
         )
 
 
@@ -114,12 +127,17 @@ class ProcessSlot:
         state: StateDir,
         router: WebsockifyRouter,
         grace: float,
+        ffmpeg: str = "",
     ) -> None:
         self.spec = spec
         self._state = state
         self._router = router
         self._grace = grace
+        self._ffmpeg = ffmpeg
         self.programs: list[_Program] = []
+        # The slot's ffmpeg, when recorded: not among `programs`, whose exit
+        # fails the slot; a recorder that dies loses the video, not the session.
+        self.recorder: _Program | None = None
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -148,6 +166,12 @@ class ProcessSlot:
         return self.programs[0].process.pid if self.programs else None
 
     async def start_program(self, name: str, argv: list[str]) -> _Program:
+        program = await self._spawn(name, argv, {})
+        self.programs.append(program)
+        self._record()
+        return program
+
+    async def _spawn(self, name: str, argv: list[str], extra_env: dict[str, str]) -> _Program:
         slot_dir = self._state.slot_dir(self.spec.slot_id)
         log_path = slot_dir / f"{name}.log"
         # HOME in the slot dir: whatever the programs write there goes with the slot.
@@ -155,17 +179,43 @@ class ProcessSlot:
         self._record(pending=[argv])
         with log_path.open("ab") as log_file:
             process = await start_process(
-                argv, env=env, stdout=log_file.fileno(), stderr=log_file.fileno()
+                argv,
+                env={**env, **extra_env},
+                stdout=log_file.fileno(),
+                stderr=log_file.fileno(),
             )
-        program = _Program(name, argv, process, log_path)
-        self.programs.append(program)
+        return _Program(name, argv, process, log_path)
+
+    async def start_recording(self, output: Path) -> None:
+        argv = ffmpeg_argv(self._ffmpeg, self.spec.display, self.spec.viewport, output)
+        # An X client of the display like any other: it needs the cookie.
+        self.recorder = await self._spawn("ffmpeg", argv, {"XAUTHORITY": self.xauthority})
+        # In the slot's record, so that a later run reaps it like the others.
         self._record()
-        return program
+
+    async def _stop_recorder(self) -> None:
+        recorder = self.recorder
+        if recorder is None:
+            return
+        # SIGINT: ffmpeg writes its last fragment and exits; killed past the grace.
+        with contextlib.suppress(ProcessLookupError):
+            recorder.process.send_signal(signal.SIGINT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(recorder.process.wait(), _RECORDER_STOP_S)
+        await stop_process_group(recorder.process, self._grace)
+        if recorder.process.returncode not in (0, 255):
+            log.warning(
+                "slot %s: ffmpeg exited with status %s: %s",
+                self.spec.slot_id,
+                recorder.process.returncode,
+                _log_tail(recorder.log_path),
+            )
 
     def _record(self, pending: list[list[str]] | None = None) -> None:
         identities = []
         pending = list(pending or [])
-        for program in self.programs:
+        recorder = [self.recorder] if self.recorder else []
+        for program in [*self.programs, *recorder]:
             identity = identify(program.process.pid)
             # Read in the middle of its exec, /proc shows an empty command line:
             # keep the argv so that a later run can still find the program.
@@ -252,6 +302,8 @@ class ProcessSlot:
 
     async def _stop(self) -> None:
         self._router.remove_route(self.spec.token)
+        # The recorder first, while the display it grabs is still there.
+        await self._stop_recorder()
         # The VNC server first: it is a client of the X server.
         for program in reversed(self.programs):
             await stop_process_group(program.process, self._grace)
@@ -278,7 +330,7 @@ class ProcessSlotLauncher:
         self._grace = grace
 
     async def launch(self, spec: SlotSpec) -> RunningSlot:
-        slot = ProcessSlot(spec, self._state, self._router, self._grace)
+        slot = ProcessSlot(spec, self._state, self._router, self._grace, self._binaries.ffmpeg)
         deadline = time.monotonic() + self._ready_timeout
         xauthority = Path(slot.xauthority)
         try:

@@ -12,6 +12,7 @@ import grpc
 
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.display.process_stack import Binaries, ProcessSlotLauncher, port_held
+from services.display.recordings import RecordingStore
 from services.display.registration import WorkerRegistration, first_record, follow_capacity
 from services.display.servicer import DisplayServicer
 from services.display.settings import DisplaySettings
@@ -121,7 +122,21 @@ async def start_display_host(
             ready_timeout=settings.ready_timeout,
             grace=settings.stop_grace,
         )
-        pool = SlotPool(settings, launcher, display_held=display_held, port_held=port_held)
+        recordings = RecordingStore(
+            settings.recordings_path, settings.recording_retention_s, settings.host_id
+        )
+        recordings.open()
+        sweeper = asyncio.create_task(
+            recordings.sweep_forever(min(settings.recording_retention_s, 60.0))
+        )
+        undo.push_async_callback(_cancel, sweeper)
+        pool = SlotPool(
+            settings,
+            launcher,
+            display_held=display_held,
+            port_held=port_held,
+            recordings=recordings,
+        )
         pool.start()
         undo.push_async_callback(pool.close)
         servicer = DisplayServicer(pool, settings.backend, settings.host_id)
@@ -155,7 +170,11 @@ async def start_display_host(
 
         # The record goes first: nothing is placed on a host that is stopping.
         running.on_stop.append(unregister)
-    running.on_stop.extend([pool.close, router.stop, release_state])
+
+    async def stop_sweeper() -> None:
+        await _cancel(sweeper)
+
+    running.on_stop.extend([pool.close, stop_sweeper, router.stop, release_state])
     log.info(
         "display service on port %d: backend %s, %d slots max, %d warm, websockify port %d",
         running.port,
@@ -165,3 +184,9 @@ async def start_display_host(
         router.port,
     )
     return DisplayHost(settings, running, pool, registration)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

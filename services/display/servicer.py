@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import grpc
@@ -12,6 +13,7 @@ from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.display.settings import Backend
 from services.display.slot import Slot, SlotEvent, SlotEventKind, SlotState, checked_viewport
 from services.display.slot_pool import SlotPool
+from services.runtime.errors import FailedPrecondition
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -45,7 +47,16 @@ def slot_to_proto(slot: Slot) -> display_pb2.Slot:
         warm=slot.warm,
         vnc_password=slot.vnc_password,
         xauthority=slot.xauthority,
+        recording_start_time=_timestamp(slot.recording_start_time)
+        if slot.recording_start_time
+        else None,
     )
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
 
 
 def event_to_proto(event: SlotEvent) -> display_pb2.WatchSlotsResponse:
@@ -73,7 +84,9 @@ class DisplayServicer(display_pb2_grpc.DisplayServiceServicer):
         viewport = None
         if request.HasField("viewport"):
             viewport = checked_viewport(request.viewport.width, request.viewport.height)
-        slot, from_warm_pool = await self._pool.allocate(viewport, request.session_id)
+        slot, from_warm_pool = await self._pool.allocate(
+            viewport, request.session_id, record=request.record
+        )
         return display_pb2.AllocateSlotResponse(
             slot=slot_to_proto(slot), from_warm_pool=from_warm_pool
         )
@@ -118,3 +131,16 @@ class DisplayServicer(display_pb2_grpc.DisplayServiceServicer):
             free_slots=capacity.free,
             backend=_BACKENDS[self._backend],
         )
+
+    async def ReadRecording(
+        self, request: display_pb2.ReadRecordingRequest, context: _Context
+    ) -> AsyncIterator[display_pb2.ReadRecordingResponse]:
+        recordings = self._pool.recordings
+        if recordings is None:
+            raise FailedPrecondition(f"host {self._host_id} keeps no recordings")
+        session_id = request.session_id
+        yield display_pb2.ReadRecordingResponse(
+            size=recordings.size(session_id), recording=session_id in recordings.active
+        )
+        async for chunk in recordings.read(session_id, request.offset, request.length):
+            yield display_pb2.ReadRecordingResponse(data=chunk)

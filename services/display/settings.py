@@ -65,6 +65,9 @@ def parse_size(name: str, text: str) -> tuple[int, int]:
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
+RECORDINGS_DIR_NAME = "recordings"
+
+
 def default_state_dir(grpc_port: int, environ: Env) -> Path:
     runtime_dir = environ.optional("XDG_RUNTIME_DIR")
     base = Path(runtime_dir) if runtime_dir else Path("/tmp")
@@ -94,6 +97,11 @@ class DisplaySettings:
     stream_tls_cert: str | None = None
     stream_tls_key: str | None = None
     state_dir: Path = Path("/tmp/baton-display-50052")
+    # Where recorded sessions' videos go (README.md, "Recording"); None:
+    # `<state dir>/recordings`, which a clean stop keeps (state_dir.py).
+    recording_dir: Path | None = None
+    # Seconds a recording is kept after it was last written.
+    recording_retention_s: float = 7 * 24 * 3600.0
     # Seconds a slot may take from launch to a successful RFB handshake.
     ready_timeout: float = 10.0
     # Seconds between SIGTERM and SIGKILL when a slot is stopped.
@@ -113,6 +121,10 @@ class DisplaySettings:
     # from where it listens (registration.advertised_record).
     display_advertise_address: str | None = None
     automation_advertise_address: str = "127.0.0.1:50053"
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.recording_dir or self.state_dir / RECORDINGS_DIR_NAME
 
     def __post_init__(self) -> None:
         if self.max_slots < 1:
@@ -146,6 +158,7 @@ class DisplaySettings:
             "BATON_DISPLAY_DEFAULT_SIZE", env.text("BATON_DISPLAY_DEFAULT_SIZE", "1280x720")
         )
         state_dir = env.optional("BATON_DISPLAY_STATE_DIR")
+        recording_dir = env.optional("BATON_RECORDING_DIR")
         websockify_host = env.text("BATON_WEBSOCKIFY_HOST", "127.0.0.1")
         stream_cert = env.optional("BATON_STREAM_TLS_CERT")
         stream_key = env.optional("BATON_STREAM_TLS_KEY")
@@ -174,6 +187,10 @@ class DisplaySettings:
             stream_tls_cert=stream_cert,
             stream_tls_key=stream_key,
             state_dir=Path(state_dir) if state_dir else default_state_dir(port, env),
+            recording_dir=Path(recording_dir) if recording_dir else None,
+            recording_retention_s=env.number(
+                "BATON_RECORDING_RETENTION_S", 7 * 24 * 3600.0, minimum=1.0
+            ),
             ready_timeout=env.number("BATON_DISPLAY_READY_TIMEOUT", 10.0, minimum=0.1),
             stop_grace=env.number("BATON_DISPLAY_STOP_GRACE", 2.0, minimum=0.0),
             log_level=env.text("BATON_LOG_LEVEL", "INFO"),

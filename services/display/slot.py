@@ -53,6 +53,8 @@ class Slot:
     # display's Xauthority file; both travel only to Baton's own services.
     vnc_password: str = field(default="", repr=False)
     xauthority: str = ""
+    # When its recording started (the video's time zero); None: not recorded.
+    recording_start_time: datetime | None = None
 
     @property
     def display_name(self) -> str:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.display.process_stack import RunningSlot, SlotLauncher, SlotSpec, SlotStartError
+from services.display.recordings import RecordingStore
 from services.display.settings import DisplaySettings
 from services.display.slot import (
     Slot,
@@ -66,8 +67,10 @@ class SlotPool:
         display_held: Callable[[int], bool],
         port_held: Callable[[int], bool],
         events: SlotEventHub | None = None,
+        recordings: RecordingStore | None = None,
     ) -> None:
         self._settings = settings
+        self.recordings = recordings
         self._launcher = launcher
         self._display_held = display_held
         self._port_held = port_held
@@ -155,8 +158,32 @@ class SlotPool:
 
     # ---- allocation
 
-    async def allocate(self, viewport: Viewport | None, session_id: str) -> tuple[Slot, bool]:
-        """A ready slot and whether it came from the warm pool."""
+    async def allocate(
+        self, viewport: Viewport | None, session_id: str, record: bool = False
+    ) -> tuple[Slot, bool]:
+        """A ready slot and whether it came from the warm pool; with `record`,
+        its display is recorded from now until its release."""
+        slot, from_pool = await self._allocate(viewport, session_id)
+        if record:
+            slot = await self._start_recording(slot)
+        return slot, from_pool
+
+    async def _start_recording(self, slot: Slot) -> Slot:
+        entry = self._entries.get(slot.id)
+        if self.recordings is None or entry is None or entry.running is None:
+            raise FailedPrecondition(f"host {self._settings.host_id} cannot record")
+        output = self.recordings.path_for(slot.session_id)
+        started = datetime.now(UTC)
+        try:
+            await entry.running.start_recording(output)
+        except OSError as exc:
+            await self.release(slot.id)
+            raise Unavailable(f"the recording did not start: {exc}") from exc
+        self.recordings.active.add(slot.session_id)
+        entry.slot = replace(entry.slot, recording_start_time=started)
+        return entry.slot
+
+    async def _allocate(self, viewport: Viewport | None, session_id: str) -> tuple[Slot, bool]:
         if self._closed:
             raise Unavailable("the display service is shutting down")
         if self._draining:
@@ -316,6 +343,7 @@ class SlotPool:
         entry.slot = entry.slot.with_state(SlotState.FAILED, reason)
         self._publish(SlotEventKind.FAILED, entry.slot, reason)
         await entry.running.stop()
+        self._recording_ended(entry)
         if entry.warm:
             self._forget(entry)
         self._refill_wanted.set()
@@ -344,6 +372,11 @@ class SlotPool:
                     await task
         if entry.running is not None:
             await entry.running.stop()
+        self._recording_ended(entry)
+
+    def _recording_ended(self, entry: _Entry) -> None:
+        if self.recordings is not None and entry.slot.recording_start_time is not None:
+            self.recordings.active.discard(entry.slot.session_id)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.slot.id) is entry:

@@ -6,6 +6,8 @@ Layout:
     tokens/<token>               websockify target for one slot ("127.0.0.1:port")
     slots/<slot id>/record.json  the slot's process record
     slots/<slot id>/*.log        the slot's program output
+    recordings/<session id>.mp4  recorded sessions' videos (by default; recordings.py),
+                                 kept by a clean stop
 
 Reaping only kills a process whose pid, command line and start time all match
 what this service recorded: a pid reused by anything else is left alone.
@@ -31,6 +33,7 @@ from services.display.proc_info import (
     identify,
     is_running,
 )
+from services.display.settings import RECORDINGS_DIR_NAME
 from services.display.x_display_files import lock_owner, remove_display_files
 from services.runtime.errors import FailedPrecondition
 
@@ -105,7 +108,14 @@ class StateDir:
         if self._lock is not None:
             # Still under the lock, so no other service takes it meanwhile.
             if self.slots_dir.is_dir() and not any(self.slots_dir.iterdir()):
-                shutil.rmtree(self.path, ignore_errors=True)
+                # Recordings outlive the service's runs (until their retention).
+                recordings = self.path / RECORDINGS_DIR_NAME
+                if recordings.is_dir() and any(recordings.iterdir()):
+                    for entry in self.path.iterdir():
+                        if entry.name not in (RECORDINGS_DIR_NAME, "service.lock"):
+                            _remove(entry)
+                else:
+                    shutil.rmtree(self.path, ignore_errors=True)
             self._lock.close()
             self._lock = None
 
@@ -168,6 +178,14 @@ class StateDir:
         if stopped:
             log.info("reaped %d processes left by an earlier run: %s", len(stopped), stopped)
         return stopped
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _write_atomically(path: Path, text: str) -> None:

@@ -10,7 +10,7 @@ import hmac
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -31,6 +37,7 @@ from services.edge.metrics import EdgeMetrics, WebhookCounts
 from services.edge.openapi import openapi_document
 from services.edge.origins import ListedOriginsCors, OriginPolicy, frame_ancestors
 from services.edge.rate_limit import RateLimiter
+from services.edge.recording_views import RangeNotSatisfiable, parse_range, timeline_json
 from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
@@ -154,6 +161,8 @@ class RestApi:
                 session + "/shares/{shareId}",
                 DELETE=self._authed("revoke_share", self.revoke_share),
             ),
+            _route(session + "/recording", GET=self._authed("recording", self.recording)),
+            _route(session + "/timeline", GET=self._authed("timeline", self.timeline)),
             _route("/healthz", GET=self.healthz),
             _route("/metrics", GET=self.metrics),
             _route("/openapi.json", GET=self.openapi),
@@ -213,6 +222,34 @@ class RestApi:
         base_url = self._settings.public_url or str(request.base_url)
         answer = await self._actions.stream(principal, request.path_params["session_id"], base_url)
         return JSONResponse(answer.json())
+
+    async def recording(self, request: Request, principal: Principal) -> Response:
+        """The session's video, whole or one byte range (README, "Recording and replay")."""
+        session_id = request.path_params["session_id"]
+        size = await self._sessions.recording_size(principal, session_id)
+        try:
+            wanted = parse_range(request.headers.get("range"), size)
+        except RangeNotSatisfiable as exc:
+            response = _error_response(exc)
+            response.headers["Content-Range"] = f"bytes */{size}"
+            return response
+        start, length = (wanted.start, wanted.length) if wanted else (0, size)
+        headers = {"Accept-Ranges": "bytes", "Content-Length": str(length)}
+        if wanted:
+            headers["Content-Range"] = wanted.content_range(size)
+        # An empty length asks for everything: a zero-byte answer needs no call.
+        chunks = (
+            self._sessions.read_recording(principal, session_id, start, length)
+            if length
+            else _nothing()
+        )
+        return StreamingResponse(
+            chunks, status_code=206 if wanted else 200, headers=headers, media_type="video/mp4"
+        )
+
+    async def timeline(self, request: Request, principal: Principal) -> Response:
+        session = await self._sessions.get(principal, request.path_params["session_id"])
+        return JSONResponse(timeline_json(session))
 
     async def cdp(self, request: Request, principal: Principal) -> Response:
         base_url = self._settings.public_url or str(request.base_url)
@@ -285,6 +322,11 @@ class RestApi:
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(openapi_document())
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

@@ -127,6 +127,8 @@ def session_json(session: session_pb2.Session, with_steps: bool = False) -> Json
         body["userRequestReason"] = session.user_request_reason
     if session.HasField("viewport"):
         body["viewport"] = {"width": session.viewport.width, "height": session.viewport.height}
+    if session.HasField("recording"):
+        body["recording"] = {"startedAt": iso_timestamp(session.recording.start_time)}
     return body
 
 
@@ -305,7 +307,7 @@ AGENTS = frozenset({"builtin", "external"})
 def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRequest:
     """POST /api/browser-session (and session:create): the request, without the actor."""
     where = "body"
-    known = {"task", "url", "maxSteps", "steps", "viewport", "handOver", "agent"}
+    known = {"task", "url", "maxSteps", "steps", "viewport", "handOver", "agent", "record"}
     _reject_unknown(body, known, where)
     agent = _string(body, "agent", where, required=False) or "builtin"
     if agent not in AGENTS:
@@ -347,6 +349,10 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
     hand_over = body.get("handOver")
     if hand_over is not None:
         request.hand_over.CopyFrom(parse_hand_over(hand_over))
+    record = body.get("record", False)
+    if not isinstance(record, bool):
+        raise InvalidArgument("body.record must be true or false")
+    request.record = record
     # The same bounds the session service applies (sizes of task, url, step fields).
     check_create_request(request)
     return request

@@ -55,6 +55,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _video(description: str) -> dict[str, Any]:
+    schema = {"type": "string", "format": "binary"}
+    return {"description": description, "content": {"video/mp4": {"schema": schema}}}
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "Invalid request (or a malformed session id)",
@@ -200,6 +205,14 @@ _SCHEMAS: dict[str, Any] = {
                     "AI_CONTROL; GET .../cdp gives the client its URL).",
                 }
             ),
+            "record": _nullable(
+                {
+                    "type": "boolean",
+                    "description": "Record the session's display as video (GET "
+                    ".../recording). BATON_RECORD=always records every session; "
+                    "with BATON_RECORD=never, true is refused (400).",
+                }
+            ),
             "handOver": _nullable(
                 {
                     "type": "object",
@@ -333,6 +346,62 @@ _SCHEMAS: dict[str, Any] = {
             "viewport": {
                 "type": "object",
                 "properties": {"width": {"type": "integer"}, "height": {"type": "integer"}},
+            },
+            "recording": {
+                "type": "object",
+                "description": "Present when the session is recorded.",
+                "properties": {
+                    "startedAt": {
+                        "type": ["string", "null"],
+                        "format": "date-time",
+                        "description": "The video's time zero.",
+                    }
+                },
+            },
+        },
+    },
+    "Timeline": {
+        "type": "object",
+        "required": ["sessionId", "recording", "events", "urls"],
+        "properties": {
+            "sessionId": {"type": "string"},
+            "recording": {
+                "type": ["object", "null"],
+                "properties": {
+                    "hostId": {"type": "string"},
+                    "startedAt": {"type": "string", "format": "date-time"},
+                },
+            },
+            "events": {
+                "type": "array",
+                "description": "Step events (kind step, the fields of a step event) and "
+                "control changes (kind control: action, userId, state, reason), oldest "
+                "first; offsetS is seconds into the video (null when not recorded).",
+                "items": {
+                    "type": "object",
+                    "required": ["kind", "at", "offsetS"],
+                    "properties": {
+                        "kind": {"type": "string", "enum": ["step", "control"]},
+                        "at": {"type": "string", "format": "date-time"},
+                        "offsetS": {"type": ["number", "null"]},
+                        "action": {"type": ["string", "null"]},
+                        "userId": {"type": ["string", "null"]},
+                        "state": {"type": "string"},
+                        "reason": {"type": "string"},
+                    },
+                },
+            },
+            "urls": {
+                "type": "array",
+                "description": "The page's URL each time it changed, from the steps.",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "offsetS": {"type": ["number", "null"]},
+                        "url": {"type": "string"},
+                    },
+                },
             },
         },
     },
@@ -633,6 +702,44 @@ def openapi_document() -> dict[str, Any]:
                     "responses": {
                         "204": {"description": "Revoked"},
                         **_errors(400, 401, 403, 404, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/recording": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "operationId": "getRecording",
+                    "summary": "The session's video (H.264 in fragmented MP4)",
+                    "description": "While the session runs (growing) and after it ended, "
+                    "until BATON_RECORDING_RETENTION_S; one byte range per request (Range: "
+                    "bytes=a-b, a-, -n). 404 as well when the session was not recorded or "
+                    "its recording expired.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "Range",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _video("The whole video"),
+                        "206": _video("The range asked for (Content-Range)"),
+                        "416": _json(_ref("Error"), "The range starts past the end"),
+                        **_errors(400, 401, 404, 503),
+                    },
+                },
+            },
+            "/api/browser-session/{id}/timeline": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "operationId": "getTimeline",
+                    "summary": "Steps and control changes in time, placed in the video",
+                    "security": secured,
+                    "responses": {
+                        "200": _json(_ref("Timeline"), "The timeline"),
+                        **_errors(400, 401, 404, 503),
                     },
                 },
             },

@@ -18,7 +18,7 @@ from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.edge.auth import Principal
 from services.edge.metrics import WebhookCounts
-from services.runtime.errors import BatonError, error_from_rpc, error_from_status
+from services.runtime.errors import BatonError, NotFound, error_from_rpc, error_from_status
 from services.runtime.grpc_client import is_serving, open_channel
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
@@ -127,6 +127,42 @@ class SessionClient:
         )
         answer = await _call(self._stub.EndSession(request, timeout=self._timeout))
         return answer.session
+
+    async def recording_size(self, principal: Principal, session_id: str) -> int:
+        """The size of the session's recording now; NotFound as for GetSession,
+        and when the session was not recorded or its recording expired."""
+        call = self._read_recording(principal, session_id, 0, 1)
+        try:
+            async for message in call:
+                return message.size
+        except grpc.aio.AioRpcError as exc:
+            raise public_error(exc) from None
+        finally:
+            call.cancel()
+        raise NotFound(f"session {session_id} has no recording")
+
+    async def read_recording(
+        self, principal: Principal, session_id: str, offset: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """The recording's bytes from `offset`, `length` of them."""
+        call = self._read_recording(principal, session_id, offset, length)
+        try:
+            async for message in call:
+                if message.data:
+                    yield message.data
+        except grpc.aio.AioRpcError as exc:
+            raise public_error(exc) from None
+        finally:
+            call.cancel()
+
+    def _read_recording(
+        self, principal: Principal, session_id: str, offset: int, length: int
+    ) -> grpc.aio.UnaryStreamCall[Any, session_pb2.ReadRecordingResponse]:
+        request = session_pb2.ReadRecordingRequest(
+            session_id=session_id, actor=actor_of(principal), offset=offset, length=length
+        )
+        # No overall deadline: a long video to a slow client takes its time.
+        return self._stub.ReadRecording(request)
 
     async def stream_access(
         self, principal: Principal, session_id: str, holds_gate: bool = False

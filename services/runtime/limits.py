@@ -115,3 +115,7 @@ def check_create_request(request: session_pb2.CreateSessionRequest) -> None:
         raise InvalidArgument(f"steps are {size} bytes; the limit is {MAX_STEPS_BYTES} bytes")
     if request.HasField("viewport"):
         check_viewport(request.viewport.width, request.viewport.height)
+
+
+# Control changes a session's timeline keeps (the newest); a takeover is two.
+MAX_TIMELINE_ENTRIES = 1000

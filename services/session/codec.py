@@ -19,11 +19,13 @@ from services.session.model import (
     EventKind,
     LastEvent,
     Placement,
+    Recording,
     Session,
     Share,
     ShareRole,
     Task,
     TaskStatus,
+    TimelineEntry,
     Viewport,
 )
 
@@ -97,6 +99,23 @@ def encode(session: Session) -> bytes:
             "step": _b64(event.step) if event.step else None,
             "message": event.message,
         },
+        "record": session.record,
+        "recording": {
+            "hostId": session.recording.host_id,
+            "startedAt": session.recording.started_at.isoformat(),
+        }
+        if session.recording
+        else None,
+        "timeline": [
+            {
+                "at": e.at.isoformat(),
+                "action": e.action.value if e.action else None,
+                "userId": e.user_id,
+                "state": e.state.value,
+                "reason": e.reason,
+            }
+            for e in session.timeline
+        ],
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -168,6 +187,24 @@ def decode(raw: bytes) -> Session:
             action=Action(event["action"]) if event["action"] else None,
             step=_step_event(event["step"]) if event["step"] else None,
             message=event["message"],
+        ),
+        # Absent from records stored before recordings.
+        record=data.get("record", False),
+        recording=Recording(
+            host_id=data["recording"]["hostId"],
+            started_at=datetime.fromisoformat(data["recording"]["startedAt"]),
+        )
+        if data.get("recording")
+        else None,
+        timeline=tuple(
+            TimelineEntry(
+                at=datetime.fromisoformat(e["at"]),
+                action=Action(e["action"]) if e["action"] else None,
+                user_id=e["userId"],
+                state=ControlState(e["state"]),
+                reason=e["reason"],
+            )
+            for e in data.get("timeline", ())
         ),
     )
 
@@ -277,6 +314,26 @@ def to_proto(
         if placement
         else None,
         user_request_reason=session.user_request_reason,
+        recording=session_pb2.Recording(
+            host_id=session.recording.host_id,
+            start_time=timestamp(session.recording.started_at),
+        )
+        if session.recording
+        else None,
+        timeline=[
+            session_pb2.TimelineEntry(
+                time=timestamp(e.at),
+                action=ACTION_TO_PROTO[e.action]
+                if e.action
+                else session_pb2.CONTROL_ACTION_UNSPECIFIED,
+                user_id=e.user_id,
+                state=_STATE_TO_PROTO[e.state],
+                reason=e.reason,
+            )
+            for e in session.timeline
+        ]
+        if full
+        else (),
     )
 
 

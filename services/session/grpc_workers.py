@@ -28,6 +28,10 @@ T = TypeVar("T")
 Reply = TypeVar("Reply")
 
 
+# A whole recording read (an hour at 5 fps is tens of MiB) fits in this.
+_RECORDING_TIMEOUT = 600.0
+
+
 async def _unary(call: Awaitable[T]) -> T:
     """Await a unary call, turning its gRPC status into a BatonError."""
     try:
@@ -41,11 +45,13 @@ class GrpcDisplay:
         self._stub = display_pb2_grpc.DisplayServiceStub(channel)
 
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot:
         response = await _unary(
             self._stub.AllocateSlot(
-                display_pb2.AllocateSlotRequest(session_id=session_id, viewport=viewport),
+                display_pb2.AllocateSlotRequest(
+                    session_id=session_id, viewport=viewport, record=record
+                ),
                 timeout=_ALLOCATE_TIMEOUT,
                 wait_for_ready=True,
             )
@@ -73,6 +79,18 @@ class GrpcDisplay:
         try:
             async for event in self._stub.WatchSlots(display_pb2.WatchSlotsRequest()):
                 yield event
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_rpc(exc) from None
+
+    async def read_recording(
+        self, session_id: str, offset: int, length: int
+    ) -> AsyncIterator[display_pb2.ReadRecordingResponse]:
+        request = display_pb2.ReadRecordingRequest(
+            session_id=session_id, offset=offset, length=length
+        )
+        try:
+            async for chunk in self._stub.ReadRecording(request, timeout=_RECORDING_TIMEOUT):
+                yield chunk
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc) from None
 

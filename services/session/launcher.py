@@ -51,6 +51,8 @@ class SessionSpec:
     planner: int = automation_pb2.PLANNER_UNSPECIFIED
     # When automation stops for a person on its own (passed to StartTask, not stored).
     hand_over: automation_pb2.HandOver | None = None
+    # The creator asked for a recording (BATON_RECORD decides: settings.py).
+    record: bool = False
 
 
 class Launcher:
@@ -73,6 +75,7 @@ class Launcher:
     async def create(self, actor: Actor, spec: SessionSpec) -> Session:
         """Start a session; one refused or failed here leaves no record behind."""
         viewport = self._check_spec(spec)
+        record = self._settings.record.records(spec.record)
         now = self._records.clock()
         session = Session(
             id=uuid.uuid4().hex,
@@ -89,6 +92,7 @@ class Launcher:
             created_at=now,
             updated_at=now,
             last_activity_at=now,
+            record=record,
         )
         if self._quota_applies(actor):
             # Counting and storing under the user's lock: concurrent creates of
@@ -171,7 +175,7 @@ class Launcher:
             # nobody will release a slot the ended session does not name.
             if s.state.terminal:
                 raise FailedPrecondition(f"session {s.id} ended while starting")
-            return bookkeeping(replace(s, placement=placement))
+            return bookkeeping(replace(s, placement=placement, recording=placed.recording))
 
         try:
             await self._records.update(session.id, place)

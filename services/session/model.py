@@ -129,6 +129,28 @@ class Placement:
 
 
 @dataclass(frozen=True)
+class Recording:
+    """A recorded session's video: a file on the worker host that recorded it
+    (services/display/README.md, "Recording")."""
+
+    host_id: str
+    # The video's time zero.
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One control change for the replay's timeline: what, by whom (empty:
+    the agent or Baton itself), when, and the state it led to."""
+
+    at: datetime
+    action: Action | None
+    user_id: str
+    state: ControlState
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Task:
     text: str
     url: str
@@ -183,6 +205,11 @@ class Session:
     viewers_seen_at: datetime | None = None
     shares: tuple[Share, ...] = ()
     last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))
+    # Whether the session is to be recorded, and its recording once it started.
+    record: bool = False
+    recording: Recording | None = None
+    # Control changes, oldest first; the newest MAX_TIMELINE_ENTRIES kept.
+    timeline: tuple[TimelineEntry, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from services.session.model import (
 from services.session.paging import PageKey, key_of
 from services.session.placement import Placer
 from services.session.presence import Presence
+from services.session.recordings import RecordingReader
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
 from services.session.share_rules import check_action, may_control, may_see, refuse_share
@@ -116,6 +117,7 @@ class SessionOrchestrator:
         )
         self._presence = Presence(records, fence, settings)
         self.shares = Shares(records)
+        self.recordings = RecordingReader(records, directory)
         self._launcher = Launcher(
             records,
             Placer(directory),

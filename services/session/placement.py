@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC
 
 from baton.display.v1 import display_pb2
 from services.runtime.errors import FailedPrecondition, ResourceExhausted
 from services.runtime.slot_demand import NO_FREE_SLOT
-from services.session.model import Placement, Session
+from services.session.model import Placement, Recording, Session
 from services.session.workers import HostView, WorkerDirectory, WorkerHost
 
 # Retry-After of a create refused because every host is full or draining:
@@ -49,6 +50,7 @@ def _is_draining(error: FailedPrecondition) -> bool:
 class Placed:
     host: WorkerHost
     placement: Placement
+    recording: Recording | None = None
 
 
 class Placer:
@@ -63,7 +65,9 @@ class Placer:
         refusals: list[str] = []
         for view in ranked(self._directory.live_hosts()):
             try:
-                slot = await view.host.display.allocate_slot(session.id, viewport)
+                slot = await view.host.display.allocate_slot(
+                    session.id, viewport, record=session.record
+                )
             except ResourceExhausted as exc:
                 refusals.append(f"{view.record.host_id}: {exc.message}")
                 continue
@@ -85,6 +89,9 @@ class Placer:
                     vnc_password=slot.vnc_password,
                     xauthority=slot.xauthority,
                 ),
+                Recording(view.record.host_id, slot.recording_start_time.ToDatetime(tzinfo=UTC))
+                if slot.HasField("recording_start_time")
+                else None,
             )
         why = f" ({'; '.join(refusals)})" if refusals else ""
         raise ResourceExhausted(

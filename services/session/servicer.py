@@ -80,6 +80,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             viewport=viewport,
             planner=request.planner,
             hand_over=request.hand_over if request.HasField("hand_over") else None,
+            record=request.record,
         )
         session = await self._sessions.create(actor, spec)
         return session_pb2.CreateSessionResponse(session=codec.to_proto(session))
@@ -161,6 +162,19 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             session=codec.to_proto(access.session),
             upstream_password=access.upstream_password,
         )
+
+    async def ReadRecording(
+        self, request: session_pb2.ReadRecordingRequest, context: Context
+    ) -> AsyncIterator[session_pb2.ReadRecordingResponse]:
+        async for message in self._sessions.recordings.read(
+            _actor(request.actor),
+            _session_id(request.session_id),
+            request.offset,
+            request.length,
+        ):
+            yield session_pb2.ReadRecordingResponse(
+                size=message.size, data=message.data, recording=message.recording
+            )
 
     async def Cdp(
         self, request_iterator: AsyncIterator[session_pb2.CdpRequest], context: Context

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.runtime.errors import InvalidArgument
 from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
@@ -19,6 +21,26 @@ def default_state_dir(port: int, env: Env) -> Path:
     home = env.optional("HOME")
     base = Path(state_home) if state_home else Path(home) / ".local/state" if home else None
     return (base or Path("/var/lib")) / f"baton-session-{port}"
+
+
+class RecordPolicy(enum.Enum):
+    ON_REQUEST = "on_request"
+    ALWAYS = "always"
+    NEVER = "never"
+
+    @classmethod
+    def parse(cls, text: str) -> RecordPolicy:
+        try:
+            return cls(text)
+        except ValueError:
+            choices = ", ".join(p.value for p in cls)
+            raise ConfigError(f"BATON_RECORD must be one of {choices}, not {text!r}") from None
+
+    def records(self, asked: bool) -> bool:
+        """Whether a session whose creator asked for recording (or not) is recorded."""
+        if self is RecordPolicy.NEVER and asked:
+            raise InvalidArgument("recording is turned off on this deployment (BATON_RECORD=never)")
+        return self is RecordPolicy.ALWAYS or (self is RecordPolicy.ON_REQUEST and asked)
 
 
 @dataclass(frozen=True)
@@ -62,6 +84,9 @@ class SessionSettings:
     default_width: int = 1280
     default_height: int = 720
     default_max_steps: int = 50
+    # Which sessions are recorded (BATON_RECORD): those created with "record":
+    # true (on_request), every one (always), none (never: asking is refused).
+    record: RecordPolicy = RecordPolicy.ON_REQUEST
     # Live sessions one user may have at once (0: no limit). Operators are
     # exempt: they act for everyone, and the hosts' slots still bound them.
     max_sessions_per_user: int = 4
@@ -112,6 +137,7 @@ class SessionSettings:
             ),
             start_timeout_s=env.number("BATON_START_TIMEOUT_S", cls.start_timeout_s, minimum=1),
             default_max_steps=env.integer("BATON_DEFAULT_MAX_STEPS", cls.default_max_steps, 1),
+            record=RecordPolicy.parse(env.text("BATON_RECORD", RecordPolicy.ON_REQUEST.value)),
             max_sessions_per_user=env.integer(
                 "BATON_MAX_SESSIONS_PER_USER", cls.max_sessions_per_user, minimum=0
             ),

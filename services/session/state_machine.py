@@ -11,6 +11,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from services.runtime.errors import Conflict, FailedPrecondition, InvalidArgument, PermissionDenied
+from services.runtime.limits import MAX_TIMELINE_ENTRIES
 from services.session.model import (
     Action,
     Actor,
@@ -20,6 +21,7 @@ from services.session.model import (
     LastEvent,
     Session,
     TaskStatus,
+    TimelineEntry,
 )
 
 # Allowed (state, action) → new state. Everything else is refused, except the
@@ -139,11 +141,12 @@ def apply(
     if is_noop(session, action, actor):
         return session
     target = next_state(session, action, actor)
+    holder = ""
     if action is Action.HAND_OVER:
         if not to_user_id or to_user_id == session.controller_user_id:
             raise InvalidArgument("hand_over needs `to`: another person who may take control")
-        actor = Actor(to_user_id)
-    return _enter(session, target, now, action=action, actor=actor, reason=reason)
+        holder, reason = to_user_id, f"to {to_user_id}"
+    return _enter(session, target, now, action=action, actor=actor, reason=reason, holder=holder)
 
 
 def mark_ready(session: Session, now: datetime) -> Session:
@@ -182,7 +185,9 @@ def _enter(
     action: Action | None = None,
     actor: Actor | None = None,
     reason: str = "",
+    holder: str = "",
 ) -> Session:
+    """`holder`: who holds control after a hand_over (else the actor, when a user does)."""
     controller = _CONTROLLER_IN[target]
     task = session.task
     if target.terminal:
@@ -193,16 +198,29 @@ def _enter(
             task = replace(task, status=TaskStatus.CANCELLED, reason=reason)
     else:
         event = LastEvent(EventKind.CONTROL_CHANGED, action=action)
+    timeline = session.timeline
+    if action is not None or target.terminal:
+        entry = TimelineEntry(
+            at=now,
+            action=action,
+            user_id=actor.user_id if actor else "",
+            state=target,
+            reason=reason,
+        )
+        timeline = (*timeline, entry)[-MAX_TIMELINE_ENTRIES:]
     return replace(
         session,
         task=task,
         user_request_reason="" if target.terminal else session.user_request_reason,
         state=target,
         controller=controller,
-        controller_user_id=actor.user_id if controller is Controller.USER and actor else "",
+        controller_user_id=(holder or actor.user_id)
+        if controller is Controller.USER and actor
+        else "",
         version=session.version + 1,
         updated_at=now,
         last_activity_at=now,
         ended_reason=reason if target.terminal else session.ended_reason,
         last_event=event,
+        timeline=timeline,
     )

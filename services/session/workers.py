@@ -21,8 +21,12 @@ from services.runtime.worker_registry import WorkerRecord
 
 class DisplayPort(Protocol):
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot: ...
+
+    def read_recording(
+        self, session_id: str, offset: int, length: int
+    ) -> AsyncIterator[display_pb2.ReadRecordingResponse]: ...
 
     async def release_slot(self, slot_id: str) -> None: ...
 

@@ -50,9 +50,9 @@ class XvfbDisplay(DisplayTwin):
         self.display = display
 
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot:
-        slot = await super().allocate_slot(session_id, viewport)
+        slot = await super().allocate_slot(session_id, viewport, record)
         slot.display = self.display
         self.slots[slot.id] = slot
         return slot

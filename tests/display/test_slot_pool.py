@@ -20,6 +20,7 @@ class FakeSlot:
     def __init__(self, spec: SlotSpec) -> None:
         self.spec = spec
         self.stopped = False
+        self.recording_to: Path | None = None
         self._exited = asyncio.Event()
         self._reason = ""
 
@@ -37,6 +38,9 @@ class FakeSlot:
 
     async def stop(self) -> None:
         self.stopped = True
+
+    async def start_recording(self, output: Path) -> None:
+        self.recording_to = output
 
     def die(self, reason: str) -> None:
         self._reason = reason

@@ -141,3 +141,20 @@ def test_display_files_of_another_server_stay(tmp_path: Path) -> None:
     assert not lock_file(5, tmp_path).exists()
     assert not socket_file(5, tmp_path).exists()
     assert not display_held(5, tmp_path)
+
+
+def test_a_clean_stop_keeps_the_recordings_and_removes_the_rest(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.acquire()
+    recordings = state.path / "recordings"
+    recordings.mkdir()
+    (recordings / "s1.mp4").write_bytes(b"video")
+    state.write_token("tok", 5900)
+    state.release()
+    assert (recordings / "s1.mp4").read_bytes() == b"video"
+    assert not state.token_dir.exists() and not state.slots_dir.exists()
+    # Without recordings the whole dir goes, as before.
+    (recordings / "s1.mp4").unlink()
+    state.acquire()
+    state.release()
+    assert not state.path.exists()

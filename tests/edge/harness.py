@@ -169,9 +169,9 @@ class StreamDisplayTwin(DisplayTwin):
         self.vnc_password = SLOT_PASSWORD
 
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot:
-        slot = await super().allocate_slot(session_id, viewport)
+        slot = await super().allocate_slot(session_id, viewport, record)
         slot.websocket_url = self.websocket_url
         slot.vnc_password = self.vnc_password
         self.slots[slot.id] = slot

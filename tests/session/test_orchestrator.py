@@ -382,11 +382,11 @@ class SlowDisplay(DisplayTwin):
         self.finish_allocation = asyncio.Event()
 
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot:
         self.allocating.set()
         await self.finish_allocation.wait()
-        return await super().allocate_slot(session_id, viewport)
+        return await super().allocate_slot(session_id, viewport, record)
 
 
 async def test_ending_a_starting_session_releases_the_slot_allocated_after(

@@ -119,7 +119,7 @@ async def test_a_display_error_other_than_full_or_draining_is_not_hidden(
 ) -> None:
     broken = cluster.directory.add("broken", slots=5)
 
-    async def refuse(session_id: str, viewport: object) -> object:
+    async def refuse(session_id: str, viewport: object, record: bool = False) -> object:
         raise FailedPrecondition("no such viewport")
 
     broken.display.allocate_slot = refuse  # type: ignore[assignment,method-assign]

@@ -25,9 +25,11 @@ class DisplayTwin:
         self.events: asyncio.Queue[display_pb2.WatchSlotsResponse] = asyncio.Queue()
         self._next = 0
         self.allocations = 0
+        # The recorded sessions' videos (a test may set their bytes).
+        self.recordings: dict[str, bytes] = {}
 
     async def allocate_slot(
-        self, session_id: str, viewport: display_pb2.Viewport
+        self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
     ) -> display_pb2.Slot:
         self.allocations += 1
         if self.draining:
@@ -44,8 +46,21 @@ class DisplayTwin:
             websocket_url=f"ws://127.0.0.1:{6000 + self._next}/",
             session_id=session_id,
         )
+        if record:
+            slot.recording_start_time.GetCurrentTime()
+            self.recordings[session_id] = b""
         self.slots[slot.id] = slot
         return slot
+
+    async def read_recording(
+        self, session_id: str, offset: int, length: int
+    ) -> AsyncIterator[display_pb2.ReadRecordingResponse]:
+        if session_id not in self.recordings:
+            raise NotFound(f"host {self.host_id} holds no recording of session {session_id}")
+        data = self.recordings[session_id]
+        end = len(data) if length == 0 else offset + length
+        yield display_pb2.ReadRecordingResponse(size=len(data))
+        yield display_pb2.ReadRecordingResponse(data=data[offset:end])
 
     async def release_slot(self, slot_id: str) -> None:
         self.slots.pop(slot_id, None)

@@ -104,6 +104,7 @@ class Slot(_message.Message):
     WARM_FIELD_NUMBER: _builtins.int
     VNC_PASSWORD_FIELD_NUMBER: _builtins.int
     XAUTHORITY_FIELD_NUMBER: _builtins.int
+    RECORDING_START_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     host_id: _builtins.str
     """host_id names the worker host that owns the slot."""
@@ -140,6 +141,12 @@ class Slot(_message.Message):
     def viewport(self) -> Global___Viewport: ...
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recording_start_time(self) -> _timestamp_pb2.Timestamp:
+        """recording_start_time is when the slot's recording (its ffmpeg) started:
+        the video's time zero. Unset when the slot is not recorded.
+        """
+
     def __init__(
         self,
         *,
@@ -157,10 +164,11 @@ class Slot(_message.Message):
         warm: _builtins.bool = ...,
         vnc_password: _builtins.str = ...,
         xauthority: _builtins.str = ...,
+        recording_start_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "recording_start_time", b"recording_start_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "vnc_password", b"vnc_password", "warm", b"warm", "websocket_url", b"websocket_url", "xauthority", b"xauthority"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backend", b"backend", "create_time", b"create_time", "display", b"display", "failure_reason", b"failure_reason", "host_id", b"host_id", "id", b"id", "recording_start_time", b"recording_start_time", "session_id", b"session_id", "state", b"state", "viewport", b"viewport", "vnc_address", b"vnc_address", "vnc_password", b"vnc_password", "warm", b"warm", "websocket_url", b"websocket_url", "xauthority", b"xauthority"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,7 +180,12 @@ class AllocateSlotRequest(_message.Message):
 
     VIEWPORT_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    record: _builtins.bool
+    """record: grab the display into the session's recording (H.264, fragmented
+    MP4) from allocation until release.
+    """
     @_builtins.property
     def viewport(self) -> Global___Viewport:
         """viewport defaults to the host's default size when unset."""
@@ -182,10 +195,11 @@ class AllocateSlotRequest(_message.Message):
         *,
         viewport: Global___Viewport | None = ...,
         session_id: _builtins.str = ...,
+        record: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "session_id", b"session_id", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,3 +522,57 @@ class GetCapacityResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCapacityResponse: _TypeAlias = GetCapacityResponse  # noqa: Y015
+
+@_typing.final
+class ReadRecordingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    offset: _builtins.int
+    """offset is the first byte to send."""
+    length: _builtins.int
+    """length is how many bytes to send at most; 0 sends up to the end."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "offset", b"offset", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordingRequest: _TypeAlias = ReadRecordingRequest  # noqa: Y015
+
+@_typing.final
+class ReadRecordingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """size is the recording's size when the read began; set in the first message."""
+    data: _builtins.bytes
+    recording: _builtins.bool
+    """recording is true while the session is still being recorded."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        recording: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "recording", b"recording", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordingResponse: _TypeAlias = ReadRecordingResponse  # noqa: Y015

@@ -67,6 +67,11 @@ class DisplayServiceStub:
                 request_serializer=baton_dot_display_dot_v1_dot_display__pb2.GetCapacityRequest.SerializeToString,
                 response_deserializer=baton_dot_display_dot_v1_dot_display__pb2.GetCapacityResponse.FromString,
                 _registered_method=True)
+        self.ReadRecording = channel.unary_stream(
+                '/baton.display.v1.DisplayService/ReadRecording',
+                request_serializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.SerializeToString,
+                response_deserializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
+                _registered_method=True)
 
 
 class DisplayServiceServicer:
@@ -115,6 +120,16 @@ class DisplayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadRecording(self, request, context):
+        """ReadRecording streams the bytes of a session's recording (fragmented MP4,
+        growing while the session runs): first a message with its size, then the
+        bytes from offset. NOT_FOUND when the host holds no recording of it
+        (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DisplayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +162,11 @@ def add_DisplayServiceServicer_to_server(servicer, server):
                     servicer.GetCapacity,
                     request_deserializer=baton_dot_display_dot_v1_dot_display__pb2.GetCapacityRequest.FromString,
                     response_serializer=baton_dot_display_dot_v1_dot_display__pb2.GetCapacityResponse.SerializeToString,
+            ),
+            'ReadRecording': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadRecording,
+                    request_deserializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.FromString,
+                    response_serializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -314,6 +334,33 @@ class DisplayService:
             '/baton.display.v1.DisplayService/GetCapacity',
             baton_dot_display_dot_v1_dot_display__pb2.GetCapacityRequest.SerializeToString,
             baton_dot_display_dot_v1_dot_display__pb2.GetCapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRecording(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/baton.display.v1.DisplayService/ReadRecording',
+            baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.SerializeToString,
+            baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
             options,
             channel_credentials,
             insecure,

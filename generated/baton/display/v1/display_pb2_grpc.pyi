@@ -47,6 +47,12 @@ class DisplayServiceStub:
     WatchSlots: _grpc.UnaryStreamMultiCallable[_display_pb2.WatchSlotsRequest, _display_pb2.WatchSlotsResponse]
     """WatchSlots streams slot lifecycle events until the caller goes away."""
     GetCapacity: _grpc.UnaryUnaryMultiCallable[_display_pb2.GetCapacityRequest, _display_pb2.GetCapacityResponse]
+    ReadRecording: _grpc.UnaryStreamMultiCallable[_display_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]
+    """ReadRecording streams the bytes of a session's recording (fragmented MP4,
+    growing while the session runs): first a message with its size, then the
+    bytes from offset. NOT_FOUND when the host holds no recording of it
+    (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+    """
 
 @_typing.type_check_only
 class DisplayServiceAsyncStub(DisplayServiceStub):
@@ -67,6 +73,12 @@ class DisplayServiceAsyncStub(DisplayServiceStub):
     WatchSlots: _aio.UnaryStreamMultiCallable[_display_pb2.WatchSlotsRequest, _display_pb2.WatchSlotsResponse]  # type: ignore[assignment]
     """WatchSlots streams slot lifecycle events until the caller goes away."""
     GetCapacity: _aio.UnaryUnaryMultiCallable[_display_pb2.GetCapacityRequest, _display_pb2.GetCapacityResponse]  # type: ignore[assignment]
+    ReadRecording: _aio.UnaryStreamMultiCallable[_display_pb2.ReadRecordingRequest, _display_pb2.ReadRecordingResponse]  # type: ignore[assignment]
+    """ReadRecording streams the bytes of a session's recording (fragmented MP4,
+    growing while the session runs): first a message with its size, then the
+    bytes from offset. NOT_FOUND when the host holds no recording of it
+    (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+    """
 
 class DisplayServiceServicer(metaclass=_abc_1.ABCMeta):
     """DisplayService owns one worker host's screens. A slot is one virtual X
@@ -120,5 +132,17 @@ class DisplayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _display_pb2.GetCapacityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_display_pb2.GetCapacityResponse, _abc.Awaitable[_display_pb2.GetCapacityResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ReadRecording(
+        self,
+        request: _display_pb2.ReadRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_display_pb2.ReadRecordingResponse], _abc.AsyncIterator[_display_pb2.ReadRecordingResponse]]:
+        """ReadRecording streams the bytes of a session's recording (fragmented MP4,
+        growing while the session runs): first a message with its size, then the
+        bytes from offset. NOT_FOUND when the host holds no recording of it
+        (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+        """
 
 def add_DisplayServiceServicer_to_server(servicer: DisplayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

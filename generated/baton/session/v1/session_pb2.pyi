@@ -405,6 +405,8 @@ class Session(_message.Message):
     PLACEMENT_FIELD_NUMBER: _builtins.int
     USER_REQUEST_REASON_FIELD_NUMBER: _builtins.int
     STEP_COUNT_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ControlState.ValueType
     controller: Global___Controller.ValueType
@@ -436,6 +438,18 @@ class Session(_message.Message):
     def viewport(self) -> _display_pb2.Viewport: ...
     @_builtins.property
     def placement(self) -> Global___Placement: ...
+    @_builtins.property
+    def recording(self) -> Global___Recording:
+        """recording is set when the session is recorded (CreateSessionRequest.record
+        or BATON_RECORD=always), from the moment its recording started.
+        """
+
+    @_builtins.property
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineEntry]:
+        """timeline: the control changes (who, when), oldest first, at most 1000
+        (the step events are `steps`); full view only.
+        """
+
     def __init__(
         self,
         *,
@@ -454,14 +468,80 @@ class Session(_message.Message):
         placement: Global___Placement | None = ...,
         user_request_reason: _builtins.str = ...,
         step_count: _builtins.int = ...,
+        recording: Global___Recording | None = ...,
+        timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "placement", b"placement", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "placement", b"placement", "recording", b"recording", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "recording", b"recording", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "timeline", b"timeline", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class Recording(_message.Message):
+    """Recording says where a session's video is: on its worker host's disk."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOST_ID_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    host_id: _builtins.str
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """start_time is the video's time zero."""
+
+    def __init__(
+        self,
+        *,
+        host_id: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Recording: _TypeAlias = Recording  # noqa: Y015
+
+@_typing.final
+class TimelineEntry(_message.Message):
+    """TimelineEntry is one control change: take or return control, pause, resume,
+    end; who did it (empty for the agent or Baton itself) and the state after it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    action: Global___ControlAction.ValueType
+    user_id: _builtins.str
+    state: Global___ControlState.ValueType
+    reason: _builtins.str
+    """reason: why the session ended, for an end entry."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        action: Global___ControlAction.ValueType = ...,
+        user_id: _builtins.str = ...,
+        state: Global___ControlState.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "reason", b"reason", "state", b"state", "time", b"time", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimelineEntry: _TypeAlias = TimelineEntry  # noqa: Y015
 
 @_typing.final
 class CreateShareRequest(_message.Message):
@@ -619,10 +699,16 @@ class CreateSessionRequest(_message.Message):
     VIEWPORT_FIELD_NUMBER: _builtins.int
     PLANNER_FIELD_NUMBER: _builtins.int
     HAND_OVER_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     url: _builtins.str
     max_steps: _builtins.int
     planner: _automation_pb2.Planner.ValueType
+    record: _builtins.bool
+    """record: record the session's display (services/display/README.md,
+    "Recording"); BATON_RECORD=always records every session, and =never
+    refuses this with INVALID_ARGUMENT.
+    """
     @_builtins.property
     def actor(self) -> Global___Actor: ...
     @_builtins.property
@@ -646,10 +732,11 @@ class CreateSessionRequest(_message.Message):
         viewport: _display_pb2.Viewport | None = ...,
         planner: _automation_pb2.Planner.ValueType = ...,
         hand_over: _automation_pb2.HandOver | None = ...,
+        record: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "record", b"record", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1432,3 +1519,62 @@ class GetWebhookStatsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetWebhookStatsResponse: _TypeAlias = GetWebhookStatsResponse  # noqa: Y015
+
+@_typing.final
+class ReadRecordingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    offset: _builtins.int
+    """offset and length as in baton.display.v1.ReadRecordingRequest."""
+    length: _builtins.int
+    @_builtins.property
+    def actor(self) -> Global___Actor: ...
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        actor: Global___Actor | None = ...,
+        offset: _builtins.int = ...,
+        length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "length", b"length", "offset", b"offset", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordingRequest: _TypeAlias = ReadRecordingRequest  # noqa: Y015
+
+@_typing.final
+class ReadRecordingResponse(_message.Message):
+    """ReadRecordingResponse: as baton.display.v1.ReadRecordingResponse, relayed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """size is the recording's size when the read began; set in the first message."""
+    data: _builtins.bytes
+    recording: _builtins.bool
+    """recording is true while the session is still being recorded."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        recording: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "recording", b"recording", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadRecordingResponse: _TypeAlias = ReadRecordingResponse  # noqa: Y015

@@ -116,6 +116,11 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.FromString,
                 _registered_method=True)
+        self.ReadRecording = channel.unary_stream(
+                '/baton.session.v1.SessionService/ReadRecording',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -249,6 +254,16 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadRecording(self, request, context):
+        """ReadRecording streams the session's recording from its worker host
+        (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+        for anyone else, and when the session was not recorded or its recording
+        expired); while the session runs and after it ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -331,6 +346,11 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.RequestControl,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.SerializeToString,
+            ),
+            'ReadRecording': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadRecording,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -767,6 +787,33 @@ class SessionService:
             '/baton.session.v1.SessionService/RequestControl',
             baton_dot_session_dot_v1_dot_session__pb2.RequestControlRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.RequestControlResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadRecording(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/baton.session.v1.SessionService/ReadRecording',
+            baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
             options,
             channel_credentials,
             insecure,

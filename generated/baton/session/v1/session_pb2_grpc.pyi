@@ -92,6 +92,12 @@ class SessionServiceStub:
     for it; watchers get `control_requested` (no state changes). The person
     answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
     """
+    ReadRecording: _grpc.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _session_pb2.ReadRecordingResponse]
+    """ReadRecording streams the session's recording from its worker host
+    (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+    for anyone else, and when the session was not recorded or its recording
+    expired); while the session runs and after it ended.
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -156,6 +162,12 @@ class SessionServiceAsyncStub(SessionServiceStub):
     """RequestControl: a viewer who may take control asks the person holding it
     for it; watchers get `control_requested` (no state changes). The person
     answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
+    """
+    ReadRecording: _aio.UnaryStreamMultiCallable[_session_pb2.ReadRecordingRequest, _session_pb2.ReadRecordingResponse]  # type: ignore[assignment]
+    """ReadRecording streams the session's recording from its worker host
+    (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+    for anyone else, and when the session was not recorded or its recording
+    expired); while the session runs and after it ended.
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -314,6 +326,18 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         """RequestControl: a viewer who may take control asks the person holding it
         for it; watchers get `control_requested` (no state changes). The person
         answers with ChangeControl CONTROL_ACTION_HAND_OVER, or not at all.
+        """
+
+    @_abc_1.abstractmethod
+    def ReadRecording(
+        self,
+        request: _session_pb2.ReadRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_session_pb2.ReadRecordingResponse], _abc.AsyncIterator[_session_pb2.ReadRecordingResponse]]:
+        """ReadRecording streams the session's recording from its worker host
+        (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
+        for anyone else, and when the session was not recorded or its recording
+        expired); while the session runs and after it ended.
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,194 @@
+"""Recording and replay end to end: real Xvnc, ffmpeg, Chromium, every service.
+
+A recorded session runs steps on a page of one colour, a person takes control
+and returns it, the session ends; its video and timeline are then read through
+the edge as the owner, an operator and another user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from services.display.settings import NumberRange
+from tests.conftest import require_binary
+from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
+from tests.edge.harness import OPERATOR_TOKEN, bearer, user_token
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+# This suite's displays and VNC ports (2710-2719 / 22710-22719).
+DISPLAYS = NumberRange(2710, 2719)
+VNC_PORTS = NumberRange(22710, 22719)
+ALICE = user_token("alice")
+BOB = user_token("bob")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullStack]:
+    require_binary("ffmpeg", "ffmpeg")
+    async with full_stack(tmp_path_factory.mktemp("recording"), DISPLAYS, VNC_PORTS) as running:
+        yield running
+
+
+async def get(stack: FullStack, path: str, token: str, **headers: str) -> tuple[int, bytes, Any]:
+    async with stack.http.get(
+        f"{stack.url}{path}", headers={**bearer(token), **headers}
+    ) as response:
+        return response.status, await response.read(), response.headers
+
+
+async def run(*argv: str) -> bytes:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out
+
+
+def moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def ffmpeg_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if argv[0].endswith(b"ffmpeg") and b"x11grab" in argv:
+                pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.timeout(90)
+async def test_a_recorded_session_with_a_takeover_replays_as_it_happened(
+    stack: FullStack, tmp_path: Path
+) -> None:
+    site = stack.site
+    session = await stack.request(
+        "POST",
+        "/api/browser-session",
+        ALICE,
+        {
+            "task": "look at the colour",
+            "record": True,
+            "steps": [
+                {"action": "goto", "url": site.colour_url},
+                {"action": "wait", "ms": 1500},
+            ],
+        },
+    )
+    session_id = session["id"]
+    assert "startedAt" in session["recording"]
+    base = f"/api/browser-session/{session_id}"
+    await stack.wait_for_session(ALICE, session_id, lambda s: s["state"] == "FINISHED")
+    assert ffmpeg_pids(), "the session is being recorded"
+    await stack.request("PUT", f"{base}/control", ALICE, {"action": "take_control"})
+    await asyncio.sleep(1.5)
+    await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
+    await asyncio.sleep(1.0)
+    await stack.request("DELETE", base, ALICE)
+
+    # The timeline: the steps and the handoff, each placed in the video.
+    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
+    assert status == 200, raw
+    timeline = json.loads(raw)
+    control = [
+        (e["action"], e["userId"], e["state"]) for e in timeline["events"] if e["kind"] == "control"
+    ]
+    assert control == [
+        ("take_control", "alice", "USER_CONTROL"),
+        ("return_control", "alice", "FINISHED"),
+        (None, None, "ENDED"),
+    ]
+    steps = [e for e in timeline["events"] if e["kind"] == "step"]
+    goto_done = next(e for e in steps if e["action"] == "goto" and e["status"] == "succeeded")
+    assert timeline["urls"][-1]["url"] == site.colour_url
+    offsets = [e["offsetS"] for e in timeline["events"]]
+    assert offsets == sorted(offsets) and offsets[0] >= 0
+
+    # The video lasts as long as the session was recorded (to the end entry).
+    status, video, headers = await get(stack, f"{base}/recording", OPERATOR_TOKEN)
+    assert status == 200 and headers["Content-Type"] == "video/mp4"
+    assert int(headers["Content-Length"]) == len(video) > 0
+    (tmp_path / "video.mp4").write_bytes(video)
+    probe = json.loads(
+        await run(
+            "ffprobe",
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            str(tmp_path / "video.mp4"),
+        )
+    )
+    ended_at = timeline["events"][-1]["offsetS"]
+    assert abs(float(probe["format"]["duration"]) - ended_at) < 1.5, (probe, ended_at)
+
+    # Its frame just after the goto shows the page's colour.
+    frame = await run(
+        "ffmpeg",
+        "-v",
+        "error",
+        "-ss",
+        str(goto_done["offsetS"] + 0.8),
+        "-i",
+        str(tmp_path / "video.mp4"),
+        "-frames:v",
+        "1",
+        "-vf",
+        "crop=2:2:640:500",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-",
+    )
+    pixel = tuple(frame[:3])
+    assert all(abs(a - b) <= 16 for a, b in zip(pixel, COLOUR_RGB, strict=True)), pixel
+
+    # A byte range is exactly those bytes, for the owner.
+    status, part, headers = await get(stack, f"{base}/recording", ALICE, Range="bytes=100-1099")
+    assert status == 206
+    assert headers["Content-Range"] == f"bytes 100-1099/{len(video)}"
+    assert part == video[100:1100]
+    status, _, headers = await get(stack, f"{base}/recording", ALICE, Range="bytes=99999999-")
+    assert status == 416 and headers["Content-Range"] == f"bytes */{len(video)}"
+
+    # Someone else sees neither; no ffmpeg outlived the session.
+    for path in (f"{base}/recording", f"{base}/timeline"):
+        status, raw, _ = await get(stack, path, BOB)
+        assert status == 404, raw
+    assert ffmpeg_pids() == []
+
+
+async def test_a_session_not_recorded_has_no_recording(stack: FullStack) -> None:
+    session = await stack.request(
+        "POST",
+        "/api/browser-session",
+        ALICE,
+        {"task": "not recorded", "steps": [{"action": "goto", "url": stack.site.colour_url}]},
+    )
+    base = f"/api/browser-session/{session['id']}"
+    try:
+        assert "recording" not in session
+        status, raw, _ = await get(stack, f"{base}/recording", ALICE)
+        assert status == 404
+        assert json.loads(raw)["error"]["message"] == f"session {session['id']} was not recorded"
+        # The session itself is there: its timeline answers, without a recording.
+        status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
+        assert status == 200 and json.loads(raw)["recording"] is None
+    finally:
+        await stack.request("DELETE", base, ALICE)
