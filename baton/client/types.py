@@ -6,8 +6,8 @@ the JSON the edge sent, typed, so nothing the edge adds later is lost.
 tests/client/test_types.py checks the fields against both documents.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: TypedDict reads NotRequired from the
+# evaluated annotations (__required_keys__ would count every key as required).
 from typing import Literal, NotRequired, TypedDict
 
 State = Literal["STARTING", "AI_CONTROL", "USER_CONTROL", "PAUSED", "FINISHED", "ENDED", "FAILED"]
