@@ -65,7 +65,8 @@ class BatonClient:
 
     Every method answers the edge's JSON, typed (baton.client.types); a refusal
     (4xx) or failure (5xx) raises ApiError with the status and the edge's message.
-    A network failure raises aiohttp's ClientError as it is.
+    A network failure raises aiohttp's ClientError as it is. `timeout_s` bounds
+    each request: above the edge's own 90 s for a session to start.
     """
 
     def __init__(
@@ -74,7 +75,7 @@ class BatonClient:
         token: str,
         *,
         http: aiohttp.ClientSession | None = None,
-        timeout_s: float = 30.0,
+        timeout_s: float = 120.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
