@@ -112,7 +112,8 @@ class BatonClient:
         body: object = None,
         params: Mapping[str, str] | None = None,
     ) -> Any:
-        """Any route of the edge: its JSON answer, or ApiError for any status >= 400."""
+        """Any route of the edge: its JSON answer (text for other content), or
+        ApiError for any status >= 400."""
         async with self._session().request(
             method,
             f"{self.base_url}{path}",
@@ -124,6 +125,8 @@ class BatonClient:
             text = await response.text()
             if response.status >= 400:
                 raise _error_of(response.status, text, response.headers)
+            if response.content_type != "application/json":
+                return text  # /metrics: Prometheus text
             return json.loads(text) if text else None
 
     # -- operations of docs/openapi.json (operationId in each docstring) --

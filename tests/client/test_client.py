@@ -202,3 +202,5 @@ async def test_an_operator_sees_every_users_sessions(stack: FullStack, alice: Ba
         ids = [s["id"] async for s in operator_client.all_sessions(page_size=1)]
         assert session["id"] in ids
         assert (await operator_client.get_session(session["id"]))["ownerUserId"] == "alice"
+        metrics = await operator_client.request("GET", "/metrics")
+        assert "baton_cdp_connections" in metrics
