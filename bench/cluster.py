@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import socketio
 
-from baton.session.v1 import session_pb2, session_pb2_grpc
+from baton.client import ApiError, BatonClient
+from baton.client.services import open_service_channel, operator, session_service
+from baton.session.v1 import session_pb2
 from bench.stats import summary_ms
 from services.edge.auth import generate_api_token
-from services.runtime.grpc_client import open_channel
 from services.runtime.internal_auth import InternalToken
 from tests.cluster.launcher import READY, Launcher, RunningCluster, launcher_env, remove_leftovers
 from tests.conftest import free_port, searchable
@@ -74,34 +74,34 @@ class Client:
         self.cluster = cluster
         self.http = http
         self.page = page
-        self.headers = {"Authorization": f"Bearer {cluster.api_token}"}
+
+    def edge(self, edge: int) -> BatonClient:
+        """baton.client on one of the cluster's edges, as the operator."""
+        return BatonClient(self.cluster.edges[edge], self.cluster.api_token, http=self.http)
 
     async def create(self, edge: int) -> tuple[str, float]:
-        body = {
-            "task": "wait for a person",
-            "url": self.page,
-            "maxSteps": 2,
-            "steps": [{"action": "request_user", "reason": "bench"}],
-        }
         began = time.perf_counter()
-        url = self.cluster.edges[edge] + "/api/browser-session"
-        async with self.http.post(url, json=body, headers=self.headers) as reply:
-            answer = await reply.json()
-            assert reply.status == 201, answer
-        return str(answer["id"]), time.perf_counter() - began
+        session = await self.edge(edge).create_session(
+            "wait for a person",
+            self.page,
+            max_steps=2,
+            steps=[{"action": "request_user", "reason": "bench"}],
+        )
+        return session["id"], time.perf_counter() - began
 
     async def end(self, session_id: str) -> None:
-        url = f"{self.cluster.edges[1]}/api/browser-session/{session_id}"
-        async with self.http.delete(url, headers=self.headers) as reply:
-            assert reply.status in (200, 404, 409), await reply.text()
+        try:
+            await self.edge(1).end_session(session_id)
+        except ApiError as error:
+            # Already gone (its host was killed) or ended: nothing to end.
+            assert error.status in (404, 409), error
 
     async def host_of(self, session_id: str) -> str:
-        async with open_channel(self.cluster.session_address(0), INTERNAL_TOKEN) as channel:
-            answer = await session_pb2_grpc.SessionServiceStub(channel).GetSession(
-                session_pb2.GetSessionRequest(
-                    session_id=session_id,
-                    actor=session_pb2.Actor(user_id="operator", operator=True),
-                )
+        async with open_service_channel(
+            self.cluster.session_address(0), INTERNAL_TOKEN.value
+        ) as channel:
+            answer = await session_service(channel).GetSession(
+                session_pb2.GetSessionRequest(session_id=session_id, actor=operator())
             )
         return answer.session.placement.host_id
 
@@ -126,25 +126,16 @@ async def one_failover(client: Client) -> float:
     await client.cluster.wait_idle(within_s=60)
     session_id, _ = await client.create(0)
     host = await client.host_of(session_id)
-    told: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-    watcher = socketio.AsyncClient(reconnection=False)
-
-    async def failed(payload: dict[str, Any]) -> None:
-        if payload["session"]["id"] == session_id and not told.done():
-            told.set_result(time.monotonic())
-
-    watcher.on("session:error", failed)
-    await watcher.connect(
-        client.cluster.edges[1], auth={"token": client.cluster.api_token}, transports=["websocket"]
-    )
-    try:
-        ack = await watcher.call("session:watch", {"id": session_id})
-        assert ack["ok"] is True, ack
+    async with client.edge(1).events() as watcher:
+        await watcher.watch(session_id)
         killed = time.monotonic()
         client.cluster.kill_worker(host)
-        seconds = await asyncio.wait_for(told, LEASE_TTL_S + 30) - killed
-    finally:
-        await watcher.disconnect()
+        await watcher.wait_for(
+            lambda e: e.session is not None and e.session["id"] == session_id,
+            timeout_s=LEASE_TTL_S + 30,
+            names=["session:error"],
+        )
+        seconds = time.monotonic() - killed
     await client.end(session_id)
     await client.cluster.restore(within_s=120)
     return seconds

@@ -14,13 +14,15 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import grpc
 import jwt
 
 from baton.automation.v1 import automation_pb2, automation_pb2_grpc
+from baton.client import BatonClient
+from baton.client.types import ControlAction
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.display.websockify_router import pick_free_port
@@ -114,40 +116,28 @@ class BenchStack:
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self.processes.items()}
 
+    @property
+    def client(self) -> BatonClient:
+        """baton.client as the bench user, on the stack's HTTP session."""
+        return BatonClient(self.edge_url, self.token, http=self.http)
+
     async def request(self, method: str, path: str, body: Any = None) -> Any:
-        async with self.http.request(
-            method,
-            f"{self.edge_url}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {self.token}"},
-        ) as response:
-            if response.status == 204:
-                return None
-            answer = await response.json()
-            if response.status not in (200, 201):
-                raise RuntimeError(f"{method} {path}: {response.status} {answer}")
-            return answer
+        return await self.client.request(method, path, body)
 
     async def create(self, url: str, steps: list[dict[str, Any]] | None = None) -> str:
-        body: dict[str, Any] = {"task": "bench", "url": url}
-        if steps:
-            body["steps"] = steps
-            body["maxSteps"] = len(steps) + 1
-        session = await self.request("POST", "/api/browser-session", body)
-        return str(session["id"])
-
-    async def control(self, session_id: str, action: str) -> dict[str, Any]:
-        answer: dict[str, Any] = await self.request(
-            "PUT", f"/api/browser-session/{session_id}/control", {"action": action}
+        session = await self.client.create_session(
+            "bench", url, steps=steps or None, max_steps=len(steps) + 1 if steps else None
         )
-        return answer
+        return session["id"]
+
+    async def control(self, session_id: str, action: ControlAction) -> dict[str, Any]:
+        return cast(dict[str, Any], await self.client.change_control(session_id, action))
 
     async def stream_url(self, session_id: str) -> str:
-        answer = await self.request("GET", f"/api/browser-session/{session_id}/stream")
-        return str(answer["url"])
+        return (await self.client.get_stream_url(session_id))["url"]
 
     async def end(self, session_id: str) -> None:
-        await self.request("DELETE", f"/api/browser-session/{session_id}")
+        await self.client.end_session(session_id)
 
     async def session(self, session_id: str) -> session_pb2.Session:
         answer = await self.sessions.GetSession(

@@ -15,11 +15,12 @@ import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 from aiohttp import web
 
+from baton.client import BatonClient
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.automation.server import start_automation_server
@@ -35,7 +36,7 @@ from services.session.server import start_session_server
 from services.session.settings import SessionSettings
 from services.session.webhook_delivery import WebhookSettings
 from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
-from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN, bearer
+from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN
 
 NO_WEBHOOKS = WebhookSettings()
 
@@ -201,13 +202,13 @@ class FullStack:
             replace(self.edge_settings, port=port), Authenticator(OPERATOR_TOKEN, JWT_SECRET)
         )
 
+    def client(self, token: str) -> BatonClient:
+        """baton.client as `token`'s holder, on the stack's HTTP session."""
+        return BatonClient(self.url, token, http=self.http)
+
     async def request(self, method: str, path: str, token: str, body: Any = None) -> Any:
-        async with self.http.request(
-            method, f"{self.url}{path}", json=body, headers=bearer(token)
-        ) as response:
-            answer = await response.json()
-            assert response.status in (200, 201), answer
-            return answer
+        """The edge's JSON answer; ApiError (status, message) for a refusal."""
+        return await self.client(token).request(method, path, body)
 
     async def slot(self, slot_id: str) -> display_pb2.Slot:
         async with open_channel(f"127.0.0.1:{self.display.port}", INTERNAL_TOKEN) as channel:
@@ -229,13 +230,10 @@ class FullStack:
         self, token: str, session_id: str, predicate: Callable[[dict[str, Any]], bool]
     ) -> dict[str, Any]:
         """Poll the session until `predicate` holds (the test's timeout bounds it)."""
-        while True:
-            session: dict[str, Any] = await self.request(
-                "GET", f"/api/browser-session/{session_id}", token
-            )
-            if predicate(session):
-                return session
-            await asyncio.sleep(0.1)
+        session = await self.client(token).wait_for_session(
+            session_id, lambda s: predicate(cast(dict[str, Any], s))
+        )
+        return cast(dict[str, Any], session)
 
 
 def require_stack_binaries() -> None:
