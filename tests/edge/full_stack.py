@@ -12,7 +12,7 @@ import contextlib
 import html
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -194,12 +194,19 @@ class FullStack:
     def url(self) -> str:
         return self.edge.base_url
 
-    async def restart_edge(self) -> None:
-        """Stop the edge (its connections close) and start a new one on its port."""
+    async def restart_edge(
+        self,
+        while_down: Callable[[], Awaitable[None]] | None = None,
+        api_token: str = OPERATOR_TOKEN,
+    ) -> None:
+        """Stop the edge (its connections close) and start a new one on its port,
+        after `while_down` when given, with `api_token` as its operator token."""
         port = self.edge.port
         await self.edge.stop()
+        if while_down is not None:
+            await while_down()
         self.edge = await start_edge_server(
-            replace(self.edge_settings, port=port), Authenticator(OPERATOR_TOKEN, JWT_SECRET)
+            replace(self.edge_settings, port=port), Authenticator(api_token, JWT_SECRET)
         )
 
     def client(self, token: str) -> BatonClient:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -15,7 +16,7 @@ from playwright.async_api import Dialog, Page, expect
 from services.display.settings import NumberRange
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
-from tests.edge.test_full_stack import console_page
+from tests.edge.test_full_stack import console_page, end_confirmed, save_screenshot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -176,7 +177,7 @@ async def test_the_session_stays_in_the_address_and_the_title_calls_the_person(
 
 
 async def test_a_phone_gets_the_live_view_across_its_width_and_the_controls_below(
-    stack: FullStack,
+    stack: FullStack, tmp_path: Path
 ) -> None:
     async with console_page(stack) as page:
         await page.set_viewport_size({"width": 390, "height": 844})
@@ -193,9 +194,106 @@ async def test_a_phone_gets_the_live_view_across_its_width_and_the_controls_belo
         take = await page.locator("#take-button").bounding_box()
         assert take is not None and take["y"] > box["y"] + box["height"] - 1
         assert take["x"] >= 0 and take["x"] + take["width"] <= 390
+        # The agent has opened the page (the screenshot shows it).
+        await expect(page.locator("#step-list li").first).to_contain_text("succeeded")
+        await page.locator("#take-button").scroll_into_view_if_needed()
+        scrolled = await page.evaluate("() => window.scrollY")
         await page.click("#take-button")
         await expect(page.locator("#controller-indicator")).to_have_text("You")
+        # Taking control focuses the live view without scrolling the page.
+        assert await page.evaluate("() => window.scrollY") == scrolled
+        await page.evaluate("() => window.scrollTo(0, 0)")
+        await save_screenshot(page, tmp_path, "console-phone.png")
         sessions = await stack.request("GET", "/api/browser-session", ALICE)
         for session in sessions["sessions"]:
             if session["state"] not in ("ENDED", "FAILED"):
                 await stack.request("DELETE", f"/api/browser-session/{session['id']}", ALICE)
+
+
+async def test_at_1440x900_the_agent_asking_for_you_changes_the_tab_and_notifies(
+    stack: FullStack, tmp_path: Path
+) -> None:
+    """The title and the favicon change, and the optional notification fires once,
+    when the agent starts waiting for a person (notifications recorded in the page)."""
+    async with console_page(stack) as page:
+        await page.set_viewport_size({"width": 1440, "height": 900})
+        await page.add_init_script(
+            """window.__notes = [];
+            window.Notification = class {
+              static permission = "granted";
+              static async requestPermission() { return "granted"; }
+              constructor(title, options) { window.__notes.push([title, options.body]); }
+            };"""
+        )
+        await page.goto(f"{stack.url}/#token={ALICE}")
+        await expect(page.locator("#socket-status")).to_have_text("live")
+        normal_icon = await page.locator("#favicon").get_attribute("href")
+        await page.check("#notify-toggle")
+        await start(page, stack, [{"action": "request_user", "reason": "sign in please"}])
+        await expect(page).to_have_title("Your turn · Baton console")
+        waiting_icon = await page.locator("#favicon").get_attribute("href")
+        assert normal_icon and waiting_icon and waiting_icon != normal_icon
+        assert "dd6b20" in waiting_icon
+        notes = await page.evaluate("() => window.__notes")
+        assert notes == [["Your turn · Baton", "sign in please"]]
+        await expect(page.locator("#view-status")).to_have_text("connected")
+        await save_screenshot(page, tmp_path, "console-desktop.png")
+        await page.click("#take-button")
+        await expect(page).to_have_title("Baton console")
+        assert await page.locator("#favicon").get_attribute("href") == normal_icon
+        await end_confirmed(page)
+
+
+async def test_a_long_error_is_one_line_with_its_details_behind_a_toggle(
+    stack: FullStack,
+) -> None:
+    async with console_page(stack) as page:
+        await page.goto(f"{stack.url}/#token={ALICE}")
+        await expect(page.locator("#socket-status")).to_have_text("live")
+        await page.fill("#task-text", "long error")
+        await page.fill("#task-url", stack.site.form_url)
+        await page.fill("#task-steps", json.dumps([{"action": "x" * 400}]))
+        await page.click("#start-button")
+        headline = page.locator("#error-text")
+        await expect(headline).to_contain_text("Start:")
+        assert len(await headline.inner_text()) <= 160
+        details = page.locator("#error-details")
+        await expect(details).to_be_visible()
+        await expect(page.locator("#error-details-text")).to_be_hidden()
+        await details.locator("summary").click()
+        await expect(page.locator("#error-details-text")).to_contain_text("x" * 400)
+
+
+async def test_the_console_says_the_server_is_unreachable_and_recovers_by_itself(
+    stack: FullStack,
+) -> None:
+    async with console_page(stack) as page:
+        await start(page, stack, [{"action": "wait", "ms": 60000}])
+        await expect(page.locator("#view-status")).to_have_text("connected")
+
+        async def while_down() -> None:
+            await expect(page.locator("#error-text")).to_have_text("Server unreachable, retrying…")
+
+        await stack.restart_edge(while_down)
+        # Back by itself: live updates, the live view, and no banner.
+        await expect(page.locator("#socket-status")).to_have_text("live", timeout=30_000)
+        await expect(page.locator("#error-banner")).not_to_have_class("error-banner shown")
+        await expect(page.locator("#view-status")).to_have_text("connected", timeout=30_000)
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        await end_confirmed(page)
+
+
+async def test_after_a_restart_with_a_new_token_the_console_says_why_you_are_signed_out(
+    stack: FullStack,
+) -> None:
+    async with console_page(stack) as page:
+        await page.goto(f"{stack.url}/#token={OPERATOR_TOKEN}")
+        await expect(page.locator("#socket-status")).to_have_text("live")
+        await stack.restart_edge(api_token="a-token-generated-by-the-next-start")
+        try:
+            await expect(page.locator("#error-text")).to_contain_text(
+                "The server restarted and no longer accepts this token", timeout=30_000
+            )
+            await expect(page.locator("#identity")).to_have_text("signed out")
+        finally:
+            await stack.restart_edge()

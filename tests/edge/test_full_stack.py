@@ -311,14 +311,14 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
     assert page_errors == []
 
 
-async def save_screenshot(page: Page, tmp_path: Path) -> None:
-    """Into tmp_path; also into $BATON_SCREENSHOT_DIR (the README's) when set."""
+async def save_screenshot(page: Page, tmp_path: Path, name: str = SCREENSHOT_NAME) -> None:
+    """Into tmp_path; also into $BATON_SCREENSHOT_DIR (docs/) when set."""
     # Cosmetic only: give the typed word time to be drawn in the view.
     await page.wait_for_timeout(500)
-    await page.screenshot(path=tmp_path / SCREENSHOT_NAME)
+    await page.screenshot(path=tmp_path / name)
     target = os.environ.get("BATON_SCREENSHOT_DIR")
     if target:
-        publish_screenshot(tmp_path / SCREENSHOT_NAME, Path(target))
+        publish_screenshot(tmp_path / name, Path(target))
 
 
 def publish_screenshot(source: Path, target_dir: Path) -> None:

@@ -17,6 +17,16 @@ const TOKEN_KEY = "baton.token";
 const BASE_TITLE = document.title;
 // The page's title while the agent waits for a person (a background tab shows it).
 const WAITING_TITLE = `Your turn · ${BASE_TITLE}`;
+// The tab's icon, and the one while the agent waits for a person.
+const ICON = iconOf("#3182ce", "");
+const WAITING_ICON = iconOf("#dd6b20", '<circle cx="24" cy="8" r="7" fill="#e53e3e"/>');
+
+function iconOf(colour, badge) {
+  const svg =
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32">` +
+    `<circle cx="16" cy="16" r="13" fill="${colour}"/>${badge}</svg>`;
+  return `data:image/svg+xml,${encodeURIComponent(svg)}`;
+}
 
 const state = {
   token: "",
@@ -35,6 +45,9 @@ const state = {
   watching: new Set(),
   // A Return Control of this page's is on its way (noteControlTakenAway).
   returning: false,
+  // Whether the agent waited for a person at the last render (the notification
+  // fires when it starts to).
+  wasWaiting: false,
 };
 
 // --- errors -----------------------------------------------------------------
@@ -46,8 +59,20 @@ function truncated(text, limit) {
   return text.length > limit ? `${text.slice(0, limit)}…` : text;
 }
 
+// Errors are one short sentence; anything longer (a server's multi-line
+// message) goes behind the Details toggle.
+const HEADLINE_CHARS = 160;
+// What the banner says while the server cannot be reached (cleared on reconnect).
+const UNREACHABLE = "Server unreachable, retrying…";
+
 function showError(message) {
-  $("error-text").textContent = message;
+  const [first, ...rest] = String(message).split("\n");
+  const long = first.length > HEADLINE_CHARS;
+  $("error-text").textContent = long ? `${first.slice(0, HEADLINE_CHARS - 1)}…` : first;
+  const details = [long ? first : "", ...rest].join("\n").trim();
+  $("error-details-text").textContent = details;
+  $("error-details").hidden = !details;
+  $("error-details").open = false;
   $("error-banner").classList.add("shown");
 }
 
@@ -68,6 +93,7 @@ const requests = new ControlRequests(
 function clearError() {
   $("error-banner").classList.remove("shown");
   $("error-text").textContent = "";
+  $("error-details").hidden = true;
 }
 
 // --- identity ---------------------------------------------------------------
@@ -176,15 +202,35 @@ function connectSocket() {
   const socket = io({ path: "/socket.io", auth: { token: state.token }, transports: ["websocket"] });
   state.socket = socket;
   state.watching.clear();
+  let everConnected = false;
   socket.on("connect", () => {
     setBadge($("socket-status"), "live", "on");
+    if ($("error-text").textContent === UNREACHABLE) clearError();
+    const reconnected = everConnected;
+    everConnected = true;
     // After a reconnect the server has forgotten our rooms.
-    if (state.session) emit("session:watch", { id: state.session.id }).catch(() => {});
+    if (state.session) rewatch(state.session.id, reconnected);
   });
-  socket.on("disconnect", () => setBadge($("socket-status"), "offline", "off"));
+  socket.on("disconnect", (reason) => {
+    setBadge($("socket-status"), "offline", "off");
+    // The server went away (not this page): socket.io retries on its own.
+    if (reason !== "io client disconnect") showError(UNREACHABLE);
+  });
   socket.on("connect_error", (error) => {
+    if (error.data?.code !== "unauthenticated") {
+      setBadge($("socket-status"), "retrying", "wait");
+      showError(UNREACHABLE);
+      return;
+    }
     setBadge($("socket-status"), "refused", "off");
-    showError(`Live updates refused: ${error.message}`);
+    socket.disconnect();
+    signOut();
+    showError(
+      everConnected
+        ? "The server restarted and no longer accepts this token (a token `make run` " +
+            "generated is new after each start): sign in with the URL it printed."
+        : `Live updates refused: ${error.message}`,
+    );
   });
   socket.on("session:created", ({ session }) => applySession(session));
   socket.on("session:step", ({ session, step }) => {
@@ -286,6 +332,9 @@ function renderSession() {
   indicator.className = `controller controller-${kind}`;
   const waiting = live && session.task.status === "WAITING_FOR_USER" && session.state !== "USER_CONTROL";
   document.title = waiting ? WAITING_TITLE : BASE_TITLE;
+  $("favicon").href = waiting ? WAITING_ICON : ICON;
+  if (waiting && !state.wasWaiting) notifyTurn(session);
+  state.wasWaiting = waiting;
   $("session-state").textContent = session
     ? `${session.state} · task ${session.task.status}${session.endedReason ? ` · ${session.endedReason}` : ""}`
     : "";
@@ -352,6 +401,37 @@ async function run(label, action) {
   }
 }
 
+// Watch the session again after a reconnect; a restarted server may have lost it.
+async function rewatch(id, reconnected) {
+  try {
+    applySession(await emit("session:watch", { id }));
+    if (reconnected && !state.view.connected && isLive(state.session)) await connectViewer(id);
+  } catch (error) {
+    if (error.code !== "not_found" || state.session?.id !== id) return;
+    state.view.disconnect();
+    state.session = null;
+    showSessionInLocation(null);
+    renderSession();
+    showError(
+      "The session you watched is gone: the server restarted without keeping it " +
+        "(sessions live in the session service's store). Start a new task.",
+    );
+    refreshSessions();
+  }
+}
+
+// The optional browser notification when the agent starts waiting for a person.
+function notifyTurn(session) {
+  if (!$("notify-toggle").checked || typeof Notification === "undefined") return;
+  if (Notification.permission !== "granted") return;
+  const reason = session.userRequestReason || "the agent waits for you";
+  new Notification("Your turn · Baton", { body: reason, tag: `baton-${session.id}` });
+}
+
+function isLive(session) {
+  return Boolean(session) && !["ENDED", "FAILED"].includes(session.state);
+}
+
 async function openSession(id) {
   await run("Open", async () => {
     state.session = null;
@@ -375,7 +455,7 @@ function control(action) {
     }
     if (action === "take_control") {
       $("control-notice").hidden = true;
-      $("screen").focus();
+      $("screen").focus({ preventScroll: true });
     }
   });
 }
@@ -475,7 +555,15 @@ function wireBrowserViewPanel() {
 // --- start ------------------------------------------------------------------
 
 function start() {
+  $("favicon").href = ICON;
   $("error-dismiss").addEventListener("click", clearError);
+  $("notify-toggle").addEventListener("change", async () => {
+    if (!$("notify-toggle").checked || typeof Notification === "undefined") return;
+    if ((await Notification.requestPermission()) !== "granted") {
+      $("notify-toggle").checked = false;
+      showError("This browser does not allow notifications for the console.");
+    }
+  });
   $("sign-in").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $("token-input").value.trim();

@@ -80,7 +80,7 @@ async function control(action) {
   clearError();
   try {
     apply(await emit(socket, "session:control", { id: sessionId, action }));
-    if (action === "take_control") $("screen").focus();
+    if (action === "take_control") $("screen").focus({ preventScroll: true });
   } catch (error) {
     if (error.code === "permission_denied") {
       // This token may watch only: stop offering what it cannot do.
