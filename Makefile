@@ -46,6 +46,8 @@ fresh-check:
 setup: system-packages $(VENV)/.ready
 # The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.
 setup: services/edge/node_modules/.installed
+# Puppeteer, for the test of an agent connecting with it (tests/edge/test_cdp.py).
+setup: tests/edge/puppeteer/node_modules/.installed
 
 system-packages:
 	@deploy/install-system-packages.sh
@@ -60,6 +62,10 @@ $(VENV)/.ready: pyproject.toml
 
 services/edge/node_modules/.installed: services/edge/package.json services/edge/package-lock.json
 	npm ci --prefix services/edge --no-audit --no-fund
+	touch $@
+
+tests/edge/puppeteer/node_modules/.installed: tests/edge/puppeteer/package.json tests/edge/puppeteer/package-lock.json
+	npm ci --prefix tests/edge/puppeteer --no-audit --no-fund
 	touch $@
 
 proto:

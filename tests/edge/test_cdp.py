@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.automation.cdp_gate import PERSON_HAS_CONTROL
 from services.display.settings import NumberRange
+from tests.conftest import require_binary
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
 from tests.edge.test_full_stack import raw_viewer, stream_url
@@ -179,3 +181,45 @@ async def test_the_connection_ends_with_the_credential_it_was_asked_with(
     assert closed.value.rcvd is not None
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1008, "token expired")
     await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+
+
+PUPPETEER = Path(__file__).with_name("puppeteer")
+
+
+async def test_puppeteer_attaches_to_the_session_s_browser_and_acts(stack: FullStack) -> None:
+    """Puppeteer's connect({browserWSEndpoint}) on the edge's CDP URL finds the
+    page the live view shows and types into it (tests/edge/puppeteer/agent.mjs);
+    while a person has control its typing waits, and goes on once control returns."""
+    assert (PUPPETEER / "node_modules" / "puppeteer-core").is_dir(), "make setup installs it"
+    session = await external_session(stack)
+    url = await cdp_url(stack, ALICE, session["id"])
+    await control(stack, session["id"], "take_control")
+    held_before = await metric(stack, "baton_cdp_commands_held_total")
+    agent = await asyncio.create_subprocess_exec(
+        require_binary("node", "nodejs"),
+        str(PUPPETEER / "agent.mjs"),
+        url,
+        stack.site.form_url,
+        "puppet",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    finished = asyncio.ensure_future(agent.communicate())
+    # Puppeteer attached and its first page-changing command is held (the
+    # positive marker), and nothing it typed has reached the page.
+    while await metric(stack, "baton_cdp_commands_held_total") == held_before:
+        assert not finished.done(), "the agent ended while a person had control"
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1)
+    assert stack.site.keys() == "" and not finished.done()
+    await control(stack, session["id"], "return_control")
+    out, err = await asyncio.wait_for(finished, 60)
+    assert agent.returncode == 0, err.decode()
+    seen = json.loads(out.decode().strip().splitlines()[-1])
+    assert seen["url"] == stack.site.form_url and "Chrome" in seen["version"]
+    await stack.site.wait_until(stack.site.finished)
+    assert stack.site.keys() == "puppet"
+    # It disconnected; the session and its browser stay.
+    after = await stack.request("GET", f"/api/browser-session/{session['id']}", ALICE)
+    assert after["state"] == "AI_CONTROL"
+    await stack.request("DELETE", f"/api/browser-session/{session['id']}", ALICE)

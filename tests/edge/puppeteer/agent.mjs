@@ -1,0 +1,19 @@
+// An agent on a session's browser with Puppeteer (tests/edge/test_cdp.py): connect
+// to the CDP URL the edge handed out, find the page whose URL starts with the
+// second argument, type the third into #word, click #finish, and print what it
+// saw as one JSON line. It disconnects; the browser is the session's, not its own.
+import puppeteer from "puppeteer-core";
+
+const [endpoint, pageUrl, text] = process.argv.slice(2);
+const browser = await puppeteer.connect({ browserWSEndpoint: endpoint, defaultViewport: null });
+try {
+  const pages = await browser.pages();
+  const page = pages.find((candidate) => candidate.url().startsWith(pageUrl));
+  if (!page) throw new Error(`no page at ${pageUrl} among ${pages.map((p) => p.url()).join(", ")}`);
+  await page.type("#word", text);
+  await page.click("#finish");
+  const status = await page.$eval("#status", (element) => element.textContent);
+  console.log(JSON.stringify({ version: await browser.version(), url: page.url(), status }));
+} finally {
+  await browser.disconnect();
+}
