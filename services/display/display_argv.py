@@ -148,6 +148,11 @@ def ffmpeg_argv(ffmpeg: str, display: int, viewport: Viewport, output: Path) -> 
         "error",
         "-f",
         "x11grab",
+        # Each frame stamped with the time it was grabbed: a recording held
+        # (SIGSTOP, recordDuringTakeover false) shows its last frame until it goes
+        # on, rather than catching up with frames of what happened meanwhile.
+        "-use_wallclock_as_timestamps",
+        "1",
         "-framerate",
         str(RECORDING_FPS),
         "-video_size",
@@ -156,6 +161,10 @@ def ffmpeg_argv(ffmpeg: str, display: int, viewport: Viewport, output: Path) -> 
         f":{display}",
         "-vf",
         f"scale={size.width}:{size.height}",
+        # Frames keep the times they were grabbed: no frames are made up to fill
+        # a held stretch, so the video shows its last frame until it goes on.
+        "-fps_mode",
+        "vfr",
         "-c:v",
         "libx264",
         "-preset",

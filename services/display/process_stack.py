@@ -68,6 +68,11 @@ class RunningSlot(Protocol):
         """Grab the display into `output` until the slot stops (ffmpeg)."""
         ...
 
+    def pause_recording(self, paused: bool) -> bool:
+        """Stop grabbing (the video holds its last frame) or go on; False when
+        the slot is not recorded."""
+        ...
+
     async def stop(self) -> None:
         """Stop every program and remove every file of the slot; idempotent."""
         ...
@@ -193,12 +198,23 @@ class ProcessSlot:
         # In the slot's record, so that a later run reaps it like the others.
         self._record()
 
+    def pause_recording(self, paused: bool) -> bool:
+        # SIGSTOP: ffmpeg grabs nothing until SIGCONT; its frames are stamped by
+        # the clock, so the video's time stays the session's, its last frame held.
+        if self.recorder is None:
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            self.recorder.process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+        return True
+
     async def _stop_recorder(self) -> None:
         recorder = self.recorder
         if recorder is None:
             return
         # SIGINT: ffmpeg writes its last fragment and exits; killed past the grace.
+        # A paused one goes on first, or it would not hear SIGINT.
         with contextlib.suppress(ProcessLookupError):
+            recorder.process.send_signal(signal.SIGCONT)
             recorder.process.send_signal(signal.SIGINT)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(recorder.process.wait(), _RECORDER_STOP_S)

@@ -132,6 +132,12 @@ class DisplayServicer(display_pb2_grpc.DisplayServiceServicer):
             backend=_BACKENDS[self._backend],
         )
 
+    async def PauseRecording(
+        self, request: display_pb2.PauseRecordingRequest, context: _Context
+    ) -> display_pb2.PauseRecordingResponse:
+        self._pool.pause_recording(request.slot_id, request.paused)
+        return display_pb2.PauseRecordingResponse()
+
     async def ReadRecording(
         self, request: display_pb2.ReadRecordingRequest, context: _Context
     ) -> AsyncIterator[display_pb2.ReadRecordingResponse]:

@@ -168,6 +168,13 @@ class SlotPool:
             slot = await self._start_recording(slot)
         return slot, from_pool
 
+    def pause_recording(self, slot_id: str, paused: bool) -> None:
+        """Hold the slot's recording on its last frame, or go on (PauseRecording)."""
+        entry = self._entries.get(slot_id)
+        running = entry.running if entry is not None else None
+        if running is None or not running.pause_recording(paused):
+            raise NotFound(f"slot {slot_id} is not recorded")
+
     async def _start_recording(self, slot: Slot) -> Slot:
         entry = self._entries.get(slot.id)
         if self.recordings is None or entry is None or entry.running is None:

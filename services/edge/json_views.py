@@ -307,7 +307,17 @@ AGENTS = frozenset({"builtin", "external"})
 def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRequest:
     """POST /api/browser-session (and session:create): the request, without the actor."""
     where = "body"
-    known = {"task", "url", "maxSteps", "steps", "viewport", "handOver", "agent", "record"}
+    known = {
+        "task",
+        "url",
+        "maxSteps",
+        "steps",
+        "viewport",
+        "handOver",
+        "agent",
+        "record",
+        "recordDuringTakeover",
+    }
     _reject_unknown(body, known, where)
     agent = _string(body, "agent", where, required=False) or "builtin"
     if agent not in AGENTS:
@@ -353,6 +363,12 @@ def parse_create_session(body: Mapping[str, Any]) -> session_pb2.CreateSessionRe
     if not isinstance(record, bool):
         raise InvalidArgument("body.record must be true or false")
     request.record = record
+    during_takeover = body.get("recordDuringTakeover")
+    if during_takeover is None:
+        during_takeover = True
+    if not isinstance(during_takeover, bool):
+        raise InvalidArgument("body.recordDuringTakeover must be true or false")
+    request.pause_recording_during_takeover = not during_takeover
     # The same bounds the session service applies (sizes of task, url, step fields).
     check_create_request(request)
     return request

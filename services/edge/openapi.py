@@ -213,6 +213,14 @@ _SCHEMAS: dict[str, Any] = {
                     "with BATON_RECORD=never, true is refused (400).",
                 }
             ),
+            "recordDuringTakeover": _nullable(
+                {
+                    "type": "boolean",
+                    "description": "Default true. false: while a person has control the "
+                    "recording holds its last frame, so nothing they do is in the video "
+                    "(the timeline shows the gap).",
+                }
+            ),
             "handOver": _nullable(
                 {
                     "type": "object",
@@ -370,6 +378,20 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "hostId": {"type": "string"},
                     "startedAt": {"type": "string", "format": "date-time"},
+                    "pausedDuringTakeover": {"type": "boolean"},
+                    "gaps": {
+                        "type": "array",
+                        "description": "Where the video holds its last frame (a person had "
+                        "control, recordDuringTakeover false): seconds into it; toS null "
+                        "while the takeover lasts.",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "fromS": {"type": ["number", "null"]},
+                                "toS": {"type": ["number", "null"]},
+                            },
+                        },
+                    },
                 },
             },
             "events": {

@@ -4,6 +4,7 @@ HTTP byte ranges of a recording, and a session's timeline. Pure functions."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -67,6 +68,23 @@ def _iso(moment: Timestamp) -> str:
     return moment.ToJsonString()
 
 
+def _takeover_gaps(
+    session: session_pb2.Session, offset: Callable[[Timestamp], float | None]
+) -> list[JsonObject]:
+    """Where the video holds its last frame: from each takeover to the change that
+    left USER_CONTROL (`toS` None while a person still has control)."""
+    gaps: list[JsonObject] = []
+    held = False
+    for entry in session.timeline:
+        person = entry.state == session_pb2.CONTROL_STATE_USER_CONTROL
+        if person and not held:
+            gaps.append({"fromS": offset(entry.time), "toS": None})
+        elif held and not person:
+            gaps[-1]["toS"] = offset(entry.time)
+        held = person
+    return gaps
+
+
 def timeline_json(session: session_pb2.Session) -> JsonObject:
     """Every kept step event and control change, in time order, each with its
     `offsetS` into the recording (None when not recorded), and the page's URL
@@ -96,6 +114,7 @@ def timeline_json(session: session_pb2.Session) -> JsonObject:
             body["reason"] = entry.reason
         events.append((_seconds(entry.time), body))
     events.sort(key=lambda pair: pair[0])
+    gaps = _takeover_gaps(session, offset) if session.recording.paused_during_takeover else []
     urls: list[JsonObject] = []
     for step in session.steps:
         if step.url and (not urls or urls[-1]["url"] != step.url):
@@ -105,6 +124,8 @@ def timeline_json(session: session_pb2.Session) -> JsonObject:
         "recording": {
             "hostId": session.recording.host_id,
             "startedAt": _iso(session.recording.start_time),
+            "pausedDuringTakeover": session.recording.paused_during_takeover,
+            "gaps": gaps,
         }
         if recorded
         else None,

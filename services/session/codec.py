@@ -100,6 +100,7 @@ def encode(session: Session) -> bytes:
             "message": event.message,
         },
         "record": session.record,
+        "pauseRecordingDuringTakeover": session.pause_recording_during_takeover,
         "recording": {
             "hostId": session.recording.host_id,
             "startedAt": session.recording.started_at.isoformat(),
@@ -190,6 +191,7 @@ def decode(raw: bytes) -> Session:
         ),
         # Absent from records stored before recordings.
         record=data.get("record", False),
+        pause_recording_during_takeover=data.get("pauseRecordingDuringTakeover", False),
         recording=Recording(
             host_id=data["recording"]["hostId"],
             started_at=datetime.fromisoformat(data["recording"]["startedAt"]),
@@ -317,6 +319,7 @@ def to_proto(
         recording=session_pb2.Recording(
             host_id=session.recording.host_id,
             start_time=timestamp(session.recording.started_at),
+            paused_during_takeover=session.pause_recording_during_takeover,
         )
         if session.recording
         else None,

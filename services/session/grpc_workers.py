@@ -67,6 +67,14 @@ class GrpcDisplay:
             )
         )
 
+    async def pause_recording(self, slot_id: str, paused: bool) -> None:
+        await _unary(
+            self._stub.PauseRecording(
+                display_pb2.PauseRecordingRequest(slot_id=slot_id, paused=paused),
+                timeout=_CALL_TIMEOUT,
+            )
+        )
+
     async def list_slots(self) -> list[display_pb2.Slot]:
         response = await _unary(
             self._stub.ListSlots(

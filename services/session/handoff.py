@@ -89,10 +89,15 @@ class Handoff:
         leaving_user = session.state is ControlState.USER_CONTROL
         pausing = action in (Action.TAKE_CONTROL, Action.PAUSE)
         now = self._records.clock()
+        # The video holds its last frame while a person has control, when asked.
+        hiding = action is Action.TAKE_CONTROL and session.pause_recording_during_takeover
         try:
             if pausing:
                 # Control changes hands only once the agent has stopped acting.
                 await self._pause_agent(host, session)
+            if hiding:
+                # Before the person can act: nothing of theirs is grabbed.
+                await self._pause_recording(host, session, True)
             # The step the pause interrupts reports meanwhile and moves the version
             # on; only a change of control since makes `expected_version` stale
             # (state_machine.check_version).
@@ -103,6 +108,8 @@ class Handoff:
                 ),
             )
         except BaseException:
+            if hiding:
+                await self._pause_recording(host, session, False)
             if pausing:
                 # The change did not happen (control changed meanwhile, ...): an
                 # agent still in control must not stay paused.
@@ -111,8 +118,27 @@ class Handoff:
         if action in (Action.RETURN_CONTROL, Action.RESUME):
             if leaving_user:
                 await self._wait_for_gates(changed)
+                if changed.pause_recording_during_takeover:
+                    # After the gates closed: no input of the person's is grabbed.
+                    await self._pause_recording(host, changed, False)
             await self._resume_agent(host, changed)
         return changed
+
+    async def _pause_recording(
+        self, host: WorkerHost | None, session: Session, paused: bool
+    ) -> None:
+        """Hold (or go on with) the session's recording; a failure to hold it
+        refuses the takeover (its promise is that nothing of the person is in it)."""
+        if host is None or session.placement is None or session.recording is None:
+            return
+        try:
+            await host.display.pause_recording(session.placement.slot_id, paused)
+        except BatonError as exc:
+            if paused:
+                raise FailedPrecondition(
+                    f"the recording could not be paused for the takeover: {exc.message}"
+                ) from None
+            log.warning("session %s: the recording did not go on: %s", session.id, exc.message)
 
     async def _host_of(self, session: Session) -> WorkerHost | None:
         """The session's host; a lost one fails the session and refuses the change."""

@@ -53,6 +53,8 @@ class SessionSpec:
     hand_over: automation_pb2.HandOver | None = None
     # The creator asked for a recording (BATON_RECORD decides: settings.py).
     record: bool = False
+    # Whether the recording stops while a person has control.
+    pause_recording_during_takeover: bool = False
 
 
 class Launcher:
@@ -93,6 +95,7 @@ class Launcher:
             updated_at=now,
             last_activity_at=now,
             record=record,
+            pause_recording_during_takeover=record and spec.pause_recording_during_takeover,
         )
         if self._quota_applies(actor):
             # Counting and storing under the user's lock: concurrent creates of

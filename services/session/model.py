@@ -208,6 +208,8 @@ class Session:
     # Whether the session is to be recorded, and its recording once it started.
     record: bool = False
     recording: Recording | None = None
+    # The video holds its last frame while a person has control (handoff.py).
+    pause_recording_during_takeover: bool = False
     # Control changes, oldest first; the newest MAX_TIMELINE_ENTRIES kept.
     timeline: tuple[TimelineEntry, ...] = ()
 

@@ -81,6 +81,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             planner=request.planner,
             hand_over=request.hand_over if request.HasField("hand_over") else None,
             record=request.record,
+            pause_recording_during_takeover=request.pause_recording_during_takeover,
         )
         session = await self._sessions.create(actor, spec)
         return session_pb2.CreateSessionResponse(session=codec.to_proto(session))

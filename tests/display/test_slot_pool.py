@@ -42,6 +42,9 @@ class FakeSlot:
     async def start_recording(self, output: Path) -> None:
         self.recording_to = output
 
+    def pause_recording(self, paused: bool) -> bool:
+        return False
+
     def die(self, reason: str) -> None:
         self._reason = reason
         self._exited.set()

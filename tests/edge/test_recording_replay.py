@@ -21,6 +21,7 @@ from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, bearer, user_token
+from tests.edge.test_full_stack import raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -192,3 +193,79 @@ async def test_a_session_not_recorded_has_no_recording(stack: FullStack) -> None
         assert status == 200 and json.loads(raw)["recording"] is None
     finally:
         await stack.request("DELETE", base, ALICE)
+
+
+async def frame_at(video: Path, offset_s: float) -> bytes:
+    """The decoded frame shown at `offset_s`, as raw grey pixels."""
+    return await run(
+        "ffmpeg", "-v", "error", "-ss", f"{offset_s:.3f}", "-i", str(video),
+        "-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "gray", "-",
+    )  # fmt: skip
+
+
+def pixels_apart(a: bytes, b: bytes) -> int:
+    assert len(a) == len(b) > 0
+    return sum(1 for x, y in zip(a, b, strict=True) if abs(x - y) > 24)
+
+
+@pytest.mark.timeout(90)
+async def test_with_record_during_takeover_false_the_video_holds_while_a_person_types(
+    stack: FullStack, tmp_path: Path
+) -> None:
+    """Nothing the person does is in the video: it holds its last frame from the
+    takeover to the return (a gap in the timeline) while they click and type, and
+    goes on after: the agent's next page shows (the positive marker)."""
+    session = await stack.request(
+        "POST",
+        "/api/browser-session",
+        ALICE,
+        {
+            "task": "private typing",
+            "record": True,
+            "recordDuringTakeover": False,
+            "steps": [
+                {"action": "goto", "url": stack.site.form_url},
+                {"action": "request_user", "reason": "type"},
+                {"action": "goto", "url": stack.site.colour_url},
+            ],
+        },
+    )
+    base = f"/api/browser-session/{session['id']}"
+    await asyncio.wait_for(
+        stack.wait_for_session(
+            ALICE, session["id"], lambda s: s["task"]["status"] == "WAITING_FOR_USER"
+        ),
+        30,
+    )
+    await asyncio.sleep(1.0)
+    await stack.request("PUT", f"{base}/control", ALICE, {"action": "take_control"})
+    stack.site.clear()
+    async with raw_viewer(await stream_url(stack, ALICE, session["id"])) as viewer:
+        await viewer.click(640, 360)
+        await viewer.type("MMMMMMMMMMMMMMMM")
+        await viewer.sync()
+        await asyncio.wait_for(stack.site.wait_until(lambda: len(stack.site.keys()) >= 16), 20)
+        await asyncio.sleep(1.5)
+    await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
+    await stack.wait_for_session(ALICE, session["id"], lambda s: s["state"] == "FINISHED")
+    await asyncio.sleep(1.5)
+    await stack.request("DELETE", base, ALICE)
+
+    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
+    assert status == 200, raw
+    recording = json.loads(raw)["recording"]
+    assert recording["pausedDuringTakeover"] is True
+    [gap] = recording["gaps"]
+    assert gap["toS"] - gap["fromS"] >= 1.2, gap
+    _, video_bytes, _ = await get(stack, f"{base}/recording", ALICE)
+    video = tmp_path / "private.mp4"
+    video.write_bytes(video_bytes)
+    before = await frame_at(video, gap["fromS"] - 0.3)
+    early = await frame_at(video, gap["fromS"] + 0.5)
+    late = await frame_at(video, gap["toS"] - 0.3)
+    after = await frame_at(video, gap["toS"] + 1.5)
+    # Held: the same picture throughout the takeover, as just before it.
+    assert pixels_apart(early, late) == 0
+    assert pixels_apart(before, late) < 200
+    # Back after the return: the agent's next page (one colour) is in the video.
+    assert pixels_apart(late, after) > 500

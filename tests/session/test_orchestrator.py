@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import pytest
@@ -966,3 +966,33 @@ async def test_a_control_change_during_the_pause_still_makes_the_version_stale(
         assert stored.state is ControlState.PAUSED
     finally:
         await plane.sessions.close()
+
+
+async def test_a_takeover_holds_the_recording_when_asked_and_refuses_if_it_cannot(
+    plane: Plane,
+) -> None:
+    spec = replace(SPEC, record=True, pause_recording_during_takeover=True)
+    session = await plane.sessions.create(ALICE, spec)
+    assert session.placement is not None and session.recording is not None
+    slot = session.placement.slot_id
+    await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    assert plane.display.recording_paused == {slot: True}
+    await plane.sessions.change_control(ALICE, session.id, Action.RETURN_CONTROL, None)
+    assert plane.display.recording_paused == {slot: False}
+
+    # A recording that cannot be held refuses the takeover: the agent goes on.
+    async def broken(slot_id: str, paused: bool) -> None:
+        raise Unavailable("the display service is gone")
+
+    plane.display.pause_recording = broken  # type: ignore[method-assign]
+    with pytest.raises(FailedPrecondition, match="could not be paused"):
+        await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    after = await plane.sessions.get(ALICE, session.id)
+    assert after.state is ControlState.AI_CONTROL
+    assert plane.automation.calls[-1] == ("resume", session.id)
+
+
+async def test_without_the_flag_a_takeover_leaves_the_recording_alone(plane: Plane) -> None:
+    session = await plane.sessions.create(ALICE, replace(SPEC, record=True))
+    await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    assert plane.display.recording_paused == {}

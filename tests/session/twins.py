@@ -27,6 +27,8 @@ class DisplayTwin:
         self.allocations = 0
         # The recorded sessions' videos (a test may set their bytes).
         self.recordings: dict[str, bytes] = {}
+        # Per slot: whether its recording was last paused (True) or resumed.
+        self.recording_paused: dict[str, bool] = {}
 
     async def allocate_slot(
         self, session_id: str, viewport: display_pb2.Viewport, record: bool = False
@@ -65,6 +67,9 @@ class DisplayTwin:
     async def release_slot(self, slot_id: str) -> None:
         self.slots.pop(slot_id, None)
         self.released.append(slot_id)
+
+    async def pause_recording(self, slot_id: str, paused: bool) -> None:
+        self.recording_paused[slot_id] = paused
 
     async def list_slots(self) -> list[display_pb2.Slot]:
         return list(self.slots.values())

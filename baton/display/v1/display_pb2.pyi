@@ -63,6 +63,43 @@ SLOT_STATE_RELEASED: SlotState.ValueType  # 4
 Global___SlotState: _TypeAlias = SlotState  # noqa: Y015
 
 @_typing.final
+class PauseRecordingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOT_ID_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    slot_id: _builtins.str
+    paused: _builtins.bool
+    def __init__(
+        self,
+        *,
+        slot_id: _builtins.str = ...,
+        paused: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["paused", b"paused", "slot_id", b"slot_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRecordingRequest: _TypeAlias = PauseRecordingRequest  # noqa: Y015
+
+@_typing.final
+class PauseRecordingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PauseRecordingResponse: _TypeAlias = PauseRecordingResponse  # noqa: Y015
+
+@_typing.final
 class Viewport(_message.Message):
     """Viewport is a screen size in pixels."""
 

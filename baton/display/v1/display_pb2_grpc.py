@@ -72,6 +72,11 @@ class DisplayServiceStub:
                 request_serializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.SerializeToString,
                 response_deserializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
                 _registered_method=True)
+        self.PauseRecording = channel.unary_unary(
+                '/baton.display.v1.DisplayService/PauseRecording',
+                request_serializer=baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingRequest.SerializeToString,
+                response_deserializer=baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingResponse.FromString,
+                _registered_method=True)
 
 
 class DisplayServiceServicer:
@@ -130,6 +135,15 @@ class DisplayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseRecording(self, request, context):
+        """PauseRecording stops grabbing the slot's display (paused) or goes on: the
+        video holds its last frame meanwhile, so what a person does while paused is
+        never in it. NOT_FOUND when the slot is not recorded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DisplayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -167,6 +181,11 @@ def add_DisplayServiceServicer_to_server(servicer, server):
                     servicer.ReadRecording,
                     request_deserializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.FromString,
                     response_serializer=baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.SerializeToString,
+            ),
+            'PauseRecording': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRecording,
+                    request_deserializer=baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingRequest.FromString,
+                    response_serializer=baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +380,33 @@ class DisplayService:
             '/baton.display.v1.DisplayService/ReadRecording',
             baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingRequest.SerializeToString,
             baton_dot_display_dot_v1_dot_display__pb2.ReadRecordingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRecording(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.display.v1.DisplayService/PauseRecording',
+            baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingRequest.SerializeToString,
+            baton_dot_display_dot_v1_dot_display__pb2.PauseRecordingResponse.FromString,
             options,
             channel_credentials,
             insecure,

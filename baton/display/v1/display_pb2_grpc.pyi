@@ -53,6 +53,11 @@ class DisplayServiceStub:
     bytes from offset. NOT_FOUND when the host holds no recording of it
     (never recorded, or removed after BATON_RECORDING_RETENTION_S).
     """
+    PauseRecording: _grpc.UnaryUnaryMultiCallable[_display_pb2.PauseRecordingRequest, _display_pb2.PauseRecordingResponse]
+    """PauseRecording stops grabbing the slot's display (paused) or goes on: the
+    video holds its last frame meanwhile, so what a person does while paused is
+    never in it. NOT_FOUND when the slot is not recorded.
+    """
 
 @_typing.type_check_only
 class DisplayServiceAsyncStub(DisplayServiceStub):
@@ -78,6 +83,11 @@ class DisplayServiceAsyncStub(DisplayServiceStub):
     growing while the session runs): first a message with its size, then the
     bytes from offset. NOT_FOUND when the host holds no recording of it
     (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+    """
+    PauseRecording: _aio.UnaryUnaryMultiCallable[_display_pb2.PauseRecordingRequest, _display_pb2.PauseRecordingResponse]  # type: ignore[assignment]
+    """PauseRecording stops grabbing the slot's display (paused) or goes on: the
+    video holds its last frame meanwhile, so what a person does while paused is
+    never in it. NOT_FOUND when the slot is not recorded.
     """
 
 class DisplayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -143,6 +153,17 @@ class DisplayServiceServicer(metaclass=_abc_1.ABCMeta):
         growing while the session runs): first a message with its size, then the
         bytes from offset. NOT_FOUND when the host holds no recording of it
         (never recorded, or removed after BATON_RECORDING_RETENTION_S).
+        """
+
+    @_abc_1.abstractmethod
+    def PauseRecording(
+        self,
+        request: _display_pb2.PauseRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_display_pb2.PauseRecordingResponse, _abc.Awaitable[_display_pb2.PauseRecordingResponse]]:
+        """PauseRecording stops grabbing the slot's display (paused) or goes on: the
+        video holds its last frame meanwhile, so what a person does while paused is
+        never in it. NOT_FOUND when the slot is not recorded.
         """
 
 def add_DisplayServiceServicer_to_server(servicer: DisplayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -487,7 +487,12 @@ class Recording(_message.Message):
 
     HOST_ID_FIELD_NUMBER: _builtins.int
     START_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_DURING_TAKEOVER_FIELD_NUMBER: _builtins.int
     host_id: _builtins.str
+    paused_during_takeover: _builtins.bool
+    """paused_during_takeover: the video holds its last frame while a person has
+    control (CreateSessionRequest.pause_recording_during_takeover).
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """start_time is the video's time zero."""
@@ -497,10 +502,11 @@ class Recording(_message.Message):
         *,
         host_id: _builtins.str = ...,
         start_time: _timestamp_pb2.Timestamp | None = ...,
+        paused_during_takeover: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host_id", b"host_id", "paused_during_takeover", b"paused_during_takeover", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -700,6 +706,7 @@ class CreateSessionRequest(_message.Message):
     PLANNER_FIELD_NUMBER: _builtins.int
     HAND_OVER_FIELD_NUMBER: _builtins.int
     RECORD_FIELD_NUMBER: _builtins.int
+    PAUSE_RECORDING_DURING_TAKEOVER_FIELD_NUMBER: _builtins.int
     task: _builtins.str
     url: _builtins.str
     max_steps: _builtins.int
@@ -708,6 +715,11 @@ class CreateSessionRequest(_message.Message):
     """record: record the session's display (services/display/README.md,
     "Recording"); BATON_RECORD=always records every session, and =never
     refuses this with INVALID_ARGUMENT.
+    """
+    pause_recording_during_takeover: _builtins.bool
+    """pause_recording_during_takeover: a recorded session's video holds its last
+    frame while a person has control (REST `recordDuringTakeover: false`), so
+    nothing the person does is in it; the timeline shows the gap.
     """
     @_builtins.property
     def actor(self) -> Global___Actor: ...
@@ -733,10 +745,11 @@ class CreateSessionRequest(_message.Message):
         planner: _automation_pb2.Planner.ValueType = ...,
         hand_over: _automation_pb2.HandOver | None = ...,
         record: _builtins.bool = ...,
+        pause_recording_during_takeover: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "planner", b"planner", "record", b"record", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "hand_over", b"hand_over", "max_steps", b"max_steps", "pause_recording_during_takeover", b"pause_recording_during_takeover", "planner", b"planner", "record", b"record", "steps", b"steps", "task", b"task", "url", b"url", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
