@@ -32,13 +32,13 @@ def parse_audit_query(params: Mapping[str, str]) -> AuditQuery:
         raise InvalidArgument(f"unknown query parameter {sorted(unknown)[0]!r}")
     text = params.get("since")
     since = _BEGINNING if text is None else _moment(text)
-    session_id = params.get("sessionId", "")
-    if session_id:
+    session_id = params.get("sessionId")
+    if session_id is not None:
         check_session_id(session_id, "sessionId")
     limit_text = params.get("limit", str(MAX_AUDIT_LIMIT))
     if not limit_text.isdigit() or not 1 <= int(limit_text[:9]) <= MAX_AUDIT_LIMIT:
         raise InvalidArgument(f"limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}")
-    return AuditQuery(max(since, _BEGINNING), session_id, int(limit_text))
+    return AuditQuery(max(since, _BEGINNING), session_id or "", int(limit_text))
 
 
 def _moment(text: str) -> datetime:
@@ -49,11 +49,12 @@ def _moment(text: str) -> datetime:
         raise bad
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            raise bad
+        # In UTC, or past the calendar's end (9999-12-31T23:00-05:00 is not a time).
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise bad from None
-    if moment.tzinfo is None:
-        raise bad
-    return moment
 
 
 def audit_lines(events: Sequence[session_pb2.AuditEvent]) -> bytes:
