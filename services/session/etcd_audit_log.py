@@ -1,11 +1,11 @@
 """The audit log in etcd, beside the sessions (audit_log.py has the contract).
 
-One key per event, `<parent>/audit/<epoch micros, zero-padded>-<random>`, a
+One key per event, `<parent>/audit/<epoch micros>-<count>-<replica>` (zero-padded), a
 sibling of the sessions' prefix like the step logs (under it, listing the
 sessions would find them): etcd's key order is then time order, so `since` is
 a range read from the moment's key on, in pages, and `forget_before` one range
-delete. The random tail keeps events of one microsecond from different
-replicas apart.
+delete. The count keeps one replica's events of one microsecond in the order
+appended; the replica's random id keeps different replicas' apart.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.runtime.etcd_client import EtcdConnection
 from services.session.audit_log import AuditEvent, epoch_micros
 
 _MICROS_DIGITS = 20
+_COUNT_DIGITS = 12
 # Keys read per etcd request while looking for `limit` events of one session.
 _PAGE = 500
 
@@ -35,12 +36,17 @@ class EtcdAuditLog:
         """On the session store's connection (closed with the store)."""
         self._etcd = etcd
         self.prefix = prefix
+        self._replica = secrets.token_hex(6)
+        self._appended = 0
 
     def _moment_key(self, moment: datetime) -> bytes:
         return f"{self.prefix}{str(max(0, epoch_micros(moment))).zfill(_MICROS_DIGITS)}".encode()
 
     async def append(self, event: AuditEvent) -> None:
-        key = self._moment_key(event.at) + b"-" + secrets.token_hex(6).encode()
+        self._appended += 1
+        # The count keeps this replica's events of one microsecond in order.
+        tail = f"-{str(self._appended).zfill(_COUNT_DIGITS)}-{self._replica}".encode()
+        key = self._moment_key(event.at) + tail
         with self._etcd.errors():
             await self._etcd.client.put(key, event.encode())
 

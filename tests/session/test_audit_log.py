@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from services.session.audit_log import AuditEvent, AuditKind, AuditLog
+from services.runtime.errors import PermissionDenied
+from services.session.audit_log import AuditEvent, AuditKind, AuditLog, AuditTrail, MemoryAuditLog
 from services.session.etcd_store import EtcdStore
 from services.session.server import open_audit_log
 from services.session.sqlite_store import SqliteStore
@@ -95,3 +96,15 @@ async def test_etcd_audit_is_beside_the_sessions_not_under_them(etcd_endpoint: s
         assert await audit.since(T0) == [event(1)]
     finally:
         await store.close()
+
+
+async def test_the_trail_forgets_past_retention_and_reads_for_operators_only() -> None:
+    now = T0 + timedelta(days=31)
+    trail = AuditTrail(MemoryAuditLog(), lambda: now)
+    await trail.log.append(event(0))
+    await trail.record("s1", AuditKind.SHARE_REVOKED, "alice", "127.0.0.1", {"shareId": "x"})
+    assert await trail.forget_expired(30 * 24 * 3600.0) == 1
+    (kept,) = await trail.read(True, T0, None, 0)
+    assert (kept.at, kept.kind, kept.detail) == (now, AuditKind.SHARE_REVOKED, {"shareId": "x"})
+    with pytest.raises(PermissionDenied):
+        await trail.read(False, T0, None, 0)
