@@ -30,6 +30,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
+from services.edge.audit_views import NDJSON, audit_lines, parse_audit_query
 from services.edge.auth import Authenticator, Principal, bearer_token
 from services.edge.cdp_proxy import CdpProxy
 from services.edge.json_views import JsonObject, error_json, parse_json_object, state_name
@@ -163,6 +164,7 @@ class RestApi:
             ),
             _route(session + "/recording", GET=self._authed("recording", self.recording)),
             _route(session + "/timeline", GET=self._authed("timeline", self.timeline)),
+            _route("/api/audit", GET=self._authed("audit", self.audit)),
             _route("/healthz", GET=self.healthz),
             _route("/metrics", GET=self.metrics),
             _route("/openapi.json", GET=self.openapi),
@@ -171,7 +173,9 @@ class RestApi:
     def _authed(self, name: str, endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             try:
-                principal = self._auth.authenticate_header(request.headers.get("authorization"))
+                principal = self._auth.authenticate_header(request.headers.get("authorization")).at(
+                    request.client
+                )
                 self._limiter.check(principal)
                 if "session_id" in request.path_params:
                     # Before any gRPC call: a huge id would not fit in gRPC's
@@ -250,6 +254,16 @@ class RestApi:
     async def timeline(self, request: Request, principal: Principal) -> Response:
         session = await self._sessions.get(principal, request.path_params["session_id"])
         return JSONResponse(timeline_json(session))
+
+    async def audit(self, request: Request, principal: Principal) -> Response:
+        """The audit trail as JSON lines, for operators (README "Audit trail")."""
+        if not principal.operator:
+            raise PermissionDenied("the audit trail is for operators only")
+        query = parse_audit_query(request.query_params)
+        events = await self._sessions.list_audit(
+            principal, query.since, query.session_id, query.limit
+        )
+        return Response(audit_lines(events), media_type=NDJSON)
 
     async def cdp(self, request: Request, principal: Principal) -> Response:
         base_url = self._settings.public_url or str(request.base_url)

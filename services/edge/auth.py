@@ -25,7 +25,7 @@ import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jwt
@@ -65,6 +65,13 @@ class Principal:
     expires_at: float | None = field(default=None, compare=False)
     # Set for a share's holder (user guest:<share id>): that session only.
     share: ShareScope | None = None
+    # The client address of the connection it came on (the socket's peer), for
+    # the audit trail (README "Audit trail"); not who the caller is.
+    source_address: str = field(default="", compare=False)
+
+    def at(self, client: tuple[str, int] | None) -> Principal:
+        """This principal, calling from `client` (a request's or WebSocket's peer)."""
+        return replace(self, source_address=client[0] if client else "")
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from services.edge.auth import CDP_USE, Authenticator
 from services.edge.metrics import EdgeMetrics
 from services.edge.origins import OriginPolicy
 from services.edge.session_client import SessionClient
-from services.edge.stream_proxy import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION
+from services.edge.stream_proxy import CLOSE_NORMAL, CLOSE_POLICY_VIOLATION, report_audit
 from services.runtime.errors import BatonError, Unauthenticated
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 ON_USER_CONTROL = {"hold": False, "reject": True}
 # Close codes for a session that cannot take a CDP client (gone, or no browser).
 CLOSE_SESSION_UNAVAILABLE = 4404
+
+
+class _CommandCounter:
+    """How many CDP commands one connection sent (its audit event's detail)."""
+
+    def __init__(self) -> None:
+        self.sent = 0
 
 
 class CdpProxy:
@@ -62,15 +69,19 @@ class CdpProxy:
         try:
             principal = self._auth.redeem_stream_token(
                 websocket.query_params.get("token", ""), session_id, use=CDP_USE
-            )
+            ).at(websocket.client)
         except Unauthenticated as exc:
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message[:120])
             return
         await websocket.accept()
         self._metrics.cdp_connections += 1
+        await report_audit(
+            self._sessions, principal, session_id, "cdp_opened", {"onUserControl": mode}
+        )
+        counter = _CommandCounter()
         try:
             replies = self._sessions.cdp(
-                principal, session_id, ON_USER_CONTROL[mode], self._commands(websocket)
+                principal, session_id, ON_USER_CONTROL[mode], self._commands(websocket, counter)
             )
             relay = asyncio.ensure_future(self._relay(websocket, replies))
             # The connection lasts no longer than the credential it was asked with.
@@ -90,13 +101,17 @@ class CdpProxy:
             pass
         finally:
             self._metrics.cdp_connections -= 1
+            await report_audit(
+                self._sessions, principal, session_id, "cdp_closed", {"commands": counter.sent}
+            )
         await _close(websocket, CLOSE_NORMAL, "the session's browser is gone")
 
-    async def _commands(self, websocket: WebSocket) -> AsyncIterator[str]:
+    async def _commands(self, websocket: WebSocket, counter: _CommandCounter) -> AsyncIterator[str]:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
+            counter.sent += 1
             # CDP is text; a binary frame is taken as UTF-8 (automation answers
             # what does not parse with a CDP error).
             text = message.get("text")

@@ -765,6 +765,46 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
             },
+            "/api/audit": {
+                "get": {
+                    "operationId": "getAudit",
+                    "summary": "The audit trail as JSON lines, oldest first (operators only)",
+                    "description": "One event per line: {at, sessionId, kind, userId, "
+                    "sourceAddress, detail}. Kinds: control_changed, control_requested, "
+                    "share_created, share_revoked, stream_opened, stream_closed (detail: "
+                    "inputForwarded, inputDropped), cdp_opened, cdp_closed (detail: commands). "
+                    "Kept BATON_AUDIT_RETENTION_S. 400 when `since` is not an ISO 8601 time "
+                    "with a timezone.",
+                    "security": secured,
+                    "parameters": [
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "format": "date-time"},
+                        },
+                        {
+                            "name": "sessionId",
+                            "in": "query",
+                            "required": False,
+                            "schema": _SESSION_ID["schema"],
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 10_000},
+                        },
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The events, one JSON object per line",
+                            "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                        },
+                        **_errors(400, 401, 403, 503),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "operationId": "getHealth",

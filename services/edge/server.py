@@ -94,6 +94,9 @@ async def start_edge_server(settings: EdgeSettings, auth: Authenticator) -> Runn
         lifespan="off",
         # RFB frames are mostly compressed already; deflate only costs latency.
         ws_per_message_deflate=False,
+        # The client address is the socket's peer, never a header a client can
+        # write (X-Forwarded-For): the audit trail's source (README "Audit trail").
+        proxy_headers=False,
         ws_max_size=WS_MAX_MESSAGE_BYTES,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ssl_certfile=settings.tls_certfile,

@@ -7,9 +7,11 @@ Socket.IO layers map them the same way.
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
@@ -38,7 +40,10 @@ EDGE_ACTOR = session_pb2.Actor(user_id=OPERATOR_USER_ID, operator=True)
 def actor_of(principal: Principal) -> session_pb2.Actor:
     share_id = principal.share.share_id if principal.share else ""
     return session_pb2.Actor(
-        user_id=principal.user_id, operator=principal.operator, share_id=share_id
+        user_id=principal.user_id,
+        operator=principal.operator,
+        share_id=share_id,
+        source_address=principal.source_address,
     )
 
 
@@ -183,6 +188,30 @@ class SessionClient:
             session_id=session_id, kind=kind, edge_id=self.edge_id
         )
         await _call(self._stub.RecordActivity(request, timeout=self._timeout))
+
+    async def record_audit(
+        self, principal: Principal, session_id: str, kind: str, detail: Mapping[str, int | str]
+    ) -> None:
+        """Report a connection this edge served to the audit trail (RecordAudit)."""
+        event = session_pb2.AuditEvent(
+            session_id=session_id,
+            kind=kind,
+            user_id=principal.user_id,
+            source_address=principal.source_address,
+            detail_json=json.dumps(detail, separators=(",", ":")),
+        )
+        request = session_pb2.RecordAuditRequest(event=event)
+        await _call(self._stub.RecordAudit(request, timeout=self._timeout))
+
+    async def list_audit(
+        self, principal: Principal, since: datetime, session_id: str, limit: int
+    ) -> Sequence[session_pb2.AuditEvent]:
+        request = session_pb2.ListAuditRequest(
+            actor=actor_of(principal), session_id=session_id, limit=limit
+        )
+        request.since.FromDatetime(since)
+        answer = await _call(self._stub.ListAudit(request, timeout=self._timeout))
+        return answer.events
 
     async def acknowledge_control(self, session_id: str, version: int) -> None:
         """Tell the session service this edge's input gates are at `version`."""

@@ -144,6 +144,9 @@ class SocketGateway:
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         try:
             principal = self._auth.authenticate(_token_of(environ, auth))
+            # The socket's peer, for the audit trail: from the ASGI scope, as
+            # engine.io's environ has REMOTE_ADDR 127.0.0.1 whoever connects.
+            principal = principal.at(environ.get("asgi.scope", {}).get("client"))
         except Unauthenticated as exc:
             # The client sees `message` and `data` (as socket.io's connect_error).
             raise socketio.exceptions.ConnectionRefusedError(

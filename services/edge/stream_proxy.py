@@ -37,7 +37,7 @@ import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -84,6 +84,8 @@ VIEWER_PRESENT_INTERVAL_S = 30.0
 _TERMINAL = (session_pb2.CONTROL_STATE_ENDED, session_pb2.CONTROL_STATE_FAILED)
 # Retry-After when a user has too many viewers open: one must close first.
 VIEWER_LIMIT_RETRY_AFTER_S = 10
+# Longest wait for the session service to take a connection's audit event.
+AUDIT_REPORT_TIMEOUT_S = 2.0
 
 
 async def _refuse(websocket: WebSocket, error: ResourceExhausted) -> None:
@@ -186,7 +188,7 @@ class StreamProxy:
         try:
             principal = self._auth.redeem_stream_token(
                 websocket.query_params.get("token", ""), session_id
-            )
+            ).at(websocket.client)
         except Unauthenticated as exc:
             # Before accept: the browser sees the handshake refused (HTTP 403).
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
@@ -336,11 +338,36 @@ class StreamProxy:
             await upstream.close()
             return
         self._metrics.stream_connections += 1
+        await report_audit(self._sessions, principal, session_id, "stream_opened", {})
         try:
             await connection.run(upstream, pending)
         finally:
             self._metrics.stream_connections -= 1
             await upstream.close()
+            # The input this connection sent, counted, never its content: input
+            # is attributed to the person whose connection sent it.
+            counts = {
+                "inputForwarded": connection.input_forwarded,
+                "inputDropped": connection.input_dropped,
+            }
+            await report_audit(self._sessions, principal, session_id, "stream_closed", counts)
+
+
+async def report_audit(
+    sessions: SessionClient,
+    principal: Principal,
+    session_id: str,
+    kind: str,
+    detail: Mapping[str, int | str],
+) -> None:
+    """Report a connection to the audit trail (README "Audit trail"), waiting at
+    most AUDIT_REPORT_TIMEOUT_S; a report that fails is logged, the connection stands."""
+    try:
+        await asyncio.wait_for(
+            sessions.record_audit(principal, session_id, kind, detail), AUDIT_REPORT_TIMEOUT_S
+        )
+    except (BatonError, TimeoutError) as exc:
+        log.warning("session %s: audit event %s not recorded: %s", session_id, kind, exc)
 
 
 class _ViewerGone(Exception):
@@ -371,6 +398,9 @@ class _ViewerConnection:
         # Bytes the viewer sent right behind its ClientInit.
         self._pending = b""
         self._last_input_report = 0.0
+        # This connection's input messages, forwarded or dropped by its gate.
+        self.input_forwarded = 0
+        self.input_dropped = 0
         self._background: set[asyncio.Task[None]] = set()
 
     async def on_event(self, event: Event, initial: bool) -> None:
@@ -454,6 +484,8 @@ class _ViewerConnection:
             result = self._filter.feed(data)
             self._metrics.input_forwarded += result.input_forwarded
             self._metrics.input_dropped += result.input_dropped
+            self.input_forwarded += result.input_forwarded
+            self.input_dropped += result.input_dropped
             if result.input_forwarded:
                 self._note_input()
             if result.forward:

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
+from services.session.audit_log import AuditEvent
 from services.session.model import (
     Action,
     Controller,
@@ -390,3 +391,14 @@ def event_to_proto(session: Session) -> session_pb2.WatchSessionResponse | None:
             )
         case EventKind.BOOKKEEPING:
             return None
+
+
+def audit_to_proto(event: AuditEvent) -> session_pb2.AuditEvent:
+    return session_pb2.AuditEvent(
+        time=timestamp(event.at),
+        session_id=event.session_id,
+        kind=event.kind.value,
+        user_id=event.user_id,
+        source_address=event.source_address,
+        detail_json=json.dumps(dict(event.detail), separators=(",", ":")),
+    )

@@ -56,6 +56,7 @@ class EtcdStore:
         is one member for good."""
         self._etcd = etcd if isinstance(etcd, EtcdConnection) else EtcdConnection(etcd, ())
         self._prefix = prefix
+        self.prefix = prefix
         self.steps_prefix = steps_prefix_of(prefix)
         self._steps_kept = steps_kept
         # Made by connect(): closed with the store.
@@ -71,6 +72,11 @@ class EtcdStore:
         store = cls(await EtcdConnection.open(endpoints), prefix, steps_kept)
         store._owned = True
         return store
+
+    @property
+    def etcd(self) -> EtcdConnection:
+        """The store's connection, shared by the audit log (etcd_audit_log.py)."""
+        return self._etcd
 
     def _key(self, session_id: str) -> bytes:
         return (self._prefix + session_id).encode()

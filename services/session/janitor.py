@@ -10,7 +10,8 @@
   a session's host is found gone or with another epoch, its sessions fail with
   "worker host lost"; the other hosts' sessions are left alone;
 - orphan slots: slots a host holds for no live session are given back;
-- slot failures: a slot the display reports failed fails its session.
+- slot failures: a slot the display reports failed fails its session;
+- the audit trail: events older than BATON_AUDIT_RETENTION_S are dropped.
 One host failing to answer does not stop the round for the others.
 """
 
@@ -26,6 +27,7 @@ import grpc
 from services.runtime.cancellation import check_cancelled, unless_cancelled
 from services.runtime.errors import BatonError
 from services.session import failure_reasons
+from services.session.audit_log import AuditTrail
 from services.session.ending import Ending
 from services.session.model import ControlState, Session
 from services.session.presence import Presence
@@ -49,8 +51,10 @@ class Janitor:
         task_runs: TaskRuns,
         presence: Presence,
         settings: SessionSettings,
+        audit: AuditTrail,
     ) -> None:
         self._records = records
+        self._audit = audit
         self._directory = directory
         self._ending = ending
         self._task_runs = task_runs
@@ -88,7 +92,8 @@ class Janitor:
             check_cancelled()
             await asyncio.sleep(interval)
             self._follow_hosts()
-            for job in (self.reap, self.fail_stranded, self.release_orphans):
+            jobs = (self.reap, self.fail_stranded, self.release_orphans, self.forget_old_audit)
+            for job in jobs:
                 try:
                     await job()
                 except BatonError as exc:
@@ -151,6 +156,10 @@ class Janitor:
                 continue
             ended.append(await self._ending.finish(session.id, reason, failed=False))
         return ended
+
+    async def forget_old_audit(self) -> int:
+        """Drop the audit events past their retention; how many."""
+        return await self._audit.forget_expired(self._settings.audit_retention_s)
 
     # --- lost hosts, stranded sessions ---
 

@@ -83,6 +83,8 @@ class Actor:
     # Set when the caller holds a share's token rather than an account: it
     # reaches that share's session only, while the share lives (shares.py).
     share_id: str = ""
+    # The client address the edge saw (the audit trail's); not who the actor is.
+    source_address: str = field(default="", compare=False)
 
 
 class ShareRole(enum.Enum):

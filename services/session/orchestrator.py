@@ -23,6 +23,7 @@ from baton.automation.v1 import automation_pb2
 from services.runtime.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from services.runtime.slot_demand import FleetCapacity, fleet_capacity
 from services.session import state_machine
+from services.session.audit_log import AuditKind, AuditLog, AuditTrail, MemoryAuditLog
 from services.session.control_fence import ControlFence, MemoryControlFence
 from services.session.ending import Ending
 from services.session.handoff import Handoff
@@ -84,9 +85,11 @@ class SessionOrchestrator:
         fence: ControlFence | None = None,
         user_lock: UserLock | None = None,
         webhooks: WebhookSink | None = None,
+        audit_log: AuditLog | None = None,
     ) -> None:
         """`owners`, `fence` and `user_lock` default to this process's own; replicas
-        sharing etcd share them through it (server.py)."""
+        sharing etcd share them through it (server.py). `audit_log` defaults to
+        one in memory."""
         records = SessionRecords(store, clock, webhook_observer(webhooks) if webhooks else None)
         # Edges holding stream viewers; the agent resumes after they closed their gates.
         if fence is None:
@@ -116,7 +119,8 @@ class SessionOrchestrator:
             records, directory, self._task_runs.stop, (fence.forget, self._handoff.forget)
         )
         self._presence = Presence(records, fence, settings)
-        self.shares = Shares(records)
+        self.audit = AuditTrail(audit_log or MemoryAuditLog(), clock)
+        self.shares = Shares(records, self.audit)
         self.recordings = RecordingReader(records, directory)
         self._launcher = Launcher(
             records,
@@ -127,7 +131,13 @@ class SessionOrchestrator:
             LocalUserLock() if user_lock is None else user_lock,
         )
         self._janitor = Janitor(
-            records, directory, self._ending, self._task_runs, self._presence, settings
+            records,
+            directory,
+            self._ending,
+            self._task_runs,
+            self._presence,
+            settings,
+            self.audit,
         )
         # The janitor's jobs, callable on their own (tests, start-up).
         self.reap = self._janitor.reap
@@ -135,6 +145,7 @@ class SessionOrchestrator:
         self.release_orphans = self._janitor.release_orphans
         self.adopt_tasks = self._adoption.adopt_all
         self.fail_lost_host = self._janitor.fail_lost_host
+        self.forget_old_audit = self._janitor.forget_old_audit
 
     # --- lifecycle ---
 
@@ -278,7 +289,20 @@ class SessionOrchestrator:
                 "hand_over's `to` must be the session's owner, an operator, "
                 "or the guest of a live control share"
             )
-        return await self._handoff.change(actor, session_id, action, expected_version, to_user_id)
+        session = await self._handoff.change(
+            actor, session_id, action, expected_version, to_user_id
+        )
+        detail = {"action": action.value, "state": session.state.value}
+        if action is Action.HAND_OVER:
+            detail["to"] = to_user_id
+        await self._audit_control(actor, session_id, detail)
+        return session
+
+    async def _audit_control(self, actor: Actor, session_id: str, detail: dict[str, str]) -> None:
+        """The acting user (not the new holder) and where they called from."""
+        await self.audit.record(
+            session_id, AuditKind.CONTROL_CHANGED, actor.user_id, actor.source_address, detail
+        )
 
     async def request_control(self, actor: Actor, session_id: str) -> Session:
         """Ask the person in control for it: watchers hear who asks; nothing changes."""
@@ -303,7 +327,11 @@ class SessionOrchestrator:
                 last_event=LastEvent(EventKind.CONTROL_REQUESTED, message=actor.user_id),
             )
 
-        return await self._records.update(session_id, ask)
+        session = await self._records.update(session_id, ask)
+        await self.audit.record(
+            session_id, AuditKind.CONTROL_REQUESTED, actor.user_id, actor.source_address
+        )
+        return session
 
     async def acknowledge_control(self, session_id: str, edge_id: str, version: int) -> None:
         """`edge_id` has applied `version` (or newer) of the session to its input gates."""
@@ -312,7 +340,9 @@ class SessionOrchestrator:
     async def end(self, actor: Actor, session_id: str, reason: str) -> Session:
         refuse_share(actor, "end the session")
         await self._records.get_owned(actor, session_id)
-        return await self._ending.finish(session_id, reason, failed=False)
+        session = await self._ending.finish(session_id, reason, failed=False)
+        await self._audit_control(actor, session_id, {"action": "end", "reason": reason})
+        return session
 
     async def record_activity(
         self,

@@ -9,7 +9,9 @@ import grpc
 
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.runtime.grpc_server import RunningServer, start_server
+from services.session.audit_log import AuditLog, MemoryAuditLog, SqliteAuditLog
 from services.session.coordination import Coordination, open_coordination
+from services.session.etcd_audit_log import EtcdAuditLog, audit_prefix_of
 from services.session.etcd_directory import EtcdWorkerDirectory
 from services.session.etcd_store import EtcdStore
 from services.session.grpc_workers import grpc_worker_host
@@ -31,6 +33,15 @@ def open_store(settings: SessionSettings, coordination: Coordination) -> Session
     if settings.state_dir is not None:
         return SqliteStore.open(settings.state_dir)
     return MemoryStore()
+
+
+def open_audit_log(store: SessionStore) -> AuditLog:
+    """The audit trail beside `store`: in its SQLite file, under its etcd, or in memory."""
+    if isinstance(store, SqliteStore):
+        return SqliteAuditLog(store.connection)
+    if isinstance(store, EtcdStore):
+        return EtcdAuditLog(store.etcd, audit_prefix_of(store.prefix))
+    return MemoryAuditLog()
 
 
 async def _nothing() -> None:
@@ -93,6 +104,7 @@ async def start_session_server(
         fence=coordination.fence,
         user_lock=coordination.user_lock,
         webhooks=webhooks,
+        audit_log=open_audit_log(store),
     )
     servicer = SessionServicer(orchestrator, webhooks.stats if webhooks else None)
     running = await start_server(

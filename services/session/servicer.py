@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -20,6 +22,7 @@ from services.runtime.opened_stream import opened
 from services.runtime.session_ids import check_session_id
 from services.runtime.user_ids import OPERATOR_USER_ID, guest_user_id
 from services.session import codec, paging
+from services.session.audit_log import AuditKind
 from services.session.model import Actor, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.webhook_delivery import WebhookStats
@@ -45,11 +48,30 @@ def _actor(message: session_pb2.Actor) -> Actor:
         message.operator or message.user_id != guest_user_id(message.share_id)
     ):
         raise InvalidArgument("a share's actor is user guest:<share_id>, not an operator")
+    check_text(message.source_address, "actor.source_address", MAX_SOURCE_ADDRESS_BYTES)
     return Actor(
         user_id=message.user_id or OPERATOR_USER_ID,
         operator=message.operator,
         share_id=message.share_id,
+        source_address=message.source_address,
     )
+
+
+# An IPv6 address with a zone fits; anything longer is not an address.
+MAX_SOURCE_ADDRESS_BYTES = 128
+# An edge's detail object (counts, a mode) is small.
+MAX_AUDIT_DETAIL_BYTES = 4096
+
+
+def _audit_detail(detail_json: str) -> dict[str, Any]:
+    check_text(detail_json, "event.detail_json", MAX_AUDIT_DETAIL_BYTES)
+    try:
+        detail = json.loads(detail_json or "{}")
+    except ValueError:
+        raise InvalidArgument("event.detail_json is not JSON") from None
+    if not isinstance(detail, dict):
+        raise InvalidArgument("event.detail_json must be a JSON object")
+    return detail
 
 
 def _session_id(session_id: str) -> str:
@@ -273,3 +295,34 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             _actor(request.actor), _session_id(request.session_id), share_id
         )
         return session_pb2.RevokeShareResponse()
+
+    async def RecordAudit(
+        self, request: session_pb2.RecordAuditRequest, context: Context
+    ) -> session_pb2.RecordAuditResponse:
+        event = request.event
+        try:
+            kind = AuditKind(event.kind)
+        except ValueError:
+            raise InvalidArgument(f"unknown audit event kind {event.kind!r}") from None
+        if kind not in AuditKind.edge_reported():
+            raise InvalidArgument(f"audit events of kind {kind.value} are not reported by edges")
+        check_text(event.user_id, "event.user_id", MAX_USER_ID_BYTES)
+        check_text(event.source_address, "event.source_address", MAX_SOURCE_ADDRESS_BYTES)
+        await self._sessions.audit.record(
+            _session_id(event.session_id),
+            kind,
+            event.user_id,
+            event.source_address,
+            _audit_detail(event.detail_json),
+        )
+        return session_pb2.RecordAuditResponse()
+
+    async def ListAudit(
+        self, request: session_pb2.ListAuditRequest, context: Context
+    ) -> session_pb2.ListAuditResponse:
+        actor = _actor(request.actor)
+        session_id = _session_id(request.session_id) if request.session_id else None
+        events = await self._sessions.audit.read(
+            actor.operator, request.since.ToDatetime(tzinfo=UTC), session_id, request.limit
+        )
+        return session_pb2.ListAuditResponse(events=[codec.audit_to_proto(e) for e in events])

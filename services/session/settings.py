@@ -12,6 +12,7 @@ from services.runtime.grpc_tls import PLAINTEXT, GrpcTls
 from services.runtime.internal_auth import InternalToken
 from services.runtime.settings import ConfigError, Env
 from services.runtime.worker_registry import DEFAULT_LEASE_TTL_S
+from services.session.audit_log import DEFAULT_AUDIT_RETENTION_S
 from services.session.webhook_delivery import WebhookSettings
 
 
@@ -76,6 +77,8 @@ class SessionSettings:
     control_fence_timeout_s: float = 2.0
     # An ended session stays readable (GET, list) this long, then is removed.
     ended_retention_s: float = 3600.0
+    # Audit events (audit_log.py) are kept this long, then the janitor drops them.
+    audit_retention_s: float = DEFAULT_AUDIT_RETENTION_S
     # The worker hosts' registration lease (BATON_WORKER_LEASE_TTL_S): a dead
     # host's sessions are known lost within it.
     worker_lease_ttl_s: int = DEFAULT_LEASE_TTL_S
@@ -131,6 +134,9 @@ class SessionSettings:
             ),
             ended_retention_s=env.number(
                 "BATON_ENDED_RETENTION_S", cls.ended_retention_s, minimum=1
+            ),
+            audit_retention_s=env.number(
+                "BATON_AUDIT_RETENTION_S", cls.audit_retention_s, minimum=60
             ),
             worker_lease_ttl_s=env.integer(
                 "BATON_WORKER_LEASE_TTL_S", cls.worker_lease_ttl_s, minimum=1

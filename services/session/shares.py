@@ -18,6 +18,7 @@ from services.runtime.errors import (
     ResourceExhausted,
 )
 from services.runtime.limits import MAX_SHARE_LABEL_BYTES, MAX_SHARE_TTL_S, MAX_SHARES, check_text
+from services.session.audit_log import AuditKind, AuditTrail
 from services.session.model import Actor, EventKind, LastEvent, Session, Share, ShareRole
 from services.session.records import SessionRecords
 from services.session.share_rules import live_share, refuse_share
@@ -34,8 +35,9 @@ def _shares_changed(session: Session, shares: tuple[Share, ...], now: datetime) 
 
 
 class Shares:
-    def __init__(self, records: SessionRecords) -> None:
+    def __init__(self, records: SessionRecords, audit: AuditTrail) -> None:
         self._records = records
+        self._audit = audit
 
     async def create(
         self, actor: Actor, session_id: str, role: ShareRole, ttl_s: float, label: str
@@ -70,6 +72,11 @@ class Shares:
             return _shares_changed(session, (*live, share), now)
 
         await self._records.update(session_id, change)
+        # Never the token: the id names the share.
+        detail = {"shareId": share.id, "role": role.value, "ttlSeconds": ttl_s, "label": label}
+        await self._audit.record(
+            session_id, AuditKind.SHARE_CREATED, actor.user_id, actor.source_address, detail
+        )
         return share
 
     async def list(self, actor: Actor, session_id: str) -> tuple[Share, ...]:
@@ -92,3 +99,10 @@ class Shares:
             return _shares_changed(session, kept, now)
 
         await self._records.update(session_id, change)
+        await self._audit.record(
+            session_id,
+            AuditKind.SHARE_REVOKED,
+            actor.user_id,
+            actor.source_address,
+            {"shareId": share_id},
+        )

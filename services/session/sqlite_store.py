@@ -86,6 +86,11 @@ class SqliteStore(MemoryStore):
         self._write(statements, revision=self._revision)
         self._steps[stored.session.id] = deque(kept, maxlen=self._steps_kept)
 
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The database file's connection, shared by the audit log (audit_log.py)."""
+        return self._db
+
     @classmethod
     def open(cls, state_dir: Path, steps_kept: int = MAX_STEP_EVENTS_KEPT) -> SqliteStore:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

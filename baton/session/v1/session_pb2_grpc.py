@@ -121,6 +121,16 @@ class SessionServiceStub:
                 request_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
                 response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
                 _registered_method=True)
+        self.RecordAudit = channel.unary_unary(
+                '/baton.session.v1.SessionService/RecordAudit',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.RecordAuditRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RecordAuditResponse.FromString,
+                _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/baton.session.v1.SessionService/ListAudit',
+                request_serializer=baton_dot_session_dot_v1_dot_session__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -264,6 +274,22 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordAudit(self, request, context):
+        """RecordAudit appends an event an edge saw (a stream or CDP connection opened
+        or closed) to the audit trail (README "Audit trail").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAudit(self, request, context):
+        """ListAudit: the audit events at or after `since`, oldest first; operators
+        only (PERMISSION_DENIED for anyone else).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -351,6 +377,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ReadRecording,
                     request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.FromString,
                     response_serializer=baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.SerializeToString,
+            ),
+            'RecordAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAudit,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.RecordAuditRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.RecordAuditResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=baton_dot_session_dot_v1_dot_session__pb2.ListAuditRequest.FromString,
+                    response_serializer=baton_dot_session_dot_v1_dot_session__pb2.ListAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -814,6 +850,60 @@ class SessionService:
             '/baton.session.v1.SessionService/ReadRecording',
             baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingRequest.SerializeToString,
             baton_dot_session_dot_v1_dot_session__pb2.ReadRecordingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/RecordAudit',
+            baton_dot_session_dot_v1_dot_session__pb2.RecordAuditRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.RecordAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.session.v1.SessionService/ListAudit',
+            baton_dot_session_dot_v1_dot_session__pb2.ListAuditRequest.SerializeToString,
+            baton_dot_session_dot_v1_dot_session__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

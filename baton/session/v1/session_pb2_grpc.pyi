@@ -98,6 +98,14 @@ class SessionServiceStub:
     for anyone else, and when the session was not recorded or its recording
     expired); while the session runs and after it ended.
     """
+    RecordAudit: _grpc.UnaryUnaryMultiCallable[_session_pb2.RecordAuditRequest, _session_pb2.RecordAuditResponse]
+    """RecordAudit appends an event an edge saw (a stream or CDP connection opened
+    or closed) to the audit trail (README "Audit trail").
+    """
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_session_pb2.ListAuditRequest, _session_pb2.ListAuditResponse]
+    """ListAudit: the audit events at or after `since`, oldest first; operators
+    only (PERMISSION_DENIED for anyone else).
+    """
 
 @_typing.type_check_only
 class SessionServiceAsyncStub(SessionServiceStub):
@@ -168,6 +176,14 @@ class SessionServiceAsyncStub(SessionServiceStub):
     (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
     for anyone else, and when the session was not recorded or its recording
     expired); while the session runs and after it ended.
+    """
+    RecordAudit: _aio.UnaryUnaryMultiCallable[_session_pb2.RecordAuditRequest, _session_pb2.RecordAuditResponse]  # type: ignore[assignment]
+    """RecordAudit appends an event an edge saw (a stream or CDP connection opened
+    or closed) to the audit trail (README "Audit trail").
+    """
+    ListAudit: _aio.UnaryUnaryMultiCallable[_session_pb2.ListAuditRequest, _session_pb2.ListAuditResponse]  # type: ignore[assignment]
+    """ListAudit: the audit events at or after `since`, oldest first; operators
+    only (PERMISSION_DENIED for anyone else).
     """
 
 class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -338,6 +354,26 @@ class SessionServiceServicer(metaclass=_abc_1.ABCMeta):
         (baton.display.v1 ReadRecording), for its owner or an operator (NOT_FOUND
         for anyone else, and when the session was not recorded or its recording
         expired); while the session runs and after it ended.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordAudit(
+        self,
+        request: _session_pb2.RecordAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.RecordAuditResponse, _abc.Awaitable[_session_pb2.RecordAuditResponse]]:
+        """RecordAudit appends an event an edge saw (a stream or CDP connection opened
+        or closed) to the audit trail (README "Audit trail").
+        """
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _session_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_session_pb2.ListAuditResponse, _abc.Awaitable[_session_pb2.ListAuditResponse]]:
+        """ListAudit: the audit events at or after `since`, oldest first; operators
+        only (PERMISSION_DENIED for anyone else).
         """
 
 def add_SessionServiceServicer_to_server(servicer: SessionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
