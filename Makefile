@@ -46,6 +46,9 @@ fresh-check:
 setup: system-packages $(VENV)/.ready
 # The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.
 setup: services/edge/node_modules/.installed
+# The browser client package, built (clients/js/README.md); the edge serves its
+# bundle at /assets/clients/baton.js.
+setup: clients/js/dist/.built
 
 system-packages:
 	@deploy/install-system-packages.sh
@@ -60,6 +63,15 @@ $(VENV)/.ready: pyproject.toml
 
 services/edge/node_modules/.installed: services/edge/package.json services/edge/package-lock.json
 	npm ci --prefix services/edge --no-audit --no-fund
+	touch $@
+
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	npm ci --prefix clients/js --no-audit --no-fund
+	touch $@
+
+clients/js/dist/.built: clients/js/node_modules/.installed clients/js/tsconfig.json \
+		clients/js/scripts/bundle.js $(wildcard clients/js/src/*.ts)
+	npm --prefix clients/js run --silent build
 	touch $@
 
 proto:
@@ -77,7 +89,10 @@ proto-check:
 docs:
 	$(PY) -m services.edge.openapi docs/openapi.json
 
-lint: proto-check
+# clients/js: its REST types current with docs/openapi.json, it and its examples
+# type-checked against the built declarations.
+lint: proto-check clients/js/dist/.built
+	npm --prefix clients/js run --silent check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
