@@ -321,10 +321,11 @@ export class BatonLiveView extends ElementBase {
   }
 
   // A fresh stream URL for every connection: they are single-use (docs/stream.md).
-  private async connectStream(generation: number, attempt: number): Promise<void> {
+  // `again`: after a dropped connection, "reconnecting" until it gets through.
+  private async connectStream(generation: number, attempt: number, again = false): Promise<void> {
     const id = this.sessionId;
     if (!this.client || !id) return;
-    this.setStatus(attempt === 0 ? "connecting" : "reconnecting", null, null);
+    if (!again) this.setStatus("connecting", null, null);
     let url: string;
     try {
       ({ url } = await this.client.streamAccess(id));
@@ -380,7 +381,7 @@ export class BatonLiveView extends ElementBase {
     this.setStatus("reconnecting", code, reason);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
-      if (generation === this.generation) void this.connectStream(generation, attempt);
+      if (generation === this.generation) void this.connectStream(generation, attempt, true);
     }, RECONNECT_DELAYS_MS[attempt]);
   }
 
