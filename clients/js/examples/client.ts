@@ -52,3 +52,6 @@ export function embed(sessionId: string, getToken: () => Promise<string>): Baton
   document.body.append(view);
   return view;
 }
+
+// Node: the DOM-free entry.
+export { BatonClient as NodeClient, type SessionSummary as NodeSession } from "@baton/client/client";

@@ -1,5 +1,6 @@
 // BatonClient: the edge's REST API (docs/openapi.json) and its Socket.IO events
-// (docs/asyncapi.yaml), typed. No DOM needed: it runs in a page or in Node.
+// (docs/asyncapi.yaml), typed. No DOM needed: in Node, import it as
+// "@baton/client/client" (the main entry loads noVNC, which needs a page).
 import { io, type Socket } from "socket.io-client";
 import { BatonError } from "./errors.js";
 import type {
@@ -21,6 +22,10 @@ import type {
   SessionSummary,
   StreamAccess,
 } from "./types.js";
+
+export { BatonError } from "./errors.js";
+export type * from "./events.js";
+export type * from "./types.js";
 
 /** Gives the bearer token (the operator token or a user JWT); asked before each use. */
 export type TokenProvider = () => string | Promise<string>;
