@@ -31,6 +31,9 @@ export async function drive(edgeUrl: string, token: string): Promise<ControlStat
   console.log(url);
   const page = await baton.listSessions({ pageSize: 10 });
   console.log(page.sessions.map((s) => s.ownerUserId), page.nextPageToken);
+  const share = await baton.createShare(created.id, { role: "view", ttlSeconds: 600 });
+  console.log(share.url, share.token, (await baton.listShares(created.id)).shares[0]?.role);
+  await baton.revokeShare(created.id, share.id);
   const ended = await baton.endSession(created.id);
   events.close();
   return ended.state;

@@ -20,6 +20,9 @@ import type {
   Session,
   SessionPage,
   SessionSummary,
+  Share,
+  ShareCreated,
+  ShareRequest,
   StreamAccess,
 } from "./types.js";
 
@@ -134,6 +137,20 @@ export class BatonClient {
 
   cdpAccess(id: string): Promise<CdpAccess> {
     return this.request("GET", `${sessionPath(id)}/cdp`);
+  }
+
+  /** Lets someone without an account watch (or control) this one session. */
+  createShare(id: string, share: ShareRequest): Promise<ShareCreated> {
+    return this.request("POST", `${sessionPath(id)}/shares`, share);
+  }
+
+  listShares(id: string): Promise<{ shares: Share[] }> {
+    return this.request("GET", `${sessionPath(id)}/shares`);
+  }
+
+  /** Revokes a share: its token gets 401 and its connections close. */
+  async revokeShare(id: string, shareId: string): Promise<void> {
+    await this.request("DELETE", `${sessionPath(id)}/shares/${encodeURIComponent(shareId)}`);
   }
 
   /** Opens the Socket.IO connection; the token is asked for again at each reconnect. */

@@ -18,6 +18,10 @@ export type TaskStatus = NonNullable<SessionSummary["task"]["status"]>;
 export type StreamAccess = Schemas["Stream"];
 export type CdpAccess = Schemas["Cdp"];
 export type ErrorBody = Schemas["Error"];
+export type ShareRequest = Schemas["ShareRequest"];
+export type Share = Schemas["Share"];
+/** A new share: its `url` (/embed, for people) and `token` (for programs). */
+export type ShareCreated = Schemas["ShareCreated"];
 export type SessionPage =
   paths["/api/browser-session"]["get"]["responses"][200]["content"]["application/json"];
 
