@@ -257,14 +257,17 @@ export class BatonLiveView extends ElementBase {
     const provider = this.tokenProviderValue;
     if (!id || !provider) return;
     const generation = this.generation;
-    this.client = new BatonClient({ edgeUrl: this.edgeUrl, token: provider });
-    const events = this.client.events();
-    this.events = events;
     try {
       this.me = identityOf(await provider());
     } catch (error) {
       this.fail(error);
+      return;
     }
+    if (generation !== this.generation) return;
+    this.client = new BatonClient({ edgeUrl: this.edgeUrl, token: provider });
+    // Every listener is added before the connection can open (below, synchronously).
+    const events = this.client.events();
+    this.events = events;
     const fresh = ({ session }: { session: SessionSummary }): void => {
       if (generation === this.generation) this.apply(session);
     };
@@ -276,7 +279,9 @@ export class BatonLiveView extends ElementBase {
       fresh({ session });
       if (generation === this.generation) this.fail(new BatonError(message, { status: null, code: "session" }));
     });
-    events.on("auth:expired", ({ error }) => this.fail(BatonError.fromEvent(error)));
+    events.on("auth:expired", ({ error }) => {
+      if (generation === this.generation) this.fail(BatonError.fromEvent(error));
+    });
     events.socket.on("connect_error", (error) => {
       if (generation === this.generation) this.showError(`Live updates refused: ${error.message}`);
     });
