@@ -48,6 +48,9 @@ setup: system-packages $(VENV)/.ready
 setup: services/edge/node_modules/.installed
 # Puppeteer, for the test of an agent connecting with it (tests/edge/test_cdp.py).
 setup: tests/edge/puppeteer/node_modules/.installed
+# The browser client package, built (clients/js/README.md); the edge serves its
+# bundle at /assets/clients/baton.js.
+setup: clients/js/dist/.built
 
 system-packages:
 	@deploy/install-system-packages.sh
@@ -68,6 +71,15 @@ tests/edge/puppeteer/node_modules/.installed: tests/edge/puppeteer/package.json 
 	npm ci --prefix tests/edge/puppeteer --no-audit --no-fund
 	touch $@
 
+clients/js/node_modules/.installed: clients/js/package.json clients/js/package-lock.json
+	npm ci --prefix clients/js --no-audit --no-fund
+	touch $@
+
+clients/js/dist/.built: clients/js/node_modules/.installed clients/js/tsconfig.json \
+		clients/js/scripts/bundle.js $(wildcard clients/js/src/*.ts)
+	npm --prefix clients/js run --silent build
+	touch $@
+
 proto:
 	$(PY) protos/generate.py
 
@@ -80,7 +92,10 @@ proto-check:
 docs:
 	$(PY) -m services.edge.openapi docs/openapi.json
 
-lint: proto-check
+# clients/js: its REST types current with docs/openapi.json, it and its examples
+# type-checked against the built declarations.
+lint: proto-check clients/js/dist/.built
+	npm --prefix clients/js run --silent check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -27,6 +27,8 @@ async def main() -> None:
         settings = dataclasses.replace(settings, api_token=generate_api_token())
     if not settings.novnc_dir.is_dir():
         log.warning("noVNC is missing from %s: run `make setup`", settings.novnc_dir)
+    if not settings.client_bundle_dir.is_dir():
+        log.warning("clients/js is not built (%s): run `make setup`", settings.client_bundle_dir)
     auth = Authenticator(
         settings.api_token, settings.jwt_secret, jwt_max_lifetime_s=settings.jwt_max_lifetime_s
     )

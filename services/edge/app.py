@@ -421,6 +421,11 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
             "/vendor/socket.io",
             StaticFiles(directory=settings.socketio_client_dir, check_dir=False),
         ),
+        # The @baton/client package as one module (clients/js/README.md).
+        Mount(
+            "/assets/clients",
+            StaticFiles(directory=settings.client_bundle_dir, check_dir=False),
+        ),
     ]
     starlette = Starlette(
         routes=routes,

@@ -95,6 +95,7 @@ ASSETS = [
     "/console/live_view.js",
     "/console/edge_api.js",
     "/console/console.css",
+    "/assets/clients/baton.js",
 ]
 
 
