@@ -28,6 +28,8 @@ export interface ServerEventPayloads {
   /** action is null when nothing caused it (the session became AI_CONTROL at its start). */
   "session:control_changed": { session: SessionSummary; action: ControlAction | null };
   "session:task_changed": { session: SessionSummary };
+  /** userId asks the person in control for it; that person may answer with hand_over. */
+  "session:control_requested": { session: SessionSummary; userId: string };
   "session:error": { session: SessionSummary; message: string };
   "session:ended": { session: SessionSummary; reason: string };
   "auth:expired": { error: EventError };
@@ -37,10 +39,17 @@ export interface ServerEventPayloads {
 export interface ClientEventPayloads {
   "session:create": CreateSession;
   "session:watch": SessionRef;
-  "session:control": { id: string; action: ControlAction; expectedVersion?: number | null };
+  "session:control": {
+    id: string;
+    action: ControlAction;
+    expectedVersion?: number | null;
+    /** hand_over only: who gets control. */
+    to?: string | null;
+  };
   "session:pause": SessionRef;
   "session:resume": SessionRef;
   "session:end": SessionRef;
+  "session:request_control": SessionRef;
 }
 
 /** What each client event's acknowledgement carries when ok. */
@@ -51,6 +60,7 @@ export interface ClientEventAnswers {
   "session:pause": SessionSummary;
   "session:resume": SessionSummary;
   "session:end": SessionSummary;
+  "session:request_control": SessionSummary;
 }
 
 export type ServerEventName = keyof ServerEventPayloads;
@@ -72,6 +82,7 @@ export const SERVER_EVENTS = [
   "session:step",
   "session:control_changed",
   "session:task_changed",
+  "session:control_requested",
   "session:error",
   "session:ended",
   "auth:expired",
@@ -84,6 +95,7 @@ export const CLIENT_EVENTS = [
   "session:pause",
   "session:resume",
   "session:end",
+  "session:request_control",
 ] as const satisfies readonly ClientEventName[];
 
 // Both lists name every event of the maps above: a missing one fails to compile.
