@@ -18,6 +18,7 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
+from services.runtime.handback_view import handback_json
 from services.runtime.limits import (
     MAX_MAX_STEPS,
     MAX_STEPS,
@@ -87,6 +88,8 @@ def step_event_json(event: automation_pb2.StepEvent) -> JsonObject:
         body["error"] = event.error
     if event.result:
         body["result"] = event.result
+    if event.HasField("handback"):
+        body["handback"] = handback_json(event.handback)
     return body
 
 
@@ -123,6 +126,8 @@ def session_json(session: session_pb2.Session, with_steps: bool = False) -> Json
         body["userRequestReason"] = session.user_request_reason
     if session.HasField("viewport"):
         body["viewport"] = {"width": session.viewport.width, "height": session.viewport.height}
+    if session.HasField("handback"):
+        body["handback"] = handback_json(session.handback)
     return body
 
 

@@ -94,6 +94,7 @@ def encode(session: Session) -> bytes:
             "step": _b64(event.step) if event.step else None,
             "message": event.message,
         },
+        "handback": _b64(session.handback) if session.handback is not None else None,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -142,6 +143,10 @@ def decode(raw: bytes) -> Session:
             step=_step_event(event["step"]) if event["step"] else None,
             message=event["message"],
         ),
+        # Absent from records stored before hand-back reports.
+        handback=automation_pb2.Handback.FromString(base64.b64decode(data["handback"]))
+        if data.get("handback")
+        else None,
     )
 
 
@@ -231,6 +236,7 @@ def to_proto(
         if placement
         else None,
         user_request_reason=session.user_request_reason,
+        handback=session.handback,
     )
 
 

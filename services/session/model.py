@@ -156,6 +156,9 @@ class Session:
     # after the settings' viewer lease without such a report.
     viewers_seen_at: datetime | None = None
     last_event: LastEvent = field(default_factory=lambda: LastEvent(EventKind.CREATED))
+    # What the person did the last time one returned control (automation's
+    # TakeHandback, stamped by handoff.py); None before.
+    handback: automation_pb2.Handback | None = None
 
 
 @dataclass(frozen=True)

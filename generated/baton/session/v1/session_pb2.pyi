@@ -333,6 +333,7 @@ class Session(_message.Message):
     PLACEMENT_FIELD_NUMBER: _builtins.int
     USER_REQUEST_REASON_FIELD_NUMBER: _builtins.int
     STEP_COUNT_FIELD_NUMBER: _builtins.int
+    HANDBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ControlState.ValueType
     controller: Global___Controller.ValueType
@@ -364,6 +365,12 @@ class Session(_message.Message):
     def viewport(self) -> _display_pb2.Viewport: ...
     @_builtins.property
     def placement(self) -> Global___Placement: ...
+    @_builtins.property
+    def handback(self) -> _automation_pb2.Handback:
+        """handback: what the person did the last time one returned control
+        (services/automation/README.md, "The hand-back report"); unset before.
+        """
+
     def __init__(
         self,
         *,
@@ -382,10 +389,11 @@ class Session(_message.Message):
         placement: Global___Placement | None = ...,
         user_request_reason: _builtins.str = ...,
         step_count: _builtins.int = ...,
+        handback: _automation_pb2.Handback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "placement", b"placement", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "handback", b"handback", "placement", b"placement", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "handback", b"handback", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
