@@ -18,6 +18,7 @@ from typing import Protocol
 
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
 from services.automation.cdp_hub import BrowserPipe
+from services.automation.handback import HandbackReport, PageSnapshot, WatchNotes, build_report
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
     ActionFailed,
@@ -50,6 +51,8 @@ LlmPlannerFactory = Callable[[str], Planner] | None
 # "CDP"): how long its StartTask may take to arrive, and its browser to open.
 CDP_UNKNOWN_WAIT_S = 1.0
 CDP_LAUNCH_WAIT_S = 60.0
+# How long a pause waits to read the page for the hand-back report.
+WATCH_START_S = 3.0
 
 
 class PrewarmedBrowsers(Protocol):
@@ -106,6 +109,21 @@ class PageState:
 
 
 @dataclass
+class _Watch:
+    """A person's time in control, watched from PauseTask to ResumeTask (handback.py)."""
+
+    started: float
+    before: PageSnapshot
+    notes: WatchNotes
+    # The last report TakeHandback made: what ResumeTask hands the agent.
+    report: HandbackReport | None = None
+
+
+# Told of every hand-back report as control returns (external CDP clients).
+HandbackListener = Callable[[HandbackReport], None]
+
+
+@dataclass
 class _RunningTask:
     runner: StepRunner
     job: asyncio.Task[None]
@@ -149,6 +167,8 @@ class BrowserSessions:
         # CloseBrowser, and survives a browser crash.
         self._gates: dict[str, ActionGate] = {}
         self._launching: dict[str, asyncio.Lock] = {}
+        self._watches: dict[str, _Watch] = {}
+        self._handback_listeners: dict[str, set[HandbackListener]] = {}
 
     def _get(self, session_id: str) -> _Session:
         session = self._sessions.get(session_id)
@@ -364,11 +384,65 @@ class BrowserSessions:
 
     async def pause(self, session_id: str) -> tuple[TaskStatus | None, bool]:
         outcome = await self._known_gate(session_id).pause()
-        return self._status(self._sessions.get(session_id)), outcome.aborted_action
+        session = self._sessions.get(session_id)
+        if session is not None and session_id not in self._watches:
+            await self._start_watch(session)
+        return self._status(session), outcome.aborted_action
+
+    async def _start_watch(self, session: _Session) -> None:
+        """Watch what a person does until ResumeTask; a page that cannot be read
+        now (navigating, gone) only leaves the report's "before" empty."""
+        notes = WatchNotes()
+        started = time.monotonic()
+        try:
+            before = await asyncio.wait_for(session.browser.start_watch(notes), WATCH_START_S)
+        except (BrowserGone, ActionFailed, TimeoutError) as error:
+            log.info("session %s: page not read for the hand-back: %s", session.session_id, error)
+            before = PageSnapshot(url=session.browser.url)
+        self._watches[session.session_id] = _Watch(started, before, notes)
+
+    async def take_handback(self, session_id: str) -> HandbackReport:
+        """What the person did since the pause, so far; watching goes on until resume."""
+        watch = self._watches.get(session_id)
+        session = self._sessions.get(session_id)
+        if watch is None or session is None:
+            raise NotFound(f"session {session_id!r} is not paused here: nothing was watched")
+        try:
+            after = await session.browser.snapshot()
+        except (BrowserGone, ActionFailed) as error:
+            log.info("session %s: page not read for the hand-back: %s", session_id, error)
+            after = PageSnapshot(url=session.browser.url)
+        watch.report = build_report(
+            watch.before, after, watch.notes, time.monotonic() - watch.started
+        )
+        return watch.report
 
     def resume(self, session_id: str) -> TaskStatus | None:
         self._known_gate(session_id).resume()
-        return self._status(self._sessions.get(session_id))
+        session = self._sessions.get(session_id)
+        watch = self._watches.pop(session_id, None)
+        if session is not None:
+            session.browser.stop_watch()
+        if session is not None and watch is not None and watch.report is not None:
+            # The agent learns what the person did: its task (step stream and
+            # planner) and external CDP clients.
+            if session.task is not None:
+                session.task.runner.handed_back(watch.report)
+            for listener in list(self._handback_listeners.get(session_id, ())):
+                listener(watch.report)
+        return self._status(session)
+
+    def listen_handbacks(self, session_id: str, listener: HandbackListener) -> Callable[[], None]:
+        """Tell `listener` of each hand-back report of the session; returns the unsubscribe."""
+        listeners = self._handback_listeners.setdefault(session_id, set())
+        listeners.add(listener)
+
+        def forget() -> None:
+            listeners.discard(listener)
+            if not listeners and self._handback_listeners.get(session_id) is listeners:
+                del self._handback_listeners[session_id]
+
+        return forget
 
     async def cancel(self, session_id: str) -> TaskStatus | None:
         session = self._get(session_id)
@@ -449,6 +523,7 @@ class BrowserSessions:
         )
 
     async def close_browser(self, session_id: str) -> None:
+        self._watches.pop(session_id, None)
         gate = self._gates.pop(session_id, None)
         self._launching.pop(session_id, None)
         session = self._sessions.get(session_id)

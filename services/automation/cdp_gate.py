@@ -214,10 +214,16 @@ def _command_or_error(text: str) -> tuple[Message | None, Message | None]:
 
 
 async def cdp_stream(
-    pipe: BrowserPipe, gate: ActionGate, reject: bool, commands: AsyncIterator[str]
+    pipe: BrowserPipe,
+    gate: ActionGate,
+    reject: bool,
+    commands: AsyncIterator[str],
+    notices: AsyncIterator[Message] | None = None,
 ) -> AsyncIterator[str | GateEvent]:
     """One external client's whole conversation: its `commands` in, the browser's
-    answers and events (JSON) and what the gate did out, until either side ends."""
+    answers and events (JSON) and what the gate did out, until either side ends.
+    `notices` are Baton's own CDP events for the client (`Baton.controlReturned`
+    with the hand-back report: README.md, "CDP")."""
     client = await pipe.attach()
     out: asyncio.Queue[str | GateEvent | None] = asyncio.Queue()
 
@@ -242,7 +248,13 @@ async def cdp_stream(
             out.put_nowait(json.dumps(message))
         out.put_nowait(None)
 
+    async def notify(notices: AsyncIterator[Message]) -> None:
+        async for notice in notices:
+            out.put_nowait(json.dumps(notice))
+
     tasks = [asyncio.ensure_future(read_commands()), asyncio.ensure_future(forward())]
+    if notices is not None:
+        tasks.append(asyncio.ensure_future(notify(notices)))
     try:
         while (item := await out.get()) is not None:
             yield item

@@ -28,6 +28,7 @@ from services.automation.browser_user import (
 )
 from services.automation.captcha import first_captcha
 from services.automation.cdp_hub import PIPE_PROGRAM, BrowserPipe, CdpHub
+from services.automation.handback import PageSnapshot, WatchNotes, value_digest
 from services.automation.input_drain import (
     DrainFailed,
     DrainOutcome,
@@ -85,6 +86,74 @@ _SCAN_SCRIPT = """() => ({
   emptyPasswords: Array.from(document.querySelectorAll('input[type=password]'))
     .filter(e => !e.value && !e.disabled && e.getClientRects().length > 0).length,
 })"""
+
+
+# The hand-back watch (handback.py): which field a person's trusted input
+# event went to, by label and selector, never its value. Installed in every
+# document of the context; reports through TYPED_BINDING while watched.
+TYPED_BINDING = "__batonTypedInto"
+_TYPED_SCRIPT = """(() => {
+  if (window.__batonTypedListening) return;
+  Object.defineProperty(window, '__batonTypedListening', {value: true});
+  const words = (s) => (s || '').replace(/\\s+/g, ' ').trim().slice(0, 200);
+  const labelOf = (el) => {
+    if (el.labels && el.labels.length) {
+      // The label's own words: a label may wrap its field, whose text is not a name.
+      const label = el.labels[0].cloneNode(true);
+      const fields = label.querySelectorAll('input, textarea, select, [contenteditable]');
+      fields.forEach((f) => f.remove());
+      const named = words(label.textContent);
+      if (named) return named;
+    }
+    const by = el.getAttribute('aria-labelledby');
+    const labelled = by && document.getElementById(by.split(' ')[0]);
+    if (labelled && !labelled.contains(el)) return words(labelled.textContent);
+    return words(el.getAttribute('aria-label') || el.getAttribute('placeholder') ||
+                 el.getAttribute('name') || el.id || el.tagName.toLowerCase());
+  };
+  const selectorOf = (el) => {
+    const tag = el.tagName.toLowerCase();
+    if (el.id) return '#' + CSS.escape(el.id);
+    const name = el.getAttribute('name');
+    if (name) return tag + '[name="' + CSS.escape(name) + '"]';
+    const path = [];
+    for (let node = el; node && node.nodeType === 1 && path.length < 6; node = node.parentElement) {
+      let nth = 1;
+      for (let s = node.previousElementSibling; s; s = s.previousElementSibling) {
+        if (s.tagName === node.tagName) nth += 1;
+      }
+      path.unshift(node.tagName.toLowerCase() + ':nth-of-type(' + nth + ')');
+    }
+    return path.join(' > ');
+  };
+  window.addEventListener('input', (event) => {
+    if (!event.isTrusted) return;
+    const el = event.composedPath()[0];
+    const report = window.__batonTypedInto;
+    if (el instanceof Element && typeof report === 'function') report(labelOf(el), selectorOf(el));
+  }, true);
+})()"""
+
+# The top page's origin and storage items, each value as a digest (FNV-1a):
+# values never leave the page.
+_STORAGE_SCRIPT = """() => {
+  const digest = (s) => {
+    let h = 0x811c9dc5;
+    for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 0x01000193); }
+    return (h >>> 0).toString(16) + ':' + s.length;
+  };
+  const items = [];
+  for (const area of ['localStorage', 'sessionStorage']) {
+    try {
+      const store = window[area];
+      for (let i = 0; i < store.length && i < 500; i++) {
+        const key = store.key(i);
+        items.push([area, key, digest(store.getItem(key) || '')]);
+      }
+    } catch (e) { /* storage refused here (an opaque origin): nothing to compare */ }
+  }
+  return {origin: location.origin, items};
+}"""
 
 
 # The input drain's listener (input_drain.py), run in an isolated world of the
@@ -340,6 +409,9 @@ class ChromiumBrowser:
         self.display = display
         self.pid = browser_main_pid(grandchild_processes(os.getpid()), profile_dir)
         self._page: Page | None = None
+        # The hand-back watch's notes while a person holds control (handback.py).
+        self._notes: WatchNotes | None = None
+        self._watch_installed = False
         for page in context.pages:
             self._on_page(page)
         self._closing = False
@@ -358,6 +430,63 @@ class ChromiumBrowser:
         # A popup or a new tab becomes the page the task drives.
         self._page = page
         page.on("close", self._on_page_close)
+        page.on("framenavigated", lambda frame: self._on_navigated(page, frame))
+        page.on("download", self._on_download)
+
+    def _on_navigated(self, page: Page, frame: Any) -> None:
+        if self._notes is not None and frame is page.main_frame:
+            self._notes.navigated(frame.url)
+
+    def _on_download(self, download: Any) -> None:
+        if self._notes is not None:
+            self._notes.downloaded(download.suggested_filename, download.url)
+
+    def _on_typed(self, source: Any, label: object, selector: object) -> None:
+        if self._notes is not None and isinstance(label, str) and isinstance(selector, str):
+            frame = source.get("frame") if isinstance(source, dict) else None
+            self._notes.typed(label, selector, frame.url if frame is not None else self.url)
+
+    async def start_watch(self, notes: WatchNotes) -> PageSnapshot:
+        """Note what a person does from now on into `notes`; the page as it is now."""
+        if not self._watch_installed:
+            self._watch_installed = True
+            try:
+                await self._context.expose_binding(TYPED_BINDING, self._on_typed)
+                await self._context.add_init_script(script=_TYPED_SCRIPT)
+            except PlaywrightError as error:
+                raise self._translate(error, 0) from None
+            # Documents already open get the listener too (init scripts run on new ones).
+            for page in self._context.pages:
+                for frame in page.frames:
+                    with contextlib.suppress(PlaywrightError):
+                        await frame.evaluate(_TYPED_SCRIPT)
+        self._notes = notes
+        return await self.snapshot()
+
+    def stop_watch(self) -> None:
+        self._notes = None
+
+    async def snapshot(self) -> PageSnapshot:
+        """The page's URL, title, cookies and storage, each value as a digest."""
+        page = await self._current_page()
+        try:
+            cookies = await self._context.cookies()
+            title = await page.title()
+            storage = await page.evaluate(_STORAGE_SCRIPT)
+        except PlaywrightError as error:
+            raise self._translate(error, 5000) from None
+        return PageSnapshot(
+            url=page.url,
+            title=title,
+            cookies={
+                (c.get("name", ""), c.get("domain", ""), c.get("path", "")): value_digest(
+                    c.get("value", "")
+                )
+                for c in cookies
+            },
+            origin=str(storage["origin"]),
+            storage={(str(a), str(k)): str(d) for a, k, d in storage["items"]},
+        )
 
     def _on_page_close(self, page: Page) -> None:
         if page is self._page:

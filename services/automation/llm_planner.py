@@ -167,8 +167,10 @@ def action_from_tool_call(name: str, arguments: JsonObject) -> Action:
 
 
 def observation_message(observation: Observation) -> str:
+    # After a takeover the agent first hears what the person did (handback.py).
+    handback = f"{observation.handback}\n" if observation.handback else ""
     return (
-        f"URL: {observation.url}\nTitle: {observation.title}\n"
+        f"{handback}URL: {observation.url}\nTitle: {observation.title}\n"
         f"ARIA snapshot:\n{observation.aria_snapshot}"
     )
 

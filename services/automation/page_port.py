@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from services.automation.cdp_hub import BrowserPipe
+from services.automation.handback import PageSnapshot, WatchNotes
 from services.automation.input_drain import DrainOutcome
 from services.automation.steps import (
     Action,
@@ -39,6 +40,9 @@ class Observation:
     url: str
     title: str
     aria_snapshot: str = ""
+    # Set on the first observation after a person handed control back:
+    # what they did (handback.describe_handback).
+    handback: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,17 @@ class ManagedBrowser(BrowserPage, Protocol):
 
     async def close(self) -> None:
         """Close the browser (or clean up after it died) and delete its profile."""
+        ...
+
+    async def start_watch(self, notes: WatchNotes) -> PageSnapshot:
+        """Note a person's navigations, typed-into fields and downloads into
+        `notes` until stop_watch; the page as it is now (handback.py)."""
+        ...
+
+    def stop_watch(self) -> None: ...
+
+    async def snapshot(self) -> PageSnapshot:
+        """The page's URL, title, cookies and storage, values as digests only."""
         ...
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,7 +18,8 @@ from services.automation.browser_sessions import (
     PlannerChoice,
     TaskRequest,
 )
-from services.automation.cdp_gate import GateEvent, cdp_stream
+from services.automation.cdp_gate import GateEvent, Message, cdp_stream
+from services.automation.handback import HandbackReport
 from services.automation.steps import (
     Action,
     Click,
@@ -43,6 +45,7 @@ from services.automation.steps import (
     check_navigable,
 )
 from services.runtime.errors import InvalidArgument
+from services.runtime.handback_view import CONTROL_RETURNED_METHOD, handback_json
 from services.runtime.opened_stream import opened
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -136,10 +139,35 @@ def task_status_to_proto(status: TaskStatus | None) -> pb.TaskStatus.ValueType:
     return pb.TASK_STATUS_UNSPECIFIED if status is None else _TASK_STATUS[status]
 
 
+def handback_to_proto(report: HandbackReport) -> pb.Handback:
+    return pb.Handback(
+        url_before=report.url_before,
+        title_before=report.title_before,
+        url_after=report.url_after,
+        title_after=report.title_after,
+        navigations=report.navigations,
+        fields_typed=[
+            pb.TypedField(label=f.label, selector=f.selector, url=f.url)
+            for f in report.fields_typed
+        ],
+        cookies_changed=[
+            pb.NameChange(name=c.name, domain=c.domain, change=c.change)
+            for c in report.cookies_changed
+        ],
+        storage_changed=[
+            pb.NameChange(name=c.name, domain=c.domain, change=c.change, area=c.area)
+            for c in report.storage_changed
+        ],
+        downloads=[pb.Download(file_name=d.file_name, url=d.url) for d in report.downloads],
+        held_seconds=report.held_seconds,
+    )
+
+
 def step_event_to_proto(event: StepEvent) -> pb.StepEvent:
     now = Timestamp()
     now.GetCurrentTime()
     return pb.StepEvent(
+        handback=handback_to_proto(event.handback) if event.handback else None,
         index=event.index,
         action=event.action,
         status=_STEP_STATUS[event.status],
@@ -242,6 +270,12 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
         status = self._sessions.resume(request.session_id)
         return pb.ResumeTaskResponse(status=task_status_to_proto(status))
 
+    async def TakeHandback(
+        self, request: pb.TakeHandbackRequest, context: Context
+    ) -> pb.TakeHandbackResponse:
+        report = await self._sessions.take_handback(request.session_id)
+        return pb.TakeHandbackResponse(handback=handback_to_proto(report))
+
     async def CancelTask(
         self, request: pb.CancelTaskRequest, context: Context
     ) -> pb.CancelTaskResponse:
@@ -253,15 +287,28 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
     ) -> AsyncIterator[pb.CdpResponse]:
         opening, commands = await opened(request_iterator)
         pipe, gate = await self._sessions.cdp_target(opening.session_id)
-        stream = cdp_stream(pipe, gate, opening.reject_on_user_control, commands)
-        async for item in stream:
-            if isinstance(item, GateEvent):
-                event = pb.CdpGateEvent(
-                    action=_GATE_ACTION[item.action], held_seconds=item.held_seconds
-                )
-                yield pb.CdpResponse(gate=event)
-            else:
-                yield pb.CdpResponse(message=item)
+        returns: asyncio.Queue[HandbackReport] = asyncio.Queue()
+        forget = self._sessions.listen_handbacks(opening.session_id, returns.put_nowait)
+
+        async def notices() -> AsyncIterator[Message]:
+            # The external agent hears what the person did as control returns to it.
+            while True:
+                report = await returns.get()
+                handback = handback_json(handback_to_proto(report))
+                yield {"method": CONTROL_RETURNED_METHOD, "params": {"handback": handback}}
+
+        stream = cdp_stream(pipe, gate, opening.reject_on_user_control, commands, notices())
+        try:
+            async for item in stream:
+                if isinstance(item, GateEvent):
+                    event = pb.CdpGateEvent(
+                        action=_GATE_ACTION[item.action], held_seconds=item.held_seconds
+                    )
+                    yield pb.CdpResponse(gate=event)
+                else:
+                    yield pb.CdpResponse(message=item)
+        finally:
+            forget()
 
     async def Act(self, request: pb.ActRequest, context: Context) -> pb.ActResponse:
         event = await self._sessions.act(request.session_id, step_from_proto(request.step))

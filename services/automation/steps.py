@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from services.automation.handback import HandbackReport
 from services.runtime.redaction import REDACTED, looks_secret
 
 
@@ -212,6 +213,8 @@ class StepEvent:
     duration_ms: int = 0
     error: str = ""
     result: str = ""
+    # On the "handback" event: what the person did while they held control.
+    handback: HandbackReport | None = None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
+from services.automation.handback import HandbackReport, describe_handback
 from services.automation.llm_planner import LlmError
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
@@ -86,6 +87,8 @@ class StepRunner:
         # Blockers already handed to a person, by (kind, url): not asked twice.
         self._handed_over: set[tuple[str, str]] = set()
         self._fresh_look = False
+        # What a person did in the takeover that just ended, for the next observation.
+        self._handback = ""
 
     @property
     def finished(self) -> bool:
@@ -97,6 +100,24 @@ class StepRunner:
         self.status = status
         log.info("task %s: %s %s", self._spec.session_id, status.value, reason)
         self._emit(StatusChanged(status, reason, self.steps_completed))
+
+    def handed_back(self, report: HandbackReport) -> None:
+        """A person returned control: the step stream hears what they did at once,
+        the planner with its next observation (services/automation/README.md,
+        "The hand-back report")."""
+        if self.finished:
+            return
+        self._handback = describe_handback(report)
+        self._emit(
+            StepEvent(
+                index=self._next_index,
+                action="handback",
+                status=StepStatus.SUCCEEDED,
+                description=self._handback,
+                url=report.url_after,
+                handback=report,
+            )
+        )
 
     def end(self, status: TaskStatus, reason: str) -> None:
         """Report the task's final status (once; later calls do nothing)."""
@@ -189,6 +210,9 @@ class StepRunner:
         """Observe the page, or say why a person is needed first."""
         with_aria = self._planner.needs_aria or self._fresh_look
         observation = await self._page.observe(with_aria=with_aria)
+        if self._handback:
+            observation = replace(observation, handback=self._handback)
+            self._handback = ""
         if self._fresh_look:
             log.info(
                 "task %s: re-observed %s after a pause", self._spec.session_id, observation.url
@@ -241,7 +265,8 @@ class StepRunner:
         status: StepStatus,
         description: str,
         started: float,
-        **extra: str,
+        error: str = "",
+        result: str = "",
     ) -> StepEvent:
         return StepEvent(
             index=index,
@@ -250,7 +275,8 @@ class StepRunner:
             description=description,
             url=self._page.url,
             duration_ms=0 if status is StepStatus.STARTED else _ms_since(started),
-            **extra,
+            error=error,
+            result=result,
         )
 
     async def _step(self, step: Step, index: int) -> StepOutcome:

@@ -19,6 +19,7 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.runtime.errors import BatonError, InvalidArgument, PayloadTooLarge
+from services.runtime.handback_view import handback_json
 from services.runtime.limits import (
     MAX_MAX_STEPS,
     MAX_STEPS,
@@ -91,6 +92,8 @@ def step_event_json(event: automation_pb2.StepEvent) -> JsonObject:
         body["error"] = event.error
     if event.result:
         body["result"] = event.result
+    if event.HasField("handback"):
+        body["handback"] = handback_json(event.handback)
     return body
 
 
@@ -129,6 +132,8 @@ def session_json(session: session_pb2.Session, with_steps: bool = False) -> Json
         body["viewport"] = {"width": session.viewport.width, "height": session.viewport.height}
     if session.HasField("recording"):
         body["recording"] = {"startedAt": iso_timestamp(session.recording.start_time)}
+    if session.HasField("handback"):
+        body["handback"] = handback_json(session.handback)
     return body
 
 

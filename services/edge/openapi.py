@@ -171,6 +171,68 @@ _SCHEMAS: dict[str, Any] = {
             "durationMs": {"type": "integer"},
             "error": {"type": "string"},
             "result": {"type": "string"},
+            "handback": _ref("Handback"),
+        },
+    },
+    "Handback": {
+        "type": "object",
+        "description": "What a person did while they held control, as they returned it "
+        "(services/automation/README.md, 'The hand-back report'): names, labels and "
+        "selectors only, never a typed value or a cookie's or storage item's value.",
+        "required": [
+            "urlBefore",
+            "titleBefore",
+            "urlAfter",
+            "titleAfter",
+            "navigations",
+            "fieldsTyped",
+            "cookiesChanged",
+            "storageChanged",
+            "downloads",
+            "heldSeconds",
+        ],
+        "properties": {
+            "urlBefore": {"type": "string"},
+            "titleBefore": {"type": "string"},
+            "urlAfter": {"type": "string"},
+            "titleAfter": {"type": "string"},
+            "navigations": {"type": "array", "items": {"type": "string"}},
+            "fieldsTyped": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "label": {"type": "string"},
+                        "selector": {"type": "string"},
+                        "url": {"type": "string"},
+                    },
+                },
+            },
+            "cookiesChanged": {"type": "array", "items": _ref("NameChange")},
+            "storageChanged": {"type": "array", "items": _ref("NameChange")},
+            "downloads": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"fileName": {"type": "string"}, "url": {"type": "string"}},
+                },
+            },
+            "heldSeconds": {"type": "number"},
+            "returnedBy": {"type": "string"},
+            "returnedAt": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "description": "return_control or auto_return"},
+            "condition": {"type": "string"},
+        },
+    },
+    "NameChange": {
+        "type": "object",
+        "description": "A cookie (domain: its domain) or a storage item (domain: its "
+        "origin, area: localStorage or sessionStorage) added, removed or changed.",
+        "properties": {
+            "name": {"type": "string"},
+            "domain": {"type": "string"},
+            "change": {"type": "string", "enum": ["added", "removed", "changed"]},
+            "area": {"type": "string"},
         },
     },
     "CreateSession": {
@@ -366,6 +428,7 @@ _SCHEMAS: dict[str, Any] = {
                     }
                 },
             },
+            "handback": _ref("Handback"),
         },
     },
     "Timeline": {

@@ -34,6 +34,7 @@ from services.edge.session_actions import SessionActions
 from services.edge.shares import revoked
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind
 from services.runtime.errors import BatonError, InvalidArgument, Unauthenticated
+from services.runtime.handback_view import handback_json
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,17 @@ def event_message(event: Event) -> tuple[str, JsonObject] | None:
             "step": step_event_json(event.step.step),
         }
     if kind == "control_changed":
-        return "session:control_changed", {
-            "session": session_json(event.control_changed.session),
-            "action": ACTION_NAMES.get(event.control_changed.action),
+        changed = event.control_changed
+        returned = changed.action == session_pb2.CONTROL_ACTION_RETURN_CONTROL
+        # On a return: what the person did, beside the session that also holds it
+        # (docs/asyncapi.yaml); null otherwise.
+        handback = changed.session.handback if changed.session.HasField("handback") else None
+        payload: JsonObject = {
+            "session": session_json(changed.session),
+            "action": ACTION_NAMES.get(changed.action),
+            "handback": handback_json(handback) if returned and handback else None,
         }
+        return "session:control_changed", payload
     if kind == "control_requested":
         # Someone who may take control asks the person holding it for it.
         return "session:control_requested", {

@@ -118,6 +118,7 @@ def encode(session: Session) -> bytes:
             }
             for e in session.timeline
         ],
+        "handback": _b64(session.handback) if session.handback is not None else None,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -209,6 +210,10 @@ def decode(raw: bytes) -> Session:
             )
             for e in data.get("timeline", ())
         ),
+        # Absent from records stored before hand-back reports.
+        handback=automation_pb2.Handback.FromString(base64.b64decode(data["handback"]))
+        if data.get("handback")
+        else None,
     )
 
 
@@ -338,6 +343,7 @@ def to_proto(
         ]
         if full
         else (),
+        handback=session.handback,
     )
 
 

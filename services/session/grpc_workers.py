@@ -160,6 +160,16 @@ class GrpcAutomation:
             )
         )
 
+    async def take_handback(self, session_id: str) -> automation_pb2.Handback:
+        answer = await _unary(
+            self._stub.TakeHandback(
+                automation_pb2.TakeHandbackRequest(session_id=session_id),
+                timeout=_CALL_TIMEOUT,
+                wait_for_ready=True,
+            )
+        )
+        return answer.handback
+
     async def resume_task(self, session_id: str) -> None:
         await _unary(
             self._stub.ResumeTask(

@@ -17,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
 
+from baton.automation.v1 import automation_pb2
 from services.runtime.errors import BatonError, FailedPrecondition, NotFound
-from services.session import failure_reasons, state_machine
+from services.session import codec, failure_reasons, state_machine
 from services.session.control_fence import ControlFence
 from services.session.model import Action, Actor, ControlState, Session
 from services.session.records import SessionRecords
@@ -27,6 +30,9 @@ from services.session.settings import SessionSettings
 from services.session.workers import WorkerDirectory, WorkerHost, placed_host
 
 log = logging.getLogger(__name__)
+
+# The hand-back report's reason when a person (or an operator) returned control.
+RETURNED_BY_PERSON = "return_control"
 
 # How often a pause is asked again while our StartTask has not reached automation.
 PAUSE_RETRY_S = 0.02
@@ -91,6 +97,16 @@ class Handoff:
         now = self._records.clock()
         # The video holds its last frame while a person has control, when asked.
         hiding = action is Action.TAKE_CONTROL and session.pause_recording_during_takeover
+        handback = None
+        if action is Action.RETURN_CONTROL and leaving_user:
+            handback = await self._take_handback(host, session, actor, now)
+
+        def change(s: Session) -> Session:
+            changed = state_machine.apply(
+                s, action, actor, now, expected_version, to_user_id=to_user_id
+            )
+            return changed if handback is None else replace(changed, handback=handback)
+
         try:
             if pausing:
                 # Control changes hands only once the agent has stopped acting.
@@ -101,12 +117,7 @@ class Handoff:
             # The step the pause interrupts reports meanwhile and moves the version
             # on; only a change of control since makes `expected_version` stale
             # (state_machine.check_version).
-            changed = await self._records.update(
-                session_id,
-                lambda s: state_machine.apply(
-                    s, action, actor, now, expected_version, to_user_id=to_user_id
-                ),
-            )
+            changed = await self._records.update(session_id, change)
         except BaseException:
             if hiding:
                 await self._pause_recording(host, session, False)
@@ -139,6 +150,24 @@ class Handoff:
                     f"the recording could not be paused for the takeover: {exc.message}"
                 ) from None
             log.warning("session %s: the recording did not go on: %s", session.id, exc.message)
+
+    async def _take_handback(
+        self, host: WorkerHost | None, session: Session, actor: Actor, now: datetime
+    ) -> automation_pb2.Handback | None:
+        """What the person did, from automation, which watched the page meanwhile
+        (services/automation/README.md, "The hand-back report"). A report that
+        cannot be had never holds control back: the return goes on without one."""
+        if host is None:
+            return None
+        try:
+            report = await host.automation.take_handback(session.id)
+        except BatonError as exc:
+            log.info("session %s: no hand-back report: %s", session.id, exc.message)
+            return None
+        report.returned_by = actor.user_id
+        report.returned_at.CopyFrom(codec.timestamp(now))
+        report.reason = RETURNED_BY_PERSON
+        return report
 
     async def _host_of(self, session: Session) -> WorkerHost | None:
         """The session's host; a lost one fails the session and refuses the change."""

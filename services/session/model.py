@@ -214,6 +214,9 @@ class Session:
     pause_recording_during_takeover: bool = False
     # Control changes, oldest first; the newest MAX_TIMELINE_ENTRIES kept.
     timeline: tuple[TimelineEntry, ...] = ()
+    # What the person did the last time one returned control (automation's
+    # TakeHandback, stamped by handoff.py); None before.
+    handback: automation_pb2.Handback | None = None
 
 
 @dataclass(frozen=True)

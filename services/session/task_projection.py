@@ -29,6 +29,14 @@ def bounded_step_event(event: automation_pb2.StepEvent) -> automation_pb2.StepEv
     return bounded
 
 
+def _stamp(report: automation_pb2.Handback, stamped: automation_pb2.Handback | None) -> None:
+    if stamped is not None:
+        report.returned_by = stamped.returned_by
+        report.returned_at.CopyFrom(stamped.returned_at)
+        report.reason = stamped.reason
+        report.condition = stamped.condition
+
+
 def project(session: Session, event: automation_pb2.StartTaskResponse, now: datetime) -> Session:
     """The session after `event`; `session` itself (unchanged) when the event
     changes nothing: an ended session, an event already applied (its seq is not
@@ -48,7 +56,11 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
         # The step goes to the session's step log, appended with this change
         # (records.py); the record counts it and names it as its last event.
         step_count += 1
-        if step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
+        if step.HasField("handback"):
+            # The hand-back step: automation's report, stamped as the session's
+            # (who returned control, when, why: handoff.py), and no step of the task.
+            _stamp(step.handback, session.handback)
+        elif step.status == automation_pb2.STEP_STATUS_SUCCEEDED:
             task = replace(task, steps_completed=task.steps_completed + 1)
         last = LastEvent(EventKind.STEP, step=step)
     elif kind == "status_changed":

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from services.automation.cdp_hub import BrowserPipe
+from services.automation.handback import PageSnapshot, WatchNotes
 from services.automation.input_drain import DrainOutcome
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
@@ -40,6 +41,9 @@ class FakeBrowser:
     drains: list[int] = field(default_factory=list)
     # Actions other than goto wait for this when set: a slow page.
     hold_actions: asyncio.Event | None = None
+    # The hand-back watch's notes while one runs (a test notes a person's doings in them).
+    notes: WatchNotes | None = None
+    cookies: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -93,6 +97,18 @@ class FakeBrowser:
 
     async def close(self) -> None:
         self.closed = True
+
+    async def start_watch(self, notes: WatchNotes) -> PageSnapshot:
+        self.notes = notes
+        return await self.snapshot()
+
+    def stop_watch(self) -> None:
+        self.notes = None
+
+    async def snapshot(self) -> PageSnapshot:
+        if self.gone.is_set():
+            raise BrowserGone(BROWSER_GONE_MESSAGE)
+        return PageSnapshot(url=self.current_url, title="Fake", cookies=dict(self.cookies))
 
 
 @dataclass

@@ -94,6 +94,29 @@ SIGNUP_PAGE = """<!doctype html>
 """
 
 
+# A labelled field and a link (the hand-back report, issue 15): typing sets a
+# cookie and a storage item; the next page reports that it was reached.
+HANDBACK_PAGE = """<!doctype html>
+<html><head><title>Hand-back form</title></head>
+<body style="font: 28px sans-serif; margin: 2rem">
+<label>Favourite word <input id="favourite" name="favourite" style="font-size: 28px"></label>
+<a id="next" href="/handback-next">Next page</a>
+<script>
+const field = document.getElementById("favourite");
+document.addEventListener("click", (e) => { if (e.target.id !== "next") field.focus(); });
+field.addEventListener("input", () => {
+  document.cookie = "draft=" + encodeURIComponent(field.value) + "; path=/";
+  localStorage.setItem("draft-saved", field.value);
+});
+</script>
+</body></html>
+"""
+HANDBACK_NEXT_PAGE = """<!doctype html><html><head><title>Next page</title></head>
+<body><p>Arrived</p><script>
+fetch("/log", {method: "POST", body: JSON.stringify({seq: 0, kind: "arrived", value: ""})});
+</script></body></html>"""
+
+
 @dataclass
 class FormSite:
     """The page the agent works on, and what it reported."""
@@ -110,6 +133,10 @@ class FormSite:
     @property
     def signup_url(self) -> str:
         return f"{self.url}/signup"
+
+    @property
+    def handback_url(self) -> str:
+        return f"{self.url}/handback"
 
     @property
     def colour_url(self) -> str:
@@ -145,6 +172,12 @@ class FormSite:
         page = f"<!doctype html><title>{shown}</title><p id='result'>{shown}</p>"
         return web.Response(text=page, content_type="text/html")
 
+    async def _handback(self, request: web.Request) -> web.Response:
+        return web.Response(text=HANDBACK_PAGE, content_type="text/html")
+
+    async def _handback_next(self, request: web.Request) -> web.Response:
+        return web.Response(text=HANDBACK_NEXT_PAGE, content_type="text/html")
+
     async def _colour(self, request: web.Request) -> web.Response:
         return web.Response(text=COLOUR_PAGE, content_type="text/html")
 
@@ -163,6 +196,8 @@ async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
     app = web.Application()
     app.router.add_get("/form", site._form)
     app.router.add_get("/colour", site._colour)
+    app.router.add_get("/handback", site._handback)
+    app.router.add_get("/handback-next", site._handback_next)
     app.router.add_get("/signup", site._signup)
     app.router.add_post("/signup", site._signed_up)
     app.router.add_post("/log", site._log)

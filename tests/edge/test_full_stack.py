@@ -301,9 +301,13 @@ async def test_console_takeover_in_a_real_browser(stack: FullStack, tmp_path: Pa
         ]
         assert "steps" not in mine
         full = await stack.request("GET", f"/api/browser-session/{mine['id']}", ALICE)
-        latest = {step["index"]: step["status"] for step in full["steps"]}
-        assert len(latest) >= 3 and set(latest.values()) == {"succeeded"}
+        # The hand-back report is a row of its own beside the step it came during.
+        latest = {
+            (step["action"] == "handback", step["index"]): step["status"] for step in full["steps"]
+        }
+        assert len(latest) >= 4 and set(latest.values()) == {"succeeded"}
         await expect(page.locator("#step-list li")).to_have_count(len(latest))
+        await expect(page.locator("#step-list li", has_text="handed it back")).to_have_count(1)
         for text in await page.locator("#step-list li").all_inner_texts():
             assert "succeeded" in text
         await end_confirmed(page)

@@ -260,12 +260,21 @@ async def test_with_record_during_takeover_false_the_video_holds_while_a_person_
     _, video_bytes, _ = await get(stack, f"{base}/recording", ALICE)
     video = tmp_path / "private.mp4"
     video.write_bytes(video_bytes)
-    before = await frame_at(video, gap["fromS"] - 0.3)
+    # From when the hold began (the agent paused first) to the return.
     early = await frame_at(video, gap["fromS"] + 0.5)
+    middle = await frame_at(video, (gap["fromS"] + gap["toS"]) / 2 + 0.25)
     late = await frame_at(video, gap["toS"] - 0.3)
-    after = await frame_at(video, gap["toS"] + 1.5)
-    # Held: the same picture throughout the takeover, as just before it.
-    assert pixels_apart(early, late) == 0
-    assert pixels_apart(before, late) < 200
+    ended = float(
+        (
+            await run(
+                "ffprobe", "-v", "error", "-show_entries", "format=duration",
+                "-of", "csv=p=0", str(video),
+            )
+        ).decode()
+    )  # fmt: skip
+    after = await frame_at(video, ended - 0.5)
+    # Held: the same picture throughout the takeover, while the person clicked
+    # and typed (their input only passes once the hold is in place).
+    assert pixels_apart(early, middle) == 0 and pixels_apart(middle, late) == 0
     # Back after the return: the agent's next page (one colour) is in the video.
     assert pixels_apart(late, after) > 500

@@ -147,6 +147,10 @@ class AutomationTwin:
     async def pause_task(self, session_id: str) -> None:
         self.calls.append(("pause", session_id))
 
+    async def take_handback(self, session_id: str) -> automation_pb2.Handback:
+        self.calls.append(("handback", session_id))
+        return automation_pb2.Handback(url_before="about:blank", url_after="about:blank")
+
     async def resume_task(self, session_id: str) -> None:
         self.calls.append(("resume", session_id))
 

@@ -553,6 +553,7 @@ class StepEvent(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    HANDBACK_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     action: _builtins.str
     """action is the step's action name as in the REST contract: "goto",
@@ -568,6 +569,12 @@ class StepEvent(_message.Message):
     """result holds what an extract step read; empty for other actions."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def handback(self) -> Global___Handback:
+        """handback is set on the step event (action "handback") a task reports
+        when a person returned control to it.
+        """
+
     def __init__(
         self,
         *,
@@ -580,14 +587,174 @@ class StepEvent(_message.Message):
         error: _builtins.str = ...,
         result: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        handback: Global___Handback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handback", b"handback", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "description", b"description", "duration_ms", b"duration_ms", "error", b"error", "index", b"index", "result", b"result", "status", b"status", "time", b"time", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "description", b"description", "duration_ms", b"duration_ms", "error", b"error", "handback", b"handback", "index", b"index", "result", b"result", "status", b"status", "time", b"time", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StepEvent: _TypeAlias = StepEvent  # noqa: Y015
+
+@_typing.final
+class Handback(_message.Message):
+    """Handback says what a person did while they held control: where the page
+    was and went, which fields they typed into, what changed in cookies and
+    storage, what they downloaded. Names only: never a typed value, a cookie's
+    or a storage item's value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_BEFORE_FIELD_NUMBER: _builtins.int
+    TITLE_BEFORE_FIELD_NUMBER: _builtins.int
+    URL_AFTER_FIELD_NUMBER: _builtins.int
+    TITLE_AFTER_FIELD_NUMBER: _builtins.int
+    NAVIGATIONS_FIELD_NUMBER: _builtins.int
+    FIELDS_TYPED_FIELD_NUMBER: _builtins.int
+    COOKIES_CHANGED_FIELD_NUMBER: _builtins.int
+    STORAGE_CHANGED_FIELD_NUMBER: _builtins.int
+    DOWNLOADS_FIELD_NUMBER: _builtins.int
+    HELD_SECONDS_FIELD_NUMBER: _builtins.int
+    RETURNED_BY_FIELD_NUMBER: _builtins.int
+    RETURNED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    url_before: _builtins.str
+    title_before: _builtins.str
+    url_after: _builtins.str
+    title_after: _builtins.str
+    held_seconds: _builtins.float
+    returned_by: _builtins.str
+    """Set by the session service: who returned control, when, and why
+    ("return_control", or "auto_return" with the condition that fired).
+    """
+    reason: _builtins.str
+    condition: _builtins.str
+    @_builtins.property
+    def navigations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """navigations: the URLs the top-level page went to, in order."""
+
+    @_builtins.property
+    def fields_typed(self) -> _containers.RepeatedCompositeFieldContainer[Global___TypedField]: ...
+    @_builtins.property
+    def cookies_changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___NameChange]: ...
+    @_builtins.property
+    def storage_changed(self) -> _containers.RepeatedCompositeFieldContainer[Global___NameChange]: ...
+    @_builtins.property
+    def downloads(self) -> _containers.RepeatedCompositeFieldContainer[Global___Download]: ...
+    @_builtins.property
+    def returned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        url_before: _builtins.str = ...,
+        title_before: _builtins.str = ...,
+        url_after: _builtins.str = ...,
+        title_after: _builtins.str = ...,
+        navigations: _abc.Iterable[_builtins.str] | None = ...,
+        fields_typed: _abc.Iterable[Global___TypedField] | None = ...,
+        cookies_changed: _abc.Iterable[Global___NameChange] | None = ...,
+        storage_changed: _abc.Iterable[Global___NameChange] | None = ...,
+        downloads: _abc.Iterable[Global___Download] | None = ...,
+        held_seconds: _builtins.float = ...,
+        returned_by: _builtins.str = ...,
+        returned_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        condition: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["returned_at", b"returned_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "cookies_changed", b"cookies_changed", "downloads", b"downloads", "fields_typed", b"fields_typed", "held_seconds", b"held_seconds", "navigations", b"navigations", "reason", b"reason", "returned_at", b"returned_at", "returned_by", b"returned_by", "storage_changed", b"storage_changed", "title_after", b"title_after", "title_before", b"title_before", "url_after", b"url_after", "url_before", b"url_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Handback: _TypeAlias = Handback  # noqa: Y015
+
+@_typing.final
+class TypedField(_message.Message):
+    """TypedField is a form field a person typed into: how the page labels it and
+    a CSS selector that finds it. Never its value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LABEL_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    label: _builtins.str
+    selector: _builtins.str
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        label: _builtins.str = ...,
+        selector: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "selector", b"selector", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TypedField: _TypeAlias = TypedField  # noqa: Y015
+
+@_typing.final
+class NameChange(_message.Message):
+    """NameChange is a cookie (domain: its domain) or a storage item (domain: its
+    origin; area: "localStorage" or "sessionStorage") that was "added",
+    "removed" or "changed". Never its value.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    AREA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    domain: _builtins.str
+    change: _builtins.str
+    area: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        domain: _builtins.str = ...,
+        change: _builtins.str = ...,
+        area: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["area", b"area", "change", b"change", "domain", b"domain", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NameChange: _TypeAlias = NameChange  # noqa: Y015
+
+@_typing.final
+class Download(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    file_name: _builtins.str
+    url: _builtins.str
+    def __init__(
+        self,
+        *,
+        file_name: _builtins.str = ...,
+        url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Download: _TypeAlias = Download  # noqa: Y015
 
 @_typing.final
 class HandOver(_message.Message):
@@ -886,6 +1053,45 @@ class ResumeTaskResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResumeTaskResponse: _TypeAlias = ResumeTaskResponse  # noqa: Y015
+
+@_typing.final
+class TakeHandbackRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeHandbackRequest: _TypeAlias = TakeHandbackRequest  # noqa: Y015
+
+@_typing.final
+class TakeHandbackResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HANDBACK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def handback(self) -> Global___Handback: ...
+    def __init__(
+        self,
+        *,
+        handback: Global___Handback | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["handback", b"handback"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["handback", b"handback"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TakeHandbackResponse: _TypeAlias = TakeHandbackResponse  # noqa: Y015
 
 @_typing.final
 class CancelTaskRequest(_message.Message):

@@ -56,6 +56,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskResponse.FromString,
                 _registered_method=True)
+        self.TakeHandback = channel.unary_unary(
+                '/baton.automation.v1.AutomationService/TakeHandback',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackResponse.FromString,
+                _registered_method=True)
         self.CancelTask = channel.unary_unary(
                 '/baton.automation.v1.AutomationService/CancelTask',
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CancelTaskRequest.SerializeToString,
@@ -126,6 +131,18 @@ class AutomationServiceServicer:
 
     def ResumeTask(self, request, context):
         """ResumeTask re-observes the page and continues with the next step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TakeHandback(self, request, context):
+        """TakeHandback reports what a person did with the browser since PauseTask
+        (services/automation/README.md, "The hand-back report"): the session
+        service asks for it as the person returns control. Watching goes on until
+        ResumeTask, which hands the last report taken to the agent (its planner's
+        next prompt, its step stream, external CDP clients). NOT_FOUND when the
+        session is not paused here.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -209,6 +226,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     servicer.ResumeTask,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskResponse.SerializeToString,
+            ),
+            'TakeHandback': grpc.unary_unary_rpc_method_handler(
+                    servicer.TakeHandback,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackResponse.SerializeToString,
             ),
             'CancelTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelTask,
@@ -356,6 +378,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/ResumeTask',
             baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.ResumeTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TakeHandback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.automation.v1.AutomationService/TakeHandback',
+            baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.TakeHandbackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,14 @@ class AutomationServiceStub:
     """
     ResumeTask: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ResumeTaskRequest, _automation_pb2.ResumeTaskResponse]
     """ResumeTask re-observes the page and continues with the next step."""
+    TakeHandback: _grpc.UnaryUnaryMultiCallable[_automation_pb2.TakeHandbackRequest, _automation_pb2.TakeHandbackResponse]
+    """TakeHandback reports what a person did with the browser since PauseTask
+    (services/automation/README.md, "The hand-back report"): the session
+    service asks for it as the person returns control. Watching goes on until
+    ResumeTask, which hands the last report taken to the agent (its planner's
+    next prompt, its step stream, external CDP clients). NOT_FOUND when the
+    session is not paused here.
+    """
     CancelTask: _grpc.UnaryUnaryMultiCallable[_automation_pb2.CancelTaskRequest, _automation_pb2.CancelTaskResponse]
     """CancelTask stops the task and keeps the browser for the person."""
     Act: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ActRequest, _automation_pb2.ActResponse]
@@ -100,6 +108,14 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     """
     ResumeTask: _aio.UnaryUnaryMultiCallable[_automation_pb2.ResumeTaskRequest, _automation_pb2.ResumeTaskResponse]  # type: ignore[assignment]
     """ResumeTask re-observes the page and continues with the next step."""
+    TakeHandback: _aio.UnaryUnaryMultiCallable[_automation_pb2.TakeHandbackRequest, _automation_pb2.TakeHandbackResponse]  # type: ignore[assignment]
+    """TakeHandback reports what a person did with the browser since PauseTask
+    (services/automation/README.md, "The hand-back report"): the session
+    service asks for it as the person returns control. Watching goes on until
+    ResumeTask, which hands the last report taken to the agent (its planner's
+    next prompt, its step stream, external CDP clients). NOT_FOUND when the
+    session is not paused here.
+    """
     CancelTask: _aio.UnaryUnaryMultiCallable[_automation_pb2.CancelTaskRequest, _automation_pb2.CancelTaskResponse]  # type: ignore[assignment]
     """CancelTask stops the task and keeps the browser for the person."""
     Act: _aio.UnaryUnaryMultiCallable[_automation_pb2.ActRequest, _automation_pb2.ActResponse]  # type: ignore[assignment]
@@ -170,6 +186,20 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_automation_pb2.ResumeTaskResponse, _abc.Awaitable[_automation_pb2.ResumeTaskResponse]]:
         """ResumeTask re-observes the page and continues with the next step."""
+
+    @_abc_1.abstractmethod
+    def TakeHandback(
+        self,
+        request: _automation_pb2.TakeHandbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_automation_pb2.TakeHandbackResponse, _abc.Awaitable[_automation_pb2.TakeHandbackResponse]]:
+        """TakeHandback reports what a person did with the browser since PauseTask
+        (services/automation/README.md, "The hand-back report"): the session
+        service asks for it as the person returns control. Watching goes on until
+        ResumeTask, which hands the last report taken to the agent (its planner's
+        next prompt, its step stream, external CDP clients). NOT_FOUND when the
+        session is not paused here.
+        """
 
     @_abc_1.abstractmethod
     def CancelTask(

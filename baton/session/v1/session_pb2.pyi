@@ -413,6 +413,7 @@ class Session(_message.Message):
     STEP_COUNT_FIELD_NUMBER: _builtins.int
     RECORDING_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
+    HANDBACK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ControlState.ValueType
     controller: Global___Controller.ValueType
@@ -456,6 +457,12 @@ class Session(_message.Message):
         (the step events are `steps`); full view only.
         """
 
+    @_builtins.property
+    def handback(self) -> _automation_pb2.Handback:
+        """handback: what the person did the last time one returned control
+        (services/automation/README.md, "The hand-back report"); unset before.
+        """
+
     def __init__(
         self,
         *,
@@ -476,10 +483,11 @@ class Session(_message.Message):
         step_count: _builtins.int = ...,
         recording: Global___Recording | None = ...,
         timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
+        handback: _automation_pb2.Handback | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "placement", b"placement", "recording", b"recording", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "handback", b"handback", "placement", b"placement", "recording", b"recording", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "recording", b"recording", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "timeline", b"timeline", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "handback", b"handback", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "recording", b"recording", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "timeline", b"timeline", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,6 +4,7 @@
 import type {
   ControlAction,
   CreateSession,
+  Handback,
   Session,
   SessionSummary,
   StepEvent,
@@ -26,7 +27,12 @@ export interface ServerEventPayloads {
   "session:created": { session: SessionSummary };
   "session:step": { session: SessionSummary; step: StepEvent };
   /** action is null when nothing caused it (the session became AI_CONTROL at its start). */
-  "session:control_changed": { session: SessionSummary; action: ControlAction | null };
+  "session:control_changed": {
+    session: SessionSummary;
+    action: ControlAction | null;
+    /** On a return: what the person did while they held control; null otherwise. */
+    handback: Handback | null;
+  };
   "session:task_changed": { session: SessionSummary };
   /** userId asks the person in control for it; that person may answer with hand_over. */
   "session:control_requested": { session: SessionSummary; userId: string };

@@ -378,6 +378,41 @@ export interface components {
             durationMs: number;
             error?: string;
             result?: string;
+            handback?: components["schemas"]["Handback"];
+        };
+        /** @description What a person did while they held control, as they returned it (services/automation/README.md, 'The hand-back report'): names, labels and selectors only, never a typed value or a cookie's or storage item's value. */
+        Handback: {
+            urlBefore: string;
+            titleBefore: string;
+            urlAfter: string;
+            titleAfter: string;
+            navigations: string[];
+            fieldsTyped: {
+                label?: string;
+                selector?: string;
+                url?: string;
+            }[];
+            cookiesChanged: components["schemas"]["NameChange"][];
+            storageChanged: components["schemas"]["NameChange"][];
+            downloads: {
+                fileName?: string;
+                url?: string;
+            }[];
+            heldSeconds: number;
+            returnedBy?: string;
+            /** Format: date-time */
+            returnedAt?: string;
+            /** @description return_control or auto_return */
+            reason?: string;
+            condition?: string;
+        };
+        /** @description A cookie (domain: its domain) or a storage item (domain: its origin, area: localStorage or sessionStorage) added, removed or changed. */
+        NameChange: {
+            name?: string;
+            domain?: string;
+            /** @enum {string} */
+            change?: "added" | "removed" | "changed";
+            area?: string;
         };
         /** @description Either a url and a task text to plan from, or explicit steps (then task and url may be empty). With both steps and maxSteps, there may be at most maxSteps steps (400 otherwise). task is at most 4096 UTF-8 bytes, url at most 2048. */
         CreateSession: {
@@ -446,6 +481,7 @@ export interface components {
                  */
                 startedAt?: string | null;
             };
+            handback?: components["schemas"]["Handback"];
         };
         Timeline: {
             sessionId: string;

@@ -9,6 +9,7 @@ export type SessionSummary = Schemas["SessionSummary"];
 /** A session with its newest 200 step events (GET one session, session:watch). */
 export type Session = Schemas["Session"];
 export type StepEvent = Schemas["StepEvent"];
+export type Handback = Schemas["Handback"];
 export type Step = Schemas["Step"];
 export type CreateSession = Schemas["CreateSession"];
 export type ControlAction = Schemas["Control"]["action"];

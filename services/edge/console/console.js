@@ -240,7 +240,7 @@ function connectSocket() {
       session.version > state.session.version &&
       session.stepCount === state.stepsHeld + 1
     ) {
-      state.steps.set(step.index, step);
+      state.steps.set(stepKey(step), step);
       state.stepsHeld += 1;
     }
     applySession(session);
@@ -262,6 +262,12 @@ function connectSocket() {
   });
 }
 
+// A hand-back report (what the person did: docs/steps.md) is a row of its own
+// beside the step it came during.
+function stepKey(step) {
+  return step.action === "handback" ? `handback-${step.index}` : step.index;
+}
+
 function emit(event, payload) {
   return emitOn(state.socket, event, payload);
 }
@@ -279,7 +285,7 @@ function applySession(session) {
   }
   if (Array.isArray(session.steps)) {
     // A full view (GET, session:watch): the steps as they are now.
-    state.steps = new Map(session.steps.map((step) => [step.index, step]));
+    state.steps = new Map(session.steps.map((step) => [stepKey(step), step]));
     state.stepsHeld = session.stepCount;
   } else if (session.stepCount > state.stepsHeld) {
     // Steps were reported that this page never got (joined or reconnected
