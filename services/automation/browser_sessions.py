@@ -415,6 +415,11 @@ class BrowserSessions:
         watch.report = build_report(
             watch.before, after, watch.notes, time.monotonic() - watch.started
         )
+        try:
+            # What the person typed stays out of what the agent's model sees next.
+            await session.browser.remember_typed([f.selector for f in watch.notes.fields])
+        except (BrowserGone, ActionFailed) as error:
+            log.info("session %s: typed fields not read: %s", session_id, error)
         return watch.report
 
     def resume(self, session_id: str) -> TaskStatus | None:

@@ -11,7 +11,7 @@ import re
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from services.automation.page_port import (
     Observation,
     PageScan,
 )
+from services.automation.person_typed import PLACEHOLDER, worth_hiding
 from services.automation.proc_table import (
     browser_main_pid,
     child_processes,
@@ -411,6 +412,8 @@ class ChromiumBrowser:
         self._page: Page | None = None
         # The hand-back watch's notes while a person holds control (handback.py).
         self._notes: WatchNotes | None = None
+        # What people typed in takeovers, kept out of observations (person_typed.py).
+        self._typed_by_people: set[str] = set()
         self._watch_installed = False
         for page in context.pages:
             self._on_page(page)
@@ -578,7 +581,25 @@ class ChromiumBrowser:
                 aria = await page.locator("body").aria_snapshot(timeout=5000)
         except PlaywrightError as error:
             raise self._translate(error, 5000) from None
-        return Observation(url=page.url, title=title, aria_snapshot=aria[:MAX_ARIA_CHARS])
+        hidden = self._typed_by_people
+        return Observation(
+            url=scrub(page.url, hidden, PLACEHOLDER),
+            title=scrub(title, hidden, PLACEHOLDER),
+            aria_snapshot=scrub(aria, hidden, PLACEHOLDER)[:MAX_ARIA_CHARS],
+        )
+
+    async def remember_typed(self, selectors: Sequence[str]) -> None:
+        """Keep the values now in these fields (a person typed into them) out of
+        every later observation; read here, never sent anywhere."""
+        page = await self._current_page()
+        for selector in selectors:
+            with contextlib.suppress(PlaywrightError):
+                value = await page.eval_on_selector(
+                    selector, "(element) => element.value ?? element.textContent"
+                )
+                hidden = worth_hiding(value)
+                if hidden is not None:
+                    self._typed_by_people.add(hidden)
 
     async def scan(self) -> PageScan:
         page = await self._current_page()

@@ -7,6 +7,7 @@ use an in-memory twin.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -102,6 +103,10 @@ class ManagedBrowser(BrowserPage, Protocol):
         ...
 
     def stop_watch(self) -> None: ...
+
+    async def remember_typed(self, selectors: Sequence[str]) -> None:
+        """Keep what is now in these fields (a person typed it) out of every later
+        observation (person_typed.py)."""
 
     async def snapshot(self) -> PageSnapshot:
         """The page's URL, title, cookies and storage, values as digests only."""

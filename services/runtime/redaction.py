@@ -12,10 +12,14 @@ The rule (the top README's "Secrets"):
   `one-time-code` autocomplete, and no secret word below in its selector, name
   or id (`SECRET_FIELD_SCRIPT`).
 - Nothing a person types through the stream is logged or stored anywhere (the
-  edge's RFB filter counts keys and never records them).
+  edge's RFB filter counts keys and never records them), nor shown to the
+  agent's model: what a takeover left in the fields it typed into is replaced in
+  later observations (services/automation/person_typed.py).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from baton.automation.v1 import automation_pb2
 
@@ -72,9 +76,10 @@ def redact_steps(steps: tuple[automation_pb2.Step, ...]) -> tuple[automation_pb2
     return tuple(redact_step(step) for step in steps)
 
 
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """`text` (an error message, ...) with every occurrence of a secret replaced."""
-    for secret in secrets:
+def scrub(text: str, secrets: Iterable[str], placeholder: str = REDACTED) -> str:
+    """`text` (an error message, a page's snapshot) with every occurrence of a
+    secret replaced, the longest first (one secret may contain another)."""
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret:
-            text = text.replace(secret, REDACTED)
+            text = text.replace(secret, placeholder)
     return text

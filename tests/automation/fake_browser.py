@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from services.automation.cdp_hub import BrowserPipe
@@ -28,6 +28,8 @@ class FakeBrowser:
     cdp: BrowserPipe | None = None
     current_url: str = "about:blank"
     performed: list[Action] = field(default_factory=list)
+    # The selectors remember_typed was given (a person typed into them).
+    remembered: list[str] = field(default_factory=list)
     missing: set[str] = field(default_factory=set)
     password_selectors: set[str] = field(default_factory=set)
     scan_result: PageScan = field(default_factory=lambda: PageScan(None, 0))
@@ -104,6 +106,9 @@ class FakeBrowser:
 
     def stop_watch(self) -> None:
         self.notes = None
+
+    async def remember_typed(self, selectors: Sequence[str]) -> None:
+        self.remembered.extend(selectors)
 
     async def snapshot(self) -> PageSnapshot:
         if self.gone.is_set():

@@ -111,6 +111,8 @@ async def test_the_agent_hears_the_report_in_its_step_stream_and_next_prompt() -
     browser.cookies[("sid", "site", "/")] = value_digest("secret-session")
     report = await sessions.take_handback("s")
     assert report.fields_typed == (TypedField("Email", "#email", browser.current_url),)
+    # What the person typed there is kept out of the model's next observations.
+    assert browser.remembered == ["#email"]
     sessions.resume("s")
     assert browser.notes is None
     await asyncio.wait_for(job, 5)

@@ -1,0 +1,66 @@
+"""What a person typed during a takeover never reaches the agent's model, in a real
+Chromium: once remembered, the value is gone from every observation (the ARIA
+snapshot shows field values), replaced by a placeholder; values the agent fills
+itself still show (services/automation/person_typed.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from services.automation.browser_user import BrowserUsers
+from services.automation.chromium import PlaywrightDriver
+from services.automation.person_typed import PLACEHOLDER, worth_hiding
+from services.automation.steps import Fill, Goto
+from tests.automation.support import PageServer
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+MARKER = "zebra-marker-4711"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
+    driver = PlaywrightDriver(
+        "/usr/bin/chromium", tmp_path, dict(os.environ), BrowserUsers.for_this_process(300000)
+    )
+    await driver.start()
+    try:
+        yield driver
+    finally:
+        await driver.stop()
+
+
+async def test_a_value_a_person_typed_is_hidden_from_later_observations(
+    driver: PlaywrightDriver, display: str, pages: PageServer
+) -> None:
+    browser = await driver.launch("person-typed", display, 800, 600)
+    try:
+        await browser.perform(Goto(f"{pages.base_url}/form"), 10_000)
+        # As a person would leave it: the value in the field.
+        await browser.perform(Fill("#name", MARKER), 10_000)
+        seen = await browser.observe(with_aria=True)
+        assert MARKER in seen.aria_snapshot  # the positive marker: values show
+
+        await browser.remember_typed(["#name", "#no-such-field"])
+        hidden = await browser.observe(with_aria=True)
+        assert MARKER not in hidden.aria_snapshot + hidden.title + hidden.url
+        assert PLACEHOLDER in hidden.aria_snapshot
+
+        # What the agent fills itself afterwards still shows.
+        await browser.perform(Fill("#email", "agent@example.org"), 10_000)
+        after = await browser.observe(with_aria=True)
+        assert "agent@example.org" in after.aria_snapshot
+        assert MARKER not in after.aria_snapshot
+    finally:
+        await browser.close()
+
+
+async def test_short_values_and_non_text_are_not_hidden() -> None:
+    assert worth_hiding("  ab ") is None
+    assert worth_hiding(None) is None
+    assert worth_hiding(" abc ") == "abc"
