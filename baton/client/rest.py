@@ -18,6 +18,7 @@ from baton.client.errors import ApiError
 from baton.client.events import EventStream
 from baton.client.types import (
     Agent,
+    AutoReturn,
     Cdp,
     ControlAction,
     HandOver,
@@ -198,15 +199,19 @@ class BatonClient:
         action: ControlAction,
         expected_version: int | None = None,
         to: str | None = None,
+        auto_return: AutoReturn | None = None,
     ) -> SessionSummary:
         """changeControl. With `expected_version` (the `version` last read) the change
         is refused with 409 (code conflict) when the session changed since; `to`
-        is who a hand_over gives control to."""
+        is who a hand_over gives control to; `auto_return`, take_control's
+        conditions for control to come back by itself."""
         body: dict[str, Any] = {"action": action}
         if expected_version is not None:
             body["expectedVersion"] = expected_version
         if to is not None:
             body["to"] = to
+        if auto_return is not None:
+            body["autoReturn"] = auto_return
         path = _session_path(session_id, "/control")
         return cast(SessionSummary, await self.request("PUT", path, body))
 
@@ -244,10 +249,16 @@ class BatonClient:
         return cast(Timeline, await self.request("GET", _session_path(session_id, "/timeline")))
 
     async def take_control(
-        self, session_id: str, expected_version: int | None = None
+        self,
+        session_id: str,
+        expected_version: int | None = None,
+        auto_return: AutoReturn | None = None,
     ) -> SessionSummary:
-        """A person takes the browser over: the agent's input stops (docs/state-machine.md)."""
-        return await self.change_control(session_id, "take_control", expected_version)
+        """A person takes the browser over: the agent's input stops (docs/state-machine.md);
+        with `auto_return`, control comes back by itself when a condition holds."""
+        return await self.change_control(
+            session_id, "take_control", expected_version, auto_return=auto_return
+        )
 
     async def return_control(
         self, session_id: str, expected_version: int | None = None

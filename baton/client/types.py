@@ -42,6 +42,15 @@ class StepEvent(TypedDict):
     durationMs: int
     error: NotRequired[str]
     result: NotRequired[str]
+    handback: NotRequired[dict[str, Any]]
+
+
+class AutoReturn(TypedDict, total=False):
+    """When control returns to the agent by itself (take_control's autoReturn)."""
+
+    urlMatches: str | None
+    selectorAppears: str | None
+    idleSeconds: float | None
 
 
 class RecordingStart(TypedDict, total=False):
@@ -67,6 +76,9 @@ class SessionSummary(TypedDict):
     userRequestReason: NotRequired[str]
     viewport: NotRequired[Viewport]
     recording: NotRequired[RecordingStart]
+    # What the person did the last time control was returned (schema Handback).
+    handback: NotRequired[dict[str, Any]]
+    autoReturn: NotRequired[AutoReturn]
 
 
 class Session(SessionSummary):
@@ -149,3 +161,4 @@ class EventData(TypedDict, total=False):
     reason: str
     error: ErrorDetail
     userId: str
+    handback: dict[str, Any] | None

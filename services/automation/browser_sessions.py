@@ -527,6 +527,14 @@ class BrowserSessions:
             task_status=self._status(session),
         )
 
+    async def probe_page(self, session_id: str, selector: str) -> tuple[str, bool]:
+        """The page's URL and whether `selector` matches (auto-return conditions)."""
+        browser = self._get(session_id).browser
+        try:
+            return await browser.probe(selector)
+        except BrowserGone:
+            raise FailedPrecondition(f"the browser of session {session_id!r} exited") from None
+
     async def close_browser(self, session_id: str) -> None:
         self._watches.pop(session_id, None)
         gate = self._gates.pop(session_id, None)

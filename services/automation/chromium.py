@@ -588,6 +588,18 @@ class ChromiumBrowser:
             aria_snapshot=scrub(aria, hidden, PLACEHOLDER)[:MAX_ARIA_CHARS],
         )
 
+    async def probe(self, selector: str) -> tuple[str, bool]:
+        page = await self._current_page()
+        if not selector:
+            return page.url, False
+        try:
+            found = await page.locator(selector).count() > 0
+        except PlaywrightError as error:
+            if self.gone.is_set():
+                raise self._translate(error, 0) from None
+            raise InvalidArgument(f"{selector!r} is not a selector: {_first_line(error)}") from None
+        return page.url, found
+
     async def remember_typed(self, selectors: Sequence[str]) -> None:
         """Keep the values now in these fields (a person typed into them) out of
         every later observation; read here, never sent anywhere."""

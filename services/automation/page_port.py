@@ -104,6 +104,11 @@ class ManagedBrowser(BrowserPage, Protocol):
 
     def stop_watch(self) -> None: ...
 
+    async def probe(self, selector: str) -> tuple[str, bool]:
+        """The page's URL, and whether `selector` matches in it (False when empty);
+        InvalidArgument for a selector that is not one."""
+        ...
+
     async def remember_typed(self, selectors: Sequence[str]) -> None:
         """Keep what is now in these fields (a person typed it) out of every later
         observation (person_typed.py)."""

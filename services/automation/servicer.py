@@ -326,6 +326,12 @@ class AutomationServicer(pb_grpc.AutomationServiceServicer):
             task_status=task_status_to_proto(state.task_status),
         )
 
+    async def ProbePage(
+        self, request: pb.ProbePageRequest, context: Context
+    ) -> pb.ProbePageResponse:
+        url, found = await self._sessions.probe_page(request.session_id, request.selector)
+        return pb.ProbePageResponse(url=url, selector_found=found)
+
     async def CloseBrowser(
         self, request: pb.CloseBrowserRequest, context: Context
     ) -> pb.CloseBrowserResponse:

@@ -132,6 +132,13 @@ def session_json(session: session_pb2.Session, with_steps: bool = False) -> Json
         body["viewport"] = {"width": session.viewport.width, "height": session.viewport.height}
     if session.HasField("recording"):
         body["recording"] = {"startedAt": iso_timestamp(session.recording.start_time)}
+    if session.HasField("auto_return"):
+        conditions = session.auto_return
+        body["autoReturn"] = {
+            "urlMatches": conditions.url_matches or None,
+            "selectorAppears": conditions.selector_appears or None,
+            "idleSeconds": conditions.idle_seconds or None,
+        }
     if session.HasField("handback"):
         body["handback"] = handback_json(session.handback)
     return body
@@ -401,6 +408,7 @@ class ControlRequest:
     action: session_pb2.ControlAction.ValueType
     expected_version: int | None = None
     to_user_id: str = ""
+    auto_return: session_pb2.AutoReturn | None = None
 
 
 def parse_control(body: Mapping[str, Any]) -> ControlRequest:
@@ -416,7 +424,34 @@ def parse_control(body: Mapping[str, Any]) -> ControlRequest:
         raise InvalidArgument("body.to is for hand_over only")
     to_user_id = _string(body, "to", "body") if handing_over else ""
     check_text(to_user_id, "body.to", MAX_USER_ID_BYTES)
-    return ControlRequest(CONTROL_ACTIONS[action], expected_version, to_user_id)
+    conditions = body.get("autoReturn")
+    auto_return = None
+    if conditions is not None:
+        if CONTROL_ACTIONS[action] != session_pb2.CONTROL_ACTION_TAKE_CONTROL:
+            raise InvalidArgument("body.autoReturn is for take_control only")
+        auto_return = parse_auto_return(conditions)
+    return ControlRequest(CONTROL_ACTIONS[action], expected_version, to_user_id, auto_return)
+
+
+def parse_auto_return(body: Any) -> session_pb2.AutoReturn:
+    """`autoReturn` of take_control (docs/state-machine.md, "Auto-return")."""
+    where = "body.autoReturn"
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"{where} must be an object")
+    _reject_unknown(body, {"urlMatches", "selectorAppears", "idleSeconds"}, where)
+    idle = body.get("idleSeconds")
+    if idle is None:
+        idle = 0.0
+    if not isinstance(idle, int | float) or isinstance(idle, bool) or not 0 <= idle < 1e9:
+        raise InvalidArgument(f"{where}.idleSeconds must be a number, 0 or more")
+    conditions = session_pb2.AutoReturn(
+        url_matches=_string(body, "urlMatches", where, required=False),
+        selector_appears=_string(body, "selectorAppears", where, required=False),
+        idle_seconds=float(idle),
+    )
+    if not (conditions.url_matches or conditions.selector_appears or conditions.idle_seconds):
+        raise InvalidArgument(f"{where} needs urlMatches, selectorAppears or idleSeconds")
+    return conditions
 
 
 def session_id_of(payload: Any) -> str:

@@ -348,6 +348,26 @@ _SCHEMAS: dict[str, Any] = {
                     "to: the owner, operator, or guest:<share id> of a live control share.",
                 }
             ),
+            "autoReturn": _nullable(
+                {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "description": "take_control only: control returns to the agent by "
+                    "itself when any condition set holds (docs/state-machine.md, "
+                    "Auto-return); at least one. 400 for a bad pattern or selector.",
+                    "properties": {
+                        "urlMatches": _nullable(
+                            {"type": "string", "description": "Python regular expression"}
+                        ),
+                        "selectorAppears": _nullable(
+                            {"type": "string", "description": "CSS (Playwright) selector"}
+                        ),
+                        "idleSeconds": _nullable(
+                            {"type": "number", "minimum": 0, "maximum": 999_999_999}
+                        ),
+                    },
+                }
+            ),
         },
         # `to` belongs to hand_over alone.
         "if": {"properties": {"action": {"const": "hand_over"}}},
@@ -429,6 +449,16 @@ _SCHEMAS: dict[str, Any] = {
                 },
             },
             "handback": _ref("Handback"),
+            "autoReturn": {
+                "type": "object",
+                "description": "The conditions of the takeover in progress, when it set "
+                "any (docs/state-machine.md, Auto-return).",
+                "properties": {
+                    "urlMatches": {"type": ["string", "null"]},
+                    "selectorAppears": {"type": ["string", "null"]},
+                    "idleSeconds": {"type": ["number", "null"]},
+                },
+            },
         },
     },
     "Timeline": {

@@ -17,6 +17,7 @@ from baton.session.v1 import session_pb2
 from services.edge.auth import CDP_USE, Authenticator, Principal, ShareScope
 from services.edge.json_views import (
     ACTION_NAMES,
+    ControlRequest,
     JsonObject,
     parse_control,
     parse_create_session,
@@ -110,26 +111,23 @@ class SessionActions:
         return [session_json(session) for session in sessions], next_token
 
     async def control(self, principal: Principal, session_id: str, body: JsonObject) -> JsonObject:
-        request = parse_control(body)
-        return await self.apply(
-            principal, session_id, request.action, request.expected_version, request.to_user_id
-        )
+        return await self.apply(principal, session_id, parse_control(body))
 
     async def apply(
-        self,
-        principal: Principal,
-        session_id: str,
-        action: session_pb2.ControlAction.ValueType,
-        expected_version: int | None = None,
-        to_user_id: str = "",
+        self, principal: Principal, session_id: str, request: ControlRequest
     ) -> JsonObject:
         check_scope(principal, session_id)
-        if action == session_pb2.CONTROL_ACTION_END:
+        if request.action == session_pb2.CONTROL_ACTION_END:
             return await self.end(principal, session_id)
         session = await self._sessions.change_control(
-            principal, session_id, action, expected_version, to_user_id
+            principal,
+            session_id,
+            request.action,
+            request.expected_version,
+            request.to_user_id,
+            request.auto_return,
         )
-        self._metrics.handoffs[ACTION_NAMES[action]] += 1
+        self._metrics.handoffs[ACTION_NAMES[request.action]] += 1
         await self._notify(session)
         return session_json(session)
 

@@ -110,9 +110,14 @@ class SessionClient:
         action: session_pb2.ControlAction.ValueType,
         expected_version: int | None = None,
         to_user_id: str = "",
+        auto_return: session_pb2.AutoReturn | None = None,
     ) -> session_pb2.Session:
         request = session_pb2.ChangeControlRequest(
-            session_id=session_id, actor=actor_of(principal), action=action, to_user_id=to_user_id
+            session_id=session_id,
+            actor=actor_of(principal),
+            action=action,
+            to_user_id=to_user_id,
+            auto_return=auto_return,
         )
         if expected_version is not None:
             request.expected_version = expected_version

@@ -23,6 +23,7 @@ from baton.session.v1 import session_pb2
 from services.edge.auth import Authenticator, Principal
 from services.edge.json_views import (
     ACTION_NAMES,
+    ControlRequest,
     JsonObject,
     error_json,
     session_id_of,
@@ -224,7 +225,8 @@ class SocketGateway:
 
     def _simple(self, action: session_pb2.ControlAction.ValueType) -> Handler:
         async def handle(sid: str, principal: Principal, payload: Any) -> JsonObject:
-            return await self._actions.apply(principal, session_id_of(payload), action)
+            request = ControlRequest(action)
+            return await self._actions.apply(principal, session_id_of(payload), request)
 
         return handle
 

@@ -74,9 +74,9 @@ UPSTREAM_CONNECT_TIMEOUT_S = 10.0
 # A viewer gets this long to finish its RFB handshake with the edge; a stalled
 # one is closed (1008) and affects nobody else (issue 12, finding 6).
 VIEWER_HANDSHAKE_TIMEOUT_S = 5.0
-# User input keeps a session from idling out; telling the service once in a
-# while is enough.
-INPUT_ACTIVITY_INTERVAL_S = 5.0
+# User input keeps a session from idling out, and a takeover's idleSeconds
+# auto-return counts from it (services/session/auto_return.py): told once a second.
+INPUT_ACTIVITY_INTERVAL_S = 1.0
 # While a viewer stays connected, the session service hears so this often; it
 # lets viewer counts lapse without it (BATON_VIEWER_LEASE_S, 90 s by default),
 # so viewers of an edge that died stop keeping sessions alive.

@@ -15,6 +15,7 @@ from baton.session.v1 import session_pb2
 from services.session.audit_log import AuditEvent
 from services.session.model import (
     Action,
+    AutoReturn,
     Controller,
     ControlState,
     EventKind,
@@ -119,6 +120,8 @@ def encode(session: Session) -> bytes:
             for e in session.timeline
         ],
         "handback": _b64(session.handback) if session.handback is not None else None,
+        "autoReturn": session.auto_return.__dict__ if session.auto_return else None,
+        "lastInputAt": session.last_input_at.isoformat() if session.last_input_at else None,
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -210,6 +213,10 @@ def decode(raw: bytes) -> Session:
             )
             for e in data.get("timeline", ())
         ),
+        auto_return=AutoReturn(**data["autoReturn"]) if data.get("autoReturn") else None,
+        last_input_at=datetime.fromisoformat(data["lastInputAt"])
+        if data.get("lastInputAt")
+        else None,
         # Absent from records stored before hand-back reports.
         handback=automation_pb2.Handback.FromString(base64.b64decode(data["handback"]))
         if data.get("handback")
@@ -344,6 +351,13 @@ def to_proto(
         if full
         else (),
         handback=session.handback,
+        auto_return=session_pb2.AutoReturn(
+            url_matches=session.auto_return.url_matches,
+            selector_appears=session.auto_return.selector_appears,
+            idle_seconds=session.auto_return.idle_seconds,
+        )
+        if session.auto_return
+        else None,
     )
 
 

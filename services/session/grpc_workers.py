@@ -160,6 +160,15 @@ class GrpcAutomation:
             )
         )
 
+    async def probe_page(self, session_id: str, selector: str) -> tuple[str, bool]:
+        answer = await _unary(
+            self._stub.ProbePage(
+                automation_pb2.ProbePageRequest(session_id=session_id, selector=selector),
+                timeout=_CALL_TIMEOUT,
+            )
+        )
+        return answer.url, answer.selector_found
+
     async def take_handback(self, session_id: str) -> automation_pb2.Handback:
         answer = await _unary(
             self._stub.TakeHandback(

@@ -23,8 +23,9 @@ from datetime import datetime
 from baton.automation.v1 import automation_pb2
 from services.runtime.errors import BatonError, FailedPrecondition, NotFound
 from services.session import codec, failure_reasons, state_machine
+from services.session.auto_return import AUTO_RETURN, AutoReturns
 from services.session.control_fence import ControlFence
-from services.session.model import Action, Actor, ControlState, Session
+from services.session.model import Action, Actor, AutoReturn, ControlState, Session
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
 from services.session.workers import WorkerDirectory, WorkerHost, placed_host
@@ -55,9 +56,16 @@ class Handoff:
         self._task_in_flight = task_in_flight
         self._fail_host_lost = fail_host_lost
         self._locks: dict[str, asyncio.Lock] = {}
+        # Takeovers with auto-return conditions, watched by this replica.
+        self.auto_returns = AutoReturns(records, directory, self._auto_return)
 
     def forget(self, session_id: str) -> None:
         self._locks.pop(session_id, None)
+        self.auto_returns.forget(session_id)
+
+    async def _auto_return(self, session_id: str, holder: str, condition: str) -> None:
+        """Return control for `holder` as their Return Control would, because `condition` held."""
+        await self.change(Actor(holder), session_id, Action.RETURN_CONTROL, None, because=condition)
 
     async def change(
         self,
@@ -66,12 +74,23 @@ class Handoff:
         action: Action,
         expected_version: int | None,
         to_user_id: str = "",
+        auto_return: AutoReturn | None = None,
+        because: str = "",
     ) -> Session:
         """Apply a control action other than END, with the agent paused or resumed
-        (a hand_over between people leaves the agent paused as it is)."""
+        (a hand_over between people leaves the agent paused as it is). A
+        take_control's `auto_return` conditions are watched (auto_return.py); a
+        return_control `because` one held says so (reason auto_return)."""
         lock = self._locks.setdefault(session_id, asyncio.Lock())
         async with lock:
-            return await self._change(actor, session_id, action, expected_version, to_user_id)
+            changed = await self._change(
+                actor, session_id, action, expected_version, to_user_id, auto_return, because
+            )
+        if changed.auto_return is not None and changed.state is ControlState.USER_CONTROL:
+            self.auto_returns.watch(changed)
+        elif not because:
+            self.auto_returns.forget(session_id)
+        return changed
 
     async def acknowledge(self, session_id: str, edge_id: str, version: int) -> None:
         """`edge_id` has applied `version` (or newer) of the session to its input gates."""
@@ -84,6 +103,8 @@ class Handoff:
         action: Action,
         expected_version: int | None,
         to_user_id: str,
+        auto_return: AutoReturn | None,
+        because: str,
     ) -> Session:
         session = (await self._records.get_owned(actor, session_id)).session
         # Refuse before touching automation when the action is not allowed.
@@ -97,14 +118,23 @@ class Handoff:
         now = self._records.clock()
         # The video holds its last frame while a person has control, when asked.
         hiding = action is Action.TAKE_CONTROL and session.pause_recording_during_takeover
+        if auto_return is not None and auto_return.selector_appears and host is not None:
+            # A selector that is not one is refused before anything changes.
+            await host.automation.probe_page(session.id, auto_return.selector_appears)
         handback = None
         if action is Action.RETURN_CONTROL and leaving_user:
-            handback = await self._take_handback(host, session, actor, now)
+            handback = await self._take_handback(host, session, actor, now, because)
+        reason = f"{AUTO_RETURN}: {because}" if because else ""
 
         def change(s: Session) -> Session:
             changed = state_machine.apply(
-                s, action, actor, now, expected_version, to_user_id=to_user_id
+                s, action, actor, now, expected_version, reason=reason, to_user_id=to_user_id
             )
+            # Conditions last as long as the takeover that set them.
+            held = auto_return if action is Action.TAKE_CONTROL else changed.auto_return
+            if changed.state is not ControlState.USER_CONTROL or action is Action.HAND_OVER:
+                held = None
+            changed = replace(changed, auto_return=held)
             return changed if handback is None else replace(changed, handback=handback)
 
         try:
@@ -152,7 +182,12 @@ class Handoff:
             log.warning("session %s: the recording did not go on: %s", session.id, exc.message)
 
     async def _take_handback(
-        self, host: WorkerHost | None, session: Session, actor: Actor, now: datetime
+        self,
+        host: WorkerHost | None,
+        session: Session,
+        actor: Actor,
+        now: datetime,
+        because: str = "",
     ) -> automation_pb2.Handback | None:
         """What the person did, from automation, which watched the page meanwhile
         (services/automation/README.md, "The hand-back report"). A report that
@@ -166,7 +201,8 @@ class Handoff:
             return None
         report.returned_by = actor.user_id
         report.returned_at.CopyFrom(codec.timestamp(now))
-        report.reason = RETURNED_BY_PERSON
+        report.reason = AUTO_RETURN if because else RETURNED_BY_PERSON
+        report.condition = because
         return report
 
     async def _host_of(self, session: Session) -> WorkerHost | None:

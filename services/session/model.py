@@ -93,6 +93,17 @@ class ShareRole(enum.Enum):
 
 
 @dataclass(frozen=True)
+class AutoReturn:
+    """When control returns to the agent by itself (docs/state-machine.md,
+    "Auto-return"): the page's URL matches, an element appears, or the person
+    has sent no input for a while. Empty / 0: that condition is not asked for."""
+
+    url_matches: str = ""
+    selector_appears: str = ""
+    idle_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Share:
     """Access to one session for someone without an account (README, "Sharing")."""
 
@@ -217,6 +228,10 @@ class Session:
     # What the person did the last time one returned control (automation's
     # TakeHandback, stamped by handoff.py); None before.
     handback: automation_pb2.Handback | None = None
+    # The auto-return conditions of the takeover in progress (auto_return.py).
+    auto_return: AutoReturn | None = None
+    # When a person's input last reached the browser (the edges report it).
+    last_input_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from services.runtime.errors import FailedPrecondition, InvalidArgument, Permiss
 from services.runtime.slot_demand import FleetCapacity, fleet_capacity
 from services.session import state_machine
 from services.session.audit_log import AuditKind, AuditLog, AuditTrail, MemoryAuditLog
+from services.session.auto_return import check_conditions
 from services.session.control_fence import ControlFence, MemoryControlFence
 from services.session.ending import Ending
 from services.session.handoff import Handoff
@@ -32,6 +33,7 @@ from services.session.launcher import Launcher, SessionSpec
 from services.session.model import (
     Action,
     Actor,
+    AutoReturn,
     ControlState,
     EventKind,
     FullSession,
@@ -156,6 +158,7 @@ class SessionOrchestrator:
         self._adoption.start()
 
     async def close(self) -> None:
+        await self._handoff.auto_returns.close()
         await self._adoption.close()
         await self._janitor.close()
         await self._task_runs.close()
@@ -276,6 +279,7 @@ class SessionOrchestrator:
         action: Action,
         expected_version: int | None,
         to_user_id: str = "",
+        auto_return: AutoReturn | None = None,
     ) -> Session:
         stored = await self._records.get_owned(actor, session_id)
         now = self._records.clock()
@@ -289,8 +293,15 @@ class SessionOrchestrator:
                 "hand_over's `to` must be the session's owner, an operator, "
                 "or the guest of a live control share"
             )
+        if auto_return is not None and action is not Action.TAKE_CONTROL:
+            raise InvalidArgument("autoReturn is for take_control only")
         session = await self._handoff.change(
-            actor, session_id, action, expected_version, to_user_id
+            actor,
+            session_id,
+            action,
+            expected_version,
+            to_user_id,
+            None if auto_return is None else check_conditions(auto_return),
         )
         detail = {"action": action.value, "state": session.state.value}
         if action is Action.HAND_OVER:

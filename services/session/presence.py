@@ -79,6 +79,7 @@ class Presence:
                     viewer_count=max(0, s.viewer_count + viewers_delta),
                     viewers_seen_at=now if viewer_seen or viewers_delta > 0 else s.viewers_seen_at,
                     last_activity_at=now if input_seen or viewers_delta else s.last_activity_at,
+                    last_input_at=now if input_seen else s.last_input_at,
                 )
             )
 

@@ -14,6 +14,8 @@ from services.runtime.errors import InvalidArgument
 from services.runtime.limits import (
     MAX_REASON_BYTES,
     MAX_SHARE_ID_BYTES,
+    MAX_STEP_FIELD_BYTES,
+    MAX_URL_BYTES,
     MAX_USER_ID_BYTES,
     check_create_request,
     check_text,
@@ -23,7 +25,7 @@ from services.runtime.session_ids import check_session_id
 from services.runtime.user_ids import OPERATOR_USER_ID, guest_user_id
 from services.session import codec, paging
 from services.session.audit_log import AuditKind
-from services.session.model import Actor, Viewport
+from services.session.model import Actor, AutoReturn, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.webhook_delivery import WebhookStats
 
@@ -133,8 +135,23 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
             raise InvalidArgument(f"unknown control action {request.action}")
         expected = request.expected_version if request.HasField("expected_version") else None
         to_user_id = check_text(request.to_user_id, "to_user_id", MAX_USER_ID_BYTES)
+        auto_return = None
+        if request.HasField("auto_return"):
+            wanted = request.auto_return
+            auto_return = AutoReturn(
+                url_matches=check_text(wanted.url_matches, "url_matches", MAX_URL_BYTES),
+                selector_appears=check_text(
+                    wanted.selector_appears, "selector_appears", MAX_STEP_FIELD_BYTES
+                ),
+                idle_seconds=wanted.idle_seconds,
+            )
         session = await self._sessions.change_control(
-            _actor(request.actor), _session_id(request.session_id), action, expected, to_user_id
+            _actor(request.actor),
+            _session_id(request.session_id),
+            action,
+            expected,
+            to_user_id,
+            auto_return,
         )
         return session_pb2.ChangeControlResponse(session=codec.to_proto(session))
 

@@ -50,6 +50,10 @@ class AutomationPort(Protocol):
 
     async def pause_task(self, session_id: str) -> None: ...
 
+    async def probe_page(self, session_id: str, selector: str) -> tuple[str, bool]:
+        """The page's URL and whether `selector` matches (InvalidArgument: not one)."""
+        ...
+
     async def take_handback(self, session_id: str) -> automation_pb2.Handback:
         """What the person did since the pause (NotFound: it was not watched)."""
         ...

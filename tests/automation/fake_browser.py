@@ -107,6 +107,9 @@ class FakeBrowser:
     def stop_watch(self) -> None:
         self.notes = None
 
+    async def probe(self, selector: str) -> tuple[str, bool]:
+        return self.current_url, bool(selector) and selector not in self.missing
+
     async def remember_typed(self, selectors: Sequence[str]) -> None:
         self.remembered.extend(selectors)
 

@@ -183,7 +183,11 @@ def test_client_event_payloads_are_the_fields_the_edge_reads() -> None:
     messages = messages_by_name()
     document = asyncapi()
     control = resolve(messages["session:control"]["payload"], document)
-    assert set(control["properties"]) == read == {"id", "action", "expectedVersion", "to"}
+    assert (
+        set(control["properties"])
+        == read
+        == {"id", "action", "expectedVersion", "to", "autoReturn"}
+    )
     read.clear()
     session_id_of(Recording(id="s-1"))
     assert read == {"id"}

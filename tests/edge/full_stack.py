@@ -116,6 +116,18 @@ HANDBACK_NEXT_PAGE = """<!doctype html><html><head><title>Next page</title></hea
 fetch("/log", {method: "POST", body: JSON.stringify({seq: 0, kind: "arrived", value: ""})});
 </script></body></html>"""
 
+# Auto-return (issue 15): a click anywhere on the page adds #dashboard, or, on
+# the second, goes to the colour page.
+CLICK_PAGE = """<!doctype html><html><head><title>Click page</title></head>
+<body style="margin: 0"><button id="anywhere"
+ style="position: fixed; inset: 0; width: 100%; height: 100%; font-size: 28px">Click</button>
+<script>
+document.getElementById("anywhere").addEventListener("click", () => {
+  if (location.hash === "#go") { location.href = "/colour"; return; }
+  document.body.insertAdjacentHTML("beforeend", '<p id="dashboard">Dashboard</p>');
+});
+</script></body></html>"""
+
 
 @dataclass
 class FormSite:
@@ -142,6 +154,11 @@ class FormSite:
     def colour_url(self) -> str:
         return f"{self.url}/colour"
 
+    @property
+    def click_url(self) -> str:
+        """A click anywhere adds #dashboard; with #go in the URL, goes to /colour."""
+        return f"{self.url}/click"
+
     def keys(self) -> str:
         ordered = sorted(self.reports, key=lambda report: int(report["seq"]))
         return "".join(str(r["value"]) for r in ordered if r["kind"] == "key")
@@ -158,6 +175,9 @@ class FormSite:
 
     async def _form(self, request: web.Request) -> web.Response:
         return web.Response(text=FORM_PAGE, content_type="text/html")
+
+    async def _click(self, request: web.Request) -> web.Response:
+        return web.Response(text=CLICK_PAGE, content_type="text/html")
 
     async def _signup(self, request: web.Request) -> web.Response:
         return web.Response(text=SIGNUP_PAGE, content_type="text/html")
@@ -196,6 +216,7 @@ async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
     app = web.Application()
     app.router.add_get("/form", site._form)
     app.router.add_get("/colour", site._colour)
+    app.router.add_get("/click", site._click)
     app.router.add_get("/handback", site._handback)
     app.router.add_get("/handback-next", site._handback_next)
     app.router.add_get("/signup", site._signup)

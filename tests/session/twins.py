@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
-from services.runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
+from services.runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+)
 from services.runtime.worker_registry import WorkerRecord
 from services.session.workers import HostView, LostHost, WorkerHost
 
@@ -95,6 +100,9 @@ class AutomationTwin:
         self.closed: set[str] = set()
         # Each session's numbered task events so far (what AttachTask replays).
         self.logs: dict[str, list[automation_pb2.StartTaskResponse]] = {}
+        # What ProbePage answers: the page's URL and the selectors that match.
+        self.page_url = "about:blank"
+        self.selectors_present: set[str] = set()
 
     def feed(self, session_id: str) -> asyncio.Queue[automation_pb2.StartTaskResponse | None]:
         return self.feeds.setdefault(session_id, asyncio.Queue())
@@ -146,6 +154,11 @@ class AutomationTwin:
 
     async def pause_task(self, session_id: str) -> None:
         self.calls.append(("pause", session_id))
+
+    async def probe_page(self, session_id: str, selector: str) -> tuple[str, bool]:
+        if selector.startswith("!"):
+            raise InvalidArgument(f"{selector!r} is not a selector")
+        return self.page_url, selector in self.selectors_present
 
     async def take_handback(self, session_id: str) -> automation_pb2.Handback:
         self.calls.append(("handback", session_id))

@@ -1229,6 +1229,51 @@ class GetPageStateResponse(_message.Message):
 Global___GetPageStateResponse: _TypeAlias = GetPageStateResponse  # noqa: Y015
 
 @_typing.final
+class ProbePageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SELECTOR_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    selector: _builtins.str
+    """selector: a Playwright (CSS) selector; empty checks nothing."""
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        selector: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector", b"selector", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbePageRequest: _TypeAlias = ProbePageRequest  # noqa: Y015
+
+@_typing.final
+class ProbePageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    SELECTOR_FOUND_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    selector_found: _builtins.bool
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        selector_found: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["selector_found", b"selector_found", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProbePageResponse: _TypeAlias = ProbePageResponse  # noqa: Y015
+
+@_typing.final
 class CloseBrowserRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -76,6 +76,11 @@ class AutomationServiceStub:
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateRequest.SerializeToString,
                 response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateResponse.FromString,
                 _registered_method=True)
+        self.ProbePage = channel.unary_unary(
+                '/baton.automation.v1.AutomationService/ProbePage',
+                request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageRequest.SerializeToString,
+                response_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageResponse.FromString,
+                _registered_method=True)
         self.CloseBrowser = channel.unary_unary(
                 '/baton.automation.v1.AutomationService/CloseBrowser',
                 request_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.CloseBrowserRequest.SerializeToString,
@@ -170,6 +175,15 @@ class AutomationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProbePage(self, request, context):
+        """ProbePage: the page's URL and whether `selector` matches in it, cheaply
+        (no snapshot): the session service's auto-return conditions. An invalid
+        selector is INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CloseBrowser(self, request, context):
         """CloseBrowser ends the session's browser and deletes its profile.
         """
@@ -246,6 +260,11 @@ def add_AutomationServiceServicer_to_server(servicer, server):
                     servicer.GetPageState,
                     request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateRequest.FromString,
                     response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateResponse.SerializeToString,
+            ),
+            'ProbePage': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProbePage,
+                    request_deserializer=baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageRequest.FromString,
+                    response_serializer=baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageResponse.SerializeToString,
             ),
             'CloseBrowser': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseBrowser,
@@ -486,6 +505,33 @@ class AutomationService:
             '/baton.automation.v1.AutomationService/GetPageState',
             baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateRequest.SerializeToString,
             baton_dot_automation_dot_v1_dot_automation__pb2.GetPageStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProbePage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/baton.automation.v1.AutomationService/ProbePage',
+            baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageRequest.SerializeToString,
+            baton_dot_automation_dot_v1_dot_automation__pb2.ProbePageResponse.FromString,
             options,
             channel_credentials,
             insecure,

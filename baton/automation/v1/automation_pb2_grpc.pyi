@@ -67,6 +67,11 @@ class AutomationServiceStub:
     behalf (no CAPTCHA or password-field check): the caller decides.
     """
     GetPageState: _grpc.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]
+    ProbePage: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ProbePageRequest, _automation_pb2.ProbePageResponse]
+    """ProbePage: the page's URL and whether `selector` matches in it, cheaply
+    (no snapshot): the session service's auto-return conditions. An invalid
+    selector is INVALID_ARGUMENT.
+    """
     CloseBrowser: _grpc.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]
     """CloseBrowser ends the session's browser and deletes its profile."""
     ListWarmBrowsers: _grpc.UnaryUnaryMultiCallable[_automation_pb2.ListWarmBrowsersRequest, _automation_pb2.ListWarmBrowsersResponse]
@@ -124,6 +129,11 @@ class AutomationServiceAsyncStub(AutomationServiceStub):
     behalf (no CAPTCHA or password-field check): the caller decides.
     """
     GetPageState: _aio.UnaryUnaryMultiCallable[_automation_pb2.GetPageStateRequest, _automation_pb2.GetPageStateResponse]  # type: ignore[assignment]
+    ProbePage: _aio.UnaryUnaryMultiCallable[_automation_pb2.ProbePageRequest, _automation_pb2.ProbePageResponse]  # type: ignore[assignment]
+    """ProbePage: the page's URL and whether `selector` matches in it, cheaply
+    (no snapshot): the session service's auto-return conditions. An invalid
+    selector is INVALID_ARGUMENT.
+    """
     CloseBrowser: _aio.UnaryUnaryMultiCallable[_automation_pb2.CloseBrowserRequest, _automation_pb2.CloseBrowserResponse]  # type: ignore[assignment]
     """CloseBrowser ends the session's browser and deletes its profile."""
     ListWarmBrowsers: _aio.UnaryUnaryMultiCallable[_automation_pb2.ListWarmBrowsersRequest, _automation_pb2.ListWarmBrowsersResponse]  # type: ignore[assignment]
@@ -226,6 +236,17 @@ class AutomationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _automation_pb2.GetPageStateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_automation_pb2.GetPageStateResponse, _abc.Awaitable[_automation_pb2.GetPageStateResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ProbePage(
+        self,
+        request: _automation_pb2.ProbePageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_automation_pb2.ProbePageResponse, _abc.Awaitable[_automation_pb2.ProbePageResponse]]:
+        """ProbePage: the page's URL and whether `selector` matches in it, cheaply
+        (no snapshot): the session service's auto-return conditions. An invalid
+        selector is INVALID_ARGUMENT.
+        """
 
     @_abc_1.abstractmethod
     def CloseBrowser(

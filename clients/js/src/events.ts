@@ -51,6 +51,12 @@ export interface ClientEventPayloads {
     expectedVersion?: number | null;
     /** hand_over only: who gets control. */
     to?: string | null;
+    /** take_control only: when control returns by itself (docs/state-machine.md). */
+    autoReturn?: {
+      urlMatches?: string | null;
+      selectorAppears?: string | null;
+      idleSeconds?: number | null;
+    } | null;
   };
   "session:pause": SessionRef;
   "session:resume": SessionRef;

@@ -442,6 +442,11 @@ export interface components {
             action: "take_control" | "return_control" | "pause" | "resume" | "end" | "hand_over";
             expectedVersion?: number | null;
             to?: string | null;
+            autoReturn?: {
+                urlMatches?: string | null;
+                selectorAppears?: string | null;
+                idleSeconds?: number | null;
+            } | null;
         };
         /** @description A session without its step events (stepCount says how many there were): every answer but GET /api/browser-session/{id}, and every Socket.IO event. */
         SessionSummary: {
@@ -482,6 +487,12 @@ export interface components {
                 startedAt?: string | null;
             };
             handback?: components["schemas"]["Handback"];
+            /** @description The conditions of the takeover in progress, when it set any (docs/state-machine.md, Auto-return). */
+            autoReturn?: {
+                urlMatches?: string | null;
+                selectorAppears?: string | null;
+                idleSeconds?: number | null;
+            };
         };
         Timeline: {
             sessionId: string;
