@@ -284,6 +284,10 @@ class SessionOrchestrator:
         stored = await self._records.get_owned(actor, session_id)
         now = self._records.clock()
         check_action(actor, stored.session, action, now)
+        if state_machine.is_noop(stored.session, action, actor):
+            # Taking control one holds says "still here": an idle auto-return
+            # counts from now (the console's Keep control).
+            await self._presence.record_activity(session_id, 0, input_seen=True)
         if action is Action.END:
             state_machine.check_version(stored.session, expected_version)
             return await self.end(actor, session_id, "ended by the user")

@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import expect
 
 from services.display.settings import NumberRange
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import bearer, user_token
-from tests.edge.test_full_stack import raw_viewer, stream_url
+from tests.edge.test_full_stack import console_page, raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -118,4 +119,34 @@ async def test_bad_conditions_get_400_and_nothing_changes(
     assert status == 400 and message in answer["error"]["message"], answer
     current = await stack.request("GET", f"/api/browser-session/{session['id']}", ALICE)
     assert current["state"] == "AI_CONTROL"
+    await stack.request("DELETE", f"/api/browser-session/{session['id']}", ALICE)
+
+
+@pytest.mark.timeout(90)
+async def test_the_console_counts_down_an_idle_return_and_keep_control_holds_it(
+    stack: FullStack,
+) -> None:
+    session = await waiting(stack, stack.site.form_url)
+    async with console_page(stack) as page:
+        await page.goto(f"{stack.url}/#token={ALICE}&session={session['id']}")
+        await expect(page.locator("#controller-indicator")).to_have_text("AI")
+        taken_at = time.monotonic()
+        status, _ = await take(stack, session["id"], {"idleSeconds": 12})
+        assert status == 200
+        await expect(page.locator("#controller-indicator")).to_have_text("You")
+        countdown = page.locator("#auto-return")
+        await expect(countdown).to_be_hidden()
+        await expect(countdown).to_be_visible(timeout=10_000)
+        await expect(page.locator("#auto-return-text")).to_contain_text("goes back to the agent")
+        await page.click("#keep-control-button")
+        await expect(countdown).to_be_hidden()
+        # Past when it would have gone back without Keep control: still the person's.
+        await asyncio.sleep(max(0.0, 13.5 - (time.monotonic() - taken_at)))
+        current = await stack.request("GET", f"/api/browser-session/{session['id']}", ALICE)
+        assert current["state"] == "USER_CONTROL"
+        # Left idle again, it goes back, and the countdown goes with it.
+        await expect(page.locator("#controller-indicator")).to_have_text("AI", timeout=20_000)
+        await expect(countdown).to_be_hidden()
+    back = await stack.request("GET", f"/api/browser-session/{session['id']}", ALICE)
+    assert back["handback"]["condition"] == "idleSeconds"
     await stack.request("DELETE", f"/api/browser-session/{session['id']}", ALICE)

@@ -76,6 +76,41 @@ function showError(message) {
   $("error-banner").classList.add("shown");
 }
 
+// An idle auto-return's countdown, its last seconds shown with Keep control
+// (docs/state-machine.md, "Auto-return"). The person's input on the live view
+// resets it here as it does on the server.
+const COUNTDOWN_S = 10;
+const idleReturn = {
+  lastInput: 0,
+  timer: null,
+  session: null,
+  render(session) {
+    this.session = session;
+    const idle = session?.autoReturn?.idleSeconds;
+    const mine = controlsSession(session, state.me);
+    if (!idle || !mine) {
+      clearInterval(this.timer);
+      this.timer = null;
+      this.lastInput = 0;
+      $("auto-return").hidden = true;
+      return;
+    }
+    if (!this.lastInput) this.lastInput = Date.now();
+    if (!this.timer) this.timer = setInterval(() => this.tick(), 250);
+    this.tick();
+  },
+  tick() {
+    const idle = this.session?.autoReturn?.idleSeconds || 0;
+    const left = Math.ceil(idle - (Date.now() - this.lastInput) / 1000);
+    $("auto-return").hidden = left > COUNTDOWN_S;
+    $("auto-return-text").textContent =
+      `Idle: control goes back to the agent in ${Math.max(0, left)} s.`;
+  },
+  noteInput() {
+    if (this.timer) this.lastInput = Date.now();
+  },
+};
+
 // Asking for control held by someone else, and handing it over when asked.
 const requests = new ControlRequests(
   {
@@ -368,6 +403,7 @@ function renderSession() {
   $("resume-button").disabled = !live || session.state !== "PAUSED";
   $("end-button").disabled = !live;
   requests.render(session);
+  idleReturn.render(session);
 
   const steps = $("step-list");
   steps.replaceChildren();
@@ -562,6 +598,17 @@ function wireBrowserViewPanel() {
 
 function start() {
   $("favicon").href = ICON;
+  for (const kind of ["keydown", "pointerdown", "wheel"]) {
+    $("screen").addEventListener(kind, () => idleReturn.noteInput(), { capture: true });
+  }
+  $("keep-control-button").addEventListener("click", () =>
+    run("Keep control", async () => {
+      // Taking control one holds tells the server the person is still there.
+      applySession(await emit("session:control", { id: state.session.id, action: "take_control" }));
+      idleReturn.noteInput();
+      idleReturn.tick();
+    }),
+  );
   $("error-dismiss").addEventListener("click", clearError);
   $("notify-toggle").addEventListener("change", async () => {
     if (!$("notify-toggle").checked || typeof Notification === "undefined") return;
