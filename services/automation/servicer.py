@@ -112,7 +112,10 @@ def action_from_proto(step: pb.Step) -> Action:
         case "screenshot":
             return Screenshot()
         case "request_user":
-            return RequestUser(step.request_user.reason)
+            wanted = step.request_user
+            return RequestUser(
+                wanted.reason, wanted.auto_return if wanted.HasField("auto_return") else None
+            )
     raise InvalidArgument("a step needs an action (goto, click, fill, ...)")
 
 
@@ -193,9 +196,10 @@ def event_to_proto(seq: int, event: TaskEvent) -> pb.StartTaskResponse:
                     steps_completed=steps_completed,
                 ),
             )
-        case UserRequested(reason, url):
+        case UserRequested(reason, url, auto_return):
             return pb.StartTaskResponse(
-                seq=seq, user_requested=pb.UserRequested(reason=reason, url=url)
+                seq=seq,
+                user_requested=pb.UserRequested(reason=reason, url=url, auto_return=auto_return),
             )
 
 

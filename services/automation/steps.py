@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from baton.automation.v1.automation_pb2 import AutoReturn
 from services.automation.handback import HandbackReport
 from services.runtime.redaction import REDACTED, looks_secret
 
@@ -76,6 +77,8 @@ class Screenshot:
 @dataclass(frozen=True)
 class RequestUser:
     reason: str
+    # The conditions of the takeover it asks for (docs/state-machine.md).
+    auto_return: AutoReturn | None = None
 
 
 Action = (
@@ -159,7 +162,7 @@ def describe(action: Action, secret: bool = True) -> str:
             return f"read {selector}"
         case Screenshot():
             return "take a screenshot"
-        case RequestUser(reason):
+        case RequestUser(reason, _):
             return f"ask for a person: {reason}"
 
 
@@ -228,6 +231,7 @@ class StatusChanged:
 class UserRequested:
     reason: str
     url: str
+    auto_return: AutoReturn | None = None
 
 
 TaskEvent = StepEvent | StatusChanged | UserRequested

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
+from baton.automation.v1.automation_pb2 import AutoReturn
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
 from services.automation.handback import HandbackReport, describe_handback
 from services.automation.llm_planner import LlmError
@@ -238,8 +239,8 @@ class StepRunner:
             return "the page asks for a password the agent does not have: please sign in"
         return None
 
-    async def _ask_person(self, reason: str) -> None:
-        self._emit(UserRequested(reason=reason, url=self._page.url))
+    async def _ask_person(self, reason: str, auto_return: AutoReturn | None = None) -> None:
+        self._emit(UserRequested(reason=reason, url=self._page.url, auto_return=auto_return))
         self._set_status(TaskStatus.WAITING_FOR_USER, reason)
         # The task holds itself paused until ResumeTask (control came back).
         await self._gate.pause()
@@ -344,7 +345,7 @@ class StepRunner:
         started = time.monotonic()
         description = describe(step.action)
         self._emit(self._event(index, step, StepStatus.STARTED, description, started))
-        await self._ask_person(step.action.reason)
+        await self._ask_person(step.action.reason, step.action.auto_return)
         self.steps_completed += 1
         self._emit(self._event(index, step, StepStatus.SUCCEEDED, description, started))
         return StepOutcome(OutcomeKind.SUCCEEDED)

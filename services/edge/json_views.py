@@ -8,6 +8,7 @@ PayloadTooLarge (413) with a message a front-end developer can act on.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC
@@ -255,7 +256,7 @@ _STEP_FIELDS: dict[str, set[str]] = {
     "wait_for": {"selector"},
     "extract": {"selector"},
     "screenshot": set(),
-    "request_user": {"reason"},
+    "request_user": {"reason", "autoReturn"},
 }
 
 _STEP_BUILDERS: dict[str, _Builder] = {
@@ -287,7 +288,10 @@ _STEP_BUILDERS: dict[str, _Builder] = {
     ),
     "request_user": lambda body, where: automation_pb2.Step(
         request_user=automation_pb2.RequestUserAction(
-            reason=_string(body, "reason", where, required=False)
+            reason=_string(body, "reason", where, required=False),
+            auto_return=None
+            if body.get("autoReturn") is None
+            else parse_auto_return(body["autoReturn"], f"{where}.autoReturn"),
         )
     ),
 }
@@ -408,7 +412,7 @@ class ControlRequest:
     action: session_pb2.ControlAction.ValueType
     expected_version: int | None = None
     to_user_id: str = ""
-    auto_return: session_pb2.AutoReturn | None = None
+    auto_return: automation_pb2.AutoReturn | None = None
 
 
 def parse_control(body: Mapping[str, Any]) -> ControlRequest:
@@ -433,9 +437,9 @@ def parse_control(body: Mapping[str, Any]) -> ControlRequest:
     return ControlRequest(CONTROL_ACTIONS[action], expected_version, to_user_id, auto_return)
 
 
-def parse_auto_return(body: Any) -> session_pb2.AutoReturn:
-    """`autoReturn` of take_control (docs/state-machine.md, "Auto-return")."""
-    where = "body.autoReturn"
+def parse_auto_return(body: Any, where: str = "body.autoReturn") -> automation_pb2.AutoReturn:
+    """`autoReturn` of take_control or a request_user step (docs/state-machine.md,
+    "Auto-return"); the pattern is checked here, the selector in the page."""
     if not isinstance(body, dict):
         raise InvalidArgument(f"{where} must be an object")
     _reject_unknown(body, {"urlMatches", "selectorAppears", "idleSeconds"}, where)
@@ -444,13 +448,18 @@ def parse_auto_return(body: Any) -> session_pb2.AutoReturn:
         idle = 0.0
     if not isinstance(idle, int | float) or isinstance(idle, bool) or not 0 <= idle < 1e9:
         raise InvalidArgument(f"{where}.idleSeconds must be a number, 0 or more")
-    conditions = session_pb2.AutoReturn(
+    conditions = automation_pb2.AutoReturn(
         url_matches=_string(body, "urlMatches", where, required=False),
         selector_appears=_string(body, "selectorAppears", where, required=False),
         idle_seconds=float(idle),
     )
     if not (conditions.url_matches or conditions.selector_appears or conditions.idle_seconds):
         raise InvalidArgument(f"{where} needs urlMatches, selectorAppears or idleSeconds")
+    if conditions.url_matches:
+        try:
+            re.compile(conditions.url_matches)
+        except re.error as exc:
+            raise InvalidArgument(f"{where}.urlMatches is not a pattern: {exc}") from None
     return conditions
 
 

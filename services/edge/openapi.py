@@ -102,6 +102,19 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {"anyOf": [schema, {"type": "null"}]}
 
 
+_AUTO_RETURN: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "urlMatches": _nullable({"type": "string", "description": "Python regular expression"}),
+        "selectorAppears": _nullable(
+            {"type": "string", "description": "CSS (Playwright) selector"}
+        ),
+        "idleSeconds": _nullable({"type": "number", "minimum": 0, "maximum": 999_999_999}),
+    },
+}
+
+
 # Per action: its fields and which of them are required (json_views._STEP_FIELDS).
 _STEP_SHAPES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "goto": ({"url": _HTTP_URL}, ["url"]),
@@ -115,7 +128,19 @@ _STEP_SHAPES: dict[str, tuple[dict[str, Any], list[str]]] = {
     "wait_for": ({"selector": _SELECTOR}, ["selector"]),
     "extract": ({"selector": _SELECTOR}, ["selector"]),
     "screenshot": ({}, []),
-    "request_user": ({"reason": _nullable(_TEXT)}, []),
+    "request_user": (
+        {
+            "reason": _nullable(_TEXT),
+            "autoReturn": _nullable(
+                {
+                    **_AUTO_RETURN,
+                    "description": "The conditions of the takeover this step asks for, "
+                    "unless the person sets their own (docs/state-machine.md, Auto-return).",
+                }
+            ),
+        },
+        [],
+    ),
 }
 
 
@@ -350,22 +375,10 @@ _SCHEMAS: dict[str, Any] = {
             ),
             "autoReturn": _nullable(
                 {
-                    "type": "object",
-                    "additionalProperties": False,
+                    **_AUTO_RETURN,
                     "description": "take_control only: control returns to the agent by "
                     "itself when any condition set holds (docs/state-machine.md, "
                     "Auto-return); at least one. 400 for a bad pattern or selector.",
-                    "properties": {
-                        "urlMatches": _nullable(
-                            {"type": "string", "description": "Python regular expression"}
-                        ),
-                        "selectorAppears": _nullable(
-                            {"type": "string", "description": "CSS (Playwright) selector"}
-                        ),
-                        "idleSeconds": _nullable(
-                            {"type": "number", "minimum": 0, "maximum": 999_999_999}
-                        ),
-                    },
                 }
             ),
         },

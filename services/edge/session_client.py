@@ -110,7 +110,7 @@ class SessionClient:
         action: session_pb2.ControlAction.ValueType,
         expected_version: int | None = None,
         to_user_id: str = "",
-        auto_return: session_pb2.AutoReturn | None = None,
+        auto_return: automation_pb2.AutoReturn | None = None,
     ) -> session_pb2.Session:
         request = session_pb2.ChangeControlRequest(
             session_id=session_id,

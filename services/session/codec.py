@@ -121,6 +121,9 @@ def encode(session: Session) -> bytes:
         ],
         "handback": _b64(session.handback) if session.handback is not None else None,
         "autoReturn": session.auto_return.__dict__ if session.auto_return else None,
+        "userRequestAutoReturn": session.user_request_auto_return.__dict__
+        if session.user_request_auto_return
+        else None,
         "lastInputAt": session.last_input_at.isoformat() if session.last_input_at else None,
     }
     return json.dumps(data, separators=(",", ":")).encode()
@@ -214,6 +217,9 @@ def decode(raw: bytes) -> Session:
             for e in data.get("timeline", ())
         ),
         auto_return=AutoReturn(**data["autoReturn"]) if data.get("autoReturn") else None,
+        user_request_auto_return=AutoReturn(**data["userRequestAutoReturn"])
+        if data.get("userRequestAutoReturn")
+        else None,
         last_input_at=datetime.fromisoformat(data["lastInputAt"])
         if data.get("lastInputAt")
         else None,
@@ -351,7 +357,7 @@ def to_proto(
         if full
         else (),
         handback=session.handback,
-        auto_return=session_pb2.AutoReturn(
+        auto_return=automation_pb2.AutoReturn(
             url_matches=session.auto_return.url_matches,
             selector_appears=session.auto_return.selector_appears,
             idle_seconds=session.auto_return.idle_seconds,

@@ -21,11 +21,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from baton.automation.v1 import automation_pb2
-from services.runtime.errors import BatonError, FailedPrecondition, NotFound
+from services.runtime.errors import BatonError, FailedPrecondition, InvalidArgument, NotFound
 from services.session import codec, failure_reasons, state_machine
-from services.session.auto_return import AUTO_RETURN, AutoReturns
+from services.session.auto_return import AUTO_RETURN, AutoReturns, check_conditions
 from services.session.control_fence import ControlFence
-from services.session.model import Action, Actor, AutoReturn, ControlState, Session
+from services.session.model import Action, Actor, AutoReturn, ControlState, Session, TaskStatus
 from services.session.records import SessionRecords
 from services.session.settings import SessionSettings
 from services.session.workers import WorkerDirectory, WorkerHost, placed_host
@@ -118,7 +118,10 @@ class Handoff:
         now = self._records.clock()
         # The video holds its last frame while a person has control, when asked.
         hiding = action is Action.TAKE_CONTROL and session.pause_recording_during_takeover
-        if auto_return is not None and auto_return.selector_appears and host is not None:
+        if action is Action.TAKE_CONTROL and auto_return is None:
+            # The agent's request_user step may have set them for this takeover.
+            auto_return = await self._requested_conditions(host, session)
+        elif auto_return is not None and auto_return.selector_appears and host is not None:
             # A selector that is not one is refused before anything changes.
             await host.automation.probe_page(session.id, auto_return.selector_appears)
         handback = None
@@ -164,6 +167,29 @@ class Handoff:
                     await self._pause_recording(host, changed, False)
             await self._resume_agent(host, changed)
         return changed
+
+    async def _requested_conditions(
+        self, host: WorkerHost | None, session: Session
+    ) -> AutoReturn | None:
+        """A waiting request_user step's conditions; a selector the page rejects is
+        left out (the person's takeover is never refused for the agent's mistake)."""
+        conditions = session.user_request_auto_return
+        if conditions is None or session.task.status is not TaskStatus.WAITING_FOR_USER:
+            return None
+        try:
+            check_conditions(conditions)
+        except InvalidArgument as exc:
+            log.warning("session %s: request_user's conditions left out: %s", session.id, exc)
+            return None
+        if conditions.selector_appears and host is not None:
+            try:
+                await host.automation.probe_page(session.id, conditions.selector_appears)
+            except InvalidArgument as exc:
+                log.warning("session %s: request_user's selector left out: %s", session.id, exc)
+                conditions = replace(conditions, selector_appears="")
+        if not (conditions.url_matches or conditions.selector_appears or conditions.idle_seconds):
+            return None
+        return conditions
 
     async def _pause_recording(
         self, host: WorkerHost | None, session: Session, paused: bool

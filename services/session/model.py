@@ -230,6 +230,8 @@ class Session:
     handback: automation_pb2.Handback | None = None
     # The auto-return conditions of the takeover in progress (auto_return.py).
     auto_return: AutoReturn | None = None
+    # Those a request_user step set for the takeover it asks for.
+    user_request_auto_return: AutoReturn | None = None
     # When a person's input last reached the browser (the edges report it).
     last_input_at: datetime | None = None
 

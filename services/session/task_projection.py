@@ -13,7 +13,7 @@ from baton.automation.v1 import automation_pb2
 from services.runtime.limits import truncate_text
 from services.session.codec import TASK_STATUS_FROM_PROTO
 from services.session.failure_reasons import TASK_INTERRUPTED
-from services.session.model import EventKind, LastEvent, Session, TaskStatus
+from services.session.model import AutoReturn, EventKind, LastEvent, Session, TaskStatus
 from services.session.state_machine import agent_done
 
 # Said when the agent asks for a person without saying why.
@@ -48,6 +48,7 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
         return session
     task = replace(session.task, events_applied=max(applied, event.seq))
     reason = session.user_request_reason
+    conditions = session.user_request_auto_return
     last = LastEvent(EventKind.TASK_CHANGED)
     step_count = session.step_count
     kind = event.WhichOneof("event")
@@ -73,13 +74,23 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
             steps_completed=max(task.steps_completed, changed.steps_completed),
         )
         if status is not TaskStatus.WAITING_FOR_USER:
-            reason = ""
+            reason, conditions = "", None
         if status is TaskStatus.FAILED:
             last = LastEvent(
                 EventKind.ERROR, message=truncate_text(f"task failed: {changed.reason}")
             )
     elif kind == "user_requested":
-        reason = truncate_text(event.user_requested.reason or DEFAULT_USER_REQUEST)
+        requested = event.user_requested
+        reason = truncate_text(requested.reason or DEFAULT_USER_REQUEST)
+        conditions = (
+            AutoReturn(
+                url_matches=requested.auto_return.url_matches,
+                selector_appears=requested.auto_return.selector_appears,
+                idle_seconds=requested.auto_return.idle_seconds,
+            )
+            if requested.HasField("auto_return")
+            else None
+        )
         task = replace(task, status=TaskStatus.WAITING_FOR_USER, reason=reason)
     else:
         return session
@@ -89,6 +100,7 @@ def project(session: Session, event: automation_pb2.StartTaskResponse, now: date
             task=task,
             step_count=step_count,
             user_request_reason=reason,
+            user_request_auto_return=conditions,
             version=session.version + 1,
             updated_at=now,
             last_activity_at=now,

@@ -276,3 +276,13 @@ def test_a_failed_end_is_told_to_socketio_watchers_as_an_error_then_the_end() ->
     # An ordinary end is only an end.
     normal = event_messages(ended(session_pb2.CONTROL_STATE_ENDED))
     assert [name for name, _ in normal] == ["session:ended"]
+
+
+def test_a_request_user_step_may_set_auto_return_conditions() -> None:
+    step = parse_step(
+        {"action": "request_user", "autoReturn": {"selectorAppears": "#dashboard"}}, "step"
+    )
+    assert step.request_user.auto_return.selector_appears == "#dashboard"
+    for bad in ({"urlMatches": "("}, {}, {"idleSeconds": -2}, {"after": 1}):
+        with pytest.raises(InvalidArgument):
+            parse_step({"action": "request_user", "autoReturn": bad}, "step")

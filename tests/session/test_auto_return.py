@@ -9,6 +9,7 @@ import asyncio
 
 import pytest
 
+from baton.automation.v1 import automation_pb2
 from services.runtime.errors import InvalidArgument
 from services.session.model import Action, AutoReturn, ControlState, Session
 from tests.session.stores import store
@@ -110,3 +111,28 @@ async def test_auto_return_is_for_take_control_only(plane: Plane) -> None:
         await plane.sessions.change_control(
             ALICE, session.id, Action.PAUSE, None, auto_return=AutoReturn(idle_seconds=5)
         )
+
+
+async def test_a_request_user_step_sets_the_conditions_of_the_takeover_it_asks_for(
+    plane: Plane,
+) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    asked = automation_pb2.StartTaskResponse(
+        seq=1,
+        user_requested=automation_pb2.UserRequested(
+            reason="sign in",
+            auto_return=automation_pb2.AutoReturn(selector_appears="#dashboard"),
+        ),
+    )
+    await plane.automation.feed(session.id).put(asked)
+    for _ in range(100):
+        waiting = await plane.sessions.get(ALICE, session.id)
+        if waiting.user_request_auto_return is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert waiting.user_request_auto_return == AutoReturn(selector_appears="#dashboard")
+    taken = await plane.sessions.change_control(ALICE, session.id, Action.TAKE_CONTROL, None)
+    assert taken.auto_return == AutoReturn(selector_appears="#dashboard")
+    plane.automation.selectors_present.add("#dashboard")
+    back = await returned(plane, session.id)
+    assert back.handback is not None and back.handback.condition == "selectorAppears"

@@ -442,19 +442,61 @@ class ScreenshotAction(_message.Message):
 Global___ScreenshotAction: _TypeAlias = ScreenshotAction  # noqa: Y015
 
 @_typing.final
+class AutoReturn(_message.Message):
+    """AutoReturn: control returns to the agent by itself, as if the person had
+    returned it, when any condition set holds (docs/state-machine.md,
+    "Auto-return"); empty / 0 leaves a condition out. Set by take_control, or
+    by a request_user step for the takeover it asks for.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_MATCHES_FIELD_NUMBER: _builtins.int
+    SELECTOR_APPEARS_FIELD_NUMBER: _builtins.int
+    IDLE_SECONDS_FIELD_NUMBER: _builtins.int
+    url_matches: _builtins.str
+    """url_matches: a regular expression (Python's `re`) searched in the page's URL."""
+    selector_appears: _builtins.str
+    """selector_appears: a CSS (Playwright) selector that comes to match."""
+    idle_seconds: _builtins.float
+    """idle_seconds: no input from the person for this long."""
+    def __init__(
+        self,
+        *,
+        url_matches: _builtins.str = ...,
+        selector_appears: _builtins.str = ...,
+        idle_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_seconds", b"idle_seconds", "selector_appears", b"selector_appears", "url_matches", b"url_matches"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoReturn: _TypeAlias = AutoReturn  # noqa: Y015
+
+@_typing.final
 class RequestUserAction(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REASON_FIELD_NUMBER: _builtins.int
+    AUTO_RETURN_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
+    @_builtins.property
+    def auto_return(self) -> Global___AutoReturn:
+        """auto_return: the conditions of the takeover this step asks for, unless the
+        person taking control sets their own.
+        """
+
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
+        auto_return: Global___AutoReturn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -874,17 +916,23 @@ class UserRequested(_message.Message):
 
     REASON_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
+    AUTO_RETURN_FIELD_NUMBER: _builtins.int
     reason: _builtins.str
     url: _builtins.str
+    @_builtins.property
+    def auto_return(self) -> Global___AutoReturn:
+        """auto_return: a request_user step's conditions for the takeover."""
+
     def __init__(
         self,
         *,
         reason: _builtins.str = ...,
         url: _builtins.str = ...,
+        auto_return: Global___AutoReturn | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "reason", b"reason", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

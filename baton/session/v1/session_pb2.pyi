@@ -465,7 +465,7 @@ class Session(_message.Message):
         """
 
     @_builtins.property
-    def auto_return(self) -> Global___AutoReturn:
+    def auto_return(self) -> _automation_pb2.AutoReturn:
         """auto_return: the conditions of the takeover in progress, if it set any."""
 
     def __init__(
@@ -489,7 +489,7 @@ class Session(_message.Message):
         recording: Global___Recording | None = ...,
         timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
         handback: _automation_pb2.Handback | None = ...,
-        auto_return: Global___AutoReturn | None = ...,
+        auto_return: _automation_pb2.AutoReturn | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "create_time", b"create_time", "handback", b"handback", "placement", b"placement", "recording", b"recording", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -895,39 +895,6 @@ class ListSessionsResponse(_message.Message):
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
 
 @_typing.final
-class AutoReturn(_message.Message):
-    """AutoReturn: control returns to the agent by itself, as if the person had
-    returned it, when any condition set holds (docs/state-machine.md,
-    "Auto-return"); empty / 0 leaves a condition out.
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    URL_MATCHES_FIELD_NUMBER: _builtins.int
-    SELECTOR_APPEARS_FIELD_NUMBER: _builtins.int
-    IDLE_SECONDS_FIELD_NUMBER: _builtins.int
-    url_matches: _builtins.str
-    """url_matches: a regular expression (Python's `re`) searched in the page's URL."""
-    selector_appears: _builtins.str
-    """selector_appears: a CSS (Playwright) selector that comes to match."""
-    idle_seconds: _builtins.float
-    """idle_seconds: no input from the person for this long."""
-    def __init__(
-        self,
-        *,
-        url_matches: _builtins.str = ...,
-        selector_appears: _builtins.str = ...,
-        idle_seconds: _builtins.float = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["idle_seconds", b"idle_seconds", "selector_appears", b"selector_appears", "url_matches", b"url_matches"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AutoReturn: _TypeAlias = AutoReturn  # noqa: Y015
-
-@_typing.final
 class ChangeControlRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -948,7 +915,7 @@ class ChangeControlRequest(_message.Message):
     @_builtins.property
     def actor(self) -> Global___Actor: ...
     @_builtins.property
-    def auto_return(self) -> Global___AutoReturn:
+    def auto_return(self) -> _automation_pb2.AutoReturn:
         """auto_return: take_control only; INVALID_ARGUMENT for a bad pattern or
         selector, or a negative idle time.
         """
@@ -961,7 +928,7 @@ class ChangeControlRequest(_message.Message):
         action: Global___ControlAction.ValueType = ...,
         expected_version: _builtins.int | None = ...,
         to_user_id: _builtins.str = ...,
-        auto_return: Global___AutoReturn | None = ...,
+        auto_return: _automation_pb2.AutoReturn | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "actor", b"actor", "auto_return", b"auto_return", "expected_version", b"expected_version"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...

@@ -362,6 +362,11 @@ export interface components {
             /** @constant */
             action: "request_user";
             reason?: string | null;
+            autoReturn?: {
+                urlMatches?: string | null;
+                selectorAppears?: string | null;
+                idleSeconds?: number | null;
+            } | null;
             allowFailure?: boolean;
             timeoutMs?: number | null;
         };
