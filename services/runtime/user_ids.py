@@ -18,3 +18,8 @@ def guest_user_id(share_id: str) -> str:
 
 def is_guest(user_id: str) -> bool:
     return user_id.startswith(GUEST_PREFIX)
+
+
+def share_id_of(user_id: str) -> str:
+    """The share a guest's user id names; "" for anyone else."""
+    return user_id.removeprefix(GUEST_PREFIX) if is_guest(user_id) else ""

@@ -22,6 +22,7 @@ from datetime import datetime
 
 from baton.automation.v1 import automation_pb2
 from services.runtime.errors import BatonError, FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.user_ids import share_id_of
 from services.session import codec, failure_reasons, state_machine
 from services.session.auto_return import AUTO_RETURN, AutoReturns, check_conditions
 from services.session.control_fence import ControlFence
@@ -65,7 +66,9 @@ class Handoff:
 
     async def _auto_return(self, session_id: str, holder: str, condition: str) -> None:
         """Return control for `holder` as their Return Control would, because `condition` held."""
-        await self.change(Actor(holder), session_id, Action.RETURN_CONTROL, None, because=condition)
+        # A share's guest acts through their share, as on their own click.
+        actor = Actor(holder, share_id=share_id_of(holder))
+        await self.change(actor, session_id, Action.RETURN_CONTROL, None, because=condition)
 
     async def change(
         self,

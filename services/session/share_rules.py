@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.runtime.errors import PermissionDenied
-from services.runtime.user_ids import GUEST_PREFIX, OPERATOR_USER_ID, is_guest
+from services.runtime.user_ids import OPERATOR_USER_ID, is_guest, share_id_of
 from services.session.model import Action, Actor, Session, Share, ShareRole
 
 # What a control share may do; a view share may do none of these.
@@ -52,7 +52,7 @@ def may_control(user_id: str, session: Session, now: datetime) -> bool:
         return True
     if not is_guest(user_id):
         return False
-    share = live_share(session, user_id.removeprefix(GUEST_PREFIX), now)
+    share = live_share(session, share_id_of(user_id), now)
     return share is not None and share.role is ShareRole.CONTROL
 
 

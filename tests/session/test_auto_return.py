@@ -11,7 +11,8 @@ import pytest
 
 from baton.automation.v1 import automation_pb2
 from services.runtime.errors import InvalidArgument
-from services.session.model import Action, AutoReturn, ControlState, Session
+from services.runtime.user_ids import guest_user_id
+from services.session.model import Action, Actor, AutoReturn, ControlState, Session, ShareRole
 from tests.session.stores import store
 from tests.session.test_orchestrator import ALICE, SPEC, Plane, plane
 
@@ -136,3 +137,16 @@ async def test_a_request_user_step_sets_the_conditions_of_the_takeover_it_asks_f
     plane.automation.selectors_present.add("#dashboard")
     back = await returned(plane, session.id)
     assert back.handback is not None and back.handback.condition == "selectorAppears"
+
+
+async def test_a_guest_s_takeover_returns_by_itself_too(plane: Plane) -> None:
+    session = await plane.sessions.create(ALICE, SPEC)
+    share = await plane.sessions.shares.create(ALICE, session.id, ShareRole.CONTROL, 600, "")
+    guest = Actor(guest_user_id(share.id), share_id=share.id)
+    await plane.sessions.change_control(
+        guest, session.id, Action.TAKE_CONTROL, None, auto_return=AutoReturn(idle_seconds=5)
+    )
+    plane.clock.advance(6)
+    back = await returned(plane, session.id)
+    assert back.handback is not None
+    assert (back.handback.returned_by, back.handback.condition) == (guest.user_id, "idleSeconds")
