@@ -100,6 +100,12 @@ async def test_a_recorded_session_with_a_takeover_replays_as_it_happened(
     await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
     await asyncio.sleep(1.0)
     await stack.request("DELETE", base, ALICE)
+    # The recorder has written its last fragment and gone: the video is whole.
+    # (Under load it was seen to outlive the DELETE's answer by a moment.)
+    for _ in range(100):
+        if not ffmpeg_pids():
+            break
+        await asyncio.sleep(0.1)
 
     # The timeline: the steps and the handoff, each placed in the video.
     status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
