@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import pytest_asyncio
 from baton.automation.v1 import automation_pb2 as pb
 from baton.automation.v1 import automation_pb2_grpc as pb_grpc
 from baton.display.v1 import display_pb2
+from services.automation.browser_user import BrowserUsers
+from services.automation.chromium import PlaywrightDriver
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings, LlmSettings
 from services.runtime.grpc_client import open_channel
@@ -22,6 +25,19 @@ from tests.automation.support import PageServer, page_server, private_xvfb
 from tests.conftest import INTERNAL_TOKEN, require_binary
 
 PAUSE_GRACE_MS = 500
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
+    """A Playwright driver of its own for one test (real Chromium, sandboxed users)."""
+    driver = PlaywrightDriver(
+        "/usr/bin/chromium", tmp_path, dict(os.environ), BrowserUsers.for_this_process(300000)
+    )
+    await driver.start()
+    try:
+        yield driver
+    finally:
+        await driver.stop()
 
 
 @pytest.fixture(scope="module")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import pytest_asyncio
 
-from services.automation.browser_user import BrowserUsers
 from services.automation.chromium import PlaywrightDriver
 from services.automation.proc_table import browser_main_pid, list_processes
 from tests.conftest import eventually
@@ -29,18 +25,6 @@ def users_of(profile_root: Path) -> list[int]:
 
 def profiles(root: Path, session_id: str) -> list[Path]:
     return list(root.glob(f"baton-profile-{session_id}-*"))
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
-    driver = PlaywrightDriver(
-        "/usr/bin/chromium", tmp_path, dict(os.environ), BrowserUsers.for_this_process(300000)
-    )
-    await driver.start()
-    try:
-        yield driver
-    finally:
-        await driver.stop()
 
 
 async def test_stopping_the_driver_closes_browsers_nobody_closed(

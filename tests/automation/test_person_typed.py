@@ -5,14 +5,8 @@ itself still show (services/automation/person_typed.py)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
-import pytest_asyncio
 
-from services.automation.browser_user import BrowserUsers
 from services.automation.chromium import PlaywrightDriver
 from services.automation.person_typed import PLACEHOLDER, worth_hiding
 from services.automation.steps import Fill, Goto
@@ -21,18 +15,6 @@ from tests.automation.support import PageServer
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 MARKER = "zebra-marker-4711"
-
-
-@pytest_asyncio.fixture(loop_scope="module")
-async def driver(tmp_path: Path) -> AsyncIterator[PlaywrightDriver]:
-    driver = PlaywrightDriver(
-        "/usr/bin/chromium", tmp_path, dict(os.environ), BrowserUsers.for_this_process(300000)
-    )
-    await driver.start()
-    try:
-        yield driver
-    finally:
-        await driver.stop()
 
 
 async def test_a_value_a_person_typed_is_hidden_from_later_observations(
