@@ -107,8 +107,12 @@ def environ_of(pid: int) -> list[bytes]:
 
 
 def recorder_pid(host: Host, slot_id: str) -> int:
+    """ffmpeg's pid, from /proc by the slot's recorded pids: a record written while
+    ffmpeg was still exec-ing holds its identity with an empty command line."""
     record = slot_record(host.settings.state_dir, slot_id)
-    pids = [p.pid for p in record.processes if "ffmpeg" in p.cmdline[0]]
+    pids = [
+        p.pid for p in record.processes if b"ffmpeg" in Path(f"/proc/{p.pid}/cmdline").read_bytes()
+    ]
     assert len(pids) == 1, record
     return pids[0]
 

@@ -7,9 +7,10 @@ import puppeteer from "puppeteer-core";
 const [endpoint, pageUrl, text] = process.argv.slice(2);
 const browser = await puppeteer.connect({ browserWSEndpoint: endpoint, defaultViewport: null });
 try {
-  const pages = await browser.pages();
-  const page = pages.find((candidate) => candidate.url().startsWith(pageUrl));
-  if (!page) throw new Error(`no page at ${pageUrl} among ${pages.map((p) => p.url()).join(", ")}`);
+  // Puppeteer learns the browser's targets just after connecting: wait for the page.
+  const target = await browser.waitForTarget((t) => t.url().startsWith(pageUrl), { timeout: 20000 });
+  const page = await target.page();
+  if (!page) throw new Error(`no page at ${pageUrl}`);
   await page.type("#word", text);
   await page.click("#finish");
   const status = await page.$eval("#status", (element) => element.textContent);
