@@ -1,6 +1,8 @@
-"""`make bench`: the figures of issues 6 and 10 on loopback, beside the bare stack.
+"""`make bench`: the figures of issues 6, 10 and 16 on loopback, beside the bare stack.
 
-    python -m bench [--smoke] [--out FILE] [--only 1,2,...]
+    python -m bench [--smoke] [--out FILE] [--only 1,2,...,2.1,2.6]
+
+Issue 16's figures are "2.N" (second round): 2.1 through noVNC, 2.6 a viewer joining.
 
 Prints a table with each target beside its figure and writes every number as
 JSON (default bench/results/<date>.json; the smoke run writes only with --out).
@@ -22,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import density, handoff, latency, session_start
+from bench import density, handoff, latency, real_viewer, session_start
 from bench.bare import cold_start
 from bench.cluster import cluster_figures
 from bench.control_plane import control_plane
@@ -30,7 +32,7 @@ from bench.key_page import KeyPage, key_page
 from bench.plan import FULL, SMOKE, TARGETS, Plan
 from bench.session_plane import session_plane
 from bench.stack import BenchStack, StackConfig, running_stack
-from bench.stats import summary_ms
+from bench.stats import ratio, summary_ms
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -79,6 +81,14 @@ def table(results: dict[str, Any]) -> list[str]:
         for path in ("edge", "bare"):
             for stat in ("p50", "p90", "p99"):
                 add("1", f"key to pixel {backend} {path} {stat}", figures[path].get(stat))
+    for quality, figures in results.get("real_viewer", {}).items():
+        for path in ("edge", "bare"):
+            for stat in ("p50", "p90", "p99"):
+                add("2.1", f"noVNC {quality} {path} {stat}", figures[path].get(stat))
+    joins = results.get("viewer_join", {})
+    for path in ("edge", "bare"):
+        for stat in ("p50", "p99"):
+            add("2.6", f"viewer join {path} {stat}", joins.get(path, {}).get(stat))
     starts = results.get("session_start", {})
     for kind in ("cold", "warm", "bare_cold"):
         for stat in ("p50", "p99"):
@@ -145,7 +155,7 @@ def table(results: dict[str, Any]) -> list[str]:
         add("8", f"failover, host killed to told, p50 (n={failover['n']})", failover.get("p50"))
         add("8", "failover, max", failover.get("max"))
     lines.append("")
-    lines.append("targets (issue 6)")
+    lines.append("targets (issue 6; 2.N: issue 16's figure N)")
     for target in TARGETS:
         value = lookup(results, target.path)
         met = target.met(value)
@@ -203,6 +213,9 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
         main = StackConfig(max_slots=plan.density_cap + 4)
         async with running_stack(main, work / "main") as stack:
             await run_main_stack(stack, page, plan, wanted, note, results)
+        starts = results.get("session_start", {})
+        if "cold" in starts and "bare_cold" in starts:
+            starts["cold_vs_bare_p50"] = ratio(starts["cold"]["p50"], starts["bare_cold"]["p50"])
         if wanted("4"):
             note("figure 4, bare density")
             reached = results["density"]["baton"]["sessions"]
@@ -227,8 +240,18 @@ async def run_main_stack(
         results.setdefault("session_start", {})["cold"] = await session_start.starts(
             stack, page, plan.starts
         )
-    if wanted("1") or wanted("5"):
+    if any(wanted(figure) for figure in ("1", "5", "2.1", "2.6")):
         session_id = await latency.controlled_session(stack, page)
+        if wanted("2.1"):
+            note("figure 2.1, key to pixel through noVNC")
+            results["real_viewer"] = await real_viewer.edge_vs_bare(
+                stack, session_id, plan.real_viewer_presses
+            )
+        if wanted("2.6"):
+            note("figure 2.6, a viewer joining a running session")
+            results["viewer_join"] = await session_start.viewer_joins(
+                stack, session_id, plan.joins
+            )
         if wanted("1"):
             note("figure 1, xvnc")
             results.setdefault("latency", {})["xvnc"] = await latency.edge_vs_bare(

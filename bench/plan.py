@@ -1,4 +1,7 @@
-"""How many samples each figure takes, full run or smoke, and the targets from issue 6."""
+"""How many samples each figure takes, full run or smoke, and the targets of issues 6 and 16.
+
+Issue 16's figures are numbered "2.N" (second round, its figure N) beside issue 6's.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,10 @@ class Plan:
     # The real cluster: sessions created at once, and worker hosts killed.
     cluster_sessions: int = 10
     cluster_kills: int = 10
+    # Issue 16: presses per quality setting and path through noVNC (2.1), and
+    # viewers joining a running session (2.6).
+    real_viewer_presses: int = 100
+    joins: int = 20
 
 
 FULL = Plan()
@@ -41,6 +48,8 @@ SMOKE = Plan(
     plane_scales=((2, 4),),
     cluster_sessions=2,
     cluster_kills=1,
+    real_viewer_presses=2,
+    joins=3,
 )
 
 
@@ -70,4 +79,14 @@ TARGETS = (
     Target("4", "sessions reached", ("density", "baton", "sessions"), 40, "", at_least=True),
     Target("4", "PSS per session / bare", ("density", "versus_bare", "ratio"), 1.15, "x"),
     Target("5", "p50 at most viewers / one", ("fan_out", "ratio_p50"), 1.5, "x"),
+    # Issue 16, figure 1: through noVNC, at each quality setting (bench/real_viewer.py).
+    *(
+        Target("2.1", f"noVNC edge/bare {stat}, {quality}", ("real_viewer", quality, key), limit, "x")
+        for quality in ("novnc-default", "low", "medium", "high")
+        for stat, key, limit in (("p50", "ratio_p50", 1.05), ("p99", "ratio_p99", 1.10))
+    ),
+    # Issue 16, figure 6.
+    Target("2.6", "cold start / bare cold start, p50", ("session_start", "cold_vs_bare_p50"), 1.0, "x"),
+    Target("2.6", "warm start p50", ("session_start", "warm", "p50"), 100.0, "ms"),
+    Target("2.6", "viewer join (GET stream to full frame) p50", ("viewer_join", "edge", "p50"), 50.0, "ms"),
 )

@@ -9,7 +9,7 @@ from typing import Any
 from bench.key_page import KeyPage
 from bench.latency import wait_for_page
 from bench.stack import BenchStack
-from bench.stats import summary_ms
+from bench.stats import ratio, summary_ms
 from bench.viewer import open_viewer
 
 
@@ -38,4 +38,38 @@ async def starts(stack: BenchStack, page: KeyPage, count: int) -> dict[str, Any]
     result = summary_ms(shown)
     # Where the time goes: the POST answers once the slot is ready and the task started.
     result["post_answered"] = summary_ms(answered)
+    return result
+
+
+async def join(url: str, password: str = "") -> float:
+    """Seconds from connecting a viewer to `url` to its first full frame."""
+    began = time.perf_counter()
+    async with open_viewer(url, password=password) as viewer:
+        covered = 0
+        while covered < viewer.width * viewer.height:
+            painted = await viewer.client.read_update(viewer.pixels)
+            covered += sum(rect.width * rect.height for rect in painted)
+            if covered < viewer.width * viewer.height:
+                # Not seen from Xvnc (it answers the first request whole), but
+                # never wait on an update nobody asked for.
+                await viewer.client.request_update(incremental=False)
+    return time.perf_counter() - began
+
+
+async def viewer_joins(stack: BenchStack, session_id: str, count: int) -> dict[str, Any]:
+    """A viewer joining a running session: GET stream, then its first full frame.
+
+    Beside it, the same join on the slot's own websockify (no GET, no edge).
+    Alternating, so load falls on both.
+    """
+    edge: list[float] = []
+    bare: list[float] = []
+    bare_url, bare_password = await stack.bare_url(session_id)
+    for _ in range(count):
+        began = time.perf_counter()
+        url = await stack.stream_url(session_id)
+        edge.append(time.perf_counter() - began + await join(url))
+        bare.append(await join(bare_url, bare_password))
+    result: dict[str, Any] = {"edge": summary_ms(edge), "bare": summary_ms(bare)}
+    result["ratio_p50"] = ratio(result["edge"]["p50"], result["bare"]["p50"])
     return result
