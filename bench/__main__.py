@@ -85,10 +85,10 @@ def table(results: dict[str, Any]) -> list[str]:
         for path in ("edge", "bare"):
             for stat in ("p50", "p90", "p99"):
                 add("2.1", f"noVNC {quality} {path} {stat}", figures[path].get(stat))
-    joins = results.get("viewer_join", {})
-    for path in ("edge", "bare"):
-        for stat in ("p50", "p99"):
-            add("2.6", f"viewer join {path} {stat}", joins.get(path, {}).get(stat))
+    for viewer, joins in results.get("viewer_join", {}).items():
+        for path in ("edge", "bare"):
+            for stat in ("p50", "p99"):
+                add("2.6", f"viewer join, {viewer}, {path} {stat}", joins[path].get(stat))
     starts = results.get("session_start", {})
     for kind in ("cold", "warm", "bare_cold"):
         for stat in ("p50", "p99"):
@@ -249,9 +249,10 @@ async def run_main_stack(
             )
         if wanted("2.6"):
             note("figure 2.6, a viewer joining a running session")
-            results["viewer_join"] = await session_start.viewer_joins(
-                stack, session_id, plan.joins
-            )
+            results["viewer_join"] = {
+                "novnc": await real_viewer.joins(stack, session_id, plan.joins),
+                "python_raw": await session_start.viewer_joins(stack, session_id, plan.joins),
+            }
         if wanted("1"):
             note("figure 1, xvnc")
             results.setdefault("latency", {})["xvnc"] = await latency.edge_vs_bare(

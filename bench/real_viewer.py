@@ -17,6 +17,7 @@ round", for the method and its resolution.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -37,8 +38,6 @@ from services.edge.settings import EdgeSettings
 from services.runtime.processes import require_binary
 
 HARNESS_PATH = "/bench/novnc-viewer.html"
-PRESS_TIMEOUT_MS = 5000
-CONNECT_TIMEOUT_MS = 20000
 
 
 @dataclass(frozen=True)
@@ -71,69 +70,12 @@ HTMLCanvasElement.prototype.getContext = function (kind, options) {
 };
 """
 
-HARNESS = f"""<!doctype html>
-<html><head><title>Baton bench: noVNC</title></head>
-<body style="margin:0;background:#222">
-<div id="screen"></div>
-<script type="module">
-import RFB from "/vendor/novnc/core/rfb.js";
-const bench = (window.bench = {{
-  rfb: null, armed: null, flips: 0,
-  connect(url, password, quality, compression) {{
-    if (bench.rfb) bench.rfb.disconnect();
-    const rfb = new RFB(document.getElementById("screen"), url, {{
-      shared: true, credentials: {{ password }}, wsProtocols: ["binary"],
-    }});
-    rfb.qualityLevel = quality;
-    rfb.compressionLevel = compression;
-    bench.rfb = rfb;
-    const display = rfb._display;
-    const flip = display.flip.bind(display);
-    display.flip = (fromQueue) => {{
-      flip(fromQueue);
-      bench.flips += 1;
-      const armed = bench.armed;
-      // A flip with a render queue pending only queues itself: not drawn yet.
-      if (!armed || armed.down === null || (display._renderQ.length && !fromQueue)) return;
-      if (bench.pixel(armed.x, armed.y) !== armed.before) {{
-        bench.armed = null;
-        armed.resolve(performance.now() - armed.down);
-      }}
-    }};
-    return new Promise((resolve, reject) => {{
-      const timer = setTimeout(() => reject(new Error("no first frame")), {CONNECT_TIMEOUT_MS});
-      rfb.addEventListener("disconnect", (e) => reject(new Error("disconnected: " + e.detail.clean)));
-      rfb.addEventListener("securityfailure", (e) => reject(new Error("refused: " + e.detail.reason)));
-      rfb.addEventListener("connect", () => {{
-        const seen = bench.flips;
-        const wait = () => {{
-          if (bench.flips > seen) {{ clearTimeout(timer); rfb.focus(); resolve([display.width, display.height]); }}
-          else setTimeout(wait, 5);
-        }};
-        wait();
-      }});
-    }});
-  }},
-  pixel(x, y) {{
-    return Array.from(bench.rfb._display._targetCtx.getImageData(x, y, 1, 1).data.slice(0, 3)).join(",");
-  }},
-  arm(x, y) {{
-    let resolve;
-    const done = new Promise((r) => (resolve = r));
-    bench.armed = {{ x, y, before: bench.pixel(x, y), down: null, resolve }};
-    bench.result = Promise.race([
-      done,
-      new Promise((_, reject) => setTimeout(() => reject(new Error("no change")), {PRESS_TIMEOUT_MS})),
-    ]);
-  }},
-}});
-// Capture phase on window: before noVNC's own keydown handler sends the key.
-window.addEventListener("keydown", () => {{
-  if (bench.armed && bench.armed.down === null) bench.armed.down = performance.now();
-}}, true);
-</script>
-</body></html>
-"""
+HARNESS = (
+    "<!doctype html>\n<html><head><title>Baton bench: noVNC</title></head>\n"
+    '<body style="margin:0;background:#222">\n<div id="screen"></div>\n'
+    f'<script type="module">\n{(Path(__file__).parent / "novnc_harness.js").read_text()}</script>\n'
+    "</body></html>\n"
+)
 
 
 def novnc_dir() -> Path:
@@ -203,8 +145,8 @@ async def bare_page(browser: Browser, harness_url: str) -> Page:
 async def connect(page: Page, url: str, password: str, quality: Quality) -> tuple[int, int]:
     """noVNC on `url` at `quality`; (width, height) once its first frame is drawn."""
     args = json.dumps([url, password, quality.quality, quality.compression])
-    width, height = await page.evaluate(f"bench.connect(...{args})")
-    return int(width), int(height)
+    frame = await page.evaluate(f"bench.connect(...{args})")
+    return int(frame["width"]), int(frame["height"])
 
 
 async def presses(page: Page, width: int, height: int, count: int) -> list[float]:
@@ -220,33 +162,100 @@ async def presses(page: Page, width: int, height: int, count: int) -> list[float
     return samples
 
 
+# noVNC's encoding numbers (core/encodings.js); "7.jpeg" is a Tight rectangle
+# sent as JPEG, and so on.
+ENCODING_NAMES = {
+    "0": "raw",
+    "1": "copyrect",
+    "5": "hextile",
+    "6": "zlib",
+    "7": "tight",
+    "7.fill": "tight fill",
+    "7.jpeg": "tight jpeg",
+    "7.basic": "tight basic",
+    "16": "zrle",
+    "-260": "tightpng",
+    "21": "jpeg",
+    "50": "h264",
+}
+
+
+async def rectangles(page: Page) -> dict[str, int]:
+    """Rectangles noVNC decoded since the last call, by encoding."""
+    counts = await page.evaluate("(() => { const r = bench.rects; bench.rects = {}; return r; })()")
+    return {ENCODING_NAMES.get(key, key): int(value) for key, value in counts.items()}
+
+
+def add_counts(total: dict[str, int], more: dict[str, int]) -> None:
+    for key, value in more.items():
+        total[key] = total.get(key, 0) + value
+
+
+@contextlib.asynccontextmanager
+async def viewer_pages(stack: BenchStack) -> AsyncIterator[tuple[Page, Page]]:
+    """A page on the edge's origin and one on the bench's, in one viewer Chromium."""
+    async with harness_server() as harness_url, viewer_browser() as browser:
+        yield await edge_page(browser, stack.edge_url), await bare_page(browser, harness_url)
+
+
 async def edge_vs_bare(
     stack: BenchStack, session_id: str, count: int, qualities: tuple[Quality, ...] = QUALITIES
 ) -> dict[str, Any]:
     """Per quality setting: edge and bare key to pixel in noVNC, and their ratios."""
     bare_url, bare_password = await stack.bare_url(session_id)
     result: dict[str, Any] = {}
-    async with harness_server() as harness_url, viewer_browser() as browser:
-        through_edge = await edge_page(browser, stack.edge_url)
-        bare = await bare_page(browser, harness_url)
+    async with viewer_pages(stack) as (through_edge, bare):
         for quality in qualities:
             samples: dict[str, list[float]] = {"edge": [], "bare": []}
+            rects: dict[str, dict[str, int]] = {"edge": {}, "bare": {}}
             while len(samples["edge"]) < count:
                 block = min(BLOCK, count - len(samples["edge"]))
-                url = await stack.stream_url(session_id)
-                size = await connect(through_edge, url, "", quality)
-                samples["edge"] += await presses(through_edge, *size, block)
-                await through_edge.evaluate("bench.rfb.disconnect()")
-                size = await connect(bare, bare_url, bare_password, quality)
-                samples["bare"] += await presses(bare, *size, block)
-                await bare.evaluate("bench.rfb.disconnect()")
+                for path, page, url, password in (
+                    ("edge", through_edge, await stack.stream_url(session_id), ""),
+                    ("bare", bare, bare_url, bare_password),
+                ):
+                    size = await connect(page, url, password, quality)
+                    await rectangles(page)  # not the first frame's
+                    samples[path] += await presses(page, *size, block)
+                    add_counts(rects[path], await rectangles(page))
+                    await page.evaluate("bench.rfb.disconnect()")
             figures: dict[str, Any] = {
                 "quality_level": quality.quality,
                 "compression_level": quality.compression,
                 "edge": summary_ms(samples["edge"]),
                 "bare": summary_ms(samples["bare"]),
+                "rectangles": rects,
             }
             figures["ratio_p50"] = ratio(figures["edge"]["p50"], figures["bare"]["p50"])
             figures["ratio_p99"] = ratio(figures["edge"]["p99"], figures["bare"]["p99"])
             result[quality.name] = figures
+    return result
+
+
+async def joins(stack: BenchStack, session_id: str, count: int) -> dict[str, Any]:
+    """noVNC joining a running session: through the edge, from the GET of the
+    stream URL (in the page, as the live view asks) to the first frame drawn;
+    bare, from opening the slot's websockify to the first frame. Alternating."""
+    bare_url, bare_password = await stack.bare_url(session_id)
+    default = QUALITIES[0]
+    stream_path = f"/api/browser-session/{session_id}/stream"
+    samples: dict[str, list[float]] = {"edge": [], "bare": []}
+    async with viewer_pages(stack) as (through_edge, bare):
+        for _ in range(count):
+            args = json.dumps([stream_path, stack.token, default.quality, default.compression])
+            samples["edge"].append(
+                float(await through_edge.evaluate(f"bench.join(...{args})")) / 1000
+            )
+            await through_edge.evaluate("bench.rfb.disconnect()")
+            args = json.dumps([bare_url, bare_password, default.quality, default.compression])
+            frame = await bare.evaluate(f"bench.connect(...{args})")
+            samples["bare"].append((float(frame["at"]) - float(frame["started"])) / 1000)
+            await bare.evaluate("bench.rfb.disconnect()")
+            # Not back to back: a viewer does not join the instant another left.
+            await asyncio.sleep(random.uniform(0.05, 0.1))
+    result: dict[str, Any] = {
+        "edge": summary_ms(samples["edge"]),
+        "bare": summary_ms(samples["bare"]),
+    }
+    result["ratio_p50"] = ratio(result["edge"]["p50"], result["bare"]["p50"])
     return result

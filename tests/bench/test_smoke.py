@@ -43,7 +43,7 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert "targets (issue 6)" in run.stdout
+    assert "targets (issue 6; 2.N: issue 16's figure N)" in run.stdout
 
     for backend in ("xvnc", "xvfb-x11vnc"):
         latency = results["latency"][backend]
@@ -54,6 +54,24 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
 
     for kind in ("cold", "warm", "bare_cold"):
         assert all(value > 0 for value in numbers(results["session_start"][kind], "p50", "p99"))
+    assert results["session_start"]["cold_vs_bare_p50"] > 0
+
+    # Issue 16, figure 1: noVNC at each quality setting, through the edge and bare,
+    # and the rectangles it decoded were Tight ones.
+    for quality in ("novnc-default", "low", "medium", "high"):
+        real = results["real_viewer"][quality]
+        for path in ("edge", "bare"):
+            assert real[path]["n"] == 2
+            assert all(value > 0 for value in numbers(real[path], "p50", "p99"))
+            assert real["rectangles"][path].get("tight", 0) >= 1
+        assert real["ratio_p50"] > 0 and real["ratio_p99"] > 0
+
+    # Issue 16, figure 6: a viewer joining, noVNC and the Python viewer.
+    for viewer in ("novnc", "python_raw"):
+        joins = results["viewer_join"][viewer]
+        for path in ("edge", "bare"):
+            assert joins[path]["n"] == 3 and joins[path]["p50"] > 0
+        assert joins["ratio_p50"] > 0
 
     for name in ("take_control_to_first_key", "take_control_put", "return_control_to_next_step"):
         assert results["handoff"][name]["n"] >= 1
