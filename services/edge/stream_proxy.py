@@ -338,12 +338,19 @@ class StreamProxy:
             await upstream.close()
             return
         self._metrics.stream_connections += 1
-        await report_audit(self._sessions, principal, session_id, "stream_opened", {})
+        # Reported beside the stream, not before it: the viewer's first frame
+        # does not wait for the session service's write (bench/README.md,
+        # "Second round": about 10 ms of a viewer's join). Awaited before
+        # stream_closed, so the trail keeps the two in order.
+        opened = asyncio.create_task(
+            report_audit(self._sessions, principal, session_id, "stream_opened", {})
+        )
         try:
             await connection.run(upstream, pending)
         finally:
             self._metrics.stream_connections -= 1
             await upstream.close()
+            await opened
             # The input this connection sent, counted, never its content: input
             # is attributed to the person whose connection sent it.
             counts = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -21,6 +21,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from services.edge.auth import Authenticator, Principal
 from services.edge.rfb_filter import key_event, pointer_event
+from services.edge.session_client import SessionClient
 from tests.conftest import free_port
 from tests.edge.harness import (
     CLIENT_HANDSHAKE,
@@ -183,6 +184,42 @@ async def test_a_stream_url_opens_one_connection(stack: Stack) -> None:
     async with viewer(await stack.stream_url(ALICE, session["id"])) as second:
         await second.send(marker(2))
         await stack.recorder.wait_for(1, marker(2))
+
+
+async def test_the_stream_flows_while_its_audit_report_is_still_on_its_way(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A viewer's first frame does not wait for the stream_opened audit write
+    (bench/README.md, "Second round"); the trail still gets opened before closed."""
+    release = asyncio.Event()
+    recorded: list[str] = []
+    both = asyncio.Event()
+    record_audit = SessionClient.record_audit
+
+    async def slow_record_audit(
+        self: SessionClient,
+        principal: Principal,
+        session_id: str,
+        kind: str,
+        detail: Mapping[str, int | str],
+    ) -> None:
+        if kind == "stream_opened":
+            await release.wait()
+        await record_audit(self, principal, session_id, kind, detail)
+        recorded.append(kind)
+        if len(recorded) == 2:
+            both.set()
+
+    monkeypatch.setattr(SessionClient, "record_audit", slow_record_audit)
+    session = await stack.create_session(ALICE)
+    async with viewer(await stack.stream_url(ALICE, session["id"])) as alice:
+        await alice.send(marker(1))
+        # Well under the audit report's own timeout (2 s), which is all it waited for before.
+        await asyncio.wait_for(stack.recorder.wait_for(0, marker(1)), 1.0)
+        assert recorded == []
+        release.set()
+    await asyncio.wait_for(both.wait(), 5)
+    assert recorded == ["stream_opened", "stream_closed"]
 
 
 async def test_only_the_edges_own_and_configured_origins_may_open_the_stream() -> None:
