@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.__main__ import lookup, table
+from bench.__main__ import TARGETS_HEADING, lookup, table
 from bench.bare import bare_chromium_argv, websockify_argv
 from bench.control_plane import etcd_argv
 from bench.density import compare, marginal, per_session
@@ -99,9 +99,35 @@ def test_the_table_shows_each_target_and_whether_it_was_met() -> None:
     lines = table(results)
     take = next(line for line in lines if "take_control p99" in line)
     assert "120.00ms" in take and take.endswith("NO")
-    targets = lines[lines.index("targets (issue 6)") + 1 :]
+    targets = lines[lines.index(TARGETS_HEADING) + 1 :]
     assert len(targets) == len(TARGETS)
     assert len([line for line in targets if line.endswith(" -")]) == len(TARGETS) - 1
+
+
+def test_the_second_rounds_figures_are_shown_beside_their_targets() -> None:
+    figures = {"p50": 16.0, "p90": 20.0, "p99": 30.0}
+    results = {
+        "real_viewer": {
+            "novnc-default": {
+                "edge": figures,
+                "bare": figures,
+                "ratio_p50": 1.02,
+                "ratio_p99": 1.2,
+            }
+        },
+        "viewer_join": {"novnc": {"edge": {"p50": 40.0, "p99": 60.0}, "bare": figures}},
+        "session_start": {"cold_vs_bare_p50": 1.3},
+    }
+    lines = table(results)
+    assert any(line.startswith("2.1") and "noVNC novnc-default edge p50" in line for line in lines)
+    assert any("viewer join, novnc, edge p50" in line and "40.00ms" in line for line in lines)
+    targets = lines[lines.index(TARGETS_HEADING) + 1 :]
+    verdicts = {line[7:51].strip(): line.rsplit(" ", 1)[-1] for line in targets}
+    assert verdicts["noVNC edge/bare p50, novnc-default"] == "yes"
+    assert verdicts["noVNC edge/bare p99, novnc-default"] == "NO"
+    assert verdicts["noVNC edge/bare p50, low"] == "-"
+    assert verdicts["noVNC join, GET stream to first frame, p50"] == "yes"
+    assert verdicts["cold start / bare cold start, p50"] == "NO"
 
 
 def test_bare_argvs_route_by_address_or_by_token_directory() -> None:
