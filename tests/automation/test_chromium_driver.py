@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from services.automation.chromium import PlaywrightDriver
+from services.automation.chromium import PlaywrightDriver, WindowSize, chromium_args
 from services.automation.proc_table import browser_main_pid, list_processes
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FEATURE_SWITCHES = ("--enable-features=", "--disable-features=")
+WINDOW = WindowSize(800, 600)
 
 
 def users_of(profile_root: Path) -> list[int]:
@@ -53,3 +56,25 @@ async def test_a_cancelled_launch_leaves_no_profile(
     await eventually(lambda: users_of(tmp_path) == [])
     await driver.stop()
     assert profiles(tmp_path, "cut-short") == []
+
+
+async def test_chromium_gets_playwrights_features_and_ours_in_one_switch_each(
+    driver: PlaywrightDriver, display: str
+) -> None:
+    """Chromium keeps only the last of each feature switch: browser-pipe.py
+    merges Playwright's and Baton's (chromium_args)."""
+    browser = await driver.launch("features", display, 800, 600)
+    try:
+        argv = next(entry.argv for entry in list_processes() if entry.pid == browser.pid)
+        ours = {
+            prefix: set(next(a for a in chromium_args(WINDOW) if a.startswith(prefix))[len(prefix):].split(","))
+            for prefix in FEATURE_SWITCHES
+        }  # fmt: skip
+        for prefix in FEATURE_SWITCHES:
+            switches = [arg for arg in argv if arg.startswith(prefix)]
+            assert len(switches) == 1, switches
+            features = set(switches[0][len(prefix) :].split(","))
+            # Ours, and Playwright's beside them.
+            assert ours[prefix] < features
+    finally:
+        await driver.stop()
