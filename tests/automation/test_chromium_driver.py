@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,11 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FEATURE_SWITCHES = ("--enable-features=", "--disable-features=")
 WINDOW = WindowSize(800, 600)
+
+
+def switch_features(argv: Sequence[str], prefix: str) -> list[str]:
+    """The features the first `prefix` switch of `argv` names."""
+    return next(arg for arg in argv if arg.startswith(prefix))[len(prefix) :].split(",")
 
 
 def users_of(profile_root: Path) -> list[int]:
@@ -67,13 +73,12 @@ async def test_chromium_gets_playwrights_features_and_ours_in_one_switch_each(
     try:
         argv = next(entry.argv for entry in list_processes() if entry.pid == browser.pid)
         ours = {
-            prefix: set(next(a for a in chromium_args(WINDOW) if a.startswith(prefix))[len(prefix):].split(","))
+            prefix: set(switch_features(chromium_args(WINDOW), prefix))
             for prefix in FEATURE_SWITCHES
-        }  # fmt: skip
+        }
         for prefix in FEATURE_SWITCHES:
-            switches = [arg for arg in argv if arg.startswith(prefix)]
-            assert len(switches) == 1, switches
-            features = set(switches[0][len(prefix) :].split(","))
+            assert len([arg for arg in argv if arg.startswith(prefix)]) == 1, argv
+            features = set(switch_features(argv, prefix))
             # Ours, and Playwright's beside them.
             assert ours[prefix] < features
     finally:
