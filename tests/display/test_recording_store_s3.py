@@ -222,3 +222,17 @@ def test_the_bucket_settings_are_read_from_the_environment() -> None:
     ]:
         with pytest.raises(ConfigError, match=problem):
             RecordingBucket.from_env(Env(environ))
+
+
+async def test_another_host_sharing_the_bucket_reads_an_uploaded_recording(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    store, _, bucket = make_store(s3, tmp_path / "first-host")
+    record(store, "sess-moved")
+    end(store, "sess-moved")
+    await store.close()
+    other_disk = RecordingStore(tmp_path / "second-host", RETENTION_S, "second-host")
+    other_disk.open()
+    other = ObjectRecordingStore(other_disk, RecordingBucketClient(bucket))
+    assert await other.size("sess-moved") == len(VIDEO)
+    assert await read_all(other, "sess-moved", 300, 400) == VIDEO[300:700]
