@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -245,7 +246,8 @@ class ObjectRecordingStore:
             session_id = path.stem
             try:
                 await self._bucket.upload(path, self._key(session_id))
-            except (BotoCoreError, ClientError, OSError) as exc:
+            # upload_file wraps the store's refusals in S3UploadFailedError.
+            except (BotoCoreError, ClientError, S3UploadFailedError, OSError) as exc:
                 if not path.exists():
                     continue
                 log.warning(
@@ -279,13 +281,16 @@ class ObjectRecordingStore:
         next_sweep = 0.0
         while True:
             self._wake.clear()
-            await self.upload_finished()
-            if time.monotonic() >= next_sweep:
-                try:
+            try:
+                await self.upload_finished()
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + sweep_interval(self._disk.retention_s)
                     await self.sweep(time.time())
-                except (BotoCoreError, ClientError) as exc:
-                    log.warning("the recording bucket's sweep failed: %s", _reason(exc))
-                next_sweep = time.monotonic() + sweep_interval(self._disk.retention_s)
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("the recording bucket's sweep failed: %s", _reason(exc))
+            except Exception:
+                # Uploads and retention go on: one bad pass must not end them.
+                log.exception("the recording store's upkeep failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._retry_s)
 

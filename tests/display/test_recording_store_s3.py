@@ -7,9 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,7 @@ from services.display.recordings import RecordingStore
 from services.display.settings import RecordingBucket
 from services.runtime.errors import NotFound
 from services.runtime.settings import ConfigError, Env
-from tests.conftest import eventually
+from tests.conftest import INTERNAL_TOKEN, eventually
 from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, s3_server
 
 RETENTION_S = 3600.0
@@ -236,3 +240,55 @@ async def test_another_host_sharing_the_bucket_reads_an_uploaded_recording(
     other = ObjectRecordingStore(other_disk, RecordingBucketClient(bucket))
     assert await other.size("sess-moved") == len(VIDEO)
     assert await read_all(other, "sess-moved", 300, 400) == VIDEO[300:700]
+
+
+@pytest.mark.parametrize("problem", ["no such bucket", "cannot reach"])
+def test_the_display_service_refuses_to_start_in_one_line(
+    s3: S3Server, tmp_path: Path, problem: str
+) -> None:
+    url = s3.url if problem == "no such bucket" else f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "BATON_INTERNAL_TOKEN": INTERNAL_TOKEN.value,
+        "BATON_DISPLAY_PORT": str(free_port()),
+        "BATON_DISPLAY_STATE_DIR": str(tmp_path / "state"),
+        "BATON_DISPLAY_NUMBERS": "3320-3329",
+        "BATON_VNC_PORTS": "23320-23329",
+        "BATON_WARM_SLOTS": "0",
+        "BATON_RECORDING_S3_BUCKET": "missing-bucket",
+        "BATON_RECORDING_S3_URL": url,
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "services.display"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: BATON_RECORDING_S3_"), lines
+    assert problem in lines[0] and url in lines[0]
+    # Refused before anything started: no state dir was made.
+    assert not (tmp_path / "state").exists()
+
+
+async def test_an_upload_the_store_refuses_keeps_the_file(
+    s3: S3Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, disk, bucket = make_store(s3, tmp_path)
+    # The bucket went away after the start-up check.
+    gone = ObjectRecordingStore(
+        disk, RecordingBucketClient(replace(bucket, bucket="deleted-bucket"))
+    )
+    path = record(gone, "sess-refused")
+    end(gone, "sess-refused")
+    with caplog.at_level(logging.WARNING, "services.display.recording_store_s3"):
+        assert await gone.upload_finished() == 0
+    assert "sess-refused not uploaded (kept on disk" in caplog.text
+    assert "NoSuchBucket" in caplog.text
+    assert path.read_bytes() == VIDEO
+    # The same file goes up once the bucket is there.
+    assert await store.upload_finished() == 1 and not path.exists()
