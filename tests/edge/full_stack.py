@@ -26,7 +26,7 @@ from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
 from services.display.server import start_display_server
-from services.display.settings import Backend, DisplaySettings, NumberRange
+from services.display.settings import Backend, DisplaySettings, NumberRange, RecordingBucket
 from services.edge.auth import Authenticator
 from services.edge.server import RunningEdge, start_edge_server
 from services.edge.settings import EdgeSettings
@@ -313,6 +313,7 @@ async def full_stack(
     webhook: WebhookSettings = NO_WEBHOOKS,
     finished_idle_s: float = SessionSettings.finished_idle_s,
     cors_origins: tuple[str, ...] = (),
+    recording_bucket: RecordingBucket | None = None,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -332,6 +333,7 @@ async def full_stack(
                 vnc_ports=vnc_ports,
                 state_dir=work_dir / "display",
                 stop_grace=1.0,
+                recording_bucket=recording_bucket,
             )
         )
         stack.push_async_callback(display.stop, 1.0)
