@@ -42,6 +42,9 @@ async def watch_a_working_agent(page: Page, stack: FullStack) -> str:
     # Positive markers: the session is on screen, live, with the agent working.
     await expect(page.locator("#controller-indicator")).to_have_text("AI")
     await expect(page.locator("#view-status")).to_have_text("connected")
+    # The console's toolbar is the only one: the element's own bar is hidden (`bare`).
+    await expect(page.locator("#screen canvas")).to_be_visible()
+    await expect(page.locator("#screen .bar")).to_be_hidden()
     return page.url.split("#session=", 1)[1]
 
 
