@@ -22,6 +22,8 @@ export class ViewPanel {
     this.view.addEventListener("baton-connection-change", ({ detail }) => {
       const [text, kind] = STATUS_BADGES[detail.status];
       setBadge($("view-status"), text, kind);
+      // Why the stream closed, for whoever hovers (the badge stays one word).
+      $("view-status").title = detail.code === null ? "" : `closed (${detail.code}) ${detail.reason ?? ""}`;
       if (detail.status === "connected") this.measureLatency();
       this.render();
     });
