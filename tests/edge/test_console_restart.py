@@ -64,13 +64,18 @@ async def test_after_the_stack_restarts_the_console_says_the_session_is_gone(
     """`make run` stopped and started again: the session service forgot every
     session and the console's connections come back to a new edge."""
     async with console_page(stack) as page:
-        await watch_a_working_agent(page, stack)
+        forgotten = await watch_a_working_agent(page, stack)
 
         async def while_down() -> None:
             await stack.restart_session()
 
         await stack.restart_edge(while_down)
         await expect(page.locator("#socket-status")).to_have_text("live", timeout=30_000)
+        await expect_gone(page)
+        # A link to it (or a reload of one) says the same.
+        await page.evaluate("(id) => history.replaceState(null, '', `/#session=${id}`)", forgotten)
+        await page.reload()
+        await expect(page.locator("#identity")).to_have_text("signed in as alice")
         await expect_gone(page)
         # Signed in still: a new task starts on the restarted stack.
         await expect(page.locator("#identity")).to_have_text("signed in as alice")

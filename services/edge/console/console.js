@@ -50,7 +50,11 @@ const state = {
 
 const steps = new StepList((id) => resyncSteps(id));
 const idleReturn = new IdleReturn();
-const sessions = new SessionList((id) => openSession(id), showError);
+const sessions = new SessionList(
+  (id) => openSession(id),
+  () => state.session,
+  showError,
+);
 const viewPanel = new ViewPanel(viewError);
 
 // Asking for control held by someone else, and handing it over when asked.
@@ -120,7 +124,7 @@ async function signIn(token) {
   $("identity").textContent = `signed in as ${state.me}`;
   viewPanel.tokenProvider = () => state.token;
   connectEvents();
-  sessions.refresh(client, state.me, () => state.session);
+  sessions.signedIn(client, state.me);
   const wanted = sessionFromLocation();
   if (wanted) openSession(wanted);
 }
@@ -331,7 +335,16 @@ async function openSession(id) {
   await run("Open", async () => {
     state.session = null;
     viewPanel.show(null);
-    applySession(await send("session:watch", { id }));
+    try {
+      applySession(await send("session:watch", { id }));
+    } catch (error) {
+      if (error.code !== "not_found") throw error;
+      // A link or a reload of a session a restart forgot.
+      showSessionInLocation(null);
+      renderSession();
+      showError(GONE);
+      return;
+    }
     viewPanel.show(id);
   });
 }

@@ -3,10 +3,13 @@
 const $ = (id) => document.getElementById(id);
 
 export class SessionList {
-  // open(id): the person chose a session. onError(message): the list failed.
-  constructor(open, onError) {
+  // open(id): the person chose a session. current(): the watched session.
+  // onError(message): the list failed.
+  constructor(open, current, onError) {
     this.open = open;
+    this.current = current;
     this.onError = onError;
+    this.client = null;
     this.me = null;
     $("refresh-sessions").addEventListener("click", () => this.refresh());
   }
@@ -17,11 +20,14 @@ export class SessionList {
     return `${session.task.text || session.task.url} · ${session.state}${owner}`;
   }
 
-  async refresh(client, me, current) {
-    if (client) {
-      this.client = client;
-      this.me = me;
-    }
+  // The signed-in user's (BatonClient and who it is); lists them at once.
+  signedIn(client, me) {
+    this.client = client;
+    this.me = me;
+    return this.refresh();
+  }
+
+  async refresh() {
     if (!this.client) return;
     try {
       const { sessions } = await this.client.listSessions();
@@ -41,7 +47,7 @@ export class SessionList {
         item.append(label, open);
         list.append(item);
       }
-      this.mark(current?.() ?? null);
+      this.mark(this.current());
     } catch (error) {
       this.onError(`Could not list sessions: ${error.message}`);
     }
