@@ -1,6 +1,6 @@
 // The page of bench/real_viewer.py (figure 2.1 and 2.6's noVNC join), inlined
-// into its HTML: noVNC from /vendor/novnc of whichever origin serves the page.
-import RFB from "/vendor/novnc/core/rfb.js";
+// into its HTML, which points this import at the bench's own server.
+import RFB from "/novnc/core/rfb.js";
 
 const CONNECT_TIMEOUT_MS = 20000;
 const PRESS_TIMEOUT_MS = 5000;

@@ -1,6 +1,6 @@
 """Figure 2.1 (issue 16, figure 1): key to pixel through a real viewer.
 
-noVNC (the build the edge serves under /vendor/novnc) in a headless Chromium
+noVNC (the build clients/js bundles into the live view the edge serves) in a headless Chromium
 driven by Playwright: a key pressed into noVNC's canvas, timed inside the page
 from the keydown to the moment noVNC draws the changed square onto its visible
 canvas. noVNC negotiates what it always does (Tight with JPEG, at its default
@@ -9,9 +9,9 @@ own websockify are measured in alternating blocks, as in figure 1.
 
 The harness page must come from the edge's origin for the edge path (the edge
 refuses stream WebSockets from other origins: services/edge/origins.py), so it
-is written into a document the edge served; noVNC itself is loaded from the
-edge. For the bare path the bench serves the same harness and
-the same noVNC files on its own loopback server. See bench/README.md, "Second
+is written into a document the edge served. The bench serves noVNC's modules
+(clients/js's @novnc/novnc) on its own loopback port to both paths, and the
+harness itself there for the bare path. See bench/README.md, "Second
 round", for the method and its resolution.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import random
 from collections.abc import AsyncIterator
@@ -34,7 +33,6 @@ from bench.key_page import MARGIN, SQUARE
 from bench.latency import BLOCK
 from bench.stack import BenchStack
 from bench.stats import ratio, summary_ms
-from services.edge.settings import EdgeSettings
 from services.runtime.processes import require_binary
 
 HARNESS_PATH = "/bench/novnc-viewer.html"
@@ -70,37 +68,48 @@ HTMLCanvasElement.prototype.getContext = function (kind, options) {
 };
 """
 
-HARNESS = (
-    "<!doctype html>\n<html><head><title>Baton bench: noVNC</title></head>\n"
-    '<body style="margin:0;background:#222">\n<div id="screen"></div>\n'
-    f'<script type="module">\n{(Path(__file__).parent / "novnc_harness.js").read_text()}</script>\n'
-    "</body></html>\n"
-)
+HARNESS_JS = (Path(__file__).parent / "novnc_harness.js").read_text()
+# The noVNC the live view is built from (clients/js/package.json): the edge serves
+# it only inside that bundle, so the bench serves its modules itself.
+NOVNC_DIR = Path(__file__).resolve().parents[1] / "clients/js/node_modules/@novnc/novnc"
 
 
-def novnc_dir() -> Path:
-    """Where the edge serves noVNC from (the same build for both paths): its default."""
-    default = next(f.default for f in dataclasses.fields(EdgeSettings) if f.name == "novnc_dir")
-    assert isinstance(default, Path)
-    return default
+def harness_html(server: str) -> str:
+    """The harness page, importing noVNC from the bench's server at `server`."""
+    script = HARNESS_JS.replace('from "/novnc/', f'from "{server}/novnc/')
+    return (
+        "<!doctype html>\n<html><head><title>Baton bench: noVNC</title></head>\n"
+        '<body style="margin:0;background:#222">\n<div id="screen"></div>\n'
+        f'<script type="module">\n{script}</script>\n</body></html>\n'
+    )
 
 
 @contextlib.asynccontextmanager
 async def harness_server() -> AsyncIterator[str]:
-    """The bare path's page: the harness and noVNC's files on a loopback port."""
+    """noVNC's modules (for pages of any origin) and the bare path's page, on a
+    loopback port; answers the server's URL."""
+    if not (NOVNC_DIR / "core" / "rfb.js").is_file():
+        raise RuntimeError(f"noVNC is missing from {NOVNC_DIR}: run `make setup`")
+    server = ""
 
     async def harness(request: web.Request) -> web.Response:
-        return web.Response(text=HARNESS, content_type="text/html")
+        return web.Response(text=harness_html(server), content_type="text/html")
+
+    async def allow_any_origin(request: web.Request, response: web.StreamResponse) -> None:
+        # The edge path's page (the edge's origin) imports these modules: CORS.
+        response.headers["Access-Control-Allow-Origin"] = "*"
 
     app = web.Application()
+    app.on_response_prepare.append(allow_any_origin)
     app.router.add_get(HARNESS_PATH, harness)
-    app.router.add_static("/vendor/novnc", novnc_dir())
+    app.router.add_static("/novnc", NOVNC_DIR)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    server = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}{HARNESS_PATH}"
+        yield server
     finally:
         await runner.cleanup()
 
@@ -119,8 +128,8 @@ async def viewer_browser() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def edge_page(browser: Browser, edge_url: str) -> Page:
-    """The harness on the edge's origin; noVNC from the edge's /vendor/novnc.
+async def edge_page(browser: Browser, edge_url: str, server: str) -> Page:
+    """The harness on the edge's origin, noVNC from the bench's `server`.
 
     A real edge document first (its origin, and its loopback address space:
     Chromium's local network access checks refuse a WebSocket to loopback from
@@ -129,15 +138,15 @@ async def edge_page(browser: Browser, edge_url: str) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 720})
     await page.add_init_script(INIT_SCRIPT)
     await page.goto(edge_url + "/healthz")
-    await page.set_content(HARNESS)
+    await page.set_content(harness_html(server))
     await page.wait_for_function("window.bench !== undefined")
     return page
 
 
-async def bare_page(browser: Browser, harness_url: str) -> Page:
+async def bare_page(browser: Browser, server: str) -> Page:
     page = await browser.new_page(viewport={"width": 1280, "height": 720})
     await page.add_init_script(INIT_SCRIPT)
-    await page.goto(harness_url)
+    await page.goto(server + HARNESS_PATH)
     await page.wait_for_function("window.bench !== undefined")
     return page
 
@@ -194,8 +203,8 @@ def add_counts(total: dict[str, int], more: dict[str, int]) -> None:
 @contextlib.asynccontextmanager
 async def viewer_pages(stack: BenchStack) -> AsyncIterator[tuple[Page, Page]]:
     """A page on the edge's origin and one on the bench's, in one viewer Chromium."""
-    async with harness_server() as harness_url, viewer_browser() as browser:
-        yield await edge_page(browser, stack.edge_url), await bare_page(browser, harness_url)
+    async with harness_server() as server, viewer_browser() as browser:
+        yield await edge_page(browser, stack.edge_url, server), await bare_page(browser, server)
 
 
 async def edge_vs_bare(
