@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import density, handoff, latency, real_viewer, session_start
+from bench import density, handoff, latency, real_viewer, session_start, under_load
 from bench.bare import cold_start
 from bench.cluster import cluster_figures
 from bench.control_plane import control_plane
@@ -141,6 +141,11 @@ def table(results: dict[str, Any]) -> list[str]:
     for viewers, figures in results.get("fan_out", {}).items():
         if isinstance(figures, dict):
             add("5", f"controller key to pixel p50, {viewers} viewers", figures.get("p50"))
+    for load, figures in results.get("under_load", {}).items():
+        if isinstance(figures, dict):
+            add("2.3", f"probe key to pixel p50, {load} busy agents", figures.get("p50"))
+            steps = figures.get("agent_steps_per_s")
+            add("2.3", f"  their steps per second, {load} busy", steps, "")
     for store, figures in results.get("control_plane", {}).items():
         add("6", f"ChangeControl {store} p50", figures.get("p50"))
         add("6", f"ChangeControl {store} p99", figures.get("p99"))
@@ -226,14 +231,19 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
         starts = results.get("session_start", {})
         if "cold" in starts and "bare_cold" in starts:
             starts["cold_vs_bare_p50"] = ratio(starts["cold"]["p50"], starts["bare_cold"]["p50"])
-        if wanted("4"):
-            note("figure 4, bare density")
+        if density_wanted(wanted):
+            note("figure 4 (2.5), bare density")
             reached = min(results["density"]["baton"]["sessions"], plan.bare_density_cap)
             checkpoints = set(plan.density_checkpoints)
             bare = await density.bare_density(page.url, reached, checkpoints, plan.idle_cpu_s)
             results["density"]["bare"] = bare
             results["density"]["versus_bare"] = density.compare(results["density"]["baton"], bare)
     return results
+
+
+def density_wanted(wanted: Callable[[str], bool]) -> bool:
+    """Figures 4, 2.4 and 2.5 are one measurement."""
+    return any(wanted(figure) for figure in ("4", "2.4", "2.5"))
 
 
 async def run_main_stack(
@@ -277,8 +287,13 @@ async def run_main_stack(
     if wanted("3"):
         note("figure 3, handoff")
         results["handoff"] = await handoff.handoffs(stack, page, plan.handoffs)
-    if wanted("4"):
-        note("figure 4, density")
+    if wanted("2.3"):
+        note("figure 2.3, key to pixel while other agents work")
+        results["under_load"] = await under_load.latency_under_load(
+            stack, page, plan.busy_loads, plan.under_load_presses
+        )
+    if density_wanted(wanted):
+        note("figure 4 (2.4, 2.5), density")
         checkpoints = set(plan.density_checkpoints)
         results["density"] = {
             "baton": await density.baton_density(

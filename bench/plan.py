@@ -34,6 +34,9 @@ class Plan:
     # viewers joining a running session (2.6).
     real_viewer_presses: int = 100
     joins: int = 20
+    # Busy sessions beside the probe (2.3), and the probe's presses at each count.
+    busy_loads: tuple[int, ...] = (0, 10, 20)
+    under_load_presses: int = 50
 
 
 FULL = Plan()
@@ -55,6 +58,8 @@ SMOKE = Plan(
     cluster_kills=1,
     real_viewer_presses=2,
     joins=3,
+    busy_loads=(0, 1),
+    under_load_presses=3,
 )
 
 
@@ -81,16 +86,23 @@ TARGETS = (
     Target("2", "warm start p50", ("session_start", "warm", "p50"), 250.0, "ms"),
     Target("2", "cold start p50", ("session_start", "cold", "p50"), 1500.0, "ms"),
     Target("3", "take_control p99", ("handoff", "take_control_to_first_key", "p99"), 100.0, "ms"),
-    Target("4", "sessions reached", ("density", "baton", "sessions"), 80, "", at_least=True),
-    Target("5", "PSS per session / bare default", ("density", "versus_bare", "ratio"), 0.75, "x"),
+    Target("4", "sessions reached", ("density", "baton", "sessions"), 40, "", at_least=True),
+    Target("5", "p50 at most viewers / one", ("fan_out", "ratio_p50"), 1.5, "x"),
+    # Issue 16, figure 3: the probe while 20 busy agents work (bench/under_load.py).
+    Target("2.3", "key to pixel p50, 20 busy / idle", ("under_load", "ratio_p50"), 2.0, "x"),
+    # Issue 16, figure 4: uncapped, to the knee (bench/density.py).
+    Target("2.4", "sessions reached", ("density", "baton", "sessions"), 80, "", at_least=True),
+    # Issue 16, figure 5: Baton's Chromium flags against Chromium's defaults.
     Target(
-        "5",
+        "2.5", "PSS per session / bare default", ("density", "versus_bare", "ratio"), 0.75, "x"
+    ),
+    Target(
+        "2.5",
         "idle CPU per session, % of a core",
         ("density", "baton", "idle_cpu_percent_per_session"),
         0.3,
         "",
     ),
-    Target("5", "p50 at most viewers / one", ("fan_out", "ratio_p50"), 1.5, "x"),
     # Issue 16, figure 1: through noVNC, at each quality setting (bench/real_viewer.py).
     *(
         Target(

@@ -86,6 +86,12 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert density["versus_bare"]["bare_total_mib"] > 0
     assert density["versus_bare"]["ratio"] > 0
 
+    # The probe alone, then beside a busy agent that did steps meanwhile.
+    assert density["baton"]["probe_p50_ms_every_10"][0] > 0
+    under_load = results["under_load"]
+    assert under_load["0"]["p50"] > 0 and under_load["1"]["p50"] > 0
+    assert under_load["1"]["agent_steps_per_s"] > 0
+    assert under_load["ratio_p50"] > 0
     fan_out = results["fan_out"]
     assert fan_out["1"]["p50"] > 0
     assert fan_out["ratio_p50"] > 0
