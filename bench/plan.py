@@ -93,9 +93,7 @@ TARGETS = (
     # Issue 16, figure 4: uncapped, to the knee (bench/density.py).
     Target("2.4", "sessions reached", ("density", "baton", "sessions"), 80, "", at_least=True),
     # Issue 16, figure 5: Baton's Chromium flags against Chromium's defaults.
-    Target(
-        "2.5", "PSS per session / bare default", ("density", "versus_bare", "ratio"), 0.75, "x"
-    ),
+    Target("2.5", "PSS per session / bare default", ("density", "versus_bare", "ratio"), 0.75, "x"),
     Target(
         "2.5",
         "idle CPU per session, % of a core",
