@@ -516,7 +516,8 @@ class ChromiumBrowser:
     def url(self) -> str:
         if self._page is None or self._page.is_closed():
             return ""
-        return self._page.url
+        # Steps and the timeline carry it (a GET form puts typed text in the URL).
+        return scrub(self._page.url, self._typed_by_people, PLACEHOLDER)
 
     def _translate(
         self, error: PlaywrightError, timeout_ms: int, action: Action | None = None
@@ -530,6 +531,8 @@ class ChromiumBrowser:
         elif isinstance(action, Type):
             secrets = (action.text,)
         line = scrub(_first_line(error), secrets)
+        # And the page's text it quotes (a strict-mode error lists elements).
+        line = scrub(line, self._typed_by_people, PLACEHOLDER)
         if isinstance(error, PlaywrightTimeout):
             return ActionFailed(f"timed out after {timeout_ms} ms: {line}")
         return ActionFailed(line)
@@ -537,9 +540,12 @@ class ChromiumBrowser:
     async def perform(self, action: Action, timeout_ms: int) -> str:
         page = await self._current_page()
         try:
-            return await self._perform(page, action, timeout_ms)
+            result = await self._perform(page, action, timeout_ms)
         except PlaywrightError as error:
             raise self._translate(error, timeout_ms, action) from None
+        # What the agent reads goes to its model and every record of the step:
+        # what people typed stays out of it as out of observations (person_typed.py).
+        return scrub(result, self._typed_by_people, PLACEHOLDER)
 
     async def _perform(self, page: Page, action: Action, timeout_ms: int) -> str:
         timeout = timeout_ms
