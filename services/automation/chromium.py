@@ -516,7 +516,7 @@ class ChromiumBrowser:
     def url(self) -> str:
         if self._page is None or self._page.is_closed():
             return ""
-        # Steps and the timeline carry it (a GET form puts typed text in the URL).
+        # Steps and the timeline carry it, and a page may put typed text in its URL.
         return scrub(self._page.url, self._typed_by_people, PLACEHOLDER)
 
     def _translate(
@@ -531,8 +531,6 @@ class ChromiumBrowser:
         elif isinstance(action, Type):
             secrets = (action.text,)
         line = scrub(_first_line(error), secrets)
-        # And the page's text it quotes (a strict-mode error lists elements).
-        line = scrub(line, self._typed_by_people, PLACEHOLDER)
         if isinstance(error, PlaywrightTimeout):
             return ActionFailed(f"timed out after {timeout_ms} ms: {line}")
         return ActionFailed(line)

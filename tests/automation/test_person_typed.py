@@ -45,8 +45,8 @@ async def test_a_value_a_person_typed_is_hidden_from_later_observations(
 async def test_what_the_agent_reads_from_the_page_hides_it_too(
     driver: PlaywrightDriver, display: str, pages: PageServer
 ) -> None:
-    """An `extract` result goes to the model, the step stream, the timeline and
-    webhooks: a page showing what the person typed does not bring it back."""
+    """An `extract` result and a step's URL go to the model, the step stream, the
+    timeline and webhooks: a page showing what the person typed does not bring it back."""
     browser = await driver.launch("person-typed-extract", display, 800, 600)
     try:
         await browser.perform(Goto(f"{pages.base_url}/form"), 10_000)
@@ -56,6 +56,9 @@ async def test_what_the_agent_reads_from_the_page_hides_it_too(
         await browser.perform(Click("#submit"), 10_000)
         read = await browser.perform(Extract("#thanks"), 10_000)
         assert read == f"Thanks, {PLACEHOLDER}"
+        # The URL a step reports (its event, the timeline) too.
+        await browser.perform(Goto(f"{pages.base_url}/form?name={MARKER}"), 10_000)
+        assert browser.url == f"{pages.base_url}/form?name={PLACEHOLDER}"
     finally:
         await browser.close()
 
