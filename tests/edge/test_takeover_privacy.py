@@ -226,7 +226,7 @@ async def test_what_a_person_types_reaches_the_page_and_no_sink(
             timeline = await stack.request(
                 "GET", f"/api/browser-session/{session_id}/timeline", ALICE
             )
-            # Xvnc's, websockify's and ffmpeg's logs go with their slot.
+            # The slots' process logs (Xvnc's, websockify's) go with their slot.
             process_logs = logs_under(work)
             await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
             await receiver.wait_until(
