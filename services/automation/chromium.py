@@ -521,7 +521,8 @@ class ChromiumBrowser:
     def url(self) -> str:
         if self._page is None or self._page.is_closed():
             return ""
-        return self._page.url
+        # Steps and the timeline carry it, and a page may put typed text in its URL.
+        return scrub(self._page.url, self._typed_by_people, PLACEHOLDER)
 
     def _translate(
         self, error: PlaywrightError, timeout_ms: int, action: Action | None = None
@@ -542,9 +543,12 @@ class ChromiumBrowser:
     async def perform(self, action: Action, timeout_ms: int) -> str:
         page = await self._current_page()
         try:
-            return await self._perform(page, action, timeout_ms)
+            result = await self._perform(page, action, timeout_ms)
         except PlaywrightError as error:
             raise self._translate(error, timeout_ms, action) from None
+        # What the agent reads goes to its model and every record of the step:
+        # what people typed stays out of it as out of observations (person_typed.py).
+        return scrub(result, self._typed_by_people, PLACEHOLDER)
 
     async def _perform(self, page: Page, action: Action, timeout_ms: int) -> str:
         timeout = timeout_ms

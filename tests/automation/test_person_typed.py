@@ -9,7 +9,7 @@ import pytest
 
 from services.automation.chromium import PlaywrightDriver
 from services.automation.person_typed import PLACEHOLDER, worth_hiding
-from services.automation.steps import Fill, Goto
+from services.automation.steps import Click, Extract, Fill, Goto
 from tests.automation.support import PageServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -38,6 +38,27 @@ async def test_a_value_a_person_typed_is_hidden_from_later_observations(
         after = await browser.observe(with_aria=True)
         assert "agent@example.org" in after.aria_snapshot
         assert MARKER not in after.aria_snapshot
+    finally:
+        await browser.close()
+
+
+async def test_what_the_agent_reads_from_the_page_hides_it_too(
+    driver: PlaywrightDriver, display: str, pages: PageServer
+) -> None:
+    """An `extract` result and a step's URL go to the model, the step stream, the
+    timeline and webhooks: a page showing what the person typed does not bring it back."""
+    browser = await driver.launch("person-typed-extract", display, 800, 600)
+    try:
+        await browser.perform(Goto(f"{pages.base_url}/form"), 10_000)
+        await browser.perform(Fill("#name", MARKER), 10_000)
+        await browser.remember_typed(["#name"])
+        # The next page greets the name typed: "Thanks, <name>".
+        await browser.perform(Click("#submit"), 10_000)
+        read = await browser.perform(Extract("#thanks"), 10_000)
+        assert read == f"Thanks, {PLACEHOLDER}"
+        # The URL a step reports (its event, the timeline) too.
+        await browser.perform(Goto(f"{pages.base_url}/form?name={MARKER}"), 10_000)
+        assert browser.url == f"{pages.base_url}/form?name={PLACEHOLDER}"
     finally:
         await browser.close()
 

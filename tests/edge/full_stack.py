@@ -24,7 +24,7 @@ from baton.client import BatonClient
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.automation.server import start_automation_server
-from services.automation.settings import AutomationSettings
+from services.automation.settings import AutomationSettings, LlmSettings
 from services.display.server import start_display_server
 from services.display.settings import Backend, DisplaySettings, NumberRange, RecordingBucket
 from services.edge.auth import Authenticator
@@ -39,6 +39,7 @@ from tests.conftest import INTERNAL_TOKEN, require_binary, searchable
 from tests.edge.harness import JWT_SECRET, OPERATOR_TOKEN
 
 NO_WEBHOOKS = WebhookSettings()
+NO_LLM = LlmSettings()
 
 # Display numbers and VNC ports of their own, apart from the display tests'.
 DISPLAYS = NumberRange(300, 309)
@@ -116,6 +117,25 @@ HANDBACK_NEXT_PAGE = """<!doctype html><html><head><title>Next page</title></hea
 fetch("/log", {method: "POST", body: JSON.stringify({seq: 0, kind: "arrived", value: ""})});
 </script></body></html>"""
 
+# Privacy during takeover (issue 15, part 4): a labelled field whose value the
+# page echoes in a paragraph (so it shows in the ARIA snapshot and in an
+# `extract` twice) and reports to the test as it changes.
+PRIVACY_PAGE = """<!doctype html>
+<html><head><title>Private note</title></head>
+<body style="font: 28px sans-serif; margin: 2rem">
+<label>Private note <input id="note" name="note" style="font-size: 28px"></label>
+<p id="echo">Noted: nothing</p>
+<script>
+const note = document.getElementById("note");
+document.addEventListener("click", () => note.focus());
+note.addEventListener("input", () => {
+  document.getElementById("echo").textContent = "Noted: " + note.value;
+  fetch("/log", {method: "POST", body: JSON.stringify({seq: 0, kind: "value", value: note.value})});
+});
+</script>
+</body></html>
+"""
+
 # Auto-return (issue 15): a click anywhere on the page adds #dashboard, or, on
 # the second, goes to the colour page.
 CLICK_PAGE = """<!doctype html><html><head><title>Click page</title></head>
@@ -149,6 +169,10 @@ class FormSite:
     @property
     def handback_url(self) -> str:
         return f"{self.url}/handback"
+
+    @property
+    def privacy_url(self) -> str:
+        return f"{self.url}/privacy"
 
     @property
     def colour_url(self) -> str:
@@ -198,6 +222,9 @@ class FormSite:
     async def _handback_next(self, request: web.Request) -> web.Response:
         return web.Response(text=HANDBACK_NEXT_PAGE, content_type="text/html")
 
+    async def _privacy(self, request: web.Request) -> web.Response:
+        return web.Response(text=PRIVACY_PAGE, content_type="text/html")
+
     async def _colour(self, request: web.Request) -> web.Response:
         return web.Response(text=COLOUR_PAGE, content_type="text/html")
 
@@ -218,6 +245,7 @@ async def form_site(host: str = "127.0.0.1") -> AsyncIterator[FormSite]:
     app.router.add_get("/colour", site._colour)
     app.router.add_get("/click", site._click)
     app.router.add_get("/handback", site._handback)
+    app.router.add_get("/privacy", site._privacy)
     app.router.add_get("/handback-next", site._handback_next)
     app.router.add_get("/signup", site._signup)
     app.router.add_post("/signup", site._signed_up)
@@ -324,6 +352,7 @@ async def full_stack(
     finished_idle_s: float = SessionSettings.finished_idle_s,
     cors_origins: tuple[str, ...] = (),
     recording_bucket: RecordingBucket | None = None,
+    llm: LlmSettings = NO_LLM,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -353,6 +382,7 @@ async def full_stack(
                 profile_root=profile_root,
                 action_timeout_ms=10000,
                 input_drain_ms=input_drain_ms,
+                llm=llm,
             ),
             environ=dict(os.environ),
         )
