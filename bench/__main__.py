@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime
 import json
 import os
@@ -24,7 +25,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import density, handoff, latency, real_viewer, session_start, under_load
+from bench import (
+    density,
+    handoff,
+    latency,
+    network,
+    real_viewer,
+    session_start,
+    under_load,
+)
 from bench.bare import cold_start
 from bench.cluster import cluster_figures
 from bench.control_plane import control_plane
@@ -141,6 +150,26 @@ def table(results: dict[str, Any]) -> list[str]:
     for viewers, figures in results.get("fan_out", {}).items():
         if isinstance(figures, dict):
             add("5", f"controller key to pixel p50, {viewers} viewers", figures.get("p50"))
+    for profile, figures in results.get("network", {}).items():
+        if not isinstance(figures, dict):
+            continue
+        keys = figures["key_to_pixel"]
+        add("2.2", f"{profile}: key to pixel p50 edge", keys["edge"].get("p50"))
+        add("2.2", f"{profile}: key to pixel p50 bare", keys["bare"].get("p50"))
+        for quality, scroll in figures["scroll"].items():
+            for path in ("edge", "bare"):
+                add(
+                    "2.2",
+                    f"{profile} scroll {quality} {path} kB/s",
+                    scroll[path]["kbytes_per_s"],
+                    "",
+                )
+                add(
+                    "2.2",
+                    f"{profile} scroll {quality} {path} fps",
+                    scroll[path]["frames_per_s"],
+                    "",
+                )
     for load, figures in results.get("under_load", {}).items():
         if isinstance(figures, dict):
             add("2.3", f"probe key to pixel p50, {load} busy agents", figures.get("p50"))
@@ -222,6 +251,11 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
                 results.setdefault("latency", {})["xvfb-x11vnc"] = await latency.edge_vs_bare(
                     stack, session_id, plan.presses
                 )
+        if wanted("2.2"):
+            note("figure 2.2, the viewer over an emulated link")
+            results["network"] = await network.over_links(
+                page, work, plan.link_profiles, plan.link_presses, plan.scroll_repeats
+            )
         # Every bench display: the other stacks have stopped.
         main = StackConfig(
             max_slots=plan.density_cap + 4, displays=(500, 599), vnc_ports=(18500, 18599)
@@ -324,7 +358,7 @@ def main() -> None:
     results = {
         "date": started.isoformat(timespec="seconds"),
         "mode": "smoke" if args.smoke else "full",
-        "plan": plan.__dict__,
+        "plan": dataclasses.asdict(plan),
         "machine": machine(),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),

@@ -40,6 +40,24 @@ document.addEventListener("keydown", (e) => {{
 """
 
 
+# Figure 2.2's page: the key page's square over a long striped page that scrolls
+# itself, 8 px every 16 ms, for SCROLL_S after each `s` key.
+SCROLL_S = 3.0
+SCROLL_PAGE = PAGE.replace("overflow:hidden", "overflow:auto").replace(
+    "</body>",
+    """<div style="height:400000px;
+ background:repeating-linear-gradient(#fff 0 24px,#9ab 24px 48px)"></div>
+<script>
+let scrolling = null;
+document.addEventListener("keydown", (e) => {
+  if (e.key !== "s" || scrolling !== null) return;
+  scrolling = setInterval(() => window.scrollBy(0, 8), 16);
+  setTimeout(() => { clearInterval(scrolling); scrolling = null; }, SCROLL_MS);
+});
+</script>
+</body>""".replace("SCROLL_MS", str(int(SCROLL_S * 1000))),
+)
+
 # What the busy agents of the load figure work on: a long page to scroll and a
 # text box to type into.
 BUSY_PAGE = """<!doctype html>
@@ -71,6 +89,9 @@ class KeyPage:
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
 
+    async def _scroll(self, request: web.Request) -> web.Response:
+        return web.Response(text=SCROLL_PAGE, content_type="text/html")
+
     async def _busy(self, request: web.Request) -> web.Response:
         return web.Response(text=BUSY_PAGE, content_type="text/html")
 
@@ -88,6 +109,7 @@ async def key_page() -> AsyncIterator[KeyPage]:
     app = web.Application()
     app.router.add_get("/", page._page)
     app.router.add_get("/busy", page._busy)
+    app.router.add_get("/scroll", page._scroll)
     app.router.add_post("/user-key", page._user_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -25,9 +25,10 @@ BLOCK = 10
 PRESS_TIMEOUT_S = 5.0
 
 
-async def controlled_session(stack: BenchStack, page: KeyPage) -> str:
-    """A session on the key page, under the bench user's control."""
-    session_id = await stack.create(page.url)
+async def controlled_session(stack: BenchStack, page: KeyPage, path: str = "") -> str:
+    """A session on the key page (or the page at `path`, with the same square),
+    under the bench user's control."""
+    session_id = await stack.create(page.url + path)
     async with open_viewer(await stack.stream_url(session_id)) as viewer:
         await wait_for_page(viewer)
         await stack.control(session_id, "take_control")

@@ -6,6 +6,11 @@ const CONNECT_TIMEOUT_MS = 20000;
 const PRESS_TIMEOUT_MS = 5000;
 const bench = (window.bench = {
   rfb: null, armed: null, rects: {},
+  // Frames drawn (figure 2.2); the bytes are counted by the init script.
+  flips: 0,
+  traffic() {
+    return { bytes: window.benchBytes || 0, flips: bench.flips, at: performance.now() };
+  },
   // Completed rectangles by encoding (noVNC's numbers), Tight's by subencoding.
   count(decoder, method, name) {
     const decode = decoder[method].bind(decoder);
@@ -47,6 +52,7 @@ const bench = (window.bench = {
         damage.right >= display.width && damage.bottom >= display.height;
       flip(fromQueue);
       if (!drawn) return;
+      bench.flips += 1;
       // The first flip drawing the whole screen (not one of pseudo-encodings only).
       if (connected && whole) firstFrame(performance.now());
       const armed = bench.armed;

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.link import PROFILES, LinkProfile
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -34,6 +36,10 @@ class Plan:
     # viewers joining a running session (2.6).
     real_viewer_presses: int = 100
     joins: int = 20
+    # The emulated links (2.2), presses over each, scrolls per quality and path.
+    link_profiles: tuple[LinkProfile, ...] = PROFILES
+    link_presses: int = 50
+    scroll_repeats: int = 3
     # Busy sessions beside the probe (2.3), and the probe's presses at each count.
     busy_loads: tuple[int, ...] = (0, 10, 20)
     under_load_presses: int = 50
@@ -60,6 +66,9 @@ SMOKE = Plan(
     joins=3,
     busy_loads=(0, 1),
     under_load_presses=3,
+    link_profiles=PROFILES[:1],
+    link_presses=3,
+    scroll_repeats=1,
 )
 
 
@@ -88,6 +97,35 @@ TARGETS = (
     Target("3", "take_control p99", ("handoff", "take_control_to_first_key", "p99"), 100.0, "ms"),
     Target("4", "sessions reached", ("density", "baton", "sessions"), 40, "", at_least=True),
     Target("5", "p50 at most viewers / one", ("fan_out", "ratio_p50"), 1.5, "x"),
+    # Issue 16, figure 2: over each emulated link (bench/network.py).
+    *(
+        target
+        for profile in PROFILES
+        for target in (
+            Target(
+                "2.2",
+                f"{profile.name}: key to pixel p50 over RTT",
+                ("network", profile.name, "edge_p50_over_rtt_ms"),
+                20.0,
+                "ms",
+            ),
+            Target(
+                "2.2",
+                f"{profile.name}: scroll kB/s edge/bare",
+                ("network", profile.name, "scroll", "novnc-default", "ratio_kbytes_per_s"),
+                1.02,
+                "x",
+            ),
+            Target(
+                "2.2",
+                f"{profile.name}: scroll fps edge/bare",
+                ("network", profile.name, "scroll", "novnc-default", "ratio_frames_per_s"),
+                0.98,
+                "x",
+                at_least=True,
+            ),
+        )
+    ),
     # Issue 16, figure 3: the probe while 20 busy agents work (bench/under_load.py).
     Target("2.3", "key to pixel p50, 20 busy / idle", ("under_load", "ratio_p50"), 2.0, "x"),
     # Issue 16, figure 4: uncapped, to the knee (bench/density.py).

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
-from bench.key_page import MARGIN, SQUARE
+from bench.key_page import MARGIN, SCROLL_S, SQUARE
 from bench.latency import BLOCK
 from bench.stack import BenchStack
 from bench.stats import ratio, summary_ms
@@ -58,14 +58,27 @@ QUALITIES = (
 
 # Before noVNC makes its canvases: every 2D context asks for willReadFrequently,
 # so reading one pixel back is a copy from memory, not a GPU readback (the same
-# for both paths). Then the harness: connect, and time keydown -> changed pixel
-# at the moment noVNC's Display.flip() draws onto the visible canvas.
+# for both paths); and the bytes every WebSocket of the page receives are
+# counted (figure 2.2). Then the harness: connect, and time keydown -> changed
+# pixel at the moment noVNC's Display.flip() draws onto the visible canvas.
 INIT_SCRIPT = """
 const getContext = HTMLCanvasElement.prototype.getContext;
 HTMLCanvasElement.prototype.getContext = function (kind, options) {
   if (kind === "2d") options = { ...(options || {}), willReadFrequently: true };
   return getContext.call(this, kind, options);
 };
+const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+Object.defineProperty(WebSocket.prototype, "onmessage", {
+  configurable: true,
+  get() { return onmessage.get.call(this); },
+  set(handler) {
+    const counted = handler && ((e) => {
+      window.benchBytes = (window.benchBytes || 0) + (e.data.byteLength || 0);
+      return handler(e);
+    });
+    onmessage.set.call(this, counted);
+  },
+});
 """
 
 HARNESS_JS = (Path(__file__).parent / "novnc_harness.js").read_text()
@@ -84,10 +97,23 @@ def harness_html(server: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class ViewerSide:
+    """Where the viewer's Chromium runs and reaches the bench's server: this
+    host over loopback, or figure 2.2's namespace behind its link."""
+
+    host: str = "127.0.0.1"
+    # A program run as Chromium (None: Chromium itself).
+    chromium: str | None = None
+
+
+LOCAL = ViewerSide()
+
+
 @contextlib.asynccontextmanager
-async def harness_server() -> AsyncIterator[str]:
+async def harness_server(host: str = "127.0.0.1") -> AsyncIterator[str]:
     """noVNC's modules (for pages of any origin) and the bare path's page, on a
-    loopback port; answers the server's URL."""
+    port of `host`; answers the server's URL."""
     if not (NOVNC_DIR / "core" / "rfb.js").is_file():
         raise RuntimeError(f"noVNC is missing from {NOVNC_DIR}: run `make setup`")
     server = ""
@@ -105,9 +131,9 @@ async def harness_server() -> AsyncIterator[str]:
     app.router.add_static("/novnc", NOVNC_DIR)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, host, 0)
     await site.start()
-    server = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    server = f"http://{host}:{runner.addresses[0][1]}"
     try:
         yield server
     finally:
@@ -115,10 +141,10 @@ async def harness_server() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def viewer_browser() -> AsyncIterator[Browser]:
+async def viewer_browser(chromium: str | None = None) -> AsyncIterator[Browser]:
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=require_binary("chromium", "chromium"),
+            executable_path=chromium or require_binary("chromium", "chromium"),
             headless=True,
             args=["--no-sandbox", "--disable-background-networking", "--no-first-run"],
         )
@@ -201,19 +227,25 @@ def add_counts(total: dict[str, int], more: dict[str, int]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def viewer_pages(stack: BenchStack) -> AsyncIterator[tuple[Page, Page]]:
+async def viewer_pages(
+    stack: BenchStack, side: ViewerSide = LOCAL
+) -> AsyncIterator[tuple[Page, Page]]:
     """A page on the edge's origin and one on the bench's, in one viewer Chromium."""
-    async with harness_server() as server, viewer_browser() as browser:
+    async with harness_server(side.host) as server, viewer_browser(side.chromium) as browser:
         yield await edge_page(browser, stack.edge_url, server), await bare_page(browser, server)
 
 
 async def edge_vs_bare(
-    stack: BenchStack, session_id: str, count: int, qualities: tuple[Quality, ...] = QUALITIES
+    stack: BenchStack,
+    session_id: str,
+    count: int,
+    qualities: tuple[Quality, ...] = QUALITIES,
+    side: ViewerSide = LOCAL,
 ) -> dict[str, Any]:
     """Per quality setting: edge and bare key to pixel in noVNC, and their ratios."""
     bare_url, bare_password = await stack.bare_url(session_id)
     result: dict[str, Any] = {}
-    async with viewer_pages(stack) as (through_edge, bare):
+    async with viewer_pages(stack, side) as (through_edge, bare):
         for quality in qualities:
             samples: dict[str, list[float]] = {"edge": [], "bare": []}
             rects: dict[str, dict[str, int]] = {"edge": {}, "bare": {}}
@@ -267,4 +299,47 @@ async def joins(stack: BenchStack, session_id: str, count: int) -> dict[str, Any
         "bare": summary_ms(samples["bare"]),
     }
     result["ratio_p50"] = ratio(result["edge"]["p50"], result["bare"]["p50"])
+    return result
+
+
+async def scroll_traffic(
+    stack: BenchStack,
+    session_id: str,
+    repeats: int,
+    qualities: tuple[Quality, ...] = QUALITIES,
+    side: ViewerSide = LOCAL,
+) -> dict[str, Any]:
+    """Per quality setting: bytes and frames per second noVNC receives while the
+    session's page (bench/key_page.py, SCROLL_PAGE) scrolls, edge and bare in
+    alternation. Each window starts at the `s` key and lasts the page's scroll
+    (SCROLL_S), plus a second for what is still on its way."""
+    bare_url, bare_password = await stack.bare_url(session_id)
+    result: dict[str, Any] = {}
+    async with viewer_pages(stack, side) as (through_edge, bare):
+        for quality in qualities:
+            sums = {path: {"bytes": 0.0, "flips": 0.0} for path in ("edge", "bare")}
+            for _ in range(repeats):
+                for path, page, url, password in (
+                    ("edge", through_edge, await stack.stream_url(session_id), ""),
+                    ("bare", bare, bare_url, bare_password),
+                ):
+                    await connect(page, url, password, quality)
+                    before = await page.evaluate("bench.traffic()")
+                    await page.keyboard.press("s")
+                    await page.wait_for_timeout(SCROLL_S * 1000 + 1000)
+                    after = await page.evaluate("bench.traffic()")
+                    for key in ("bytes", "flips"):
+                        sums[path][key] += float(after[key]) - float(before[key])
+                    await page.evaluate("bench.rfb.disconnect()")
+            seconds = repeats * SCROLL_S
+            figures: dict[str, Any] = {
+                path: {
+                    "kbytes_per_s": round(sums[path]["bytes"] / seconds / 1000, 1),
+                    "frames_per_s": round(sums[path]["flips"] / seconds, 1),
+                }
+                for path in ("edge", "bare")
+            }
+            for key in ("kbytes_per_s", "frames_per_s"):
+                figures[f"ratio_{key}"] = ratio(figures["edge"][key], figures["bare"][key])
+            result[quality.name] = figures
     return result

@@ -86,6 +86,13 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert density["versus_bare"]["bare_total_mib"] > 0
     assert density["versus_bare"]["ratio"] > 0
 
+    # Over the emulated link: keys took at least its round trip; the scroll was
+    # seen on both paths.
+    link = results["network"]["40ms-20mbit"]
+    assert link["key_to_pixel"]["edge"]["p50"] >= 40 and link["key_to_pixel"]["bare"]["p50"] >= 40
+    for path in ("edge", "bare"):
+        scroll = link["scroll"]["novnc-default"][path]
+        assert scroll["kbytes_per_s"] > 0 and scroll["frames_per_s"] > 0
     # The probe alone, then beside a busy agent that did steps meanwhile.
     assert density["baton"]["probe_p50_ms_every_10"][0] > 0
     under_load = results["under_load"]
