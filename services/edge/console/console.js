@@ -11,6 +11,8 @@ import {
 } from "/console/edge_api.js";
 import { ControlRequests } from "/console/control_requests.js";
 import { LiveView } from "/console/live_view.js";
+import { ReplayView } from "/console/replay.js";
+import { AuditView } from "/console/audit.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "baton.token";
@@ -177,6 +179,7 @@ async function signIn(token) {
   $("identity").textContent = `signed in as ${state.me}`;
   connectSocket();
   refreshSessions();
+  if (state.me === "operator") audit.refresh();
   const wanted = sessionFromLocation();
   if (wanted) openSession(wanted);
 }
@@ -200,6 +203,19 @@ function sessionLabel(session) {
   return `${session.task.text || session.task.url} · ${session.state}${owner}`;
 }
 
+// The replay and audit views (replay.js, audit.js).
+const replay = new ReplayView($("replay-panel"), () => state.token);
+const audit = new AuditView($("audit-panel"), () => state.token, showError);
+
+function replayButton(id) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "small replay-button";
+  button.textContent = "Replay";
+  button.addEventListener("click", () => run("Replay", () => replay.open(id)));
+  return button;
+}
+
 async function refreshSessions() {
   try {
     const { sessions } = await api("GET", "/api/browser-session");
@@ -218,6 +234,7 @@ async function refreshSessions() {
       open.textContent = "Open";
       open.addEventListener("click", () => openSession(session.id));
       item.append(label, open);
+      if (session.recording) item.append(replayButton(session.id));
       list.append(item);
     }
   } catch (error) {
