@@ -44,8 +44,6 @@ fresh-check:
 	deploy/fresh-clone-check.sh
 
 setup: system-packages $(VENV)/.ready
-# The web console's front-end assets (noVNC viewer, Socket.IO client) from npm.
-setup: services/edge/node_modules/.installed
 # Puppeteer, for the test of an agent connecting with it (tests/edge/test_cdp.py).
 setup: tests/edge/puppeteer/node_modules/.installed
 # The browser client package, built (clients/js/README.md); the edge serves its
@@ -61,10 +59,6 @@ $(VENV)/.ready: pyproject.toml
 	  { rm -rf $(VENV) && $(BASE_PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
-
-services/edge/node_modules/.installed: services/edge/package.json services/edge/package-lock.json
-	npm ci --prefix services/edge --no-audit --no-fund
 	touch $@
 
 tests/edge/puppeteer/node_modules/.installed: tests/edge/puppeteer/package.json tests/edge/puppeteer/package-lock.json

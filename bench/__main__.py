@@ -97,6 +97,11 @@ def table(results: dict[str, Any]) -> list[str]:
     if "baton" in dense:
         baton = dense["baton"]
         add("4", f"sessions reached ({baton['stopped_by']})"[:44], baton["sessions"], "")
+        add("4", "start p50, first 10 sessions", baton.get("start_p50_first_10_s"), "s")
+        add("4", "start p50, last 10 sessions", baton.get("start_p50_last_10_s"), "s")
+        probes = baton.get("probe_p50_ms_every_10") or [None]
+        add("4", "probe key to pixel p50, alone", probes[0])
+        add("4", "probe key to pixel p50, at the end", probes[-1])
         last = baton["pss_mib_per_session"][str(baton["sessions"])]
         for part in ("total", "chromium", "x_vnc", "websockify", "baton"):
             add("4", f"PSS/session at {baton['sessions']}: {part}", last[part], "M")
@@ -200,12 +205,15 @@ async def run(plan: Plan, only: set[str], work: Path) -> dict[str, Any]:
                 results.setdefault("latency", {})["xvfb-x11vnc"] = await latency.edge_vs_bare(
                     stack, session_id, plan.presses
                 )
-        main = StackConfig(max_slots=plan.density_cap + 4)
+        # Every bench display: the other stacks have stopped.
+        main = StackConfig(
+            max_slots=plan.density_cap + 4, displays=(500, 599), vnc_ports=(18500, 18599)
+        )
         async with running_stack(main, work / "main") as stack:
             await run_main_stack(stack, page, plan, wanted, note, results)
         if wanted("4"):
             note("figure 4, bare density")
-            reached = results["density"]["baton"]["sessions"]
+            reached = min(results["density"]["baton"]["sessions"], plan.bare_density_cap)
             checkpoints = set(plan.density_checkpoints)
             bare = await density.bare_density(page.url, reached, checkpoints, plan.idle_cpu_s)
             results["density"]["bare"] = bare

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from bench.latency import wait_for_page
 from bench.viewer import keep_reading, open_viewer
-from services.automation.chromium import WindowSize, chromium_args
 from services.display.display_argv import xvnc_argv
 from services.display.slot import Viewport
 from services.display.websockify_router import pick_free_port, wait_for_tcp
@@ -45,12 +44,17 @@ def bare_credentials(display: int) -> tuple[Path, Path]:
 
 
 def bare_chromium_argv(chromium: str, profile: Path, url: str) -> list[str]:
-    """Chromium as a plain script run as root would start it (without its sandbox,
-    which does not start as root), with Baton's own window and network flags."""
+    """Chromium as a plain script run as root would start it: Chromium's defaults
+    (the lean browser of figure 5 is measured against them), without its sandbox,
+    which does not start as root, with the window filling the display and no
+    first-run dialog over the page, so that both show the same pixels."""
     return [
         chromium,
         "--no-sandbox",
-        *chromium_args(WindowSize(VIEWPORT.width, VIEWPORT.height)),
+        "--no-first-run",
+        "--no-default-browser-check",
+        "--window-position=0,0",
+        f"--window-size={VIEWPORT.width},{VIEWPORT.height}",
         f"--user-data-dir={profile}",
         url,
     ]

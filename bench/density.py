@@ -1,10 +1,12 @@
-"""Figure 4: sessions one after another, each with an idle page and one viewer.
+"""Figure 4: sessions one after another, each with an idle page and one viewer,
+until the host's knee (issue 16, figure 4).
 
-Stops at the cap, when a start takes more than DEGRADED_FACTOR times the median
-of the first three, when memory available falls under MIN_AVAILABLE_MIB, or when
-a start fails. Memory is PSS (/proc/<pid>/smaps_rollup) of every process under
-the four services, split into Chromium, X + VNC, websockify and Baton's own
-(the services' Python processes and Playwright's driver).
+Stops at the knee (see `knee`: starts slowing down, or a probe session's key to
+pixel doubling), when memory available falls under MIN_AVAILABLE_MIB, when a
+start fails, or at the cap (the bench's displays). Memory is PSS
+(/proc/<pid>/smaps_rollup) of every process under the four services, split
+into Chromium, X + VNC, websockify and Baton's own (the services' Python
+processes and Playwright's driver).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from bench.bare import bare_host
 from bench.key_page import KeyPage
-from bench.latency import wait_for_page
+from bench.latency import controlled_session, presses, wait_for_page
 from bench.proc_stats import (
     cpu_percent,
     cpu_percent_by_category,
@@ -26,17 +28,43 @@ from bench.proc_stats import (
     pss_by_category,
 )
 from bench.stack import BenchStack
-from bench.stats import ratio
+from bench.stats import ratio, summary_ms
 from bench.viewer import keep_reading, open_viewer
 
-DEGRADED_FACTOR = 3.0
+# The knee: the median of the last ten starts, or the probe's key-to-pixel p50,
+# over this many times its first figure.
+KNEE_FACTOR = 2.0
+KNEE_WINDOW = 10
+# The probe is measured every PROBE_EVERY sessions, PROBE_PRESSES keys each time.
+PROBE_EVERY = 10
+PROBE_PRESSES = 10
 MIN_AVAILABLE_MIB = 3072.0
 # Time for a fresh Chromium to settle on an idle page before memory is read.
 SETTLE_S = 2.0
-# The bare sessions' displays and VNC ports: in the bench's ranges, after the
-# main stack's (500-549), which is stopped by then.
-BARE_DISPLAYS = 550
-BARE_VNC_PORTS = 18550
+# The bare sessions' displays and VNC ports: the bench's, free again once the
+# main stack has stopped.
+BARE_DISPLAYS = 500
+BARE_VNC_PORTS = 18500
+
+
+def knee(starts: list[float], probe_p50: list[float]) -> str | None:
+    """Why the host is past its knee, or None: the last ten starts' median over
+    twice the first ten's, or the probe's last key-to-pixel p50 over twice its
+    first (taken with no other session)."""
+    if len(starts) >= 2 * KNEE_WINDOW:
+        first = statistics.median(starts[:KNEE_WINDOW])
+        last = statistics.median(starts[-KNEE_WINDOW:])
+        if last > KNEE_FACTOR * first:
+            return (
+                f"start p50 of the last {KNEE_WINDOW} {last:.2f} s, over "
+                f"{KNEE_FACTOR:g}x the first {KNEE_WINDOW}' {first:.2f} s"
+            )
+    if len(probe_p50) >= 2 and probe_p50[-1] > KNEE_FACTOR * probe_p50[0]:
+        return (
+            f"the probe's key to pixel p50 {probe_p50[-1]:.1f} ms, over "
+            f"{KNEE_FACTOR:g}x its idle {probe_p50[0]:.1f} ms"
+        )
+    return None
 
 
 def per_session(totals: dict[str, float], sessions: int) -> dict[str, float]:
@@ -55,14 +83,25 @@ async def idle_cpu(roots: list[int], seconds: float) -> tuple[float, dict[str, f
     return cpu_percent(before, after, wall_s), cpu_percent_by_category(before, after, wall_s)
 
 
+async def probe_p50(stack: BenchStack, probe: str) -> float:
+    """The probe session's key to pixel p50 now, in ms, through the edge."""
+    async with open_viewer(await stack.stream_url(probe)) as viewer:
+        await viewer.next_update()
+        samples = await presses(viewer, PROBE_PRESSES)
+    return float(summary_ms(samples)["p50"])
+
+
 async def baton_density(
     stack: BenchStack, page: KeyPage, cap: int, checkpoints: set[int], idle_s: float
 ) -> dict[str, Any]:
     roots = list(stack.pids().values())
     starts: list[float] = []
     memory: dict[str, Any] = {}
-    stopped_by = f"cap of {cap} sessions"
+    stopped_by = f"cap of {cap} sessions (the bench's displays)"
     readers: list[asyncio.Task[None]] = []
+    # A session under the bench user's control, measured idle and every ten.
+    probe = await controlled_session(stack, page)
+    probes = [await probe_p50(stack, probe)]
     async with contextlib.AsyncExitStack() as viewers:
         try:
             while len(starts) < cap:
@@ -82,11 +121,11 @@ async def baton_density(
                 if count in checkpoints or count == cap:
                     await asyncio.sleep(SETTLE_S)
                     memory[str(count)] = per_session(pss_by_category(roots), count)
-                if count >= 3 and starts[-1] > DEGRADED_FACTOR * statistics.median(starts[:3]):
-                    stopped_by = (
-                        f"start {count} took {starts[-1]:.2f} s, over {DEGRADED_FACTOR:g}x "
-                        "the first starts"
-                    )
+                if count % PROBE_EVERY == 0:
+                    probes.append(await probe_p50(stack, probe))
+                reason = knee(starts, probes)
+                if reason is not None:
+                    stopped_by = f"the knee at {count}: {reason}"
                     break
                 if mem_available_mib() < MIN_AVAILABLE_MIB:
                     stopped_by = f"memory available under {MIN_AVAILABLE_MIB:g} MiB"
@@ -99,10 +138,15 @@ async def baton_density(
             for reader in readers:
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+    await stack.end(probe)
     return {
         "sessions": count,
         "stopped_by": stopped_by,
         "start_s": [round(s, 3) for s in starts],
+        "start_p50_first_10_s": median_s(starts[:KNEE_WINDOW]),
+        "start_p50_last_10_s": median_s(starts[-KNEE_WINDOW:]),
+        "probe_p50_ms_every_10": probes,
+        "probe_ratio": ratio(probes[-1], probes[0]),
         "pss_mib_per_session": memory,
         "idle_cpu_percent_of_one_core": cpu,
         "idle_cpu_percent_per_session": round(cpu / max(count, 1), 3),
@@ -110,10 +154,14 @@ async def baton_density(
     }
 
 
+def median_s(samples: list[float]) -> float | None:
+    return round(statistics.median(samples), 3) if samples else None
+
+
 async def bare_density(
     url: str, count: int, checkpoints: set[int], idle_s: float
 ) -> dict[str, Any]:
-    """The same measurement on `count` bare sessions (displays and ports from 550 / 18550)."""
+    """The same measurement on `count` bare sessions (displays and ports from 500 / 18500)."""
     memory: dict[str, Any] = {}
     async with bare_host() as host:
         for index in range(count):

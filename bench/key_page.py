@@ -40,6 +40,17 @@ document.addEventListener("keydown", (e) => {{
 """
 
 
+# What the busy agents of the load figure work on: a long page to scroll and a
+# text box to type into.
+BUSY_PAGE = """<!doctype html>
+<html><head><title>Baton bench, busy</title></head>
+<body style="margin:0;font:16px sans-serif">
+<textarea id="t" style="width:90%;height:120px"></textarea>
+<div style="height:20000px;background:repeating-linear-gradient(#fff 0 40px,#cde 40px 80px)"></div>
+</body></html>
+"""
+
+
 def square_centre(width: int, height: int) -> tuple[int, int]:
     """Screen position of the square's centre for a Chromium window filling the screen."""
     return width - MARGIN - SQUARE // 2, height - MARGIN - SQUARE // 2
@@ -60,6 +71,9 @@ class KeyPage:
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
 
+    async def _busy(self, request: web.Request) -> web.Response:
+        return web.Response(text=BUSY_PAGE, content_type="text/html")
+
     async def _user_key(self, request: web.Request) -> web.Response:
         arrived = time.perf_counter()
         async with self._changed:
@@ -73,6 +87,7 @@ async def key_page() -> AsyncIterator[KeyPage]:
     page = KeyPage()
     app = web.Application()
     app.router.add_get("/", page._page)
+    app.router.add_get("/busy", page._busy)
     app.router.add_post("/user-key", page._user_key)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()

@@ -45,6 +45,9 @@ class StackConfig:
     # Inclusive ranges inside 500-599 / 18500-18599.
     displays: tuple[int, int] = (500, 549)
     vnc_ports: tuple[int, int] = (18500, 18549)
+    # Where viewers reach the edge and the slots' websockify: loopback, or the
+    # root end of figure 2's emulated link (bench/link.py).
+    viewer_host: str = "127.0.0.1"
 
 
 def stack_env(
@@ -56,7 +59,8 @@ def stack_env(
         {
             "BATON_API_TOKEN": API_TOKEN,
             "BATON_JWT_SECRET": JWT_SECRET,
-            "BATON_EDGE_HOST": "127.0.0.1",
+            "BATON_EDGE_HOST": config.viewer_host,
+            "BATON_WEBSOCKIFY_HOST": config.viewer_host,
             "BATON_EDGE_PORT": str(ports["edge"]),
             "BATON_SESSION_PORT": str(ports["session"]),
             "BATON_DISPLAY_PORT": str(ports["display"]),
@@ -111,7 +115,7 @@ class BenchStack:
 
     @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports['edge']}"
+        return f"http://{self.config.viewer_host}:{self.ports['edge']}"
 
     def pids(self) -> dict[str, int]:
         return {name: process.pid for name, process in self.processes.items()}
@@ -173,14 +177,18 @@ async def _http_ok(http: aiohttp.ClientSession, url: str) -> bool:
 
 
 async def _wait_ready(
-    name: str, port: int, process: asyncio.subprocess.Process, http: aiohttp.ClientSession
+    name: str,
+    host: str,
+    port: int,
+    process: asyncio.subprocess.Process,
+    http: aiohttp.ClientSession,
 ) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.returncode is not None:
             raise RuntimeError(f"{name} exited with status {process.returncode}")
         if name == "edge":
-            ready = await _http_ok(http, f"http://127.0.0.1:{port}/healthz")
+            ready = await _http_ok(http, f"http://{host}:{port}/healthz")
         else:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                 ready = await is_serving(channel)
@@ -218,7 +226,7 @@ async def running_stack(config: StackConfig, work_dir: Path) -> AsyncIterator[Be
                 )
             finally:
                 os.close(log)
-            await _wait_ready(name, ports[name], processes[name], http)
+            await _wait_ready(name, config.viewer_host, ports[name], processes[name], http)
         session_channel = open_channel(f"127.0.0.1:{ports['session']}", INTERNAL_TOKEN)
         stack.push_async_callback(session_channel.close, None)
         display_channel = open_channel(f"127.0.0.1:{ports['display']}", INTERNAL_TOKEN)

@@ -271,7 +271,12 @@ def chromium_args(window: WindowSize) -> list[str]:
         "--no-first-run",
         "--no-default-browser-check",
         "--no-pings",
-        "--disable-features=Translate,MediaRouter,OptimizationHints",
+        # Added to Playwright's lists (browser-pipe.py merges the switches).
+        "--disable-features=Translate,MediaRouter,OptimizationHints,"
+        # No spare renderer kept ready for the next tab: a session has one.
+        "SpareRendererForSitePerProcess",
+        # The network service in the browser process: one process fewer.
+        "--enable-features=NetworkServiceInProcess2",
         # Xvfb has no GPU.
         "--disable-gpu",
         "--password-store=basic",

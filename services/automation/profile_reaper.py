@@ -72,6 +72,10 @@ def _owner_alive(profile_dir: Path) -> bool:
     except FileNotFoundError:
         age = time.time() - profile_dir.stat().st_mtime
         return age < UNOWNED_GRACE_S
+    except PermissionError:
+        # Another user's (a service run as another user on this machine): not
+        # ours to judge, and not ours to remove either.
+        return True
     if len(stamp) != 2 or not stamp[0].isdigit():
         return False
     return owner_stamp(int(stamp[0])).split() == stamp

@@ -12,7 +12,8 @@ import grpc
 
 from baton.display.v1 import display_pb2, display_pb2_grpc
 from services.display.process_stack import Binaries, ProcessSlotLauncher, port_held
-from services.display.recordings import RecordingStore
+from services.display.recording_store_s3 import ObjectRecordingStore, RecordingBucketClient
+from services.display.recordings import Recordings, RecordingStore
 from services.display.registration import WorkerRegistration, first_record, follow_capacity
 from services.display.servicer import DisplayServicer
 from services.display.settings import DisplaySettings
@@ -93,6 +94,11 @@ async def start_display_host(
 ) -> DisplayHost:
     """`start_display_server`, and the host's registration when etcd is configured."""
     binaries = Binaries.find(settings.backend)
+    bucket = None
+    if settings.recording_bucket is not None:
+        bucket = RecordingBucketClient(settings.recording_bucket)
+        # Refuses to start, in one line, without a bucket to put recordings in.
+        await asyncio.to_thread(bucket.check)
     # The host's websockify is `python -m websockify` with this interpreter.
     require_module("websockify")
     state = StateDir(settings.state_dir)
@@ -122,13 +128,13 @@ async def start_display_host(
             ready_timeout=settings.ready_timeout,
             grace=settings.stop_grace,
         )
-        recordings = RecordingStore(
+        disk = RecordingStore(
             settings.recordings_path, settings.recording_retention_s, settings.host_id
         )
-        recordings.open()
-        sweeper = asyncio.create_task(
-            recordings.sweep_forever(min(settings.recording_retention_s, 60.0))
-        )
+        disk.open()
+        object_store = ObjectRecordingStore(disk, bucket) if bucket is not None else None
+        recordings: Recordings = object_store or disk
+        sweeper = asyncio.create_task(recordings.run())
         undo.push_async_callback(_cancel, sweeper)
         pool = SlotPool(
             settings,
@@ -173,6 +179,9 @@ async def start_display_host(
 
     async def stop_sweeper() -> None:
         await _cancel(sweeper)
+        if object_store is not None:
+            # The slots are stopped: what they recorded goes up now if it can.
+            await object_store.close()
 
     running.on_stop.extend([pool.close, stop_sweeper, router.stop, release_state])
     log.info(

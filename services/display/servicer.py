@@ -146,7 +146,7 @@ class DisplayServicer(display_pb2_grpc.DisplayServiceServicer):
             raise FailedPrecondition(f"host {self._host_id} keeps no recordings")
         session_id = request.session_id
         yield display_pb2.ReadRecordingResponse(
-            size=recordings.size(session_id), recording=session_id in recordings.active
+            size=await recordings.size(session_id), recording=session_id in recordings.active
         )
         async for chunk in recordings.read(session_id, request.offset, request.length):
             yield display_pb2.ReadRecordingResponse(data=chunk)

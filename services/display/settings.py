@@ -68,6 +68,50 @@ WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 RECORDINGS_DIR_NAME = "recordings"
 
 
+@dataclass(frozen=True)
+class RecordingBucket:
+    """Where finished recordings go when an S3-compatible store is configured
+    (README.md, "Recording"); credentials None: boto3's own chain (the shared
+    credentials file, an instance role)."""
+
+    bucket: str
+    # None: AWS's own endpoint for the region.
+    endpoint_url: str | None = None
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+
+    def key_for(self, session_id: str) -> str:
+        return f"{self.prefix}{session_id}.mp4"
+
+    @classmethod
+    def from_env(cls, env: Env) -> RecordingBucket | None:
+        bucket = env.optional("BATON_RECORDING_S3_BUCKET")
+        if bucket is None:
+            for name in ("BATON_RECORDING_S3_URL", "BATON_RECORDING_S3_PREFIX"):
+                if env.optional(name) is not None:
+                    raise ConfigError(f"{name} is set but BATON_RECORDING_S3_BUCKET is not")
+            return None
+        endpoint = env.optional("BATON_RECORDING_S3_URL")
+        if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"BATON_RECORDING_S3_URL={endpoint!r} is not an http:// or https:// URL"
+            )
+        key_id = env.optional("AWS_ACCESS_KEY_ID")
+        secret = env.optional("AWS_SECRET_ACCESS_KEY")
+        if (key_id is None) != (secret is None):
+            raise ConfigError("set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither")
+        return cls(
+            bucket=bucket,
+            endpoint_url=endpoint,
+            prefix=env.text("BATON_RECORDING_S3_PREFIX", ""),
+            region=env.text("BATON_RECORDING_S3_REGION", "us-east-1"),
+            access_key_id=key_id,
+            secret_access_key=secret,
+        )
+
+
 def default_state_dir(grpc_port: int, environ: Env) -> Path:
     runtime_dir = environ.optional("XDG_RUNTIME_DIR")
     base = Path(runtime_dir) if runtime_dir else Path("/tmp")
@@ -102,6 +146,8 @@ class DisplaySettings:
     recording_dir: Path | None = None
     # Seconds a recording is kept after it was last written.
     recording_retention_s: float = 7 * 24 * 3600.0
+    # Finished recordings go to this bucket, then leave the disk; None: disk only.
+    recording_bucket: RecordingBucket | None = None
     # Seconds a slot may take from launch to a successful RFB handshake.
     ready_timeout: float = 10.0
     # Seconds between SIGTERM and SIGKILL when a slot is stopped.
@@ -191,6 +237,7 @@ class DisplaySettings:
             recording_retention_s=env.number(
                 "BATON_RECORDING_RETENTION_S", 7 * 24 * 3600.0, minimum=1.0
             ),
+            recording_bucket=RecordingBucket.from_env(env),
             ready_timeout=env.number("BATON_DISPLAY_READY_TIMEOUT", 10.0, minimum=0.1),
             stop_grace=env.number("BATON_DISPLAY_STOP_GRACE", 2.0, minimum=0.0),
             log_level=env.text("BATON_LOG_LEVEL", "INFO"),

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.display.process_stack import RunningSlot, SlotLauncher, SlotSpec, SlotStartError
-from services.display.recordings import RecordingStore
+from services.display.recordings import Recordings
 from services.display.settings import DisplaySettings
 from services.display.slot import (
     Slot,
@@ -67,7 +67,7 @@ class SlotPool:
         display_held: Callable[[int], bool],
         port_held: Callable[[int], bool],
         events: SlotEventHub | None = None,
-        recordings: RecordingStore | None = None,
+        recordings: Recordings | None = None,
     ) -> None:
         self._settings = settings
         self.recordings = recordings
@@ -384,6 +384,7 @@ class SlotPool:
     def _recording_ended(self, entry: _Entry) -> None:
         if self.recordings is not None and entry.slot.recording_start_time is not None:
             self.recordings.active.discard(entry.slot.session_id)
+            self.recordings.ended(entry.slot.session_id)
 
     def _forget(self, entry: _Entry) -> None:
         if self._entries.get(entry.slot.id) is entry:

@@ -25,8 +25,6 @@ async def main() -> None:
     if not settings.api_token:
         # As Jupyter does: a fresh token, shown once with the console URL.
         settings = dataclasses.replace(settings, api_token=generate_api_token())
-    if not settings.novnc_dir.is_dir():
-        log.warning("noVNC is missing from %s: run `make setup`", settings.novnc_dir)
     if not settings.client_bundle_dir.is_dir():
         log.warning("clients/js is not built (%s): run `make setup`", settings.client_bundle_dir)
     auth = Authenticator(

@@ -416,12 +416,8 @@ def build_edge_app(settings: EdgeSettings, sessions: SessionClient, auth: Authen
         Route("/", console, methods=["GET"]),
         Route("/embed/{session_id}", embed, methods=["GET"]),
         Mount("/console", StaticFiles(directory=settings.console_dir, check_dir=False)),
-        Mount("/vendor/novnc", StaticFiles(directory=settings.novnc_dir, check_dir=False)),
-        Mount(
-            "/vendor/socket.io",
-            StaticFiles(directory=settings.socketio_client_dir, check_dir=False),
-        ),
-        # The @baton/client package as one module (clients/js/README.md).
+        # The @baton/client package as one module (clients/js/README.md), noVNC and
+        # the Socket.IO client inside: what the console and /embed are built on.
         Mount(
             "/assets/clients",
             StaticFiles(directory=settings.client_bundle_dir, check_dir=False),

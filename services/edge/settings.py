@@ -52,11 +52,9 @@ class EdgeSettings:
     # (behind a proxy); stream URLs are made from the request otherwise.
     public_url: str | None = None
     console_dir: Path = _HERE / "console"
-    # Where `npm install` put @novnc/novnc (see the Makefile's setup target).
-    novnc_dir: Path = _HERE / "node_modules" / "@novnc" / "novnc"
-    socketio_client_dir: Path = _HERE / "node_modules" / "socket.io-client" / "dist"
     # clients/js's browser build (`make setup` builds it), served as
-    # /assets/clients/baton.js for pages that import the live view element.
+    # /assets/clients/baton.js: the console's, /embed's and other pages' live view
+    # element and client (noVNC and the Socket.IO client inside).
     client_bundle_dir: Path = _HERE.parent.parent / "clients" / "js" / "dist" / "browser"
     # The autoscaling signal on /metrics (deploy/README.md, "Autoscaling"): spare
     # slots wanted beyond live sessions, and how long a create refused for want

@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-from services.automation.chromium import PlaywrightDriver
+from services.automation.chromium import PlaywrightDriver, WindowSize, chromium_args
 from services.automation.proc_table import browser_main_pid, list_processes
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+FEATURE_SWITCHES = ("--enable-features=", "--disable-features=")
+WINDOW = WindowSize(800, 600)
+
+
+def switch_features(argv: Sequence[str], prefix: str) -> list[str]:
+    """The features the first `prefix` switch of `argv` names."""
+    return next(arg for arg in argv if arg.startswith(prefix))[len(prefix) :].split(",")
 
 
 def users_of(profile_root: Path) -> list[int]:
@@ -53,3 +62,24 @@ async def test_a_cancelled_launch_leaves_no_profile(
     await eventually(lambda: users_of(tmp_path) == [])
     await driver.stop()
     assert profiles(tmp_path, "cut-short") == []
+
+
+async def test_chromium_gets_playwrights_features_and_ours_in_one_switch_each(
+    driver: PlaywrightDriver, display: str
+) -> None:
+    """Chromium keeps only the last of each feature switch: browser-pipe.py
+    merges Playwright's and Baton's (chromium_args)."""
+    browser = await driver.launch("features", display, 800, 600)
+    try:
+        argv = next(entry.argv for entry in list_processes() if entry.pid == browser.pid)
+        ours = {
+            prefix: set(switch_features(chromium_args(WINDOW), prefix))
+            for prefix in FEATURE_SWITCHES
+        }
+        for prefix in FEATURE_SWITCHES:
+            assert len([arg for arg in argv if arg.startswith(prefix)]) == 1, argv
+            features = set(switch_features(argv, prefix))
+            # Ours, and Playwright's beside them.
+            assert ours[prefix] < features
+    finally:
+        await driver.stop()

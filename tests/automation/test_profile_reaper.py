@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from deploy.service_user import DEFAULT_USER
@@ -90,3 +92,40 @@ def test_a_browser_in_a_predecessors_user_namespace_is_killed(tmp_path: Path) ->
         browser.wait()
         assert browser.stdout is not None
         browser.stdout.close()
+
+
+def test_another_users_directories_are_left_alone_not_a_crash() -> None:
+    """The service run as baton meets a root service's 0700 hub directory in the
+    shared temp dir: it cannot read its owner file, and must start anyway."""
+    user = pwd.getpwnam(DEFAULT_USER)
+    as_service = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups"]
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    temp = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        temp.chmod(0o1777)
+        foreign = temp / "baton-cdp-root"
+        foreign.mkdir(mode=0o700)
+        (foreign / OWNER_FILE).write_text(f"{dead} 1")
+        # Positive marker: one of its own, left by a dead owner, is removed.
+        own = temp / "baton-cdp-mine"
+        own.mkdir()
+        (own / OWNER_FILE).write_text(f"{dead} 1")
+        os.chown(own, user.pw_uid, user.pw_gid)
+        os.chown(own / OWNER_FILE, user.pw_uid, user.pw_gid)
+        reaper = (
+            "from services.automation.profile_reaper import reap_orphans; "
+            "print([p.name for p in reap_orphans(None)])"
+        )
+        run = subprocess.run(
+            [*as_service, sys.executable, "-c", reaper],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parents[2],
+            env={**os.environ, "TMPDIR": str(temp)},
+            timeout=30,
+        )
+        assert run.stdout.strip() == "['baton-cdp-mine']", run.stderr
+        assert foreign.exists() and not own.exists()
+    finally:
+        shutil.rmtree(temp)

@@ -7,7 +7,7 @@ from pathlib import Path
 from bench.__main__ import lookup, table
 from bench.bare import bare_chromium_argv, websockify_argv
 from bench.control_plane import etcd_argv
-from bench.density import compare, marginal, per_session
+from bench.density import compare, knee, marginal, per_session
 from bench.key_page import square_centre
 from bench.plan import TARGETS
 from bench.proc_stats import baton_part, category, cpu_percent
@@ -133,3 +133,12 @@ def test_baton_s_own_processes_are_told_apart_by_service() -> None:
     driver = [".venv/lib/python3.11/site-packages/playwright/driver/node", "cli.js"]
     assert baton_part(driver) == "baton:playwright-driver"
     assert baton_part(["python3", "-m", "deploy.local_stack"]) == "baton:other"
+
+
+def test_the_knee_is_slower_starts_or_a_slower_probe() -> None:
+    assert knee([1.0] * 19, []) is None
+    assert knee([1.0] * 10 + [1.5] * 10, [10.0, 19.0]) is None
+    reason = knee([1.0] * 10 + [2.5] * 10, [10.0])
+    assert reason is not None and "start p50" in reason
+    reason = knee([1.0] * 5, [10.0, 12.0, 21.0])
+    assert reason is not None and "probe" in reason

@@ -47,6 +47,7 @@ def names_read_at_start() -> set[str]:
                 "BATON_ETCD_ENDPOINTS": "127.0.0.1:2379",
                 "BATON_WEBHOOK_URL": "http://127.0.0.1:9/hook",
                 "BATON_WEBHOOK_SECRET": "s" * 20,
+                "BATON_RECORDING_S3_BUCKET": "recordings",
             }
         )
         settings.from_env(Env(environ))

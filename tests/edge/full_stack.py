@@ -26,7 +26,7 @@ from baton.session.v1 import session_pb2, session_pb2_grpc
 from services.automation.server import start_automation_server
 from services.automation.settings import AutomationSettings
 from services.display.server import start_display_server
-from services.display.settings import Backend, DisplaySettings, NumberRange
+from services.display.settings import Backend, DisplaySettings, NumberRange, RecordingBucket
 from services.edge.auth import Authenticator
 from services.edge.server import RunningEdge, start_edge_server
 from services.edge.settings import EdgeSettings
@@ -245,6 +245,7 @@ class FullStack:
     sessions_stub: session_pb2_grpc.SessionServiceAsyncStub
     profile_root: Path
     edge_settings: EdgeSettings
+    session_settings: SessionSettings
 
     @property
     def url(self) -> str:
@@ -263,6 +264,15 @@ class FullStack:
             await while_down()
         self.edge = await start_edge_server(
             replace(self.edge_settings, port=port), Authenticator(api_token, JWT_SECRET)
+        )
+
+    async def restart_session(self) -> None:
+        """Stop the session service and start a new one on its port, as a restart
+        of `make run` does: with the stack's in-memory store, every session is gone."""
+        port = self.session.port
+        await self.session.stop(1.0)
+        self.session = await start_session_server(
+            self.session_settings, address=f"127.0.0.1:{port}"
         )
 
     def client(self, token: str) -> BatonClient:
@@ -313,6 +323,7 @@ async def full_stack(
     webhook: WebhookSettings = NO_WEBHOOKS,
     finished_idle_s: float = SessionSettings.finished_idle_s,
     cors_origins: tuple[str, ...] = (),
+    recording_bucket: RecordingBucket | None = None,
 ) -> AsyncIterator[FullStack]:
     require_stack_binaries()
     # The browsers' own users go through it to their profiles (browser_user.py).
@@ -332,6 +343,7 @@ async def full_stack(
                 vnc_ports=vnc_ports,
                 state_dir=work_dir / "display",
                 stop_grace=1.0,
+                recording_bucket=recording_bucket,
             )
         )
         stack.push_async_callback(display.stop, 1.0)
@@ -345,16 +357,15 @@ async def full_stack(
             environ=dict(os.environ),
         )
         stack.push_async_callback(automation.stop, 1.0)
-        session = await start_session_server(
-            SessionSettings(
-                internal_token=INTERNAL_TOKEN,
-                host_id="edge-e2e",
-                display_address=f"127.0.0.1:{display.port}",
-                automation_address=f"127.0.0.1:{automation.port}",
-                webhook=webhook,
-                finished_idle_s=finished_idle_s,
-            )
+        session_settings = SessionSettings(
+            internal_token=INTERNAL_TOKEN,
+            host_id="edge-e2e",
+            display_address=f"127.0.0.1:{display.port}",
+            automation_address=f"127.0.0.1:{automation.port}",
+            webhook=webhook,
+            finished_idle_s=finished_idle_s,
         )
+        session = await start_session_server(session_settings)
         stack.push_async_callback(session.stop, 1.0)
         settings = EdgeSettings(
             internal_token=INTERNAL_TOKEN,
@@ -378,7 +389,15 @@ async def full_stack(
             sessions_stub=session_pb2_grpc.SessionServiceStub(channel),
             profile_root=profile_root,
             edge_settings=settings,
+            session_settings=session_settings,
         )
+
+        async def stop_replaced_session() -> None:
+            # One restart_session started (the first is stopped by its own callback).
+            if running.session is not session:
+                await running.session.stop(1.0)
+
+        stack.push_async_callback(stop_replaced_session)
         # The edge running at the end (restart_edge replaces it).
         stack.push_async_callback(lambda: running.edge.stop())
         yield running

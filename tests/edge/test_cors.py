@@ -89,11 +89,8 @@ async def test_an_unlisted_origin_gets_no_cors_header(stack: Stack) -> None:
 
 
 ASSETS = [
-    "/vendor/novnc/core/rfb.js",
-    "/vendor/novnc/core/util/events.js",
-    "/vendor/socket.io/socket.io.esm.min.js",
-    "/console/live_view.js",
-    "/console/edge_api.js",
+    "/console/console.js",
+    "/console/control_badge.js",
     "/console/console.css",
     "/assets/clients/baton.js",
 ]

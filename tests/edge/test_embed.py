@@ -102,7 +102,7 @@ def frame_of(page: Page, index: int) -> Frame:
 
 # Below and left of the middle, where the mouse pointer is not.
 PAGE_PIXEL = """() => {
-  const canvas = document.querySelector('#screen canvas');
+  const canvas = document.querySelector('#screen').shadowRoot.querySelector('canvas');
   if (!canvas || !canvas.width) return null;
   const x = Math.floor(canvas.width / 4), y = Math.floor(canvas.height * 3 / 4);
   return Array.from(canvas.getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3));
@@ -225,9 +225,9 @@ FETCH_SESSION = """async ([url, token]) => {
 
 IMPORT_MODULES = """async (edge) => {
   try {
-    const rfb = await import(`${edge}/vendor/novnc/core/rfb.js`);
-    const api = await import(`${edge}/console/edge_api.js`);
-    return `${typeof rfb.default} ${typeof api.identityOf}`;
+    const client = await import(`${edge}/assets/clients/baton.js`);
+    const badge = await import(`${edge}/console/control_badge.js`);
+    return `${typeof client.BatonClient} ${typeof badge.showController}`;
   } catch (error) {
     return `refused: ${error.message}`;
   }

@@ -464,9 +464,13 @@ async def test_console_and_viewer_assets_are_served(stack: Stack) -> None:
         assert response.status == 200
         page = await response.text()
     assert "TakeOverPanel" in page and "BrowserViewPanel" in page
-    for asset in ("/vendor/novnc/core/rfb.js", "/vendor/socket.io/socket.io.esm.min.js"):
+    # What the console is built on: the @baton/client bundle (noVNC inside).
+    for asset in ("/console/console.js", "/assets/clients/baton.js"):
         async with stack.http.get(f"{stack.url}{asset}") as response:
             assert response.status == 200, asset
+    # The raw noVNC the console once imported is no longer served beside it.
+    async with stack.http.get(f"{stack.url}/vendor/novnc/core/rfb.js") as response:
+        assert response.status == 404
 
 
 async def test_end_through_the_control_endpoint(stack: Stack) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
-from services.runtime.errors import FailedPrecondition, ResourceExhausted
+from services.runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
 from services.runtime.settings import Env
 from services.runtime.worker_registry import WorkerRecord
 from services.session.model import Action, Actor, ControlState, EventKind, Session
@@ -235,3 +235,26 @@ def test_the_directory_is_static_without_etcd_or_with_a_display_address() -> Non
     assert static()
     assert static(BATON_ETCD_ENDPOINTS="10.200.0.1:2379", BATON_DISPLAY_ADDRESS="10.200.0.2:1")
     assert not static(BATON_ETCD_ENDPOINTS="10.200.0.1:2379")
+
+
+async def test_a_recording_whose_host_is_gone_is_read_through_a_host_sharing_its_bucket(
+    cluster: Cluster,
+) -> None:
+    cluster.directory.add("a", slots=1)
+    session = await cluster.sessions.create(OPERATOR, replace(SPEC, record=True))
+    assert session.recording is not None and session.recording.host_id == "a"
+    cluster.directory.lose("a")
+    # A host without the bucket (the twin holds nothing) answers NOT_FOUND: none left.
+    plain = cluster.directory.add("plain", slots=1)
+
+    async def read() -> bytes:
+        messages = cluster.sessions.recordings.read(OPERATOR, session.id, 2, 3)
+        return b"".join([m.data async for m in messages])
+
+    with pytest.raises(Unavailable, match="no live host reads it from a shared recording"):
+        await read()
+    # A host whose display reads the shared bucket serves it.
+    shared = cluster.directory.add("shared", slots=1)
+    shared.display.recordings[session.id] = b"0123456789"
+    assert await read() == b"234"
+    assert plain.display.recordings == {}

@@ -1,16 +1,20 @@
 // Who a token stands for, and what a page shows of who controls a session.
 import type { SessionSummary } from "./types.js";
 
-/** The user a token stands for: a JWT's `sub`, else the operator. */
+/**
+ * The user a token stands for: a JWT's `sub`, a share token's guest
+ * (`guest:<share id>`, README "Sharing"), else the operator.
+ */
 export function identityOf(token: string): string {
   const parts = token.split(".");
-  if (parts.length === 3) {
+  if (parts.length === 3 || parts.length === 2) {
     try {
-      const payload: unknown = JSON.parse(atob(parts[1]!.replace(/-/g, "+").replace(/_/g, "/")));
-      const sub = (payload as { sub?: unknown }).sub;
-      if (typeof sub === "string") return sub;
+      const body = parts[parts.length - 2]!.replace(/-/g, "+").replace(/_/g, "/");
+      const payload = JSON.parse(atob(body)) as { sub?: unknown; shid?: unknown };
+      if (parts.length === 3 && typeof payload.sub === "string") return payload.sub;
+      if (parts.length === 2 && typeof payload.shid === "string") return `guest:${payload.shid}`;
     } catch {
-      // Not a JWT: the operator token.
+      // Neither: the operator token.
     }
   }
   return "operator";

@@ -69,6 +69,7 @@ const TEMPLATE = `
   :host { display: block; aspect-ratio: 16 / 10; min-height: 160px; background: #222;
           color: #eee; font: 13px system-ui, sans-serif; }
   :host([hidden]) { display: none; }
+  :host([bare]) .bar, :host([bare]) .error { display: none; }
   :host(:fullscreen) { width: 100%; height: 100%; aspect-ratio: auto; }
   .root { display: flex; flex-direction: column; width: 100%; height: 100%; }
   .bar { display: flex; flex-wrap: wrap; align-items: center; gap: 6px; padding: 4px 6px;
@@ -106,7 +107,7 @@ const TEMPLATE = `
 const ElementBase = (globalThis.HTMLElement ?? class {}) as typeof HTMLElement;
 
 export class BatonLiveView extends ElementBase {
-  static readonly observedAttributes = ["session-id", "edge-url", "view-only", "quality"];
+  static readonly observedAttributes = ["session-id", "edge-url", "view-only", "quality", "bare"];
 
   private tokenProviderValue: TokenProvider | null = null;
   private client: BatonClient | null = null;
@@ -121,6 +122,8 @@ export class BatonLiveView extends ElementBase {
   private me: string | null = null;
   private ownReturn = false;
   private statusValue: ConnectionStatus = "idle";
+  // Screen updates received since the last takeUpdates().
+  private updates = 0;
   private readonly root: ShadowRoot;
 
   constructor() {
@@ -164,6 +167,17 @@ export class BatonLiveView extends ElementBase {
     this.toggleAttribute("view-only", value);
   }
 
+  /**
+   * Only the screen: no bar and no error box of its own, for a page that draws
+   * its own controls and shows `baton-error` itself (the console). Attribute `bare`.
+   */
+  get bare(): boolean {
+    return this.hasAttribute("bare");
+  }
+  set bare(value: boolean) {
+    this.toggleAttribute("bare", value);
+  }
+
   /** The picture's quality, low, medium or high (default); attribute `quality`. */
   get quality(): Quality {
     const value = this.getAttribute("quality");
@@ -191,6 +205,24 @@ export class BatonLiveView extends ElementBase {
     return this.statusValue;
   }
 
+  /** Whether this element sends input now: its user controls and it is not view-only. */
+  get interactive(): boolean {
+    return !this.viewOnly && controlsSession(this.sessionValue, this.me) && this.rfb !== null;
+  }
+
+  /** Screen updates received since the last call (a page's updates-per-second figure). */
+  takeUpdates(): number {
+    const updates = this.updates;
+    this.updates = 0;
+    return updates;
+  }
+
+  /** Keys go to the live browser; the page never scrolls to bring it into view. */
+  override focus(options?: FocusOptions): void {
+    const target: { focus(options?: FocusOptions): void } = this.rfb ?? this.screen;
+    target.focus({ ...options, preventScroll: true });
+  }
+
   connectedCallback(): void {
     this.queueRestart();
   }
@@ -202,13 +234,13 @@ export class BatonLiveView extends ElementBase {
   attributeChangedCallback(name: string, before: string | null, after: string | null): void {
     if (before === after) return;
     if (name === "quality") this.applyQuality(true);
-    else if (name === "view-only") this.render();
+    else if (name === "view-only" || name === "bare") this.render();
     else this.queueRestart();
   }
 
   async takeControl(): Promise<void> {
     await this.changeControl("take_control");
-    this.rfb?.focus({ preventScroll: true });
+    this.focus();
   }
 
   async returnControl(): Promise<void> {
@@ -348,6 +380,9 @@ export class BatonLiveView extends ElementBase {
     this.closeStream();
     // Our own WebSocket, handed to noVNC, so that its close code decides reconnecting.
     const channel = new WebSocket(url, ["binary"]);
+    channel.addEventListener("message", () => {
+      this.updates += 1;
+    });
     let gotThrough = false;
     channel.addEventListener("close", (event) => {
       if (this.channel !== channel || generation !== this.generation) return;

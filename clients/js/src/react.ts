@@ -21,6 +21,8 @@ export interface BatonLiveViewProps {
   edgeUrl?: string;
   tokenProvider: TokenProvider;
   viewOnly?: boolean;
+  /** Only the screen: the page draws its own bar and shows errors (`bare`). */
+  bare?: boolean;
   quality?: Quality;
   className?: string;
   style?: CSSProperties;
@@ -75,6 +77,7 @@ export function BatonLiveView(props: BatonLiveViewProps): ReactElement {
     "session-id": props.sessionId,
     "edge-url": props.edgeUrl,
     "view-only": props.viewOnly ? "" : undefined,
+    bare: props.bare ? "" : undefined,
     quality: props.quality,
     class: props.className,
     style: props.style,

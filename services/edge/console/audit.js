@@ -1,6 +1,7 @@
 // The console's audit view, for operators (README, "Audit trail"): the audit
 // events of GET /api/audit (JSON lines, oldest first) shown newest first,
 // filtered by session when one is given.
+import { authorizedGet } from "/console/replay.js";
 
 function row(event) {
   const item = document.createElement("li");
@@ -32,11 +33,7 @@ export class AuditView {
     const sessionId = this.root.querySelector("#audit-session").value.trim();
     const query = sessionId ? `?sessionId=${encodeURIComponent(sessionId)}` : "";
     try {
-      const response = await fetch(`/api/audit${query}`, {
-        headers: { Authorization: `Bearer ${this.token()}` },
-      });
-      const text = await response.text();
-      if (!response.ok) throw new Error(JSON.parse(text)?.error?.message || `HTTP ${response.status}`);
+      const text = await (await authorizedGet(this.token(), `/api/audit${query}`)).text();
       const events = text.split("\n").filter(Boolean).map((line) => JSON.parse(line));
       this.root.querySelector("#audit-list").replaceChildren(...events.reverse().map(row));
       this.root.hidden = false;

@@ -1,16 +1,16 @@
 // Baton web console: TakeOverPanel (task, steps, control) and BrowserViewPanel
-// (the live view through noVNC). The server enforces who may send input; the
-// page only mirrors it so the view does not pretend to be interactive.
-import { io } from "/vendor/socket.io/socket.io.esm.min.js";
-import {
-  api as restCall,
-  controllerText,
-  controlsSession,
-  emit as emitOn,
-  identityOf,
-} from "/console/edge_api.js";
+// (view_panel.js: the <baton-live-view> element), built on the @baton/client
+// package (clients/js), served by the edge at /assets/clients/baton.js: REST and
+// Socket.IO through BatonClient, who a token stands for through identityOf. The
+// server enforces who may send input; the page only mirrors it.
+import { BatonClient, controlsSession, identityOf } from "/assets/clients/baton.js";
+import { showController } from "/console/control_badge.js";
 import { ControlRequests } from "/console/control_requests.js";
-import { LiveView } from "/console/live_view.js";
+import { IdleReturn } from "/console/idle_return.js";
+import { UNREACHABLE, clearError, showError, showsError, wireMessages } from "/console/messages.js";
+import { SessionList } from "/console/session_list.js";
+import { StepList } from "/console/step_list.js";
+import { ViewPanel, setBadge } from "/console/view_panel.js";
 import { ReplayView } from "/console/replay.js";
 import { AuditView } from "/console/audit.js";
 
@@ -22,6 +22,12 @@ const WAITING_TITLE = `Your turn · ${BASE_TITLE}`;
 // The tab's icon, and the one while the agent waits for a person.
 const ICON = iconOf("#3182ce", "");
 const WAITING_ICON = iconOf("#dd6b20", '<circle cx="24" cy="8" r="7" fill="#e53e3e"/>');
+// Events wait this long for their acknowledgement (a take_control waits for the
+// running step to stop).
+const ACK_TIMEOUT_MS = 90_000;
+const GONE =
+  "The session you watched is gone: the server restarted without keeping it " +
+  "(sessions live in the session service's store). Start a new task.";
 
 function iconOf(colour, badge) {
   const svg =
@@ -33,18 +39,10 @@ function iconOf(colour, badge) {
 const state = {
   token: "",
   me: "",
-  socket: null,
+  client: null,
+  // The console's Socket.IO connection (BatonEvents).
+  events: null,
   session: null,
-  // The session's step events as this page holds them (the latest per step
-  // index), and how many step events that is: events carry the session's
-  // summary and one new step at most (services/edge/README.md, "Sessions").
-  steps: new Map(),
-  stepsHeld: 0,
-  stepsOf: null,
-  resyncing: false,
-  view: null,
-  latencyMs: null,
-  watching: new Set(),
   // A Return Control of this page's is on its way (noteControlTakenAway).
   returning: false,
   // Whether the agent waited for a person at the last render (the notification
@@ -52,66 +50,18 @@ const state = {
   wasWaiting: false,
 };
 
-// --- errors -----------------------------------------------------------------
-
-// How much of a step's result (an extract's text) the step list shows.
-const RESULT_CHARS = 300;
-
-function truncated(text, limit) {
-  return text.length > limit ? `${text.slice(0, limit)}…` : text;
-}
-
-// Errors are one short sentence; anything longer (a server's multi-line
-// message) goes behind the Details toggle.
-const HEADLINE_CHARS = 160;
-// What the banner says while the server cannot be reached (cleared on reconnect).
-const UNREACHABLE = "Server unreachable, retrying…";
-
-function showError(message) {
-  const [first, ...rest] = String(message).split("\n");
-  const long = first.length > HEADLINE_CHARS;
-  $("error-text").textContent = long ? `${first.slice(0, HEADLINE_CHARS - 1)}…` : first;
-  const details = [long ? first : "", ...rest].join("\n").trim();
-  $("error-details-text").textContent = details;
-  $("error-details").hidden = !details;
-  $("error-details").open = false;
-  $("error-banner").classList.add("shown");
-}
-
-// An idle auto-return's countdown, its last seconds shown with Keep control
-// (docs/state-machine.md, "Auto-return"). The person's input on the live view
-// resets it here as it does on the server.
-const COUNTDOWN_S = 10;
-const idleReturn = {
-  lastInput: 0,
-  timer: null,
-  session: null,
-  render(session) {
-    this.session = session;
-    const idle = session?.autoReturn?.idleSeconds;
-    const mine = controlsSession(session, state.me);
-    if (!idle || !mine) {
-      clearInterval(this.timer);
-      this.timer = null;
-      this.lastInput = 0;
-      $("auto-return").hidden = true;
-      return;
-    }
-    if (!this.lastInput) this.lastInput = Date.now();
-    if (!this.timer) this.timer = setInterval(() => this.tick(), 250);
-    this.tick();
-  },
-  tick() {
-    const idle = this.session?.autoReturn?.idleSeconds || 0;
-    const left = Math.ceil(idle - (Date.now() - this.lastInput) / 1000);
-    $("auto-return").hidden = left > COUNTDOWN_S;
-    $("auto-return-text").textContent =
-      `Idle: control goes back to the agent in ${Math.max(0, left)} s.`;
-  },
-  noteInput() {
-    if (this.timer) this.lastInput = Date.now();
-  },
-};
+const steps = new StepList((id) => resyncSteps(id));
+const idleReturn = new IdleReturn();
+// The replay and audit views (replay.js, audit.js).
+const replay = new ReplayView($("replay-panel"), () => state.token);
+const audit = new AuditView($("audit-panel"), () => state.token, showError);
+const sessions = new SessionList(
+  (id) => openSession(id),
+  () => state.session,
+  showError,
+  (id) => run("Replay", () => replay.open(id)),
+);
+const viewPanel = new ViewPanel(viewError);
 
 // Asking for control held by someone else, and handing it over when asked.
 const requests = new ControlRequests(
@@ -122,15 +72,14 @@ const requests = new ControlRequests(
     handOver: $("hand-over-button"),
   },
   () => state.me,
-  (event, payload) => emit(event, payload),
+  (event, payload) => send(event, payload),
   (session) => applySession(session),
   showError,
 );
 
-function clearError() {
-  $("error-banner").classList.remove("shown");
-  $("error-text").textContent = "";
-  $("error-details").hidden = true;
+function send(event, payload) {
+  if (!state.events) return Promise.reject(new Error("not signed in"));
+  return state.events.send(event, payload);
 }
 
 // --- identity ---------------------------------------------------------------
@@ -161,9 +110,10 @@ function showSessionInLocation(id) {
 
 async function signIn(token) {
   clearError();
+  const client = new BatonClient({ token, ackTimeoutMs: ACK_TIMEOUT_MS });
   try {
     // Checked before the page says who you are: a wrong token signs nobody in.
-    await restCall(token, "GET", "/api/browser-session");
+    await client.listSessions({ pageSize: 1 });
   } catch (error) {
     signOut();
     showError(
@@ -174,11 +124,13 @@ async function signIn(token) {
     return;
   }
   state.token = token;
+  state.client = client;
   state.me = identityOf(token);
   sessionStorage.setItem(TOKEN_KEY, token);
   $("identity").textContent = `signed in as ${state.me}`;
-  connectSocket();
-  refreshSessions();
+  viewPanel.tokenProvider = () => state.token;
+  connectEvents();
+  sessions.signedIn(client, state.me);
   if (state.me === "operator") audit.refresh();
   const wanted = sessionFromLocation();
   if (wanted) openSession(wanted);
@@ -187,81 +139,25 @@ async function signIn(token) {
 function signOut() {
   state.token = null;
   state.me = null;
+  state.client = null;
   sessionStorage.removeItem(TOKEN_KEY);
   $("identity").textContent = "signed out";
 }
 
-// --- REST -------------------------------------------------------------------
-
-function api(method, path, body) {
-  return restCall(state.token, method, path, body);
-}
-
-function sessionLabel(session) {
-  // Whose it is, when it is not yours (an operator sees everyone's).
-  const owner = session.ownerUserId !== state.me ? ` · ${session.ownerUserId}` : "";
-  return `${session.task.text || session.task.url} · ${session.state}${owner}`;
-}
-
-// The replay and audit views (replay.js, audit.js).
-const replay = new ReplayView($("replay-panel"), () => state.token);
-const audit = new AuditView($("audit-panel"), () => state.token, showError);
-
-function replayButton(id) {
-  const button = document.createElement("button");
-  button.type = "button";
-  button.className = "small replay-button";
-  button.textContent = "Replay";
-  button.addEventListener("click", () => run("Replay", () => replay.open(id)));
-  return button;
-}
-
-async function refreshSessions() {
-  try {
-    const { sessions } = await api("GET", "/api/browser-session");
-    const list = $("session-list");
-    list.replaceChildren();
-    sessions.sort((a, b) => (b.createdAt || "").localeCompare(a.createdAt || ""));
-    for (const session of sessions) {
-      const item = document.createElement("li");
-      item.dataset.sessionId = session.id;
-      if (state.session?.id === session.id) item.classList.add("current");
-      const label = document.createElement("span");
-      label.textContent = sessionLabel(session);
-      const open = document.createElement("button");
-      open.type = "button";
-      open.className = "small";
-      open.textContent = "Open";
-      open.addEventListener("click", () => openSession(session.id));
-      item.append(label, open);
-      if (session.recording) item.append(replayButton(session.id));
-      list.append(item);
-    }
-  } catch (error) {
-    showError(`Could not list sessions: ${error.message}`);
-  }
-}
-
 // --- Socket.IO --------------------------------------------------------------
 
-function setBadge(element, text, kind) {
-  element.textContent = text;
-  element.className = `badge badge-${kind}`;
-}
-
-function connectSocket() {
-  state.socket?.disconnect();
-  const socket = io({ path: "/socket.io", auth: { token: state.token }, transports: ["websocket"] });
-  state.socket = socket;
-  state.watching.clear();
+function connectEvents() {
+  state.events?.close();
+  const events = state.client.events();
+  state.events = events;
+  const socket = events.socket;
   let everConnected = false;
   socket.on("connect", () => {
     setBadge($("socket-status"), "live", "on");
-    if ($("error-text").textContent === UNREACHABLE) clearError();
-    const reconnected = everConnected;
+    if (showsError(UNREACHABLE)) clearError();
     everConnected = true;
     // After a reconnect the server has forgotten our rooms.
-    if (state.session) rewatch(state.session.id, reconnected);
+    if (state.session) rewatch(state.session.id);
   });
   socket.on("disconnect", (reason) => {
     setBadge($("socket-status"), "offline", "off");
@@ -275,7 +171,8 @@ function connectSocket() {
       return;
     }
     setBadge($("socket-status"), "refused", "off");
-    socket.disconnect();
+    events.close();
+    viewPanel.show(null);
     signOut();
     showError(
       everConnected
@@ -284,44 +181,28 @@ function connectSocket() {
         : `Live updates refused: ${error.message}`,
     );
   });
-  socket.on("session:created", ({ session }) => applySession(session));
-  socket.on("session:step", ({ session, step }) => {
-    if (
-      state.stepsOf === session.id &&
-      state.session?.id === session.id &&
-      session.version > state.session.version &&
-      session.stepCount === state.stepsHeld + 1
-    ) {
-      state.steps.set(stepKey(step), step);
-      state.stepsHeld += 1;
+  events.on("session:created", ({ session }) => applySession(session));
+  events.on("session:step", ({ session, step }) => {
+    if (state.session?.id === session.id && session.version > state.session.version) {
+      steps.add(session, step);
     }
     applySession(session);
   });
-  socket.on("session:control_changed", ({ session }) => applySession(session));
-  socket.on("session:task_changed", ({ session }) => applySession(session));
-  socket.on("session:control_requested", ({ session, userId }) => {
+  events.on("session:control_changed", ({ session }) => applySession(session));
+  events.on("session:task_changed", ({ session }) => applySession(session));
+  events.on("session:control_requested", ({ session, userId }) => {
     applySession(session);
     if (state.session?.id === session.id) requests.requested(state.session, userId);
   });
-  socket.on("session:error", ({ session, message }) => {
+  events.on("session:error", ({ session, message }) => {
     applySession(session);
     showError(message);
   });
-  socket.on("session:ended", ({ session, reason }) => {
+  events.on("session:ended", ({ session, reason }) => {
     applySession(session);
     if (reason) showError(`Session ended: ${reason}`);
-    refreshSessions();
+    sessions.refresh();
   });
-}
-
-// A hand-back report (what the person did: docs/steps.md) is a row of its own
-// beside the step it came during.
-function stepKey(step) {
-  return step.action === "handback" ? `handback-${step.index}` : step.index;
-}
-
-function emit(event, payload) {
-  return emitOn(state.socket, event, payload);
 }
 
 // --- TakeOverPanel ----------------------------------------------------------
@@ -330,25 +211,11 @@ function applySession(session) {
   if (!session) return;
   if (state.session && session.id !== state.session.id) return;
   if (state.session && session.version < state.session.version) return;
-  if (state.stepsOf !== session.id) {
-    state.steps = new Map();
-    state.stepsHeld = 0;
-    state.stepsOf = session.id;
-  }
-  if (Array.isArray(session.steps)) {
-    // A full view (GET, session:watch): the steps as they are now.
-    state.steps = new Map(session.steps.map((step) => [stepKey(step), step]));
-    state.stepsHeld = session.stepCount;
-  } else if (session.stepCount > state.stepsHeld) {
-    // Steps were reported that this page never got (joined or reconnected
-    // between two events): read the whole session again.
-    resyncSteps(session.id);
-  }
+  steps.apply(session);
   noteControlTakenAway(state.session, session);
   state.session = session;
   showSessionInLocation(session.id);
   renderSession();
-  updateViewMode();
 }
 
 // Control leaving this person without their Return Control (an operator returned
@@ -359,7 +226,7 @@ function noteControlTakenAway(before, after) {
     controlsSession(before, state.me) &&
     !controlsSession(after, state.me) &&
     !state.returning &&
-    !["ENDED", "FAILED"].includes(after.state);
+    isLive(after);
   if (!lost) return;
   const notice = $("control-notice");
   notice.textContent =
@@ -369,25 +236,19 @@ function noteControlTakenAway(before, after) {
   notice.hidden = false;
 }
 
+// Steps were reported that this page never got: read the whole session again.
 async function resyncSteps(id) {
-  if (state.resyncing) return;
-  state.resyncing = true;
   try {
-    applySession(await emit("session:watch", { id }));
+    applySession(await send("session:watch", { id }));
   } catch {
     // The next event tries again.
-  } finally {
-    state.resyncing = false;
   }
 }
 
 function renderSession() {
   const session = state.session;
-  const live = session && !["ENDED", "FAILED"].includes(session.state);
-  const [text, kind] = session ? controllerText(session, state.me) : ["no session", "none"];
-  const indicator = $("controller-indicator");
-  indicator.textContent = text;
-  indicator.className = `controller controller-${kind}`;
+  const live = isLive(session);
+  showController($("controller-indicator"), session, state.me);
   const waiting = live && session.task.status === "WAITING_FOR_USER" && session.state !== "USER_CONTROL";
   document.title = waiting ? WAITING_TITLE : BASE_TITLE;
   $("favicon").href = waiting ? WAITING_ICON : ICON;
@@ -420,35 +281,9 @@ function renderSession() {
   $("resume-button").disabled = !live || session.state !== "PAUSED";
   $("end-button").disabled = !live;
   requests.render(session);
-  idleReturn.render(session);
-
-  const steps = $("step-list");
-  steps.replaceChildren();
-  // Step events come as started then succeeded/failed: show the latest per step.
-  for (const step of session ? state.steps.values() : []) {
-    const item = document.createElement("li");
-    item.className = `step-${step.status}`;
-    item.value = step.index + 1;
-    const what = step.description || step.action;
-    const time = step.durationMs ? ` (${step.durationMs} ms)` : "";
-    // A step a takeover or pause cut short is no failure: it runs again on resume.
-    const why = step.status === "interrupted" ? ": runs again when the agent resumes"
-      : step.error ? `: ${step.error}` : "";
-    // What an extract step read off the page.
-    const result = step.result ? ` → ${truncated(step.result, RESULT_CHARS)}` : "";
-    item.textContent = `${what} — ${step.status}${time}${why}${result}`;
-    steps.append(item);
-  }
-  $("step-progress").textContent = session
-    ? `${session.task.stepsCompleted} / ${session.task.maxSteps}`
-    : "";
-  for (const item of $("session-list").children) {
-    const current = item.dataset.sessionId === session?.id;
-    item.classList.toggle("current", current);
-    if (current) {
-      item.firstChild.textContent = sessionLabel(session);
-    }
-  }
+  idleReturn.render(session, state.me);
+  steps.render(session);
+  sessions.mark(session);
 }
 
 async function run(label, action) {
@@ -456,27 +291,38 @@ async function run(label, action) {
   try {
     await action();
   } catch (error) {
-    showError(`${label}: ${error.message}`);
+    if (error.code === "not_found" && state.session) await rewatch(state.session.id);
+    else showError(`${label}: ${error.message}`);
   }
 }
 
-// Watch the session again after a reconnect; a restarted server may have lost it.
-async function rewatch(id, reconnected) {
+// Watch the session again (after a reconnect, or when it was not found): a
+// restarted server may have lost it.
+async function rewatch(id) {
   try {
-    applySession(await emit("session:watch", { id }));
-    if (reconnected && !state.view.connected && isLive(state.session)) await connectViewer(id);
+    applySession(await send("session:watch", { id }));
   } catch (error) {
     if (error.code !== "not_found" || state.session?.id !== id) return;
-    state.view.disconnect();
+    viewPanel.show(null);
     state.session = null;
     showSessionInLocation(null);
     renderSession();
-    showError(
-      "The session you watched is gone: the server restarted without keeping it " +
-        "(sessions live in the session service's store). Start a new task.",
-    );
-    refreshSessions();
+    showError(GONE);
+    sessions.refresh();
   }
+}
+
+// What the live view reports: its own session news the console has from its own
+// connection, so only what it alone can know is shown.
+function viewError({ message, status, code }) {
+  // A session the stream no longer knows may be gone (a restarted server).
+  if (status === 404 && state.session) {
+    rewatch(state.session.id);
+    return;
+  }
+  // session:error and a refused connection are the console's own to report.
+  if (code === "session" || !state.events?.socket.connected) return;
+  showError(message);
 }
 
 // The optional browser notification when the agent starts waiting for a person.
@@ -491,11 +337,22 @@ function isLive(session) {
   return Boolean(session) && !["ENDED", "FAILED"].includes(session.state);
 }
 
+// One session on the page at a time: its panel and its live view together.
 async function openSession(id) {
   await run("Open", async () => {
     state.session = null;
-    applySession(await emit("session:watch", { id }));
-    await connectViewer(id);
+    viewPanel.show(null);
+    try {
+      applySession(await send("session:watch", { id }));
+    } catch (error) {
+      if (error.code !== "not_found") throw error;
+      // A link or a reload of a session a restart forgot.
+      showSessionInLocation(null);
+      renderSession();
+      showError(GONE);
+      return;
+    }
+    viewPanel.show(id);
   });
 }
 
@@ -503,18 +360,13 @@ function control(action) {
   return run(action.replace("_", " "), async () => {
     state.returning = action === "return_control";
     try {
-      const session = await emit("session:control", {
-        id: state.session.id,
-        action,
-        expectedVersion: state.session.version,
-      });
-      applySession(session);
+      applySession(await state.events.control(state.session.id, action, state.session.version));
     } finally {
       state.returning = false;
     }
     if (action === "take_control") {
       $("control-notice").hidden = true;
-      $("screen").focus({ preventScroll: true });
+      viewPanel.focus();
     }
   });
 }
@@ -528,105 +380,55 @@ function wireTakeOverPanel() {
         url: $("task-url").value,
         maxSteps: Number($("task-max-steps").value) || undefined,
       };
-      const steps = $("task-steps").value.trim();
-      if (steps) body.steps = JSON.parse(steps);
+      const listed = $("task-steps").value.trim();
+      if (listed) body.steps = JSON.parse(listed);
       $("start-button").disabled = true;
       try {
         state.session = null;
-        applySession(await emit("session:create", body));
+        viewPanel.show(null);
+        applySession(await send("session:create", body));
       } finally {
         $("start-button").disabled = false;
       }
-      await connectViewer(state.session.id);
-      refreshSessions();
+      viewPanel.show(state.session.id);
+      sessions.refresh();
     });
   });
-  $("watch-button").addEventListener("click", () =>
-    run("Watch", () => connectViewer(state.session.id)),
-  );
+  $("watch-button").addEventListener("click", () => viewPanel.show(state.session.id));
   $("take-button").addEventListener("click", () => control("take_control"));
   $("return-button").addEventListener("click", () => control("return_control"));
   $("pause-button").addEventListener("click", () =>
-    run("Pause", async () => applySession(await emit("session:pause", { id: state.session.id }))),
+    run("Pause", async () => applySession(await send("session:pause", { id: state.session.id }))),
   );
   $("resume-button").addEventListener("click", () =>
-    run("Resume", async () => applySession(await emit("session:resume", { id: state.session.id }))),
+    run("Resume", async () => applySession(await send("session:resume", { id: state.session.id }))),
   );
   $("end-button").addEventListener("click", () => {
     // Ending closes the session's browser for good: ask first.
     if (!window.confirm("End this session? Its browser closes and cannot be reopened.")) return;
     run("End", async () => {
-      applySession(await emit("session:end", { id: state.session.id }));
-      refreshSessions();
+      applySession(await state.events.end(state.session.id));
+      sessions.refresh();
     });
   });
-  $("refresh-sessions").addEventListener("click", refreshSessions);
-}
-
-// --- BrowserViewPanel -------------------------------------------------------
-
-function updateViewMode() {
-  const interactive = controlsSession(state.session, state.me);
-  state.view.setInteractive(interactive);
-  $("view-mode").textContent = interactive ? "interactive" : "view only";
-  $("view-mode").className = `badge ${interactive ? "badge-on" : ""}`;
-  $("screen").classList.toggle("interactive", interactive && state.view.connected);
-}
-
-function connectViewer(sessionId) {
-  return state.view.connect(sessionId);
-}
-
-async function measureLatency() {
-  if (!state.view.connected) return;
-  const started = performance.now();
-  try {
-    await fetch("/healthz", { cache: "no-store" });
-    state.latencyMs = Math.round(performance.now() - started);
-  } catch {
-    state.latencyMs = null;
+  $("keep-control-button").addEventListener("click", () =>
+    run("Keep control", async () => {
+      // Taking control one holds tells the server the person is still there.
+      applySession(await state.events.control(state.session.id, "take_control"));
+      idleReturn.noteInput();
+      idleReturn.tick();
+    }),
+  );
+  for (const kind of ["keydown", "pointerdown", "wheel"]) {
+    $("screen").addEventListener(kind, () => idleReturn.noteInput(), { capture: true });
   }
-}
-
-function wireBrowserViewPanel() {
-  state.view = new LiveView($("screen"), {
-    token: () => state.token,
-    onStatus: (text, kind) => {
-      setBadge($("view-status"), text, kind);
-      if (kind === "on") measureLatency();
-      updateViewMode();
-    },
-    onError: showError,
-  });
-  $("fullscreen-button").addEventListener("click", () => {
-    if (document.fullscreenElement) document.exitFullscreen();
-    else $("screen").requestFullscreen().catch((error) => showError(error.message));
-  });
-  // Quality: screen updates per second, and the round trip to the edge.
-  setInterval(() => {
-    const fps = state.view.takeUpdates();
-    const latency = state.latencyMs === null ? "–" : `${state.latencyMs} ms`;
-    $("view-quality").textContent = state.view.connected ? `${fps} updates/s · ${latency}` : "–";
-  }, 1000);
-  setInterval(measureLatency, 2000);
 }
 
 // --- start ------------------------------------------------------------------
 
 function start() {
   $("favicon").href = ICON;
-  for (const kind of ["keydown", "pointerdown", "wheel"]) {
-    $("screen").addEventListener(kind, () => idleReturn.noteInput(), { capture: true });
-  }
-  $("keep-control-button").addEventListener("click", () =>
-    run("Keep control", async () => {
-      // Taking control one holds tells the server the person is still there.
-      applySession(await emit("session:control", { id: state.session.id, action: "take_control" }));
-      idleReturn.noteInput();
-      idleReturn.tick();
-    }),
-  );
-  $("error-dismiss").addEventListener("click", clearError);
+  wireMessages();
   $("notify-toggle").addEventListener("change", async () => {
     if (!$("notify-toggle").checked || typeof Notification === "undefined") return;
     if ((await Notification.requestPermission()) !== "granted") {
@@ -640,7 +442,6 @@ function start() {
     if (token) signIn(token);
   });
   wireTakeOverPanel();
-  wireBrowserViewPanel();
   const token = tokenFromLocation() || sessionStorage.getItem(TOKEN_KEY);
   if (token) signIn(token);
   else showError("Sign in with the token printed by `make run` (or a user JWT).");

@@ -1,7 +1,7 @@
 // Asking the person in control for it, and handing it over (docs/state-machine.md):
 // shared by the console and /embed. A viewer who may take control asks; the person
 // holding it sees who asks and may hand it over with one click.
-import { controlsSession } from "/console/edge_api.js";
+import { controlsSession } from "/assets/clients/baton.js";
 
 export class ControlRequests {
   // elements: {ask, panel, text, handOver} (buttons and the panel with its text);

@@ -1,11 +1,12 @@
 // /embed/{sessionId}: one session's live view for an iframe, view-only unless the
 // page is opened with ?control=1 (services/edge/README.md, "Embedding"). The token
 // comes in the fragment (#token=...), which browsers never send to a server, so
-// it stays out of every log; the server decides what it may do.
-import { io } from "/vendor/socket.io/socket.io.esm.min.js";
-import { controllerText, controlsSession, emit, identityOf } from "/console/edge_api.js";
+// it stays out of every log; the server decides what it may do. The live view is
+// the <baton-live-view> element of @baton/client (clients/js); this page draws
+// its one line of state and, with ?control=1, asks for and hands over control.
+import { BatonClient, controlsSession, identityOf } from "/assets/clients/baton.js";
+import { showController } from "/console/control_badge.js";
 import { ControlRequests } from "/console/control_requests.js";
-import { LiveView } from "/console/live_view.js";
 
 const $ = (id) => document.getElementById(id);
 const sessionId = decodeURIComponent(location.pathname.split("/").pop());
@@ -13,23 +14,26 @@ const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const offersControl = new URLSearchParams(location.search).get("control") === "1";
 const me = identityOf(token);
 const LIVE_STATES = ["STARTING", "AI_CONTROL", "USER_CONTROL", "PAUSED", "FINISHED"];
+const STATUS_BADGES = {
+  idle: ["not connected", "off"],
+  connecting: ["connecting…", "wait"],
+  connected: ["connected", "on"],
+  reconnecting: ["reconnecting…", "wait"],
+  disconnected: ["disconnected", "off"],
+};
 
+const view = $("screen");
 let session = null;
-let socket = null;
-const view = new LiveView($("screen"), {
-  token: () => token,
-  onStatus: (text, kind) => {
-    const badge = $("view-status");
-    badge.textContent = text;
-    badge.className = `badge badge-${kind}`;
-    render();
-  },
-  onError: showError,
-});
+let events = null;
 
 function showError(message) {
   $("error-text").textContent = message;
   $("error-text").hidden = false;
+}
+
+function clearError() {
+  $("error-text").hidden = true;
+  $("error-text").textContent = "";
 }
 
 // Asking for control held by someone else, and handing it over when asked.
@@ -41,31 +45,22 @@ const requests = new ControlRequests(
     handOver: $("hand-over-button"),
   },
   () => me,
-  (event, payload) => emit(socket, event, payload),
+  (event, payload) => events.send(event, payload),
   (update) => apply(update),
   showError,
 );
 
-function clearError() {
-  $("error-text").hidden = true;
-  $("error-text").textContent = "";
-}
-
 function render() {
+  // The element decides whether this page's input counts (view-only without ?control=1).
+  view.classList.toggle("interactive", view.interactive);
   if (!session) return;
-  const [text, kind] = controllerText(session, me);
   const indicator = $("controller-indicator");
-  indicator.textContent = session.endedReason ? `${text} · ${session.endedReason}` : text;
-  indicator.className = `controller controller-${kind}`;
+  showController(indicator, session, me);
+  if (session.endedReason) indicator.textContent += ` · ${session.endedReason}`;
   const live = LIVE_STATES.includes(session.state);
-  const mine = controlsSession(session, me);
-  // Without ?control=1 this page never sends input, whoever holds control.
-  const interactive = offersControl && mine;
-  view.setInteractive(interactive);
-  $("screen").classList.toggle("interactive", interactive && view.connected);
   $("take-button").disabled =
     !live || !["AI_CONTROL", "PAUSED", "FINISHED"].includes(session.state);
-  $("return-button").disabled = !live || !mine;
+  $("return-button").disabled = !live || !controlsSession(session, me);
   requests.render(session);
 }
 
@@ -79,8 +74,8 @@ function apply(update) {
 async function control(action) {
   clearError();
   try {
-    apply(await emit(socket, "session:control", { id: sessionId, action }));
-    if (action === "take_control") $("screen").focus({ preventScroll: true });
+    apply(await events.control(sessionId, action));
+    if (action === "take_control") view.focus();
   } catch (error) {
     if (error.code === "permission_denied") {
       // This token may watch only: stop offering what it cannot do.
@@ -100,30 +95,43 @@ function start() {
   $("control-buttons").hidden = !offersControl;
   $("take-button").addEventListener("click", () => control("take_control"));
   $("return-button").addEventListener("click", () => control("return_control"));
-  socket = io({ path: "/socket.io", auth: { token }, transports: ["websocket"] });
-  socket.on("connect", async () => {
+  view.addEventListener("baton-connection-change", ({ detail }) => {
+    const [text, kind] = STATUS_BADGES[detail.status];
+    $("view-status").textContent = text;
+    $("view-status").className = `badge badge-${kind}`;
+    render();
+  });
+  view.addEventListener("baton-control-change", render);
+  view.addEventListener("baton-error", ({ detail }) => {
+    if (detail.code !== "session") showError(detail.message);
+  });
+  view.viewOnly = !offersControl;
+  view.tokenProvider = () => token;
+  view.sessionId = sessionId;
+
+  events = new BatonClient({ token }).events();
+  events.socket.on("connect", async () => {
     // Also after a reconnect: the server has forgotten this page's rooms.
     try {
-      apply(await emit(socket, "session:watch", { id: sessionId }));
+      apply(await events.watch(sessionId));
       clearError();
-      if (!view.connected && LIVE_STATES.includes(session.state)) await view.connect(sessionId);
     } catch (error) {
       showError(error.message);
     }
   });
-  socket.on("connect_error", (error) => showError(`Live updates refused: ${error.message}`));
+  events.socket.on("connect_error", (error) => showError(`Live updates refused: ${error.message}`));
   for (const event of ["session:step", "session:control_changed", "session:task_changed"]) {
-    socket.on(event, (payload) => apply(payload.session));
+    events.on(event, (payload) => apply(payload.session));
   }
-  socket.on("session:control_requested", ({ session: update, userId }) => {
+  events.on("session:control_requested", ({ session: update, userId }) => {
     apply(update);
     if (offersControl && session) requests.requested(session, userId);
   });
-  socket.on("session:error", ({ session: update, message }) => {
+  events.on("session:error", ({ session: update, message }) => {
     apply(update);
     showError(message);
   });
-  socket.on("session:ended", ({ session: update }) => apply(update));
+  events.on("session:ended", ({ session: update }) => apply(update));
 }
 
 start();

@@ -5,7 +5,23 @@
 // the Authorization header into a blob: the whole file is read before it
 // plays (recordings are small at the recorder's frame rate), and no URL
 // carrying a credential is ever made.
-import { api } from "/console/edge_api.js";
+
+// GET `path` with the bearer token: the Response, or an Error with the
+// server's message.
+export async function authorizedGet(token, path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${token}` } });
+  if (!response.ok) {
+    const text = await response.text();
+    let message = `GET ${path}: HTTP ${response.status}`;
+    try {
+      message = JSON.parse(text)?.error?.message || message;
+    } catch {
+      // Not JSON: the status says it.
+    }
+    throw new Error(message);
+  }
+  return response;
+}
 
 function seconds(offset) {
   return offset === null || offset === undefined ? "–" : `${offset.toFixed(1)} s`;
@@ -50,11 +66,8 @@ export class ReplayView {
 
   async open(sessionId) {
     const base = `/api/browser-session/${encodeURIComponent(sessionId)}`;
-    const timeline = await api(this.token(), "GET", `${base}/timeline`);
-    const response = await fetch(`${base}/recording`, {
-      headers: { Authorization: `Bearer ${this.token()}` },
-    });
-    if (!response.ok) throw new Error(`the recording: HTTP ${response.status}`);
+    const timeline = await (await authorizedGet(this.token(), `${base}/timeline`)).json();
+    const response = await authorizedGet(this.token(), `${base}/recording`);
     this.release();
     this.objectUrl = URL.createObjectURL(await response.blob());
     this.video.src = this.objectUrl;
