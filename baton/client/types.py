@@ -133,6 +133,7 @@ class Timeline(TypedDict):
     sessionId: str
     recording: dict[str, Any] | None
     events: list[dict[str, Any]]
+    inputs: list[dict[str, Any]]
     urls: list[dict[str, Any]]
 
 

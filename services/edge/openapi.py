@@ -476,7 +476,7 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Timeline": {
         "type": "object",
-        "required": ["sessionId", "recording", "events", "urls"],
+        "required": ["sessionId", "recording", "events", "inputs", "urls"],
         "properties": {
             "sessionId": {"type": "string"},
             "recording": {
@@ -516,6 +516,23 @@ _SCHEMAS: dict[str, Any] = {
                         "userId": {"type": ["string", "null"]},
                         "state": {"type": "string"},
                         "reason": {"type": "string"},
+                    },
+                },
+            },
+            "inputs": {
+                "type": "array",
+                "description": "The person's input reaching the browser per second: key "
+                "presses and pointer events the controller's stream connection forwarded, "
+                "counts only, never the keys; seconds without input are left out; the "
+                "newest 600 seconds with input kept (README, Recording and replay).",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "offsetS", "keys", "pointer"],
+                    "properties": {
+                        "at": {"type": "string", "format": "date-time"},
+                        "offsetS": {"type": ["number", "null"]},
+                        "keys": {"type": "integer", "minimum": 0},
+                        "pointer": {"type": "integer", "minimum": 0},
                     },
                 },
             },

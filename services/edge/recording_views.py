@@ -87,8 +87,9 @@ def _takeover_gaps(
 
 def timeline_json(session: session_pb2.Session) -> JsonObject:
     """Every kept step event and control change, in time order, each with its
-    `offsetS` into the recording (None when not recorded), and the page's URL
-    over time. `session` is a full view (GetSession)."""
+    `offsetS` into the recording (None when not recorded), the person's input
+    per second (counts, never keys) and the page's URL over time. `session` is
+    a full view (GetSession)."""
     recorded = session.HasField("recording")
     zero = _seconds(session.recording.start_time) if recorded else 0.0
 
@@ -130,5 +131,9 @@ def timeline_json(session: session_pb2.Session) -> JsonObject:
         if recorded
         else None,
         "events": [body for _, body in events],
+        "inputs": [
+            {"at": _iso(b.time), "offsetS": offset(b.time), "keys": b.keys, "pointer": b.pointer}
+            for b in session.inputs
+        ],
         "urls": urls,
     }

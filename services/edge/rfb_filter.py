@@ -67,6 +67,10 @@ class FilterResult:
     forward: bytes
     input_forwarded: int
     input_dropped: int
+    # Of the input forwarded: key presses (key-down events) and pointer events,
+    # counted for the replay's timeline (never which keys).
+    keys_forwarded: int = 0
+    pointer_forwarded: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,6 +170,13 @@ def _measure_qemu(buffer: bytes | bytearray) -> MessageShape | None:
     raise RfbProtocolError(f"unknown QEMU client message subtype {subtype}")
 
 
+def _is_key_press(raw: bytes) -> bool:
+    """A whole input message that presses a key (RFB or QEMU extended)."""
+    if raw[0] == KEY_EVENT:
+        return raw[1] != 0
+    return raw[0] == QEMU and raw[1] == QEMU_EXTENDED_KEY_EVENT and raw[2:4] != b"\0\0"
+
+
 def key_event(keysym: int, down: bool) -> bytes:
     return struct.pack(">BBxxI", KEY_EVENT, 1 if down else 0, keysym)
 
@@ -201,7 +212,7 @@ class ClientStreamFilter:
         """Consume `data`; return the bytes to forward upstream."""
         self._buffer += data
         out = bytearray()
-        forwarded = dropped = 0
+        forwarded = dropped = keys = pointer = 0
         while self._phase is not _Phase.NORMAL:
             chunk = self._handshake_step()
             if chunk is None:
@@ -222,9 +233,11 @@ class ClientStreamFilter:
                 self._track_held(raw)
                 out += raw
                 forwarded += 1
+                keys += _is_key_press(raw)
+                pointer += raw[0] == POINTER_EVENT
             else:
                 dropped += 1
-        return FilterResult(bytes(out), forwarded, dropped)
+        return FilterResult(bytes(out), forwarded, dropped, keys, pointer)
 
     def release_held_input(self) -> bytes:
         """Key-up and button-up events for whatever input is held down now.

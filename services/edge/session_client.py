@@ -187,10 +187,16 @@ class SessionClient:
         return await _call(self._stub.GetStreamAccess(request, timeout=self._timeout))
 
     async def record_activity(
-        self, session_id: str, kind: session_pb2.ActivityKind.ValueType
+        self,
+        session_id: str,
+        kind: session_pb2.ActivityKind.ValueType,
+        keys: int = 0,
+        pointer: int = 0,
     ) -> None:
+        """Report viewer activity; with user input, its key presses and pointer
+        events since the last report (counts only)."""
         request = session_pb2.RecordActivityRequest(
-            session_id=session_id, kind=kind, edge_id=self.edge_id
+            session_id=session_id, kind=kind, edge_id=self.edge_id, keys=keys, pointer=pointer
         )
         await _call(self._stub.RecordActivity(request, timeout=self._timeout))
 

@@ -48,6 +48,7 @@ from websockets.typing import Subprotocol
 from baton.session.v1 import session_pb2
 from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
 from services.edge.auth import Authenticator, Principal
+from services.edge.input_tally import InputTally
 from services.edge.json_views import error_json
 from services.edge.log_redaction import UPSTREAM_LOGGER, redact_tokens
 from services.edge.metrics import EdgeMetrics
@@ -404,7 +405,8 @@ class _ViewerConnection:
         self._revoked = asyncio.Event()
         # Bytes the viewer sent right behind its ClientInit.
         self._pending = b""
-        self._last_input_report = 0.0
+        self._input = InputTally(INPUT_ACTIVITY_INTERVAL_S)
+        self._input_report: asyncio.TimerHandle | None = None
         # This connection's input messages, forwarded or dropped by its gate.
         self.input_forwarded = 0
         self.input_dropped = 0
@@ -473,6 +475,11 @@ class _ViewerConnection:
                     await upstream.send(release)
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await self._websocket.close(code, reason)
+            # The input counted since the last report, now rather than after
+            # the connection has gone.
+            if self._input_report is not None:
+                self._input_report.cancel()
+                self._report_input()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._record(session_pb2.ACTIVITY_KIND_VIEWER_LEFT), 2.0)
             await asyncio.gather(*self._background, return_exceptions=True)
@@ -494,7 +501,7 @@ class _ViewerConnection:
             self.input_forwarded += result.input_forwarded
             self.input_dropped += result.input_dropped
             if result.input_forwarded:
-                self._note_input()
+                self._note_input(result.keys_forwarded, result.pointer_forwarded)
             if result.forward:
                 try:
                     await upstream.send(result.forward)
@@ -533,20 +540,32 @@ class _ViewerConnection:
         await self._ended.wait()
         return CLOSE_NORMAL, "the session ended"
 
-    def _note_input(self) -> None:
-        now = time.monotonic()
-        if now - self._last_input_report >= INPUT_ACTIVITY_INTERVAL_S:
-            self._last_input_report = now
-            self._report(session_pb2.ACTIVITY_KIND_USER_INPUT)
+    def _note_input(self, keys: int, pointer: int) -> None:
+        delay = self._input.add(time.monotonic(), keys, pointer)
+        if delay == 0:
+            self._report_input()
+        elif delay is not None:
+            self._input_report = asyncio.get_running_loop().call_later(delay, self._report_input)
 
-    def _report(self, kind: session_pb2.ActivityKind.ValueType) -> None:
+    def _report_input(self) -> None:
+        """Report the input counted since the last report (input_tally.py)."""
+        self._input_report = None
+        counts = self._input.take(time.monotonic())
+        if counts is not None:
+            self._report(session_pb2.ACTIVITY_KIND_USER_INPUT, counts.keys, counts.pointer)
+
+    def _report(
+        self, kind: session_pb2.ActivityKind.ValueType, keys: int = 0, pointer: int = 0
+    ) -> None:
         """Tell the session service about viewer activity, without waiting for it."""
-        task = asyncio.create_task(self._record(kind))
+        task = asyncio.create_task(self._record(kind, keys, pointer))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _record(self, kind: session_pb2.ActivityKind.ValueType) -> None:
+    async def _record(
+        self, kind: session_pb2.ActivityKind.ValueType, keys: int = 0, pointer: int = 0
+    ) -> None:
         try:
-            await self._sessions.record_activity(self.session_id, kind)
+            await self._sessions.record_activity(self.session_id, kind, keys, pointer)
         except BatonError as exc:
             log.debug("session %s: activity not recorded: %s", self.session_id, exc)

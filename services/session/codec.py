@@ -13,6 +13,7 @@ from baton.automation.v1 import automation_pb2
 from baton.display.v1 import display_pb2
 from baton.session.v1 import session_pb2
 from services.session.audit_log import AuditEvent
+from services.session.input_buckets import InputBucket
 from services.session.model import (
     Action,
     AutoReturn,
@@ -125,6 +126,8 @@ def encode(session: Session) -> bytes:
         if session.user_request_auto_return
         else None,
         "lastInputAt": session.last_input_at.isoformat() if session.last_input_at else None,
+        # [unix second, keys, pointer]: compact, as a session keeps hundreds.
+        "inputs": [[int(b.at.timestamp()), b.keys, b.pointer] for b in session.inputs],
     }
     return json.dumps(data, separators=(",", ":")).encode()
 
@@ -223,6 +226,11 @@ def decode(raw: bytes) -> Session:
         last_input_at=datetime.fromisoformat(data["lastInputAt"])
         if data.get("lastInputAt")
         else None,
+        # Absent from records stored before input counts.
+        inputs=tuple(
+            InputBucket(datetime.fromtimestamp(at, UTC), keys, pointer)
+            for at, keys, pointer in data.get("inputs", ())
+        ),
         # Absent from records stored before hand-back reports.
         handback=automation_pb2.Handback.FromString(base64.b64decode(data["handback"]))
         if data.get("handback")
@@ -353,6 +361,12 @@ def to_proto(
                 reason=e.reason,
             )
             for e in session.timeline
+        ]
+        if full
+        else (),
+        inputs=[
+            session_pb2.InputBucket(time=timestamp(b.at), keys=b.keys, pointer=b.pointer)
+            for b in session.inputs
         ]
         if full
         else (),

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from baton.automation.v1 import automation_pb2
+from services.session.input_buckets import InputBucket
 
 
 class ControlState(enum.Enum):
@@ -234,6 +235,8 @@ class Session:
     user_request_auto_return: AutoReturn | None = None
     # When a person's input last reached the browser (the edges report it).
     last_input_at: datetime | None = None
+    # How much input reached it, per second (input_buckets.py): counts only.
+    inputs: tuple[InputBucket, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -366,8 +366,11 @@ class SessionOrchestrator:
         input_seen: bool,
         viewer_seen: bool = False,
         edge_id: str = "",
+        keys: int = 0,
+        pointer: int = 0,
     ) -> None:
-        """Viewers joining (+1), leaving (-1) or present, and user input (presence.py)."""
+        """Viewers joining (+1), leaving (-1) or present, and user input with
+        its event counts (presence.py)."""
         await self._presence.record_activity(
-            session_id, viewers_delta, input_seen, viewer_seen, edge_id
+            session_id, viewers_delta, input_seen, viewer_seen, edge_id, keys, pointer
         )

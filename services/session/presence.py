@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 
 from services.runtime.errors import Conflict, NotFound
 from services.session.control_fence import ControlFence
+from services.session.input_buckets import add_input
 from services.session.model import Session
 from services.session.records import SessionRecords, bookkeeping
 from services.session.settings import SessionSettings
@@ -55,10 +56,13 @@ class Presence:
         input_seen: bool,
         viewer_seen: bool = False,
         edge_id: str = "",
+        keys: int = 0,
+        pointer: int = 0,
     ) -> None:
-        """Count viewers joining (+1) and leaving (-1), user input, and viewers
-        still present (`viewer_seen`, refreshed at most once per resolution);
-        `edge_id` is the edge that holds them."""
+        """Count viewers joining (+1) and leaving (-1), user input (with its
+        `keys` and `pointer` events, kept per second: input_buckets.py), and
+        viewers still present (`viewer_seen`, refreshed at most once per
+        resolution); `edge_id` is the edge that holds them."""
         if edge_id and (viewers_delta or viewer_seen):
             await self._fence.viewers_changed(session_id, edge_id, viewers_delta)
         now = self._records.clock()
@@ -80,6 +84,7 @@ class Presence:
                     viewers_seen_at=now if viewer_seen or viewers_delta > 0 else s.viewers_seen_at,
                     last_activity_at=now if input_seen or viewers_delta else s.last_activity_at,
                     last_input_at=now if input_seen else s.last_input_at,
+                    inputs=add_input(s.inputs, now, keys, pointer) if input_seen else s.inputs,
                 )
             )
 

@@ -25,6 +25,7 @@ from services.runtime.session_ids import check_session_id
 from services.runtime.user_ids import OPERATOR_USER_ID, guest_user_id
 from services.session import codec, paging
 from services.session.audit_log import AuditKind
+from services.session.input_buckets import check_counts
 from services.session.model import Actor, AutoReturn, Viewport
 from services.session.orchestrator import SessionOrchestrator, SessionSpec
 from services.session.webhook_delivery import WebhookStats
@@ -235,12 +236,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         if request.kind not in _ACTIVITY:
             raise InvalidArgument(f"unknown activity kind {request.kind}")
         viewers_delta, input_seen, viewer_seen = _ACTIVITY[request.kind]
+        check_counts(request.keys, request.pointer)
         await self._sessions.record_activity(
             _session_id(request.session_id),
             viewers_delta,
             input_seen,
             viewer_seen,
             request.edge_id,
+            request.keys if input_seen else 0,
+            request.pointer if input_seen else 0,
         )
         return session_pb2.RecordActivityResponse()
 

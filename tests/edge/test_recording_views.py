@@ -77,6 +77,17 @@ def test_the_timeline_places_steps_and_control_changes_in_the_video() -> None:
     assert [u["url"] for u in body["urls"]] == ["http://a/", "http://b/"]
 
 
+def test_the_timeline_places_the_input_per_second_in_the_video() -> None:
+    session = session_pb2.Session(
+        id="s",
+        recording=session_pb2.Recording(host_id="h", start_time=_at(100)),
+        inputs=[session_pb2.InputBucket(time=_at(103), keys=4, pointer=9)],
+    )
+    assert timeline_json(session)["inputs"] == [
+        {"at": "1970-01-01T00:01:43Z", "offsetS": 3.0, "keys": 4, "pointer": 9}
+    ]
+
+
 def test_the_record_policy_decides_and_never_refuses_asking() -> None:
     assert RecordPolicy.ON_REQUEST.records(True) and not RecordPolicy.ON_REQUEST.records(False)
     assert RecordPolicy.ALWAYS.records(False)

@@ -205,3 +205,22 @@ def test_unknown_or_malformed_message_is_an_error(message: bytes, error: str) ->
     stream, _ = after_handshake(open_=True)
     with pytest.raises(RfbProtocolError, match=error):
         stream.feed(UPDATE_REQUEST + message)
+
+
+def test_forwarded_key_presses_and_pointer_events_are_counted_dropped_ones_not() -> None:
+    allowed = [True]
+    gate = ClientStreamFilter(lambda: allowed[0], after_handshake=True)
+    chunk = (
+        key_event(0x61, down=True)
+        + key_event(0x61, down=False)
+        + qemu_key_event(0x62, 48, down=True)
+        + qemu_key_event(0x62, 48, down=False)
+        + pointer_event(5, 5, 0)
+        + pointer_event(6, 6, 1)
+        + CUT_TEXT
+    )
+    result = gate.feed(chunk)
+    assert (result.input_forwarded, result.keys_forwarded, result.pointer_forwarded) == (7, 2, 2)
+    allowed[0] = False
+    result = gate.feed(chunk)
+    assert (result.input_dropped, result.keys_forwarded, result.pointer_forwarded) == (7, 0, 0)

@@ -7,6 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
@@ -16,6 +17,7 @@ import pytest
 
 from services.runtime.errors import Conflict, FailedPrecondition, Unavailable
 from services.session.etcd_store import EtcdStore
+from services.session.input_buckets import InputBucket
 from services.session.model import ControlState, Session
 from services.session.sqlite_store import SqliteStore
 from services.session.store import WATCH_BACKLOG, MemoryStore, SessionStore, Stored
@@ -34,6 +36,13 @@ async def test_create_get_list(store: SessionStore) -> None:
     assert got == Stored(first, revision)
     assert await store.get("missing") is None
     assert sorted(s.session.id for s in await store.list_all()) == ["a", "b"]
+
+
+async def test_the_input_buckets_are_kept(store: SessionStore) -> None:
+    at = datetime(2026, 1, 1, 12, 0, 1, tzinfo=UTC)
+    session = replace(make_session(session_id="a"), inputs=(InputBucket(at, 3, 7),))
+    revision = await store.create(session)
+    assert await store.get("a") == Stored(session, revision)
 
 
 async def test_create_twice_is_a_conflict(store: SessionStore) -> None:

@@ -415,6 +415,7 @@ class Session(_message.Message):
     TIMELINE_FIELD_NUMBER: _builtins.int
     HANDBACK_FIELD_NUMBER: _builtins.int
     AUTO_RETURN_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     state: Global___ControlState.ValueType
     controller: Global___Controller.ValueType
@@ -468,6 +469,13 @@ class Session(_message.Message):
     def auto_return(self) -> _automation_pb2.AutoReturn:
         """auto_return: the conditions of the takeover in progress, if it set any."""
 
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedCompositeFieldContainer[Global___InputBucket]:
+        """inputs: the person's input per second, oldest first, the newest
+        MAX_INPUT_BUCKETS kept (services/session/input_buckets.py); counts only,
+        never the keys. Full view only.
+        """
+
     def __init__(
         self,
         *,
@@ -490,14 +498,48 @@ class Session(_message.Message):
         timeline: _abc.Iterable[Global___TimelineEntry] | None = ...,
         handback: _automation_pb2.Handback | None = ...,
         auto_return: _automation_pb2.AutoReturn | None = ...,
+        inputs: _abc.Iterable[Global___InputBucket] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "create_time", b"create_time", "handback", b"handback", "placement", b"placement", "recording", b"recording", "task", b"task", "update_time", b"update_time", "viewport", b"viewport"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "handback", b"handback", "id", b"id", "owner_user_id", b"owner_user_id", "placement", b"placement", "recording", b"recording", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "timeline", b"timeline", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_return", b"auto_return", "controller", b"controller", "controller_user_id", b"controller_user_id", "create_time", b"create_time", "ended_reason", b"ended_reason", "handback", b"handback", "id", b"id", "inputs", b"inputs", "owner_user_id", b"owner_user_id", "placement", b"placement", "recording", b"recording", "state", b"state", "step_count", b"step_count", "steps", b"steps", "task", b"task", "timeline", b"timeline", "update_time", b"update_time", "user_request_reason", b"user_request_reason", "version", b"version", "viewport", b"viewport"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Session: _TypeAlias = Session  # noqa: Y015
+
+@_typing.final
+class InputBucket(_message.Message):
+    """InputBucket counts the input events the controller's connection forwarded
+    to the browser, reported within one second (starting at `time`).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    POINTER_FIELD_NUMBER: _builtins.int
+    keys: _builtins.int
+    """keys: key presses (key-down events); pointer: pointer events (moves,
+    buttons, wheel).
+    """
+    pointer: _builtins.int
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        keys: _builtins.int = ...,
+        pointer: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys", "pointer", b"pointer", "time", b"time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InputBucket: _TypeAlias = InputBucket  # noqa: Y015
 
 @_typing.final
 class Recording(_message.Message):
@@ -1378,20 +1420,30 @@ class RecordActivityRequest(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     KIND_FIELD_NUMBER: _builtins.int
     EDGE_ID_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    POINTER_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     kind: Global___ActivityKind.ValueType
     edge_id: _builtins.str
     """edge_id names the edge reporting its viewers (a random id per edge process)."""
+    keys: _builtins.int
+    """With ACTIVITY_KIND_USER_INPUT: the key presses and pointer events the
+    controller's connection forwarded since the edge's last report (counts
+    only, never the keys); kept as the session's per-second input buckets.
+    """
+    pointer: _builtins.int
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         kind: Global___ActivityKind.ValueType = ...,
         edge_id: _builtins.str = ...,
+        keys: _builtins.int = ...,
+        pointer: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["edge_id", b"edge_id", "kind", b"kind", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["edge_id", b"edge_id", "keys", b"keys", "kind", b"kind", "pointer", b"pointer", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

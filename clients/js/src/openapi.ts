@@ -524,6 +524,14 @@ export interface components {
                 state?: string;
                 reason?: string;
             }[];
+            /** @description The person's input reaching the browser per second: key presses and pointer events the controller's stream connection forwarded, counts only, never the keys; seconds without input are left out; the newest 600 seconds with input kept (README, Recording and replay). */
+            inputs: {
+                /** Format: date-time */
+                at: string;
+                offsetS: number | null;
+                keys: number;
+                pointer: number;
+            }[];
             /** @description The page's URL each time it changed, from the steps. */
             urls: {
                 /** Format: date-time */

@@ -11,6 +11,8 @@ import { UNREACHABLE, clearError, showError, showsError, wireMessages } from "/c
 import { SessionList } from "/console/session_list.js";
 import { StepList } from "/console/step_list.js";
 import { ViewPanel, setBadge } from "/console/view_panel.js";
+import { ReplayView } from "/console/replay.js";
+import { AuditView } from "/console/audit.js";
 
 const $ = (id) => document.getElementById(id);
 const TOKEN_KEY = "baton.token";
@@ -50,10 +52,14 @@ const state = {
 
 const steps = new StepList((id) => resyncSteps(id));
 const idleReturn = new IdleReturn();
+// The replay and audit views (replay.js, audit.js).
+const replay = new ReplayView($("replay-panel"), () => state.token);
+const audit = new AuditView($("audit-panel"), () => state.token, showError);
 const sessions = new SessionList(
   (id) => openSession(id),
   () => state.session,
   showError,
+  (id) => run("Replay", () => replay.open(id)),
 );
 const viewPanel = new ViewPanel(viewError);
 
@@ -125,6 +131,7 @@ async function signIn(token) {
   viewPanel.tokenProvider = () => state.token;
   connectEvents();
   sessions.signedIn(client, state.me);
+  if (state.me === "operator") audit.refresh();
   const wanted = sessionFromLocation();
   if (wanted) openSession(wanted);
 }

@@ -4,9 +4,11 @@ const $ = (id) => document.getElementById(id);
 
 export class SessionList {
   // open(id): the person chose a session. current(): the watched session.
-  // onError(message): the list failed.
-  constructor(open, current, onError) {
+  // onError(message): the list failed. replay(id): the person chose a
+  // recorded session's replay (replay.js).
+  constructor(open, current, onError, replay) {
     this.open = open;
+    this.replay = replay;
     this.current = current;
     this.onError = onError;
     this.client = null;
@@ -45,12 +47,22 @@ export class SessionList {
         open.textContent = "Open";
         open.addEventListener("click", () => this.open(session.id));
         item.append(label, open);
+        if (session.recording) item.append(this.replayButton(session.id));
         list.append(item);
       }
       this.mark(this.current());
     } catch (error) {
       this.onError(`Could not list sessions: ${error.message}`);
     }
+  }
+
+  replayButton(id) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "small replay-button";
+    button.textContent = "Replay";
+    button.addEventListener("click", () => this.replay(id));
+    return button;
   }
 
   // The watched session marked, its label current.
