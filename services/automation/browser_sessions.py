@@ -18,7 +18,13 @@ from typing import Protocol
 
 from services.automation.action_gate import ActionAborted, ActionGate, GateClosed
 from services.automation.cdp_hub import BrowserPipe
-from services.automation.handback import HandbackReport, PageSnapshot, WatchNotes, build_report
+from services.automation.handback import (
+    HandbackReport,
+    PageSnapshot,
+    WatchNotes,
+    build_report,
+    person_urls,
+)
 from services.automation.page_port import (
     BROWSER_GONE_MESSAGE,
     ActionFailed,
@@ -412,14 +418,22 @@ class BrowserSessions:
         except (BrowserGone, ActionFailed) as error:
             log.info("session %s: page not read for the hand-back: %s", session_id, error)
             after = PageSnapshot(url=session.browser.url)
-        watch.report = build_report(
-            watch.before, after, watch.notes, time.monotonic() - watch.started
-        )
         try:
-            # What the person typed stays out of what the agent's model sees next.
-            await session.browser.remember_typed([f.selector for f in watch.notes.fields])
+            # What the person typed stays out of the report and of what the
+            # agent's model sees next.
+            await session.browser.remember_typed(
+                [f.selector for f in watch.notes.fields],
+                person_urls(watch.before, after, watch.notes),
+            )
         except (BrowserGone, ActionFailed) as error:
             log.info("session %s: typed fields not read: %s", session_id, error)
+        watch.report = build_report(
+            watch.before,
+            after,
+            watch.notes,
+            time.monotonic() - watch.started,
+            session.browser.hide_typed,
+        )
         return watch.report
 
     def resume(self, session_id: str) -> TaskStatus | None:

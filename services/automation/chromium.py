@@ -45,7 +45,7 @@ from services.automation.page_port import (
     Observation,
     PageScan,
 )
-from services.automation.person_typed import PLACEHOLDER, worth_hiding
+from services.automation.person_typed import PLACEHOLDER, url_values, worth_hiding
 from services.automation.proc_table import (
     browser_main_pid,
     child_processes,
@@ -522,7 +522,7 @@ class ChromiumBrowser:
         if self._page is None or self._page.is_closed():
             return ""
         # Steps and the timeline carry it, and a page may put typed text in its URL.
-        return scrub(self._page.url, self._typed_by_people, PLACEHOLDER)
+        return self.hide_typed(self._page.url)
 
     def _translate(
         self, error: PlaywrightError, timeout_ms: int, action: Action | None = None
@@ -548,7 +548,7 @@ class ChromiumBrowser:
             raise self._translate(error, timeout_ms, action) from None
         # What the agent reads goes to its model and every record of the step:
         # what people typed stays out of it as out of observations (person_typed.py).
-        return scrub(result, self._typed_by_people, PLACEHOLDER)
+        return self.hide_typed(result)
 
     async def _perform(self, page: Page, action: Action, timeout_ms: int) -> str:
         timeout = timeout_ms
@@ -609,9 +609,12 @@ class ChromiumBrowser:
             raise InvalidArgument(f"{selector!r} is not a selector: {_first_line(error)}") from None
         return page.url, found
 
-    async def remember_typed(self, selectors: Sequence[str]) -> None:
-        """Keep the values now in these fields (a person typed into them) out of
-        every later observation; read here, never sent anywhere."""
+    async def remember_typed(self, selectors: Sequence[str], urls: Sequence[str] = ()) -> None:
+        """Keep the values now in these fields (a person typed into them), and the
+        values in these URLs (a person went to them), out of every later
+        observation; read here, never sent anywhere."""
+        for url in urls:
+            self._typed_by_people.update(url_values(url))
         page = await self._current_page()
         for selector in selectors:
             with contextlib.suppress(PlaywrightError):
@@ -621,6 +624,9 @@ class ChromiumBrowser:
                 hidden = worth_hiding(value)
                 if hidden is not None:
                     self._typed_by_people.add(hidden)
+
+    def hide_typed(self, text: str) -> str:
+        return scrub(text, self._typed_by_people, PLACEHOLDER)
 
     async def scan(self) -> PageScan:
         page = await self._current_page()

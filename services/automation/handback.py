@@ -11,8 +11,8 @@ fields a person typed into, never what they typed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 # Bounds, so one takeover cannot grow a session record without limit.
@@ -137,19 +137,34 @@ def storage_changes(before: PageSnapshot, after: PageSnapshot) -> tuple[NameChan
     )
 
 
+def person_urls(before: PageSnapshot, after: PageSnapshot, notes: WatchNotes) -> list[str]:
+    """The URLs the person went to while holding control (their values may be
+    what they typed: person_typed.url_values)."""
+    urls = list(notes.navigations)
+    if after.url != before.url:
+        urls.append(after.url)
+    return urls
+
+
 def build_report(
-    before: PageSnapshot, after: PageSnapshot, notes: WatchNotes, held_seconds: float
+    before: PageSnapshot,
+    after: PageSnapshot,
+    notes: WatchNotes,
+    held_seconds: float,
+    hide: Callable[[str], str] = str,
 ) -> HandbackReport:
+    """The report; `hide` takes what the person typed out of its URLs and titles
+    (person_typed.py)."""
     return HandbackReport(
-        url_before=before.url,
-        title_before=before.title[:MAX_TEXT],
-        url_after=after.url,
-        title_after=after.title[:MAX_TEXT],
-        navigations=tuple(notes.navigations),
-        fields_typed=tuple(notes.fields),
+        url_before=hide(before.url),
+        title_before=hide(before.title[:MAX_TEXT]),
+        url_after=hide(after.url),
+        title_after=hide(after.title[:MAX_TEXT]),
+        navigations=tuple(hide(url) for url in notes.navigations),
+        fields_typed=tuple(replace(f, url=hide(f.url)) for f in notes.fields),
         cookies_changed=cookie_changes(before, after),
         storage_changed=storage_changes(before, after),
-        downloads=tuple(notes.downloads),
+        downloads=tuple(replace(d, url=hide(d.url)) for d in notes.downloads),
         held_seconds=round(held_seconds, 3),
     )
 

@@ -109,9 +109,13 @@ class ManagedBrowser(BrowserPage, Protocol):
         InvalidArgument for a selector that is not one."""
         ...
 
-    async def remember_typed(self, selectors: Sequence[str]) -> None:
-        """Keep what is now in these fields (a person typed it) out of every later
-        observation (person_typed.py)."""
+    async def remember_typed(self, selectors: Sequence[str], urls: Sequence[str] = ()) -> None:
+        """Keep what is now in these fields, and the values in these URLs (a
+        person typed them), out of every later observation (person_typed.py)."""
+
+    def hide_typed(self, text: str) -> str:
+        """`text` without what people typed (remember_typed)."""
+        ...
 
     async def snapshot(self) -> PageSnapshot:
         """The page's URL, title, cookies and storage, values as digests only."""

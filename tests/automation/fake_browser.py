@@ -110,8 +110,11 @@ class FakeBrowser:
     async def probe(self, selector: str) -> tuple[str, bool]:
         return self.current_url, bool(selector) and selector not in self.missing
 
-    async def remember_typed(self, selectors: Sequence[str]) -> None:
+    async def remember_typed(self, selectors: Sequence[str], urls: Sequence[str] = ()) -> None:
         self.remembered.extend(selectors)
+
+    def hide_typed(self, text: str) -> str:
+        return text
 
     async def snapshot(self) -> PageSnapshot:
         if self.gone.is_set():

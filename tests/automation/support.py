@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import threading
@@ -64,6 +65,17 @@ FORM_PAGE = """<!doctype html>
   </select></label>
   <button id="submit" type="submit">Create account</button>
 </form>"""
+
+# A GET form: what is typed goes into the next page's URL (and its title).
+SEARCH_PAGE = """<!doctype html>
+<title>Search</title>
+<form method="get" action="/results">
+  <label>Search <input id="q" name="q"></label>
+  <button id="go" type="submit">Go</button>
+</form>"""
+RESULTS_PAGE = (
+    """<!doctype html><title>Results for {q}</title><h1 id="results">Results for {q}</h1>"""
+)
 
 THANKS_PAGE = """<!doctype html><title>Thanks</title><h1 id="thanks">Thanks, {name}</h1>"""
 
@@ -171,13 +183,17 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         pages = {
             "/form": FORM_PAGE,
+            "/search": SEARCH_PAGE,
             "/events": EVENTS_PAGE,
             "/guestbook": GUESTBOOK_PAGE,
             "/login": LOGIN_PAGE,
             "/captcha": CAPTCHA_PAGE,
         }
         path = urlsplit(self.path).path
-        if path in pages:
+        if path == "/results":
+            query = parse_qs(urlsplit(self.path).query)
+            self._send(RESULTS_PAGE.format(q=html.escape(query.get("q", [""])[0])))
+        elif path in pages:
             self._send(pages[path])
         else:
             self._send("not found", 404, "text/plain")

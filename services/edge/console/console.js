@@ -4,13 +4,13 @@
 // Socket.IO through BatonClient, who a token stands for through identityOf. The
 // server enforces who may send input; the page only mirrors it.
 import { BatonClient, controlsSession, identityOf } from "/assets/clients/baton.js";
-import { showController } from "/console/control_badge.js";
+import { setBadge, showController } from "/console/control_badge.js";
 import { ControlRequests } from "/console/control_requests.js";
 import { IdleReturn } from "/console/idle_return.js";
 import { UNREACHABLE, clearError, showError, showsError, wireMessages } from "/console/messages.js";
 import { SessionList } from "/console/session_list.js";
 import { StepList } from "/console/step_list.js";
-import { ViewPanel, setBadge } from "/console/view_panel.js";
+import { ViewPanel } from "/console/view_panel.js";
 import { ReplayView } from "/console/replay.js";
 import { AuditView } from "/console/audit.js";
 

@@ -5,7 +5,7 @@
 // the <baton-live-view> element of @baton/client (clients/js); this page draws
 // its one line of state and, with ?control=1, asks for and hands over control.
 import { BatonClient, controlsSession, identityOf } from "/assets/clients/baton.js";
-import { showController } from "/console/control_badge.js";
+import { showConnection, showController } from "/console/control_badge.js";
 import { ControlRequests } from "/console/control_requests.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,13 +14,6 @@ const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const offersControl = new URLSearchParams(location.search).get("control") === "1";
 const me = identityOf(token);
 const LIVE_STATES = ["STARTING", "AI_CONTROL", "USER_CONTROL", "PAUSED", "FINISHED"];
-const STATUS_BADGES = {
-  idle: ["not connected", "off"],
-  connecting: ["connecting…", "wait"],
-  connected: ["connected", "on"],
-  reconnecting: ["reconnecting…", "wait"],
-  disconnected: ["disconnected", "off"],
-};
 
 const view = $("screen");
 let session = null;
@@ -96,9 +89,7 @@ function start() {
   $("take-button").addEventListener("click", () => control("take_control"));
   $("return-button").addEventListener("click", () => control("return_control"));
   view.addEventListener("baton-connection-change", ({ detail }) => {
-    const [text, kind] = STATUS_BADGES[detail.status];
-    $("view-status").textContent = text;
-    $("view-status").className = `badge badge-${kind}`;
+    showConnection($("view-status"), detail.status);
     render();
   });
   view.addEventListener("baton-control-change", render);

@@ -3,16 +3,9 @@
 // console draws the connection state, whether your input counts, the quality
 // figures and Fullscreen in its toolbar. The element connects, reconnects with a
 // fresh stream URL and sends input only while you hold control.
-const $ = (id) => document.getElementById(id);
+import { showConnection } from "/console/control_badge.js";
 
-// The element's connection states as the toolbar badge says them.
-const STATUS_BADGES = {
-  idle: ["not connected", "off"],
-  connecting: ["connecting…", "wait"],
-  connected: ["connected", "on"],
-  reconnecting: ["reconnecting…", "wait"],
-  disconnected: ["disconnected", "off"],
-};
+const $ = (id) => document.getElementById(id);
 
 export class ViewPanel {
   // onError(detail): the element's baton-error detail ({message, status, code}).
@@ -20,8 +13,7 @@ export class ViewPanel {
     this.view = $("screen");
     this.latencyMs = null;
     this.view.addEventListener("baton-connection-change", ({ detail }) => {
-      const [text, kind] = STATUS_BADGES[detail.status];
-      setBadge($("view-status"), text, kind);
+      showConnection($("view-status"), detail.status);
       // Why the stream closed, for whoever hovers (the badge stays one word).
       $("view-status").title = detail.code === null ? "" : `closed (${detail.code}) ${detail.reason ?? ""}`;
       if (detail.status === "connected") this.measureLatency();
@@ -75,9 +67,4 @@ export class ViewPanel {
       this.latencyMs = null;
     }
   }
-}
-
-export function setBadge(element, text, kind) {
-  element.textContent = text;
-  element.className = `badge badge-${kind}`;
 }
