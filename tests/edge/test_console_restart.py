@@ -4,13 +4,17 @@ session on screen whose Take Control answers "not found"."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
+from baton.client.errors import ApiError
 from services.display.settings import NumberRange
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import user_token
@@ -46,6 +50,20 @@ async def watch_a_working_agent(page: Page, stack: FullStack) -> str:
     await expect(page.locator("#screen canvas")).to_be_visible()
     await expect(page.locator("#screen .bar")).to_be_hidden()
     return page.url.split("#session=", 1)[1]
+
+
+async def sessions_once_reachable(stack: FullStack) -> dict[str, Any]:
+    """Alice's sessions, once the edge reaches the restarted session service (its
+    channel may be waiting out gRPC's reconnect backoff: 503 meanwhile)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            answer: dict[str, Any] = await stack.request("GET", "/api/browser-session", ALICE)
+            return answer
+        except ApiError as error:
+            if error.status != 503 or time.monotonic() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def expect_gone(page: Page) -> None:
@@ -93,7 +111,7 @@ async def test_take_control_on_a_session_a_restart_forgot_says_it_is_gone(
     async with console_page(stack) as page:
         session_id = await watch_a_working_agent(page, stack)
         await stack.restart_session()
-        sessions = await stack.request("GET", "/api/browser-session", ALICE)
+        sessions = await sessions_once_reachable(stack)
         assert session_id not in [s["id"] for s in sessions["sessions"]]
         await expect(page.locator("#socket-status")).to_have_text("live")
         await page.click("#take-button")
