@@ -106,13 +106,21 @@ def environ_of(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
 
-def recorder_pid(host: Host, slot_id: str) -> int:
-    """ffmpeg's pid, from /proc by the slot's recorded pids: a record written while
-    ffmpeg was still exec-ing holds its identity with an empty command line."""
+def is_ffmpeg(pid: int) -> bool:
+    return b"ffmpeg" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+async def recorder_pid(host: Host, slot_id: str) -> int:
+    """ffmpeg's pid, from /proc by the slot's recorded pids, once its exec is done:
+    the slot is answered right after ffmpeg is spawned, and under load /proc may
+    still show the forked child's empty command line for a while."""
     record = slot_record(host.settings.state_dir, slot_id)
-    pids = [
-        p.pid for p in record.processes if b"ffmpeg" in Path(f"/proc/{p.pid}/cmdline").read_bytes()
-    ]
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [p.pid for p in record.processes if is_ffmpeg(p.pid)]
+        if pids or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert len(pids) == 1, record
     return pids[0]
 
@@ -122,7 +130,7 @@ async def test_a_recorded_slot_is_a_video_as_long_as_it_was_held(
 ) -> None:
     slot = await host.allocate("rec-one", record=True)
     assert slot.HasField("recording_start_time")
-    pid = recorder_pid(host, slot.id)
+    pid = await recorder_pid(host, slot.id)
     # XAUTHORITY names the slot's cookie: without it x11grab would be refused.
     assert f"XAUTHORITY={slot.xauthority}".encode() in environ_of(pid)
     held_from = time.monotonic()
@@ -153,7 +161,7 @@ async def test_a_host_that_dies_loses_only_the_last_seconds(host: Host, tmp_path
     slot = await host.allocate("rec-killed", record=True)
     await asyncio.sleep(6.0)
     # As if the host died: ffmpeg gets no chance to finish its file.
-    os.kill(recorder_pid(host, slot.id), signal.SIGKILL)
+    os.kill(await recorder_pid(host, slot.id), signal.SIGKILL)
     await host.release(slot.id)
     _, data = await host.read("rec-killed")
     (tmp_path / "killed.mp4").write_bytes(data)
