@@ -272,9 +272,12 @@ class BatonClient:
     async def resume(self, session_id: str, expected_version: int | None = None) -> SessionSummary:
         return await self.change_control(session_id, "resume", expected_version)
 
-    async def get_stream_url(self, session_id: str) -> Stream:
-        """getStreamUrl: a short-lived WebSocket URL for a VNC viewer such as noVNC."""
-        return cast(Stream, await self.request("GET", _session_path(session_id, "/stream")))
+    async def get_stream_url(self, session_id: str, watch: bool = False) -> Stream:
+        """getStreamUrl: a short-lived WebSocket URL for a VNC viewer such as noVNC;
+        `watch` for a watch-only stream (docs/stream.md, "Watch-only streams")."""
+        path = _session_path(session_id, "/stream")
+        params = {"watch": "true"} if watch else None
+        return cast(Stream, await self.request("GET", path, params=params))
 
     async def get_cdp_url(
         self, session_id: str, on_user_control: Literal["hold", "reject"] = "hold"

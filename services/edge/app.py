@@ -224,7 +224,12 @@ class RestApi:
 
     async def stream(self, request: Request, principal: Principal) -> Response:
         base_url = self._settings.public_url or str(request.base_url)
-        answer = await self._actions.stream(principal, request.path_params["session_id"], base_url)
+        watch = request.query_params.get("watch", "false")
+        if watch not in ("true", "false"):
+            raise InvalidArgument(f"watch must be true or false, not {watch!r}")
+        answer = await self._actions.stream(
+            principal, request.path_params["session_id"], base_url, watch == "true"
+        )
         return JSONResponse(answer.json())
 
     async def recording(self, request: Request, principal: Principal) -> Response:

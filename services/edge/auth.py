@@ -38,6 +38,9 @@ DEFAULT_JWT_MAX_LIFETIME_S = 24 * 3600.0
 
 # What a session-scoped token opens (issue_stream_token).
 STREAM_USE = "stream"
+# A stream that only watches: served from the session's shared feed at the edge
+# (docs/stream.md, "Watch-only streams"); its input never reaches the display.
+WATCH_USE = "watch"
 CDP_USE = "cdp"
 SHARE_USE = "share"
 
@@ -257,16 +260,22 @@ class Authenticator:
 
     def verify_stream_token(self, token: str, session_id: str, use: str = STREAM_USE) -> Principal:
         """The user a stream token was issued to, if it is valid for `session_id` now."""
-        return self._stream_claims(token, session_id, use)[0]
+        return self._stream_claims(token, session_id, (use,))[0]
 
     def redeem_stream_token(self, token: str, session_id: str, use: str = STREAM_USE) -> Principal:
         """As verify_stream_token, and the token is spent: a second use is refused."""
-        principal, claims = self._stream_claims(token, session_id, use)
+        return self.redeem_viewer_token(token, session_id, (use,))[1]
+
+    def redeem_viewer_token(
+        self, token: str, session_id: str, uses: tuple[str, ...] = (STREAM_USE, WATCH_USE)
+    ) -> tuple[str, Principal]:
+        """A token for one of `uses`, spent: which use it was for, and whose it is."""
+        principal, claims = self._stream_claims(token, session_id, uses)
         nonce = claims.get("jti")
         if not isinstance(nonce, str):
             raise Unauthenticated("stream token has no id: ask for a new stream URL")
         self.used_stream_tokens.redeem(nonce, float(claims["exp"]))
-        return principal
+        return str(claims.get("use", STREAM_USE)), principal
 
     def _verified_claims(self, token: str) -> dict[str, Any]:
         """The claims of a token this edge (or one sharing its key) signed, if unexpired."""
@@ -288,14 +297,14 @@ class Authenticator:
         return claims
 
     def _stream_claims(
-        self, token: str, session_id: str, use: str
+        self, token: str, session_id: str, uses: tuple[str, ...]
     ) -> tuple[Principal, dict[str, Any]]:
         claims = self._verified_claims(token)
         if claims.get("sid") != session_id:
             raise Unauthenticated("stream token is for another session")
-        if claims.get("use", STREAM_USE) != use:
+        if claims.get("use", STREAM_USE) not in uses:
             raise Unauthenticated(
-                f"the token is for a session's {claims.get('use')}, not its {use}"
+                f"the token is for a session's {claims.get('use')}, not its {uses[0]}"
             )
         principal_expiry = claims.get("pexp")
         share_id = claims.get("shid")

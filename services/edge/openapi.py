@@ -785,6 +785,18 @@ def openapi_document() -> dict[str, Any]:
                     "operationId": "getStreamUrl",
                     "summary": "A WebSocket URL for a VNC viewer such as noVNC",
                     "security": secured,
+                    "parameters": [
+                        {
+                            "name": "watch",
+                            "in": "query",
+                            "required": False,
+                            "description": "true: a watch-only stream, served from the "
+                            "session's shared feed at the edge; its input never reaches "
+                            "the display (docs/stream.md, Watch-only streams). A view "
+                            "share's streams are always watch-only.",
+                            "schema": {"type": "string", "enum": ["true", "false"]},
+                        }
+                    ],
                     "responses": {
                         "200": _json(_ref("Stream"), "Where to connect"),
                         **_errors(400, 401, 404, 409, 503),

@@ -14,7 +14,14 @@ from datetime import UTC, datetime
 
 from baton.automation.v1 import automation_pb2
 from baton.session.v1 import session_pb2
-from services.edge.auth import CDP_USE, Authenticator, Principal, ShareScope
+from services.edge.auth import (
+    CDP_USE,
+    STREAM_USE,
+    WATCH_USE,
+    Authenticator,
+    Principal,
+    ShareScope,
+)
 from services.edge.json_views import (
     ACTION_NAMES,
     ControlRequest,
@@ -147,13 +154,24 @@ class SessionActions:
         for observer in self.observers:
             await observer(session)
 
-    async def stream(self, principal: Principal, session_id: str, base_url: str) -> StreamAnswer:
+    async def stream(
+        self, principal: Principal, session_id: str, base_url: str, watch: bool = False
+    ) -> StreamAnswer:
+        """Where a viewer connects; `watch` asks for a watch-only stream, served
+        from the session's shared feed (docs/stream.md, "Watch-only streams").
+        A view share's streams are always watch-only: they can never send input."""
         check_scope(principal, session_id)
         access = await self._sessions.stream_access(principal, session_id)
-        grant = self._auth.issue_stream_token(session_id, principal, self._stream_token_lifetime_s)
+        share = principal.share
+        watch = watch or (share is not None and share.role == "view")
+        use = WATCH_USE if watch else STREAM_USE
+        grant = self._auth.issue_stream_token(
+            session_id, principal, self._stream_token_lifetime_s, use=use
+        )
         path = STREAM_PATH.format(id=session_id)
         url = f"{websocket_base(base_url)}{path}?token={grant.token}"
-        return StreamAnswer(url=url, view_only=access.view_only, expires_at=grant.expires_at)
+        view_only = access.view_only or watch
+        return StreamAnswer(url=url, view_only=view_only, expires_at=grant.expires_at)
 
     async def cdp(self, principal: Principal, session_id: str, base_url: str) -> JsonObject:
         """Where the caller's CDP client connects to the session's browser."""

@@ -47,7 +47,7 @@ from websockets.typing import Subprotocol
 
 from baton.session.v1 import session_pb2
 from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
-from services.edge.auth import Authenticator, Principal
+from services.edge.auth import WATCH_USE, Authenticator, Principal
 from services.edge.input_tally import InputTally
 from services.edge.json_views import error_json
 from services.edge.log_redaction import UPSTREAM_LOGGER, redact_tokens
@@ -112,8 +112,9 @@ def may_send_input(session: session_pb2.Session, user_id: str) -> bool:
 class InputGate:
     """Whether one viewer's input may pass, kept current from session events."""
 
-    def __init__(self, user_id: str) -> None:
-        # Closed until a session says otherwise.
+    def __init__(self, user_id: str, never: bool = False) -> None:
+        # Closed until a session says otherwise; `never` for a watch-only stream.
+        self._never = never
         self._user_id = user_id
         self._version = -1
         self._open = False
@@ -127,7 +128,7 @@ class InputGate:
             return False
         self._version = session.version
         was_open = self._open
-        self._open = may_send_input(session, self._user_id)
+        self._open = not self._never and may_send_input(session, self._user_id)
         return was_open and not self._open
 
 
@@ -187,9 +188,10 @@ class StreamProxy:
             await websocket.close(CLOSE_POLICY_VIOLATION, "origin not allowed")
             return
         try:
-            principal = self._auth.redeem_stream_token(
+            use, principal = self._auth.redeem_viewer_token(
                 websocket.query_params.get("token", ""), session_id
-            ).at(websocket.client)
+            )
+            principal = principal.at(websocket.client)
         except Unauthenticated as exc:
             # Before accept: the browser sees the handshake refused (HTTP 403).
             await websocket.close(CLOSE_POLICY_VIOLATION, exc.message)
@@ -202,7 +204,7 @@ class StreamProxy:
             return
         self._per_user[principal.user_id] += 1
         try:
-            await self._handle(websocket, session_id, principal)
+            await self._handle(websocket, session_id, principal, watch=use == WATCH_USE)
         finally:
             self._per_user[principal.user_id] -= 1
             if not self._per_user[principal.user_id]:
@@ -217,9 +219,11 @@ class StreamProxy:
                 retry_after_s=VIEWER_LIMIT_RETRY_AFTER_S,
             )
 
-    async def _handle(self, websocket: WebSocket, session_id: str, principal: Principal) -> None:
+    async def _handle(
+        self, websocket: WebSocket, session_id: str, principal: Principal, watch: bool
+    ) -> None:
         connection = _ViewerConnection(
-            session_id, principal, websocket, self._sessions, self._metrics
+            session_id, principal, websocket, self._sessions, self._metrics, watch
         )
         # Listen before asking for access, so no change falls in between; the
         # gate keeps whichever session version is newest.
@@ -390,6 +394,7 @@ class _ViewerConnection:
         websocket: WebSocket,
         sessions: SessionClient,
         metrics: EdgeMetrics,
+        watch: bool = False,
     ) -> None:
         self.session_id = session_id
         self._credential_expiry = principal.expires_at
@@ -398,7 +403,8 @@ class _ViewerConnection:
         self._upstream: ClientConnection | None = None
         self._sessions = sessions
         self._metrics = metrics
-        self._gate = InputGate(principal.user_id)
+        # A watch-only stream's gate never opens.
+        self._gate = InputGate(principal.user_id, never=watch)
         # The edge runs the viewer's handshake itself (viewer_handshake.py).
         self._filter = ClientStreamFilter(self._gate, after_handshake=True)
         self._ended = asyncio.Event()

@@ -1092,7 +1092,10 @@ export interface operations {
     };
     getStreamUrl: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description true: a watch-only stream, served from the session's shared feed at the edge; its input never reaches the display (docs/stream.md, Watch-only streams). A view share's streams are always watch-only. */
+                watch?: "true" | "false";
+            };
             header?: never;
             path: {
                 id: string;
