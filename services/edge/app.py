@@ -43,7 +43,8 @@ from services.edge.session_actions import SessionActions
 from services.edge.session_client import SessionClient
 from services.edge.settings import EdgeSettings
 from services.edge.socketio_gateway import SocketGateway
-from services.edge.stream_proxy import StreamProxy, upstream_ssl
+from services.edge.stream_proxy import StreamProxy
+from services.edge.upstream import upstream_ssl
 from services.edge.watch_hub import SessionWatchHub
 from services.runtime.errors import (
     BatonError,

@@ -33,30 +33,29 @@ import asyncio
 import contextlib
 import functools
 import logging
-import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from websockets.typing import Subprotocol
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from baton.session.v1 import session_pb2
-from services.display.rfb_client import RfbClient, RfbError, WebSocketChannel
 from services.edge.auth import WATCH_USE, Authenticator, Principal
 from services.edge.input_tally import InputTally
 from services.edge.json_views import error_json
-from services.edge.log_redaction import UPSTREAM_LOGGER, redact_tokens
 from services.edge.metrics import EdgeMetrics
 from services.edge.origins import OriginPolicy
 from services.edge.rate_limit import RateLimiter
 from services.edge.rfb_filter import ClientStreamFilter, RfbProtocolError
 from services.edge.session_client import SessionClient
 from services.edge.shares import revoked
+from services.edge.stream_feed import FeedKey, SessionFeeds, Watcher, WatcherSetup
+from services.edge.upstream import SUBPROTOCOL, Upstream, UpstreamError, open_upstream
 from services.edge.viewer_handshake import serve_viewer_handshake
 from services.edge.watch_hub import Event, SessionWatchHub, event_kind, session_of
 from services.runtime.errors import BatonError, NotFound, ResourceExhausted, Unauthenticated
@@ -70,8 +69,6 @@ CLOSE_POLICY_VIOLATION = 1008
 CLOSE_INTERNAL_ERROR = 1011
 CLOSE_TRY_AGAIN_LATER = 1013
 
-SUBPROTOCOL = "binary"
-UPSTREAM_CONNECT_TIMEOUT_S = 10.0
 # A viewer gets this long to finish its RFB handshake with the edge; a stalled
 # one is closed (1008) and affects nobody else (issue 12, finding 6).
 VIEWER_HANDSHAKE_TIMEOUT_S = 5.0
@@ -132,17 +129,6 @@ class InputGate:
         return was_open and not self._open
 
 
-def upstream_ssl(ca_file: str | None) -> ssl.SSLContext:
-    """How the edge verifies wss:// upstreams: `ca_file`, or the system's CAs."""
-    return ssl.create_default_context(cafile=ca_file)
-
-
-def _set_nodelay(connection: ClientConnection) -> None:
-    sock = connection.transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
 class StreamProxy:
     def __init__(
         self,
@@ -164,6 +150,8 @@ class StreamProxy:
         self._limiter = limiter
         self._max_viewers_per_user = max_viewers_per_user
         self._viewers: dict[str, set[_ViewerConnection]] = {}
+        # Watch-only viewers' shared upstreams (stream_feed.py).
+        self._feeds = SessionFeeds()
         # Open stream connections per user on this edge.
         self._per_user: Counter[str] = Counter()
         # Per session with viewers here: the feed listener that acknowledges
@@ -302,59 +290,99 @@ class StreamProxy:
             return
         except (WebSocketDisconnect, _ViewerGone):
             return
-        try:
-            secure = access.upstream_url.startswith("wss:")
-            upstream = await connect(
-                access.upstream_url,
-                ssl=self._upstream_tls if secure else None,
-                subprotocols=[Subprotocol(SUBPROTOCOL)],
-                compression=None,
-                max_size=None,
-                proxy=None,
-                ping_interval=None,
-                open_timeout=UPSTREAM_CONNECT_TIMEOUT_S,
-                # Filtered: never a frame logged (log_redaction.py).
-                logger=logging.getLogger(UPSTREAM_LOGGER),
+
+        def dial() -> Awaitable[Upstream]:
+            return open_upstream(
+                session_id, access.upstream_url, access.upstream_password, self._upstream_tls
             )
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            log.warning(
-                "session %s: upstream %s unreachable: %s",
-                session_id,
-                redact_tokens(access.upstream_url),
-                exc,
-            )
-            await websocket.close(CLOSE_INTERNAL_ERROR, "the display is unreachable")
+
+        if connection.watch:
+            await self._watch(websocket, principal, connection, pending, dial)
             return
-        _set_nodelay(upstream)
-        client = RfbClient(WebSocketChannel(upstream))
         try:
-            init = await asyncio.wait_for(
-                client.handshake(shared=True, password=access.upstream_password),
-                UPSTREAM_CONNECT_TIMEOUT_S,
-            )
-            await websocket.send_bytes(init.raw + client.take_buffered())
-        except (RfbError, TimeoutError) as exc:
-            log.warning("session %s: RFB handshake with the display failed: %s", session_id, exc)
-            await upstream.close()
+            upstream = await dial()
+        except UpstreamError as exc:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(CLOSE_INTERNAL_ERROR, "the display refused the connection")
+                await websocket.close(CLOSE_INTERNAL_ERROR, str(exc))
             return
+        try:
+            await websocket.send_bytes(upstream.init.raw + upstream.buffered)
         except WebSocketDisconnect:
-            await upstream.close()
+            await upstream.connection.close()
             return
+        try:
+            await self._run(principal, connection, connection.direct(upstream.connection, pending))
+        finally:
+            await upstream.connection.close()
+
+    async def _watch(
+        self,
+        websocket: WebSocket,
+        principal: Principal,
+        connection: _ViewerConnection,
+        pending: bytes,
+        dial: Callable[[], Awaitable[Upstream]],
+    ) -> None:
+        """A watch-only viewer, served from the session's feed (stream_feed.py)."""
+        session_id = connection.session_id
+        spare: Upstream | None = None
+        watcher = Watcher(websocket.send_bytes)
+        try:
+            init, spare = await self._feeds.server_init(session_id, dial)
+            await websocket.send_bytes(init)
+            setup = WatcherSetup(init[4:20])
+            await asyncio.wait_for(
+                connection.read_setup(setup, pending), VIEWER_HANDSHAKE_TIMEOUT_S
+            )
+            joining, spare = self._feeds.join(session_id, setup.key, watcher, dial, spare), None
+            await joining
+        except UpstreamError as exc:
+            await _close(websocket, CLOSE_INTERNAL_ERROR, str(exc))
+            return
+        except ConnectionClosed:
+            await _close(websocket, CLOSE_INTERNAL_ERROR, "the display closed the connection")
+            return
+        except TimeoutError:
+            await _close(websocket, CLOSE_POLICY_VIOLATION, "no FramebufferUpdateRequest in time")
+            return
+        except RfbProtocolError as exc:
+            await _close(websocket, CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120])
+            return
+        except (WebSocketDisconnect, _ViewerGone):
+            return
+        finally:
+            if spare is not None:
+                await spare.connection.close()
+
+        async def move(key: FeedKey) -> None:
+            await self._feeds.join(session_id, key, watcher, dial)
+
+        try:
+            await self._run(principal, connection, connection.watching(watcher, setup, move))
+        finally:
+            if watcher.feed is not None:
+                watcher.feed.remove(watcher)
+
+    async def _run(
+        self,
+        principal: Principal,
+        connection: _ViewerConnection,
+        pumps: list[Coroutine[Any, Any, tuple[int, str]]],
+    ) -> None:
+        session_id = connection.session_id
         self._metrics.stream_connections += 1
         # Reported beside the stream, not before it: the viewer's first frame
         # does not wait for the session service's write (bench/README.md,
         # "Second round": about 10 ms of a viewer's join). Awaited before
         # stream_closed, so the trail keeps the two in order.
+        detail = {"watch": "true"} if connection.watch else {}
         opened = asyncio.create_task(
-            report_audit(self._sessions, principal, session_id, "stream_opened", {})
+            report_audit(self._sessions, principal, session_id, "stream_opened", detail)
         )
         try:
-            await connection.run(upstream, pending)
+            await connection.run(pumps)
         finally:
             self._metrics.stream_connections -= 1
-            await upstream.close()
             await opened
             # The input this connection sent, counted, never its content: input
             # is attributed to the person whose connection sent it.
@@ -363,6 +391,11 @@ class StreamProxy:
                 "inputDropped": connection.input_dropped,
             }
             await report_audit(self._sessions, principal, session_id, "stream_closed", counts)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code, reason)
 
 
 async def report_audit(
@@ -397,6 +430,7 @@ class _ViewerConnection:
         watch: bool = False,
     ) -> None:
         self.session_id = session_id
+        self.watch = watch
         self._credential_expiry = principal.expires_at
         self._share = principal.share
         self._websocket = websocket
@@ -409,8 +443,6 @@ class _ViewerConnection:
         self._filter = ClientStreamFilter(self._gate, after_handshake=True)
         self._ended = asyncio.Event()
         self._revoked = asyncio.Event()
-        # Bytes the viewer sent right behind its ClientInit.
-        self._pending = b""
         self._input = InputTally(INPUT_ACTIVITY_INTERVAL_S)
         self._input_report: asyncio.TimerHandle | None = None
         # This connection's input messages, forwarded or dropped by its gate.
@@ -443,13 +475,32 @@ class _ViewerConnection:
             raise RfbProtocolError("binary frames only")
         return bytes(data)
 
-    async def run(self, upstream: ClientConnection, pending: bytes = b"") -> None:
+    def direct(
+        self, upstream: ClientConnection, pending: bytes
+    ) -> list[Coroutine[Any, Any, tuple[int, str]]]:
+        """The pumps of a connection of its own to the display."""
         self._upstream = upstream
-        self._pending = pending
+        return [self._client_to_upstream(upstream, pending), self._upstream_to_client(upstream)]
+
+    def watching(
+        self, watcher: Watcher, setup: WatcherSetup, move: Callable[[FeedKey], Awaitable[None]]
+    ) -> list[Coroutine[Any, Any, tuple[int, str]]]:
+        """The pumps of a watcher: the feed's messages out, its own only read."""
+        return [self._watcher_messages(setup, move), watcher.pump()]
+
+    async def read_setup(self, setup: WatcherSetup, pending: bytes) -> None:
+        """A watcher's messages up to its first FramebufferUpdateRequest."""
+        data = pending
+        while True:
+            setup.read(self._filter_watcher(data))
+            if setup.requested:
+                return
+            data = await self.receive_bytes()
+
+    async def run(self, pumps: list[Coroutine[Any, Any, tuple[int, str]]]) -> None:
         self._report(session_pb2.ACTIVITY_KIND_VIEWER_JOINED)
-        pumps = [
-            asyncio.create_task(self._client_to_upstream(upstream)),
-            asyncio.create_task(self._upstream_to_client(upstream)),
+        tasks = [
+            *(asyncio.create_task(pump) for pump in pumps),
             asyncio.create_task(self._wait_for_end()),
             asyncio.create_task(self._report_presence()),
             asyncio.create_task(self._wait_for_credential_expiry()),
@@ -457,7 +508,7 @@ class _ViewerConnection:
         ]
         code, reason = CLOSE_NORMAL, ""
         try:
-            done, _ = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             first = done.pop()
             try:
                 code, reason = first.result()
@@ -470,17 +521,16 @@ class _ViewerConnection:
                 log.exception("session %s: viewer connection failed", self.session_id)
                 code, reason = CLOSE_INTERNAL_ERROR, "internal error"
         finally:
-            for pump in pumps:
-                pump.cancel()
-            await asyncio.gather(*pumps, return_exceptions=True)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             # A viewer that vanishes mid-keystroke must not leave the key (or
             # button) down on the display the AI and the others share.
             release = self._filter.release_held_input()
-            if release:
+            if release and self._upstream is not None:
                 with contextlib.suppress(ConnectionClosed):
-                    await upstream.send(release)
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await self._websocket.close(code, reason)
+                    await self._upstream.send(release)
+            await _close(self._websocket, code, reason)
             # The input counted since the last report, now rather than after
             # the connection has gone.
             if self._input_report is not None:
@@ -490,9 +540,36 @@ class _ViewerConnection:
                 await asyncio.wait_for(self._record(session_pb2.ACTIVITY_KIND_VIEWER_LEFT), 2.0)
             await asyncio.gather(*self._background, return_exceptions=True)
 
-    async def _client_to_upstream(self, upstream: ClientConnection) -> tuple[int, str]:
+    def _filter_watcher(self, data: bytes) -> bytes:
+        """A watcher's messages through its gate (never open): input counted, dropped."""
+        result = self._filter.feed(data)
+        self._metrics.input_dropped += result.input_dropped
+        self.input_dropped += result.input_dropped
+        return result.forward
+
+    async def _watcher_messages(
+        self, setup: WatcherSetup, move: Callable[[FeedKey], Awaitable[None]]
+    ) -> tuple[int, str]:
+        """Read a watcher until it leaves; a new format or encodings move it to
+        the feed serving those."""
+        while True:
+            message = await self._websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return CLOSE_NORMAL, ""
+            data = message.get("bytes")
+            if data is None:
+                return CLOSE_UNSUPPORTED_DATA, "binary frames only"
+            if setup.read(self._filter_watcher(data)):
+                try:
+                    await move(setup.key)
+                except (UpstreamError, ConnectionClosed):
+                    return CLOSE_INTERNAL_ERROR, "the display is unreachable"
+
+    async def _client_to_upstream(
+        self, upstream: ClientConnection, pending: bytes
+    ) -> tuple[int, str]:
         # What the viewer sent right behind its ClientInit comes first.
-        data: bytes | None = self._pending
+        data: bytes | None = pending
         while True:
             if not data:
                 message = await self._websocket.receive()
