@@ -80,6 +80,9 @@ class EdgeMetrics:
     input_dropped: int = 0
     input_forwarded: int = 0
     stream_connections: int = 0
+    # Upstreams serving watch-only streams (stream_feed.py): one per session and
+    # viewer format, whatever the number of watchers.
+    stream_feeds: int = 0
     step_durations: Histogram = field(default_factory=lambda: Histogram(STEP_DURATION_BUCKETS))
     # The autoscaling signal (services/runtime/slot_demand.py): creates this edge
     # answered 429 for want of a slot, and the spare slots wanted.
@@ -133,6 +136,12 @@ class EdgeMetrics:
         lines.extend(self.step_durations.render("baton_step_duration_seconds"))
         family("baton_stream_connections", "gauge", "Open stream WebSockets.")
         lines.append(f"baton_stream_connections {self.stream_connections}")
+        family(
+            "baton_stream_feeds",
+            "gauge",
+            "Upstream connections serving watch-only streams (one per session and format).",
+        )
+        lines.append(f"baton_stream_feeds {self.stream_feeds}")
         family("baton_stream_input_messages_total", "counter", "RFB input messages by outcome.")
         lines.append(
             f"baton_stream_input_messages_total{_labels([('outcome', 'forwarded')])} "

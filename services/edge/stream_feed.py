@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 from websockets.exceptions import ConnectionClosed
 
+from services.edge.metrics import EdgeMetrics
 from services.edge.rfb_filter import (
     FRAMEBUFFER_UPDATE_REQUEST,
     SET_ENCODINGS,
@@ -267,12 +268,10 @@ OpenUpstream = Callable[[], Awaitable[Upstream]]
 class SessionFeeds:
     """The feeds of this edge, by session and key."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: EdgeMetrics) -> None:
+        self._metrics = metrics
         self._feeds: dict[str, dict[FeedKey, Feed]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-
-    def count(self) -> int:
-        return sum(len(feeds) for feeds in self._feeds.values())
 
     async def server_init(
         self, session_id: str, open_upstream: OpenUpstream
@@ -301,6 +300,7 @@ class SessionFeeds:
                 if feed is None:
                     upstream, spare = spare or await open_upstream(), None
                     feed = feeds[key] = Feed(session_id, key, upstream, self._forget)
+                    self._metrics.stream_feeds += 1
                     try:
                         await feed.start()
                     except ConnectionClosed:
@@ -322,5 +322,6 @@ class SessionFeeds:
         feeds = self._feeds.get(feed.session_id, {})
         if feeds.get(feed.key) is feed:
             del feeds[feed.key]
+            self._metrics.stream_feeds -= 1
         if not feeds:
             self._feeds.pop(feed.session_id, None)

@@ -151,7 +151,7 @@ class StreamProxy:
         self._max_viewers_per_user = max_viewers_per_user
         self._viewers: dict[str, set[_ViewerConnection]] = {}
         # Watch-only viewers' shared upstreams (stream_feed.py).
-        self._feeds = SessionFeeds()
+        self._feeds = SessionFeeds(metrics)
         # Open stream connections per user on this edge.
         self._per_user: Counter[str] = Counter()
         # Per session with viewers here: the feed listener that acknowledges

@@ -311,6 +311,12 @@ class FullStack:
         """The edge's JSON answer; ApiError (status, message) for a refusal."""
         return await self.client(token).request(method, path, body)
 
+    async def metric(self, name: str) -> float:
+        """One unlabelled figure of the edge's /metrics."""
+        text = await self.client(OPERATOR_TOKEN).request("GET", "/metrics")
+        [line] = [line for line in text.splitlines() if line.startswith(f"{name} ")]
+        return float(line.split()[1])
+
     async def slot(self, slot_id: str) -> display_pb2.Slot:
         async with open_channel(f"127.0.0.1:{self.display.port}", INTERNAL_TOKEN) as channel:
             answer = await display_pb2_grpc.DisplayServiceStub(channel).GetSlot(

@@ -21,7 +21,7 @@ from services.automation.cdp_gate import PERSON_HAS_CONTROL
 from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import FullStack, full_stack
-from tests.edge.harness import OPERATOR_TOKEN, user_token
+from tests.edge.harness import user_token
 from tests.edge.test_full_stack import raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -58,15 +58,6 @@ async def control(stack: FullStack, session_id: str, action: str) -> dict[str, A
     return changed
 
 
-async def metric(stack: FullStack, name: str) -> float:
-    async with stack.http.get(
-        f"{stack.url}/metrics", headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"}
-    ) as reply:
-        text = await reply.text()
-    [line] = [line for line in text.splitlines() if line.startswith(f"{name} ")]
-    return float(line.split()[1])
-
-
 async def test_playwright_drives_the_session_and_waits_while_a_person_has_control(
     stack: FullStack,
 ) -> None:
@@ -87,7 +78,7 @@ async def test_playwright_drives_the_session_and_waits_while_a_person_has_contro
 
         taken = await control(stack, session_id, "take_control")
         assert taken["state"] == "USER_CONTROL"
-        held_before = await metric(stack, "baton_cdp_commands_held_total")
+        held_before = await stack.metric("baton_cdp_commands_held_total")
         typing = asyncio.ensure_future(page.keyboard.type("b"))
         # The person types through the stream meanwhile: it reaches the page.
         session = await stack.request("GET", f"/api/browser-session/{session_id}", ALICE)
@@ -99,13 +90,13 @@ async def test_playwright_drives_the_session_and_waits_while_a_person_has_contro
         await asyncio.wait_for(stack.site.wait_until(lambda: stack.site.keys().count("p") == 1), 10)
         await asyncio.sleep(0.5)
         assert stack.site.keys() == "ap" and not typing.done()
-        assert await metric(stack, "baton_cdp_commands_held_total") > held_before
+        assert await stack.metric("baton_cdp_commands_held_total") > held_before
 
         returned = await control(stack, session_id, "return_control")
         assert returned["state"] == "AI_CONTROL"
         await asyncio.wait_for(typing, 10)
         await asyncio.wait_for(stack.site.wait_until(lambda: stack.site.keys() == "apb"), 10)
-        assert await metric(stack, "baton_cdp_held_seconds_total") >= 0.5
+        assert await stack.metric("baton_cdp_held_seconds_total") >= 0.5
         await browser.close()
 
     # Disconnecting leaves the session and its browser to the next client.
@@ -194,7 +185,7 @@ async def test_puppeteer_attaches_to_the_session_s_browser_and_acts(stack: FullS
     session = await external_session(stack)
     url = await cdp_url(stack, ALICE, session["id"])
     await control(stack, session["id"], "take_control")
-    held_before = await metric(stack, "baton_cdp_commands_held_total")
+    held_before = await stack.metric("baton_cdp_commands_held_total")
     agent = await asyncio.create_subprocess_exec(
         require_binary("node", "nodejs"),
         str(PUPPETEER / "agent.mjs"),
@@ -207,7 +198,7 @@ async def test_puppeteer_attaches_to_the_session_s_browser_and_acts(stack: FullS
     finished = asyncio.ensure_future(agent.communicate())
     # Puppeteer attached and its first page-changing command is held (the
     # positive marker), and nothing it typed has reached the page.
-    while await metric(stack, "baton_cdp_commands_held_total") == held_before:
+    while await stack.metric("baton_cdp_commands_held_total") == held_before:
         assert not finished.done(), "the agent ended while a person had control"
         await asyncio.sleep(0.1)
     await asyncio.sleep(1)

@@ -236,6 +236,7 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
             await each.until(black_pixels_cleared)
         # Two feeds (Raw, Tight) and alice's own connection: three, not four.
         assert vnc_clients(port) - before == 3
+        assert await stack.metric("baton_stream_feeds") == 2
         # alice controls; her watch streams' input is dropped, her own stream's arrives.
         await first.client.send(pointer_event(*centre, 1) + pointer_event(*centre, 0))
         for char in "no":
@@ -264,4 +265,5 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
                 await each.until(lambda w: rgb(w.pixels) == changed)
     await asyncio.sleep(0.5)
     assert vnc_clients(port) == before
+    assert await stack.metric("baton_stream_feeds") == 0
     await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)

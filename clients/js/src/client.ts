@@ -130,9 +130,11 @@ export class BatonClient {
     return this.control(id, "return_control");
   }
 
-  /** A fresh, single-use stream URL: ask again for every connection (docs/stream.md). */
-  streamAccess(id: string): Promise<StreamAccess> {
-    return this.request("GET", `${sessionPath(id)}/stream`);
+  /** A fresh, single-use stream URL: ask again for every connection (docs/stream.md);
+   * `watch` for a watch-only stream, served from the session's shared feed. */
+  streamAccess(id: string, options: { watch?: boolean } = {}): Promise<StreamAccess> {
+    const query = options.watch ? "?watch=true" : "";
+    return this.request("GET", `${sessionPath(id)}/stream${query}`);
   }
 
   cdpAccess(id: string): Promise<CdpAccess> {

@@ -124,6 +124,8 @@ export class BatonLiveView extends ElementBase {
   private statusValue: ConnectionStatus = "idle";
   // Screen updates received since the last takeUpdates().
   private updates = 0;
+  // Whether the current stream was asked for as watch-only.
+  private watching = false;
   private readonly root: ShadowRoot;
 
   constructor() {
@@ -234,6 +236,8 @@ export class BatonLiveView extends ElementBase {
   attributeChangedCallback(name: string, before: string | null, after: string | null): void {
     if (before === after) return;
     if (name === "quality") this.applyQuality(true);
+    // A watch-only stream never carries input: leaving view-only takes a stream of its own.
+    else if (name === "view-only" && this.watching && !this.viewOnly) this.queueRestart();
     else if (name === "view-only" || name === "bare") this.render();
     else this.queueRestart();
   }
@@ -365,7 +369,10 @@ export class BatonLiveView extends ElementBase {
     if (!again) this.setStatus("connecting", null, null);
     let url: string;
     try {
-      ({ url } = await this.client.streamAccess(id));
+      // A view-only element watches: its stream shares the session's feed
+      // at the edge (docs/stream.md, "Watch-only streams").
+      this.watching = this.viewOnly;
+      ({ url } = await this.client.streamAccess(id, { watch: this.watching }));
     } catch (error) {
       if (generation !== this.generation) return;
       if (error instanceof BatonError && error.status !== null && FINAL_STATUSES.includes(error.status)) {
