@@ -22,6 +22,7 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from baton.client import ApiError
 from services.display.rfb_client import BGRX32, RfbClient, WebSocketChannel
 from services.display.settings import NumberRange
 from services.edge.rfb_filter import key_event, pointer_event
@@ -165,7 +166,7 @@ class Watcher:
                 await self.next_update()
 
 
-def black_pixels_cleared(watcher: Watcher) -> bool:
+def fully_painted(watcher: Watcher) -> bool:
     return all(watcher.covered)
 
 
@@ -233,7 +234,7 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
         raw_viewer(await stream_url(stack, ALICE, session_id)) as alice,
     ):
         for each in (first, second, tight):
-            await each.until(black_pixels_cleared)
+            await each.until(fully_painted)
         # Two feeds (Raw, Tight) and alice's own connection: three, not four.
         assert vnc_clients(port) - before == 3
         assert await stack.metric("baton_stream_feeds") == 2
@@ -266,4 +267,21 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
     await asyncio.sleep(0.5)
     assert vnc_clients(port) == before
     assert await stack.metric("baton_stream_feeds") == 0
+    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+
+
+async def test_watch_takes_true_or_false_and_a_view_share_always_watches(
+    stack: FullStack,
+) -> None:
+    session = await start_form_task(stack)
+    session_id = session["id"]
+    with pytest.raises(ApiError) as refused:
+        await stack.request("GET", f"/api/browser-session/{session_id}/stream?watch=yes", ALICE)
+    assert refused.value.status == 400
+    share = await stack.client(ALICE).create_share(session_id, "view")
+    answer = await stack.request("GET", f"/api/browser-session/{session_id}/stream", share["token"])
+    assert answer["viewOnly"] is True
+    async with watcher(answer["url"], (RAW,)) as guest:
+        await guest.until(fully_painted)
+        assert await stack.metric("baton_stream_feeds") == 1
     await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
