@@ -44,6 +44,7 @@ from services.edge.rfb_updates import (
     FEED_ENCODINGS,
     FRAMEBUFFER_UPDATE,
     SERVER_CUT_TEXT,
+    PixelLayout,
     ServerMessage,
     UpdateError,
     UpdateReader,
@@ -89,6 +90,10 @@ class WatcherSetup:
             raw = messages[at : at + shape.length]
             at += shape.length
             if raw[0] == SET_PIXEL_FORMAT:
+                try:
+                    PixelLayout.of(raw[4:20])
+                except UpdateError as exc:
+                    raise RfbProtocolError(f"SetPixelFormat: {exc}") from None
                 self.pixel_format = raw[4:20]
             elif raw[0] == SET_ENCODINGS:
                 count = (len(raw) - 4) // 4

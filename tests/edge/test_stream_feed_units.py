@@ -1,4 +1,5 @@
-"""UpdateReader: whole messages from any chunking, zlib rectangles made joinable."""
+"""UpdateReader: whole messages from any chunking, zlib rectangles made joinable;
+WatcherSetup: what a watcher asks for, as a feed can serve it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import zlib
 import pytest
 
 from services.display.rfb_client import BGRX32
+from services.edge.rfb_filter import RfbProtocolError
 from services.edge.rfb_updates import (
     CURSOR,
     FRAMEBUFFER_UPDATE,
@@ -19,6 +21,7 @@ from services.edge.rfb_updates import (
     UpdateReader,
     compact_length,
 )
+from services.edge.stream_feed import FeedKey, WatcherSetup
 
 FORMAT = BGRX32.pack()
 
@@ -118,3 +121,27 @@ def test_an_encoding_the_feed_did_not_ask_for_is_an_error() -> None:
     message = struct.pack(">BxH", FRAMEBUFFER_UPDATE, 1) + rect(0, 0, 1, 1, 16)
     with pytest.raises(UpdateError):
         UpdateReader(FORMAT).feed(message)
+
+
+def set_pixel_format(pixel_format: bytes) -> bytes:
+    return b"\x00\x00\x00\x00" + pixel_format
+
+
+def set_encodings(*encodings: int) -> bytes:
+    return struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings)
+
+
+def test_a_watchers_key_keeps_only_what_a_feed_can_parse() -> None:
+    setup = WatcherSetup(FORMAT)
+    # ZRLE (16), QEMU extended keys (-258), Fence (-312) are left out; order kept.
+    changed = setup.read(set_encodings(16, TIGHT, -258, RAW, -312, CURSOR, TIGHT))
+    assert changed and not setup.requested
+    assert setup.key == FeedKey(FORMAT, (TIGHT, RAW, CURSOR))
+    assert not setup.read(struct.pack(">BBHHHH", 3, 0, 0, 0, 10, 10))
+    assert setup.requested
+
+
+def test_a_pixel_format_a_feed_cannot_serve_is_a_protocol_error() -> None:
+    setup = WatcherSetup(FORMAT)
+    with pytest.raises(RfbProtocolError):
+        setup.read(set_pixel_format(bytes([24]) + FORMAT[1:]))
