@@ -56,7 +56,10 @@ async def ask(process: asyncio.subprocess.Process, command: str) -> str:
     assert process.stdin is not None and process.stdout is not None
     process.stdin.write(command.encode() + b"\n")
     await process.stdin.drain()
-    return (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
+    line = await asyncio.wait_for(process.stdout.readline(), 30)
+    if not line:
+        raise RuntimeError(f"the watchers' process ended (status {await process.wait()})")
+    return line.decode().strip()
 
 
 async def with_audience(

@@ -136,7 +136,7 @@ def counts(watchers: list[Watcher]) -> dict[str, int]:
 
 
 def allow_open_files(wanted: int) -> None:
-    """Two sockets a watcher, and then some: raise the soft limit up to the hard one."""
+    """Raise the soft limit on open files to `wanted` (at most the hard limit)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < wanted:
         limit = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
@@ -144,7 +144,8 @@ def allow_open_files(wanted: int) -> None:
 
 
 async def main(edge_url: str, session_id: str, count: int, token: str) -> int:
-    allow_open_files(2 * count + 64)
+    # A WebSocket a watcher, aiohttp's pool (at most 100) and Python's own.
+    allow_open_files(count + 256)
     watchers = [Watcher() for _ in range(count)]
     tasks: list[asyncio.Task[None]] = []
     async with aiohttp.ClientSession() as http:

@@ -4,6 +4,7 @@ end one and wait for its recorder to go, and read what the edge serves of it."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from services.automation.proc_table import list_processes
@@ -58,6 +59,13 @@ async def end_recorded(
     to outlive the DELETE's answer by a moment)."""
     await stack.request("DELETE", f"/api/browser-session/{session_id}", token)
     await eventually(lambda: not ffmpeg_pids(displays), within_s=10)
+
+
+async def read_timeline(stack: FullStack, token: str, session_id: str) -> tuple[Any, str]:
+    """The session's timeline (GET .../timeline), parsed, and its raw text."""
+    status, raw, _ = await get(stack, f"/api/browser-session/{session_id}/timeline", token)
+    assert status == 200, raw
+    return json.loads(raw), raw.decode()
 
 
 async def get(stack: FullStack, path: str, token: str, **headers: str) -> tuple[int, bytes, Any]:

@@ -19,7 +19,14 @@ from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
-from tests.edge.recorded import end_recorded, ffmpeg_pids, get, run, start_recorded
+from tests.edge.recorded import (
+    end_recorded,
+    ffmpeg_pids,
+    get,
+    read_timeline,
+    run,
+    start_recorded,
+)
 from tests.edge.test_full_stack import raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -53,9 +60,7 @@ async def test_a_recorded_session_with_a_takeover_replays_as_it_happened(
     await end_recorded(stack, ALICE, session_id, DISPLAYS)
 
     # The timeline: the steps and the handoff, each placed in the video.
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    timeline = json.loads(raw)
+    timeline, _ = await read_timeline(stack, ALICE, session_id)
     control = [
         (e["action"], e["userId"], e["state"]) for e in timeline["events"] if e["kind"] == "control"
     ]
@@ -202,9 +207,7 @@ async def test_with_record_during_takeover_false_the_video_holds_while_a_person_
     await asyncio.sleep(1.5)
     await end_recorded(stack, ALICE, session["id"], DISPLAYS)
 
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    recording = json.loads(raw)["recording"]
+    recording = (await read_timeline(stack, ALICE, session["id"]))[0]["recording"]
     assert recording["pausedDuringTakeover"] is True
     [gap] = recording["gaps"]
     assert gap["toS"] - gap["fromS"] >= 1.2, gap

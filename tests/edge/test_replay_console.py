@@ -10,7 +10,6 @@ seeks to the handoff, and an operator's audit view names who took control.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,7 +21,7 @@ from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
-from tests.edge.recorded import end_recorded, get, start_recorded
+from tests.edge.recorded import end_recorded, read_timeline, start_recorded
 from tests.edge.test_full_stack import console_page, raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -60,9 +59,8 @@ async def recorded_takeover(stack: FullStack) -> tuple[str, dict[str, Any], str]
         await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
     await asyncio.sleep(1.0)
     await end_recorded(stack, ALICE, session_id, DISPLAYS)
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    return session_id, json.loads(raw), raw.decode()
+    timeline, raw = await read_timeline(stack, ALICE, session_id)
+    return session_id, timeline, raw
 
 
 @pytest.mark.timeout(120)
