@@ -2,7 +2,8 @@
 
     python -m bench [--smoke] [--out FILE] [--only 1,2,...,2.1,2.6]
 
-Issue 16's figures are "2.N" (second round): 2.1 through noVNC, 2.6 a viewer joining.
+Issue 16's figures are "2.N" (second round): 2.1 through noVNC, 2.6 a viewer joining,
+2.7 audiences of watch-only viewers.
 
 Prints a table with each target beside its figure and writes every number as
 JSON (default bench/results/<date>.json; the smoke run writes only with --out).
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
+    audience,
     density,
     handoff,
     latency,
@@ -150,6 +152,21 @@ def table(results: dict[str, Any]) -> list[str]:
     for viewers, figures in results.get("fan_out", {}).items():
         if isinstance(figures, dict):
             add("5", f"controller key to pixel p50, {viewers} viewers", figures.get("p50"))
+    for watchers, figures in results.get("audience", {}).items():
+        if isinstance(figures, dict) and "controller" in figures:
+            at = f"{watchers} watchers"
+            add("2.7", f"controller key to pixel p50, {at}", figures["controller"].get("p50"))
+            add("2.7", f"edge PSS, {at}", figures["edge_pss_mib"], "M")
+            add("2.7", f"worker PSS, {at}", figures["worker"]["pss_mib"], "M")
+            add("2.7", f"worker processes, {at}", figures["worker"]["processes"], "")
+            add(
+                "2.7",
+                f"  least bytes a watcher got, {at}",
+                figures["watcher_min_bytes_after_presses"],
+                "",
+            )
+    if "audience" in results:
+        add("2.7", "edge MiB per added watcher", results["audience"]["edge_mib_per_watcher"], "M")
     for profile, figures in results.get("network", {}).items():
         if not isinstance(figures, dict):
             continue
@@ -294,7 +311,7 @@ async def run_main_stack(
         results.setdefault("session_start", {})["cold"] = await session_start.starts(
             stack, page, plan.starts
         )
-    if any(wanted(figure) for figure in ("1", "5", "2.1", "2.6")):
+    if any(wanted(figure) for figure in ("1", "5", "2.1", "2.6", "2.7")):
         session_id = await latency.controlled_session(stack, page)
         if wanted("2.1"):
             note("figure 2.1, key to pixel through noVNC")
@@ -316,6 +333,11 @@ async def run_main_stack(
             note("figure 5, fan-out")
             results["fan_out"] = await latency.fan_out(
                 stack, session_id, plan.fan_out, plan.fan_out_presses
+            )
+        if wanted("2.7"):
+            note("figure 2.7, watch-only audiences")
+            results["audience"] = await audience.audiences(
+                stack, session_id, plan.audiences, plan.audience_presses
             )
         await stack.end(session_id)
     if wanted("3"):

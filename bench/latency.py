@@ -80,25 +80,26 @@ async def edge_vs_bare(stack: BenchStack, session_id: str, count: int) -> dict[s
 
 
 @contextlib.asynccontextmanager
-async def passive_viewers(urls: list[str]) -> AsyncIterator[None]:
-    """A viewer per stream URL (each is single-use), in a process of their own."""
-    if not urls:
-        yield
-        return
+async def viewer_process(
+    module: str, *args: str, env: dict[str, str] | None = None, ready_timeout_s: float = 120
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m module args...`, a process of viewers: once it prints "ready";
+    closing its stdin at the end tells it to disconnect them."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bench.passive_viewers",
-        *urls,
+        module,
+        *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        env=env,
     )
     assert process.stdout is not None and process.stdin is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), 120)
+        line = await asyncio.wait_for(process.stdout.readline(), ready_timeout_s)
         if line.strip() != b"ready":
-            raise RuntimeError(f"passive viewers did not start: {line!r}")
-        yield
+            raise RuntimeError(f"{module} did not start: {line.decode(errors='replace')!r}")
+        yield process
     finally:
         process.stdin.close()
         try:
@@ -106,6 +107,16 @@ async def passive_viewers(urls: list[str]) -> AsyncIterator[None]:
         except TimeoutError:
             process.kill()
             await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def passive_viewers(urls: list[str]) -> AsyncIterator[None]:
+    """A viewer per stream URL (each is single-use), in a process of their own."""
+    if not urls:
+        yield
+        return
+    async with viewer_process("bench.passive_viewers", *urls):
+        yield
 
 
 async def fan_out(

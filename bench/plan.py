@@ -43,6 +43,9 @@ class Plan:
     # Busy sessions beside the probe (2.3), and the probe's presses at each count.
     busy_loads: tuple[int, ...] = (0, 10, 20)
     under_load_presses: int = 50
+    # Watch-only viewers on one session (2.7), and the controller's presses at each.
+    audiences: tuple[int, ...] = (1, 100, 250, 500)
+    audience_presses: int = 50
 
 
 FULL = Plan()
@@ -69,6 +72,8 @@ SMOKE = Plan(
     link_profiles=PROFILES[:1],
     link_presses=3,
     scroll_repeats=1,
+    audiences=(1, 3),
+    audience_presses=3,
 )
 
 
@@ -137,6 +142,17 @@ TARGETS = (
         "idle CPU per session, % of a core",
         ("density", "baton", "idle_cpu_percent_per_session"),
         0.3,
+        "",
+    ),
+    # Issue 16, figure 7: watch-only audiences (bench/audience.py). The worker's
+    # cost is to be flat in the audience: at most 50 MiB and 5 processes over 500.
+    Target("2.7", "controller p50, most watchers / one", ("audience", "ratio_p50"), 1.5, "x"),
+    Target("2.7", "worker MiB per added watcher", ("audience", "worker_mib_per_watcher"), 0.1, "M"),
+    Target(
+        "2.7",
+        "worker processes per added watcher",
+        ("audience", "worker_processes_per_watcher"),
+        0.01,
         "",
     ),
     # Issue 16, figure 1: through noVNC, at each quality setting (bench/real_viewer.py).

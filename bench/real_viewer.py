@@ -235,6 +235,40 @@ async def viewer_pages(
         yield await edge_page(browser, stack.edge_url, server), await bare_page(browser, server)
 
 
+@dataclass(frozen=True)
+class BothPaths:
+    """noVNC through the edge and bare on one session, for alternating measures."""
+
+    stack: BenchStack
+    session_id: str
+    through_edge: Page
+    bare: Page
+    bare_url: str
+    bare_password: str
+
+    async def each(self, quality: Quality) -> AsyncIterator[tuple[str, Page, tuple[int, int]]]:
+        """The edge path, then the bare one: noVNC connected at `quality` on each in
+        turn, as (path, page, frame size); disconnected when the caller moves on.
+        The edge's stream URL is asked for each time (each is single-use)."""
+        for path, page in (("edge", self.through_edge), ("bare", self.bare)):
+            if path == "edge":
+                url, password = await self.stack.stream_url(self.session_id), ""
+            else:
+                url, password = self.bare_url, self.bare_password
+            size = await connect(page, url, password, quality)
+            yield path, page, size
+            await page.evaluate("bench.rfb.disconnect()")
+
+
+@contextlib.asynccontextmanager
+async def both_paths(
+    stack: BenchStack, session_id: str, side: ViewerSide = LOCAL
+) -> AsyncIterator[BothPaths]:
+    bare_url, bare_password = await stack.bare_url(session_id)
+    async with viewer_pages(stack, side) as (through_edge, bare):
+        yield BothPaths(stack, session_id, through_edge, bare, bare_url, bare_password)
+
+
 async def edge_vs_bare(
     stack: BenchStack,
     session_id: str,
@@ -243,23 +277,17 @@ async def edge_vs_bare(
     side: ViewerSide = LOCAL,
 ) -> dict[str, Any]:
     """Per quality setting: edge and bare key to pixel in noVNC, and their ratios."""
-    bare_url, bare_password = await stack.bare_url(session_id)
     result: dict[str, Any] = {}
-    async with viewer_pages(stack, side) as (through_edge, bare):
+    async with both_paths(stack, session_id, side) as paths:
         for quality in qualities:
             samples: dict[str, list[float]] = {"edge": [], "bare": []}
             rects: dict[str, dict[str, int]] = {"edge": {}, "bare": {}}
             while len(samples["edge"]) < count:
                 block = min(BLOCK, count - len(samples["edge"]))
-                for path, page, url, password in (
-                    ("edge", through_edge, await stack.stream_url(session_id), ""),
-                    ("bare", bare, bare_url, bare_password),
-                ):
-                    size = await connect(page, url, password, quality)
+                async for path, page, size in paths.each(quality):
                     await rectangles(page)  # not the first frame's
                     samples[path] += await presses(page, *size, block)
                     add_counts(rects[path], await rectangles(page))
-                    await page.evaluate("bench.rfb.disconnect()")
             figures: dict[str, Any] = {
                 "quality_level": quality.quality,
                 "compression_level": quality.compression,
@@ -313,24 +341,18 @@ async def scroll_traffic(
     session's page (bench/key_page.py, SCROLL_PAGE) scrolls, edge and bare in
     alternation. Each window starts at the `s` key and lasts the page's scroll
     (SCROLL_S), plus a second for what is still on its way."""
-    bare_url, bare_password = await stack.bare_url(session_id)
     result: dict[str, Any] = {}
-    async with viewer_pages(stack, side) as (through_edge, bare):
+    async with both_paths(stack, session_id, side) as paths:
         for quality in qualities:
             sums = {path: {"bytes": 0.0, "flips": 0.0} for path in ("edge", "bare")}
             for _ in range(repeats):
-                for path, page, url, password in (
-                    ("edge", through_edge, await stack.stream_url(session_id), ""),
-                    ("bare", bare, bare_url, bare_password),
-                ):
-                    await connect(page, url, password, quality)
+                async for path, page, _size in paths.each(quality):
                     before = await page.evaluate("bench.traffic()")
                     await page.keyboard.press("s")
                     await page.wait_for_timeout(SCROLL_S * 1000 + 1000)
                     after = await page.evaluate("bench.traffic()")
                     for key in ("bytes", "flips"):
                         sums[path][key] += float(after[key]) - float(before[key])
-                    await page.evaluate("bench.rfb.disconnect()")
             seconds = repeats * SCROLL_S
             figures: dict[str, Any] = {
                 path: {

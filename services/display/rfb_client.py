@@ -201,6 +201,13 @@ class RfbClient:
         self._buffer.clear()
         return data
 
+    async def receive(self) -> bytes:
+        """The server's next bytes as they come, undecoded (what is buffered first):
+        for a client that counts bytes rather than reading updates (the bench)."""
+        if self._buffer:
+            return self.take_buffered()
+        return await self._channel.receive()
+
     async def send(self, message: bytes) -> None:
         """A client-to-server message as it is (a key or pointer event, for instance)."""
         await self._channel.send(message)

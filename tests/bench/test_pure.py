@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
+from typing import Any
 
 from bench.__main__ import TARGETS_HEADING, lookup, table
+from bench.audience import per_added, summarise
 from bench.bare import bare_chromium_argv, websockify_argv
 from bench.control_plane import etcd_argv
 from bench.density import compare, knee, marginal, per_session
@@ -13,6 +16,7 @@ from bench.plan import TARGETS
 from bench.proc_stats import baton_part, category, cpu_percent
 from bench.stack import StackConfig, stack_env
 from bench.stats import percentile, ratio, summary_ms
+from bench.watchers import novnc_encodings, set_encodings, set_pixel_format
 
 
 def test_processes_are_sorted_into_the_parts_of_a_session() -> None:
@@ -168,3 +172,37 @@ def test_the_knee_is_slower_starts_or_a_slower_probe() -> None:
     assert reason is not None and "start p50" in reason
     reason = knee([1.0] * 5, [10.0, 12.0, 21.0])
     assert reason is not None and "probe" in reason
+
+
+def test_watchers_send_novnc_s_pixel_format_and_encodings() -> None:
+    encodings = novnc_encodings()
+    # Tight before Raw, JPEG quality 6 (-26), compression 2 (-254), the cursor last.
+    assert encodings.index(7) < encodings.index(0)
+    assert -26 in encodings and -254 in encodings and encodings[-1] == -239
+    # No fences or continuous updates: a watcher that decodes nothing cannot answer them.
+    assert -312 not in encodings and -313 not in encodings
+    message = set_encodings([7, -26, 0xC0A1E5CE])
+    assert message == bytes([2, 0, 0, 3]) + struct.pack(">iiI", 7, -26, 0xC0A1E5CE)
+    # 32 bpp, depth 24, little endian, true colour, max 255, shifts 16/8/0.
+    assert set_pixel_format() == bytes(
+        [0, 0, 0, 0, 32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]
+    )
+
+
+def test_an_audience_s_cost_is_what_each_added_watcher_brings() -> None:
+    def at(p50: float, edge: float, worker: float, processes: int) -> dict[str, Any]:
+        return {
+            "controller": {"p50": p50},
+            "edge_pss_mib": edge,
+            "worker": {"pss_mib": worker, "processes": processes},
+            "watcher_min_bytes_after_presses": processes * 100,
+        }
+
+    figure = summarise({1: at(10.0, 60.0, 110.0, 4), 101: at(12.0, 80.0, 910.0, 104)})
+    assert figure["ratio_p50"] == 1.2
+    assert figure["edge_mib_per_watcher"] == 0.2
+    assert figure["worker_mib_per_watcher"] == 8.0
+    assert figure["worker_processes_per_watcher"] == 1.0
+    assert figure["worker_processes"] == {"1": 4, "101": 104}
+    assert figure["watcher_min_bytes_after_presses"] == 400
+    assert per_added({1: 5.0}) is None

@@ -103,6 +103,18 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     assert fan_out["1"]["p50"] > 0
     assert fan_out["ratio_p50"] > 0
 
+    # Issue 16, figure 7: every watch-only viewer got bytes after the controller's
+    # presses; the edge and the worker's processes were measured at each size.
+    audience = results["audience"]
+    for watchers in ("1", "3"):
+        at = audience[watchers]
+        assert at["watchers"] == int(watchers) and at["watchers_closed"] == 0
+        assert at["watcher_min_bytes_after_presses"] > 0
+        assert at["controller"]["n"] == 3 and at["controller"]["p50"] > 0
+        assert at["edge_pss_mib"] > 0
+        assert at["worker"]["processes_by_kind"]["x_vnc"] >= 1 and at["worker"]["pss_mib"] > 0
+    assert audience["ratio_p50"] > 0 and audience["edge_mib_per_watcher"] is not None
+
     for store in ("memory", "etcd", "etcd_2_replicas"):
         control = results["control_plane"][store]
         assert control["per_second"] > 0 and control["p99"] > 0

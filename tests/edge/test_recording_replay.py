@@ -10,9 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -20,7 +18,15 @@ import pytest_asyncio
 from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import COLOUR_RGB, FullStack, full_stack
-from tests.edge.harness import OPERATOR_TOKEN, bearer, user_token
+from tests.edge.harness import OPERATOR_TOKEN, user_token
+from tests.edge.recorded import (
+    end_recorded,
+    ffmpeg_pids,
+    get,
+    read_timeline,
+    run,
+    start_recorded,
+)
 from tests.edge.test_full_stack import raw_viewer, stream_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -39,78 +45,22 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullS
         yield running
 
 
-async def get(stack: FullStack, path: str, token: str, **headers: str) -> tuple[int, bytes, Any]:
-    async with stack.http.get(
-        f"{stack.url}{path}", headers={**bearer(token), **headers}
-    ) as response:
-        return response.status, await response.read(), response.headers
-
-
-async def run(*argv: str) -> bytes:
-    process = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await process.communicate()
-    assert process.returncode == 0, err.decode()
-    return out
-
-
-def moment(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def ffmpeg_pids() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if argv[0].endswith(b"ffmpeg") and b"x11grab" in argv:
-                pids.append(int(proc.name))
-    return pids
-
-
 @pytest.mark.timeout(90)
 async def test_a_recorded_session_with_a_takeover_replays_as_it_happened(
     stack: FullStack, tmp_path: Path
 ) -> None:
     site = stack.site
-    session = await stack.request(
-        "POST",
-        "/api/browser-session",
-        ALICE,
-        {
-            "task": "look at the colour",
-            "record": True,
-            "steps": [
-                {"action": "goto", "url": site.colour_url},
-                {"action": "wait", "ms": 1500},
-            ],
-        },
-    )
-    session_id = session["id"]
-    assert "startedAt" in session["recording"]
+    session_id = await start_recorded(stack, ALICE, "look at the colour")
     base = f"/api/browser-session/{session_id}"
-    await stack.wait_for_session(ALICE, session_id, lambda s: s["state"] == "FINISHED")
-    assert ffmpeg_pids(), "the session is being recorded"
+    assert ffmpeg_pids(DISPLAYS), "the session is being recorded"
     await stack.request("PUT", f"{base}/control", ALICE, {"action": "take_control"})
     await asyncio.sleep(1.5)
     await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
     await asyncio.sleep(1.0)
-    await stack.request("DELETE", base, ALICE)
-    # The recorder has written its last fragment and gone: the video is whole.
-    # (Under load it was seen to outlive the DELETE's answer by a moment.)
-    for _ in range(100):
-        if not ffmpeg_pids():
-            break
-        await asyncio.sleep(0.1)
+    await end_recorded(stack, ALICE, session_id, DISPLAYS)
 
     # The timeline: the steps and the handoff, each placed in the video.
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    timeline = json.loads(raw)
+    timeline, _ = await read_timeline(stack, ALICE, session_id)
     control = [
         (e["action"], e["userId"], e["state"]) for e in timeline["events"] if e["kind"] == "control"
     ]
@@ -178,7 +128,7 @@ async def test_a_recorded_session_with_a_takeover_replays_as_it_happened(
     for path in (f"{base}/recording", f"{base}/timeline"):
         status, raw, _ = await get(stack, path, BOB)
         assert status == 404, raw
-    assert ffmpeg_pids() == []
+    assert ffmpeg_pids(DISPLAYS) == []
 
 
 async def test_a_session_not_recorded_has_no_recording(stack: FullStack) -> None:
@@ -255,11 +205,9 @@ async def test_with_record_during_takeover_false_the_video_holds_while_a_person_
     await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
     await stack.wait_for_session(ALICE, session["id"], lambda s: s["state"] == "FINISHED")
     await asyncio.sleep(1.5)
-    await stack.request("DELETE", base, ALICE)
+    await end_recorded(stack, ALICE, session["id"], DISPLAYS)
 
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    recording = json.loads(raw)["recording"]
+    recording = (await read_timeline(stack, ALICE, session["id"]))[0]["recording"]
     assert recording["pausedDuringTakeover"] is True
     [gap] = recording["gaps"]
     assert gap["toS"] - gap["fromS"] >= 1.2, gap

@@ -17,7 +17,8 @@ import pytest_asyncio
 from services.display.settings import NumberRange, RecordingBucket
 from tests.conftest import eventually, require_binary
 from tests.edge.full_stack import FullStack, full_stack
-from tests.edge.test_recording_replay import ALICE, ffmpeg_pids, get, run
+from tests.edge.recorded import end_recorded, ffmpeg_pids, get, run, start_recorded
+from tests.edge.test_recording_replay import ALICE
 from tests.s3_server import S3Server, s3_server
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -54,32 +55,18 @@ async def stack(work_dir: Path, bucket: RecordingBucket) -> AsyncIterator[FullSt
 async def test_an_ended_recording_is_served_from_the_bucket(
     stack: FullStack, s3: S3Server, bucket: RecordingBucket, work_dir: Path, tmp_path: Path
 ) -> None:
-    session = await stack.request(
-        "POST",
-        "/api/browser-session",
-        ALICE,
-        {
-            "task": "look at the colour",
-            "record": True,
-            "steps": [
-                {"action": "goto", "url": stack.site.colour_url},
-                {"action": "wait", "ms": 1500},
-            ],
-        },
-    )
-    session_id = session["id"]
+    session_id = await start_recorded(stack, ALICE, "look at the colour")
     base = f"/api/browser-session/{session_id}"
-    await stack.wait_for_session(ALICE, session_id, lambda s: s["state"] == "FINISHED")
     local = work_dir / "display" / "recordings" / f"{session_id}.mp4"
     # While recorded, the video is on the worker's disk and nowhere else.
-    assert local.exists() and ffmpeg_pids()
+    assert local.exists() and ffmpeg_pids(DISPLAYS)
     client = s3.client()
     key = f"videos/{session_id}.mp4"
     assert "Contents" not in client.list_objects_v2(Bucket=bucket.bucket)
-    await stack.request("DELETE", base, ALICE)
+    await end_recorded(stack, ALICE, session_id, DISPLAYS)
 
     # The recording ended: up in the bucket, off the disk.
-    await eventually(lambda: not local.exists() and not ffmpeg_pids(), within_s=20)
+    await eventually(lambda: not local.exists(), within_s=20)
     stored = client.get_object(Bucket=bucket.bucket, Key=key)["Body"].read()
     assert len(stored) > 1000
 

@@ -10,7 +10,6 @@ seeks to the handoff, and an operator's audit view names who took control.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +21,8 @@ from services.display.settings import NumberRange
 from tests.conftest import require_binary
 from tests.edge.full_stack import FullStack, full_stack
 from tests.edge.harness import OPERATOR_TOKEN, user_token
+from tests.edge.recorded import end_recorded, read_timeline, start_recorded
 from tests.edge.test_full_stack import console_page, raw_viewer, stream_url
-from tests.edge.test_recording_replay import ffmpeg_pids, get
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -45,19 +44,8 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullS
 async def recorded_takeover(stack: FullStack) -> tuple[str, dict[str, Any], str]:
     """A recorded session with a step and a takeover typed in, ended: its id,
     timeline and the timeline's raw text."""
-    session = await stack.request(
-        "POST",
-        "/api/browser-session",
-        ALICE,
-        {
-            "task": "replay me",
-            "record": True,
-            "steps": [{"action": "goto", "url": stack.site.colour_url}],
-        },
-    )
-    session_id = session["id"]
+    session_id = await start_recorded(stack, ALICE, "replay me", steps=())
     base = f"/api/browser-session/{session_id}"
-    await stack.wait_for_session(ALICE, session_id, lambda s: s["state"] == "FINISHED")
     async with raw_viewer(await stream_url(stack, ALICE, session_id)) as viewer:
         await stack.request("PUT", f"{base}/control", ALICE, {"action": "take_control"})
         await viewer.type(MARKER[:3])
@@ -70,14 +58,9 @@ async def recorded_takeover(stack: FullStack) -> tuple[str, dict[str, Any], str]
         await asyncio.sleep(1.5)
         await stack.request("PUT", f"{base}/control", ALICE, {"action": "return_control"})
     await asyncio.sleep(1.0)
-    await stack.request("DELETE", base, ALICE)
-    for _ in range(100):
-        if not ffmpeg_pids():
-            break
-        await asyncio.sleep(0.1)
-    status, raw, _ = await get(stack, f"{base}/timeline", ALICE)
-    assert status == 200, raw
-    return session_id, json.loads(raw), raw.decode()
+    await end_recorded(stack, ALICE, session_id, DISPLAYS)
+    timeline, raw = await read_timeline(stack, ALICE, session_id)
+    return session_id, timeline, raw
 
 
 @pytest.mark.timeout(120)
