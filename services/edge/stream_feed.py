@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 # Bytes a watcher may have waiting before it skips to the next full frame; a
 # message is always taken when nothing waits, however large.
 WATCHER_QUEUE_BYTES = 1024 * 1024
+# Watchers whose sends run in one turn of the event loop (Feed._wake_from).
+WAKE_BATCH = 32
 # A watcher still waiting for its first full frame this long has it asked for again.
 FULL_FRAME_RETRY_S = 1.0
 CLOSE_NORMAL = 1000
@@ -131,8 +133,11 @@ class Watcher:
             return False
         self._queue.append(data)
         self._queued += len(data)
-        self._wake.set()
         return True
+
+    def wake(self) -> None:
+        """Have `pump` send what is queued."""
+        self._wake.set()
 
     def end(self, code: int, reason: str) -> None:
         self._end = (code, reason)
@@ -223,6 +228,7 @@ class Feed:
         try:
             for message in self._reader.feed(self._upstream.buffered):
                 self._deliver(message)
+            self._wake_from(list(self._watchers), 0)
             async for data in connection:
                 if isinstance(data, str):
                     raise UpdateError("text message on an RFB WebSocket")
@@ -230,6 +236,7 @@ class Feed:
                 for message in self._reader.feed(data):
                     self._deliver(message)
                     updated |= message.kind == FRAMEBUFFER_UPDATE
+                self._wake_from(list(self._watchers), 0)
                 if updated:
                     if any(watcher.pending for watcher in self._watchers):
                         await self._ask_full_frame()
@@ -246,6 +253,15 @@ class Feed:
             for watcher in self._watchers:
                 watcher.end(code, reason)
             await connection.close()
+
+    def _wake_from(self, watchers: list[Watcher], start: int) -> None:
+        """Wake the watchers' pumps WAKE_BATCH at a time, one batch a turn of the
+        event loop: between two batches the loop reads its sockets, so a
+        controller's frame on this edge does not wait for hundreds of sends."""
+        for watcher in watchers[start : start + WAKE_BATCH]:
+            watcher.wake()
+        if start + WAKE_BATCH < len(watchers):
+            asyncio.get_running_loop().call_soon(self._wake_from, watchers, start + WAKE_BATCH)
 
     def _deliver(self, message: ServerMessage) -> None:
         if message.kind == SERVER_CUT_TEXT:
