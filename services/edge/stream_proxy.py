@@ -419,6 +419,15 @@ class _ViewerGone(Exception):
     """The viewer went away during its handshake."""
 
 
+class _Closing(Exception):
+    """The viewer's connection ends: with this close code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
 class _ViewerConnection:
     def __init__(
         self,
@@ -512,6 +521,8 @@ class _ViewerConnection:
             first = done.pop()
             try:
                 code, reason = first.result()
+            except _Closing as exc:
+                code, reason = exc.code, exc.reason
             except RfbProtocolError as exc:
                 log.info("session %s: closing a viewer: %s", self.session_id, exc)
                 code, reason = CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120]
@@ -553,13 +564,7 @@ class _ViewerConnection:
         """Read a watcher until it leaves; a new format or encodings move it to
         the feed serving those."""
         while True:
-            message = await self._websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return CLOSE_NORMAL, ""
-            data = message.get("bytes")
-            if data is None:
-                return CLOSE_UNSUPPORTED_DATA, "binary frames only"
-            if setup.read(self._filter_watcher(data)):
+            if setup.read(self._filter_watcher(await self._next_message())):
                 try:
                     await move(setup.key)
                 except (UpstreamError, ConnectionClosed):
@@ -569,16 +574,9 @@ class _ViewerConnection:
         self, upstream: ClientConnection, pending: bytes
     ) -> tuple[int, str]:
         # What the viewer sent right behind its ClientInit comes first.
-        data: bytes | None = pending
+        data = pending
         while True:
-            if not data:
-                message = await self._websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return CLOSE_NORMAL, ""
-                data = message.get("bytes")
-                if data is None:
-                    return CLOSE_UNSUPPORTED_DATA, "binary frames only"
-            result = self._filter.feed(data)
+            result = self._filter.feed(data or await self._next_message())
             self._metrics.input_forwarded += result.input_forwarded
             self._metrics.input_dropped += result.input_dropped
             self.input_forwarded += result.input_forwarded
@@ -590,7 +588,17 @@ class _ViewerConnection:
                     await upstream.send(result.forward)
                 except ConnectionClosed:
                     return CLOSE_NORMAL, "the display closed the connection"
-            data = None
+            data = b""
+
+    async def _next_message(self) -> bytes:
+        """The viewer's next binary message; _Closing when it left or sent text."""
+        message = await self._websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise _Closing(CLOSE_NORMAL, "")
+        data = message.get("bytes")
+        if data is None:
+            raise _Closing(CLOSE_UNSUPPORTED_DATA, "binary frames only")
+        return bytes(data)
 
     async def _upstream_to_client(self, upstream: ClientConnection) -> tuple[int, str]:
         try:
