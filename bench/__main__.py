@@ -99,7 +99,9 @@ def table(results: dict[str, Any]) -> list[str]:
             for stat in ("p50", "p90", "p99"):
                 add("2.1", f"noVNC {quality} {path} {stat}", figures[path].get(stat))
     for viewer, joins in results.get("viewer_join", {}).items():
-        for path in ("edge", "bare"):
+        for path in ("edge", "bare", "watch"):
+            if path not in joins:
+                continue
             for stat in ("p50", "p99"):
                 add("2.6", f"viewer join, {viewer}, {path} {stat}", joins[path].get(stat))
     starts = results.get("session_start", {})

@@ -175,4 +175,11 @@ TARGETS = (
         50.0,
         "ms",
     ),
+    Target(
+        "2.6",
+        "noVNC watch-only join, another watching, p50",
+        ("viewer_join", "novnc", "watch", "p50"),
+        50.0,
+        "ms",
+    ),
 )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from aiohttp import web
 from playwright.async_api import Browser, Page, async_playwright
 
 from bench.key_page import MARGIN, SCROLL_S, SQUARE
-from bench.latency import BLOCK
+from bench.latency import BLOCK, viewer_process
 from bench.stack import BenchStack
 from bench.stats import ratio, summary_ms
 from services.runtime.processes import require_binary
@@ -304,11 +305,12 @@ async def edge_vs_bare(
 async def joins(stack: BenchStack, session_id: str, count: int) -> dict[str, Any]:
     """noVNC joining a running session: through the edge, from the GET of the
     stream URL (in the page, as the live view asks) to the first frame drawn;
-    bare, from opening the slot's websockify to the first frame. Alternating."""
+    bare, from opening the slot's websockify to the first frame. Alternating.
+    Then "watch": a watch-only stream joining while another viewer watches."""
     bare_url, bare_password = await stack.bare_url(session_id)
     default = QUALITIES[0]
     stream_path = f"/api/browser-session/{session_id}/stream"
-    samples: dict[str, list[float]] = {"edge": [], "bare": []}
+    samples: dict[str, list[float]] = {"edge": [], "bare": [], "watch": []}
     async with viewer_pages(stack) as (through_edge, bare):
         for _ in range(count):
             args = json.dumps([stream_path, stack.token, default.quality, default.compression])
@@ -322,10 +324,19 @@ async def joins(stack: BenchStack, session_id: str, count: int) -> dict[str, Any
             await bare.evaluate("bench.rfb.disconnect()")
             # Not back to back: a viewer does not join the instant another left.
             await asyncio.sleep(random.uniform(0.05, 0.1))
-    result: dict[str, Any] = {
-        "edge": summary_ms(samples["edge"]),
-        "bare": summary_ms(samples["bare"]),
-    }
+        # A watch-only viewer (`?watch=true`, docs/stream.md) joining while
+        # another watches: the session's feed at the edge is running already.
+        env = {**os.environ, "BENCH_TOKEN": stack.token}
+        async with viewer_process("bench.watchers", stack.edge_url, session_id, "1", env=env):
+            args = json.dumps(
+                [f"{stream_path}?watch=true", stack.token, default.quality, default.compression]
+            )
+            for _ in range(count):
+                watch = float(await through_edge.evaluate(f"bench.join(...{args})")) / 1000
+                samples["watch"].append(watch)
+                await through_edge.evaluate("bench.rfb.disconnect()")
+                await asyncio.sleep(random.uniform(0.05, 0.1))
+    result: dict[str, Any] = {path: summary_ms(values) for path, values in samples.items()}
     result["ratio_p50"] = ratio(result["edge"]["p50"], result["bare"]["p50"])
     return result
 

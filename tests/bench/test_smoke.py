@@ -73,6 +73,8 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
         for path in ("edge", "bare"):
             assert joins[path]["n"] == 3 and joins[path]["p50"] > 0
         assert joins["ratio_p50"] > 0
+    # noVNC also joins watch-only, served by the session's feed.
+    assert results["viewer_join"]["novnc"]["watch"]["n"] == 3
 
     for name in ("take_control_to_first_key", "take_control_put", "return_control_to_next_step"):
         assert results["handoff"][name]["n"] >= 1
