@@ -281,12 +281,10 @@ class StreamProxy:
             )
         except TimeoutError:
             log.info("session %s: a viewer did not finish its RFB handshake", session_id)
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(CLOSE_POLICY_VIOLATION, "RFB handshake timed out")
+            await _close(websocket, CLOSE_POLICY_VIOLATION, "RFB handshake timed out")
             return
         except RfbProtocolError as exc:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120])
+            await _close(websocket, CLOSE_PROTOCOL_ERROR, f"RFB protocol error: {exc}"[:120])
             return
         except (WebSocketDisconnect, _ViewerGone):
             return
@@ -302,8 +300,7 @@ class StreamProxy:
         try:
             upstream = await dial()
         except UpstreamError as exc:
-            with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-                await websocket.close(CLOSE_INTERNAL_ERROR, str(exc))
+            await _close(websocket, CLOSE_INTERNAL_ERROR, str(exc))
             return
         try:
             await websocket.send_bytes(upstream.init.raw + upstream.buffered)
@@ -394,6 +391,7 @@ class StreamProxy:
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the viewer's WebSocket, unless it has gone already."""
     with contextlib.suppress(RuntimeError, WebSocketDisconnect):
         await websocket.close(code, reason)
 
