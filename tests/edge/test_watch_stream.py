@@ -23,7 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from baton.client import ApiError
-from services.display.rfb_client import BGRX32, RfbClient, WebSocketChannel
+from services.display.rfb_client import BGRX32, RfbClient, RfbError, WebSocketChannel
 from services.display.settings import NumberRange
 from services.edge.rfb_filter import key_event, pointer_event
 from services.edge.rfb_updates import CURSOR, FRAMEBUFFER_UPDATE, LAST_RECT, RAW, TIGHT
@@ -288,4 +288,14 @@ async def test_watch_takes_true_or_false_and_a_view_share_always_watches(
     async with watcher(answer["url"], (RAW,)) as guest:
         await guest.until(fully_painted)
         assert await stack.metric("baton_stream_feeds") == 1
-    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+        # The session's end closes the watcher (1000), and the feed goes with it.
+        await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+        with pytest.raises(RfbError, match="1000"):
+            async with asyncio.timeout(UPDATE_TIMEOUT_S):
+                while True:
+                    await guest.next_update()
+    for _ in range(100):
+        if await stack.metric("baton_stream_feeds") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await stack.metric("baton_stream_feeds") == 0
