@@ -178,15 +178,14 @@ class Feed:
         # When a full frame was last asked for and has not come yet.
         self._full_asked_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+        # Set once the feed has stopped (SessionFeeds._forget).
+        self.ended = False
 
     @property
     def server_init(self) -> bytes:
         """ServerInit for a new watcher: the display's, at the current size."""
         return struct.pack(">HH", *self._size) + self._upstream.init.raw[4:]
-
-    @property
-    def watchers(self) -> int:
-        return len(self._watchers)
 
     async def start(self) -> None:
         setup = b"\x00\x00\x00\x00" + self.key.pixel_format
@@ -213,6 +212,8 @@ class Feed:
         self._on_end(self)
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
+        # Closed here too: a run task cancelled before it started never reaches its finally.
+        self._closing = asyncio.create_task(self._upstream.connection.close())
 
     async def _ask_full_frame(self) -> None:
         asked = self._full_asked_at
@@ -334,15 +335,22 @@ class SessionFeeds:
         finally:
             if spare is not None:
                 await spare.connection.close()
-            if not self._feeds.get(session_id):
-                self._feeds.pop(session_id, None)
-                if not lock.locked():
-                    self._locks.pop(session_id, None)
+            self._tidy(session_id)
 
     def _forget(self, feed: Feed) -> None:
+        """A feed has ended (called once or more)."""
+        if not feed.ended:
+            feed.ended = True
+            self._metrics.stream_feeds -= 1
         feeds = self._feeds.get(feed.session_id, {})
         if feeds.get(feed.key) is feed:
             del feeds[feed.key]
-            self._metrics.stream_feeds -= 1
-        if not feeds:
-            self._feeds.pop(feed.session_id, None)
+        self._tidy(feed.session_id)
+
+    def _tidy(self, session_id: str) -> None:
+        """Nothing kept for a session without feeds here."""
+        if not self._feeds.get(session_id):
+            self._feeds.pop(session_id, None)
+            lock = self._locks.get(session_id)
+            if lock is not None and not lock.locked():
+                del self._locks[session_id]

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from services.display.rfb_client import BGRX32, ServerInit
+from services.edge.metrics import EdgeMetrics
 from services.edge.rfb_updates import FRAMEBUFFER_UPDATE, SERVER_CUT_TEXT, ServerMessage
-from services.edge.stream_feed import WATCHER_QUEUE_BYTES, Feed, FeedKey, Watcher
+from services.edge.stream_feed import WATCHER_QUEUE_BYTES, Feed, FeedKey, SessionFeeds, Watcher
 from services.edge.upstream import Upstream
 
 WIDTH, HEIGHT = 10, 10
@@ -74,3 +75,51 @@ async def test_a_watcher_too_far_behind_skips_to_the_next_full_frame() -> None:
     assert sent.data == [b"whole"]
     watcher.end(1000, "done")
     await pump
+
+
+class IdleConnection:
+    """An upstream that takes what is sent and never sends anything."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = asyncio.Event()
+
+    async def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    async def close(self) -> None:
+        self.closed.set()
+
+    def __aiter__(self) -> IdleConnection:
+        return self
+
+    async def __anext__(self) -> bytes:
+        await self.closed.wait()
+        raise StopAsyncIteration
+
+
+async def test_feeds_start_with_their_first_watcher_and_leave_nothing_after_the_last() -> None:
+    metrics = EdgeMetrics()
+    feeds = SessionFeeds(metrics)
+    connection = IdleConnection()
+    init = ServerInit(WIDTH, HEIGHT, BGRX32, "screen", raw=b"\x00" * 24)
+
+    async def dial() -> Upstream:
+        return cast(Upstream, SimpleNamespace(init=init, connection=connection, buffered=b""))
+
+    key = FeedKey(BGRX32.pack(), ())
+    first, second = Watcher(Sent()), Watcher(Sent())
+    await feeds.join("s1", key, first, dial)
+    await feeds.join("s1", key, second, dial)
+    assert metrics.stream_feeds == 1 and first.feed is second.feed is not None
+    # The feed set the format, asked for a full frame once (the second join is
+    # within FULL_FRAME_RETRY_S of the first request).
+    assert len(connection.sent) == 1
+    feed = first.feed
+    assert feed is not None
+    feed.remove(first)
+    assert not connection.closed.is_set()
+    feed.remove(second)
+    await asyncio.wait_for(connection.closed.wait(), 1)
+    assert metrics.stream_feeds == 0
+    assert cast(Any, feeds)._feeds == {} and cast(Any, feeds)._locks == {}
