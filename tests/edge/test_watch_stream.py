@@ -299,3 +299,28 @@ async def test_watch_takes_true_or_false_and_a_view_share_always_watches(
             break
         await asyncio.sleep(0.05)
     assert await stack.metric("baton_stream_feeds") == 0
+
+
+async def test_a_watcher_changing_its_encodings_moves_to_the_feed_for_them(
+    stack: FullStack,
+) -> None:
+    session = await start_form_task(stack)
+    session_id = session["id"]
+    async with (
+        watcher(await watch_url(stack, session_id), (RAW,)) as staying,
+        watcher(await watch_url(stack, session_id), (RAW,)) as moving,
+    ):
+        for each in (staying, moving):
+            await each.until(fully_painted)
+        assert await stack.metric("baton_stream_feeds") == 1
+        # As noVNC does when its quality changes: SetEncodings on the open connection.
+        await moving.client.send(struct.pack(">BxH2i", 2, 2, TIGHT, RAW))
+        moving.covered[:] = bytes(len(moving.covered))
+        moving.pixels[:] = bytes(len(moving.pixels))
+        # Its new feed starts it at a full frame (in Tight), the same screen.
+        await moving.until(fully_painted)
+        assert await stack.metric("baton_stream_feeds") == 2
+        expected = await screen(stack, session_id)
+        await moving.until(lambda w: rgb(w.pixels) == expected)
+        await staying.until(lambda w: rgb(w.pixels) == expected)
+    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
