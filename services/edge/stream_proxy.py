@@ -331,6 +331,7 @@ class StreamProxy:
             await asyncio.wait_for(
                 connection.read_setup(setup, pending), VIEWER_HANDSHAKE_TIMEOUT_S
             )
+            # `join` owns the spare from here: a feed's upstream, or closed.
             joining, spare = self._feeds.join(session_id, setup.key, watcher, dial, spare), None
             await joining
         except UpstreamError as exc:
