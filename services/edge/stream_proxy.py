@@ -15,6 +15,10 @@ input gate follows the session's WatchSession events: input reaches the display
 only while the session is USER_CONTROL and this viewer's user is the
 controller, and the switch happens on the open connection.
 
+A watch-only stream (a token asked for with `?watch=true`, or a view share's) has
+no upstream of its own: it is served from the session's feed on this edge
+(stream_feed.py, docs/stream.md "Watch-only streams"), and its gate never opens.
+
 Before accepting, the handshake's Origin must be one the edge serves
 (`OriginPolicy`) and the stream token is spent (`redeem_stream_token`): a
 foreign page or a second use of a URL gets HTTP 403.
