@@ -307,3 +307,57 @@ async def test_the_element_takes_control_types_and_returns_it(host: Host) -> Non
         ]
         assert await recorded(page, "baton-error") == []
     await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
+
+
+async def connections(page: Page) -> list[dict[str, Any]]:
+    """The element's connection changes to "connected" so far."""
+    changes = await recorded(page, "baton-connection-change")
+    return [change for change in changes if change["status"] == "connected"]
+
+
+async def test_a_view_only_element_watches_and_takes_its_own_stream_to_control(
+    host: Host,
+) -> None:
+    stack = host.stack
+    session_id = await waiting_session(
+        stack, stack.site.form_url, [{"action": "request_user", "reason": "type"}]
+    )
+    await stack.request(
+        "PUT", f"/api/browser-session/{session_id}/control", ALICE, {"action": "take_control"}
+    )
+    async with console_page(stack) as page:
+        await page.goto(host.url(session_id))
+        view = page.locator("baton-live-view")
+        await expect(view.locator(".status")).to_have_text("connected")
+        assert await stack.metric("baton_stream_feeds") == 0
+        # View-only, then a new connection (another edge URL): it watches, from
+        # the session's feed, and sends nothing although alice holds control.
+        await page.evaluate("document.getElementById('view').setAttribute('view-only', '')")
+        await page.evaluate(
+            f"document.getElementById('view').setAttribute('edge-url', {host.linked_edge!r})"
+        )
+        await expect(view.locator(".status")).to_have_text("connected")
+        for _ in range(100):
+            if await stack.metric("baton_stream_feeds") == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert await stack.metric("baton_stream_feeds") == 1
+        await view.locator("canvas").click()
+        await page.keyboard.type("no")
+        # No longer view-only: a stream of its own, whose input reaches the page.
+        connected = len(await connections(page))
+        await page.evaluate("document.getElementById('view').removeAttribute('view-only')")
+        for _ in range(100):
+            if len(await connections(page)) > connected:
+                break
+            await asyncio.sleep(0.05)
+        for _ in range(100):
+            if await stack.metric("baton_stream_feeds") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await stack.metric("baton_stream_feeds") == 0
+        await view.locator("canvas").click()
+        await page.keyboard.type("ok")
+        await stack.site.wait_until(lambda: len(stack.site.keys()) >= 2)
+        assert stack.site.keys() == "ok"
+    await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
