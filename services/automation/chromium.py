@@ -274,7 +274,10 @@ def chromium_args(window: WindowSize) -> list[str]:
         # Added to Playwright's lists (browser-pipe.py merges the switches).
         "--disable-features=Translate,MediaRouter,OptimizationHints,"
         # No spare renderer kept ready for the next tab: a session has one.
-        "SpareRendererForSitePerProcess",
+        "SpareRendererForSitePerProcess,"
+        # The address bar's suggestions drawn by Chromium's own views, not by a
+        # WebUI page kept loaded in a renderer of its own from the start.
+        "WebUIOmniboxPopup,WebUIOmniboxAimPopup",
         # The network service in the browser process: one process fewer.
         "--enable-features=NetworkServiceInProcess2",
         # Xvfb has no GPU.

@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from services.automation.chromium import PlaywrightDriver, WindowSize, chromium_args
-from services.automation.proc_table import browser_main_pid, list_processes
+from services.automation.chromium import (
+    ChromiumBrowser,
+    PlaywrightDriver,
+    WindowSize,
+    chromium_args,
+)
+from services.automation.proc_table import browser_main_pid, list_processes, processes_of_browser
+from services.automation.steps import Goto
 from tests.conftest import eventually
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -81,5 +87,33 @@ async def test_chromium_gets_playwrights_features_and_ours_in_one_switch_each(
             features = set(switch_features(argv, prefix))
             # Ours, and Playwright's beside them.
             assert ours[prefix] < features
+    finally:
+        await driver.stop()
+
+
+def renderers(browser: ChromiumBrowser) -> list[str]:
+    """The command lines of the browser's renderers (a zygote's children rewrite
+    theirs as one string)."""
+    assert browser.pid is not None
+    return [
+        line
+        for entry in processes_of_browser(list_processes(), browser.pid, browser.profile_dir)
+        if "--type=renderer" in (line := " ".join(entry.argv)) and not entry.zombie
+    ]
+
+
+async def test_a_session_s_chromium_runs_one_renderer_its_page_s(
+    driver: PlaywrightDriver, display: str
+) -> None:
+    """No renderer is kept for Chromium's own WebUI (the address bar's popup)
+    or for a next tab (chromium_args): a second one costs about 14 MiB."""
+    browser = await driver.launch("renderers", display, 800, 600)
+    try:
+        await browser.perform(Goto("data:text/html,<title>one</title>"), 10_000)
+        assert (await browser.observe(with_aria=False)).title == "one"
+        # Chromium loads its WebUI pages in the first seconds after start.
+        await asyncio.sleep(2)
+        (page,) = renderers(browser)
+        assert "--top-chrome-webui" not in page
     finally:
         await driver.stop()
