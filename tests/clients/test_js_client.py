@@ -337,11 +337,7 @@ async def test_a_view_only_element_watches_and_takes_its_own_stream_to_control(
             f"document.getElementById('view').setAttribute('edge-url', {host.linked_edge!r})"
         )
         await expect(view.locator(".status")).to_have_text("connected")
-        for _ in range(100):
-            if await stack.metric("baton_stream_feeds") == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert await stack.metric("baton_stream_feeds") == 1
+        await stack.wait_for_metric("baton_stream_feeds", 1)
         await view.locator("canvas").click()
         await page.keyboard.type("no")
         # No longer view-only: a stream of its own, whose input reaches the page.
@@ -351,11 +347,7 @@ async def test_a_view_only_element_watches_and_takes_its_own_stream_to_control(
             if len(await connections(page)) > connected:
                 break
             await asyncio.sleep(0.05)
-        for _ in range(100):
-            if await stack.metric("baton_stream_feeds") == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert await stack.metric("baton_stream_feeds") == 0
+        await stack.wait_for_metric("baton_stream_feeds", 0)
         await view.locator("canvas").click()
         await page.keyboard.type("ok")
         await stack.site.wait_until(lambda: len(stack.site.keys()) >= 2)

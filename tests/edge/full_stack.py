@@ -317,6 +317,19 @@ class FullStack:
         [line] = [line for line in text.splitlines() if line.startswith(f"{name} ")]
         return float(line.split()[1])
 
+    async def wait_for_metric(self, name: str, value: float, within_s: float = 5.0) -> None:
+        """Return once the edge's unlabelled figure `name` equals `value`; fail
+        after `within_s` seconds, naming it, the value wanted and the last seen."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_s
+        while True:
+            seen = await self.metric(name)
+            if seen == value:
+                return
+            if loop.time() > deadline:
+                raise AssertionError(f"{name} is {seen:g}, not {value:g}, after {within_s:g} s")
+            await asyncio.sleep(0.05)
+
     async def slot(self, slot_id: str) -> display_pb2.Slot:
         async with open_channel(f"127.0.0.1:{self.display.port}", INTERNAL_TOKEN) as channel:
             answer = await display_pb2_grpc.DisplayServiceStub(channel).GetSlot(

@@ -204,8 +204,9 @@ async def test_a_view_only_embed_sends_no_input_even_for_the_controller(
             await expect(embed.locator("#controller-indicator")).to_have_text("You")
         await expect(typing.locator("#screen")).to_have_class("embed-screen interactive")
         await expect(watching.locator("#screen")).to_have_class("embed-screen")
-        # The view-only embed watches: its stream is served from the session's feed.
-        assert await stack.metric("baton_stream_feeds") == 1
+        # The view-only embed watches: its stream is served from the session's feed
+        # (counted once the edge has read its encodings, which may follow "connected").
+        await stack.wait_for_metric("baton_stream_feeds", 1)
 
         await watching.locator("#screen canvas").click()
         await page.keyboard.type("no")

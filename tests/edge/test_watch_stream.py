@@ -294,11 +294,7 @@ async def test_watch_takes_true_or_false_and_a_view_share_always_watches(
             async with asyncio.timeout(UPDATE_TIMEOUT_S):
                 while True:
                     await guest.next_update()
-    for _ in range(100):
-        if await stack.metric("baton_stream_feeds") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert await stack.metric("baton_stream_feeds") == 0
+    await stack.wait_for_metric("baton_stream_feeds", 0)
 
 
 async def test_a_watcher_changing_its_encodings_moves_to_the_feed_for_them(
