@@ -6,10 +6,13 @@ runs); containers, pods, namespaces and volumes are not."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import select
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -118,20 +121,140 @@ def image() -> Iterator[str]:
     yield TAG
 
 
-def run_argv(image: str, name: str, network: str, module: str, **env: str) -> Sequence[str]:
-    """`podman run -d` of one service's container, as deploy/k8s runs it."""
+def service_args(image: str, network: str, module: str, *options: str, **env: str) -> Sequence[str]:
+    """`podman run`'s options (`options` among them) and command for one
+    service's container, as deploy/k8s runs it."""
     env_args = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
     return [
-        "run",
-        "-d",
-        "--name",
-        name,
         "--network",
         network,
         "--read-only",
+        *options,
         *env_args,
         image,
         "/opt/baton/.venv/bin/python",
         "-m",
         module,
     ]
+
+
+# The end of each container's log that a failure shows.
+REPORT_LOG_LINES = 200
+
+
+def container_report(names: Iterable[str]) -> str:
+    """Each container's state (podman inspect: status, exit code, OOMKilled,
+    error, restarts) and the end of its log (podman logs: stdout and stderr, where
+    the services log), for a test's failure output. Never raises: it is written
+    while a failure is on its way."""
+    parts = []
+    for name in names:
+        try:
+            parts.append(_one_container_report(name))
+        except Exception as exc:
+            parts.append(f"--- {name}: no report ({exc!r})")
+    return "\n".join(parts)
+
+
+def _one_container_report(name: str) -> str:
+    inspected = json.loads(podman("inspect", "--type", "container", name, check=False) or "[]")
+    if not inspected:
+        return f"--- {name}: no such container"
+    state = inspected[0]["State"]
+    health = (state.get("Health") or state.get("Healthcheck") or {}).get("Status") or "-"
+    logs = subprocess.run(
+        ["podman", "logs", "--tail", str(REPORT_LOG_LINES), name],
+        env=PODMAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        timeout=60,
+        check=False,
+    )
+    return (
+        f"--- {name}: {state['Status']}, exit code {state['ExitCode']}, "
+        f"OOMKilled {state['OOMKilled']}, error {state['Error']!r}, "
+        f"restarts {inspected[0].get('RestartCount', 0)}, health {health}, "
+        f"started {state['StartedAt']}, finished {state['FinishedAt']}\n"
+        f"(its log's last {REPORT_LOG_LINES} lines)\n{logs.stdout.rstrip()}"
+    )
+
+
+def exited_containers(names: Iterable[str]) -> list[str]:
+    """Those of `names` whose container is not running (exited, or gone), or
+    was restarted (its restart policy), so has exited at least once."""
+    names = list(names)
+    if not names:
+        return []
+    format_ = "{{.Name}} {{.State.Status}} {{.RestartCount}}"
+    listed = podman("inspect", "--type", "container", "--format", format_, *names, check=False)
+    running = {
+        name
+        for name, status, restarts in map(str.split, listed.splitlines())
+        if status == "running" and restarts == "0"
+    }
+    return [name for name in names if name not in running]
+
+
+class Containers:
+    """The containers a test runs (see `watched_containers`)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        # `podman wait` of each detached container: it returns when that exits.
+        self._exits: dict[str, subprocess.Popen[str]] = {}
+
+    def run(self, name: str, *args: str) -> None:
+        """`podman run -d --name name args...`; its exit is watched from then on."""
+        self.names.append(name)
+        podman("run", "-d", "--name", name, *args)
+        self._exits[name] = subprocess.Popen(
+            ["podman", "wait", "--condition", "exited", name],
+            env=PODMAN_ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def run_once(self, name: str, *args: str) -> str:
+        """`podman run --name name args...` to its end; its standard output."""
+        self.names.append(name)
+        return podman("run", "--name", name, *args)
+
+    def exited(self, within_s: float = 0) -> list[str]:
+        """The detached containers that have exited (their `podman wait` has
+        answered, or ended), once one has or `within_s` seconds have passed."""
+        waits = {wait.stdout: name for name, wait in self._exits.items() if wait.stdout}
+        ready, _, _ = select.select(list(waits), [], [], within_s)
+        done = {waits[out] for out in ready}
+        return [name for name in self._exits if name in done]
+
+    def remove(self) -> list[str]:
+        """Every container removed (stopped first, 5 s grace); those still listed after."""
+        for wait in self._exits.values():
+            wait.kill()
+            wait.communicate()
+        if self.names:
+            podman("rm", "-f", "-t", "5", *self.names, check=False)
+        return sorted(set(self.names) & set(containers()))
+
+
+@contextlib.contextmanager
+def watched_containers() -> Iterator[Containers]:
+    """Containers the block runs (`Containers.run`, `run_once`), removed after it
+    whatever happened. Before that, when the block fails, every one's state and
+    log is added to its failure; when it passes but a detached container exited
+    meanwhile, the test fails with that one's."""
+    running = Containers()
+    try:
+        yield running
+    except BaseException as exc:
+        exc.add_note(container_report(running.names))
+        raise
+    else:
+        if exited := running.exited():
+            raise AssertionError(f"exited during the test:\n{container_report(exited)}")
+    finally:
+        left = running.remove()
+    assert not left, f"left after podman rm: {left}"

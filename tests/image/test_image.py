@@ -29,12 +29,15 @@ from tests.image.conftest import (
     PODMAN_ENV,
     ROOT,
     container_processes,
+    container_report,
     containers,
+    exited_containers,
     healthy,
     ip,
     podman,
-    run_argv,
+    service_args,
     settled_container_processes,
+    watched_containers,
 )
 
 # The first test also pays for the image's build (from a cold cache, debootstrap
@@ -69,13 +72,16 @@ def test_the_image_runs_as_baton_and_has_no_build_tools(image: str) -> None:
         'command -v "$p" >/dev/null && echo "has $p"; done; '
         "dpkg-query -W -f='${Package}\\n' gcc cpp npm nodejs 2>/dev/null; true"
     )
-    out = podman("run", "--rm", "--network", "none", image, "sh", "-c", script).split("\n")
-    assert out[:4] == ["10001", "10001", "baton:300000:65536", "baton:300000:65536"]
-    has = {line.removeprefix("has ") for line in out if line.startswith("has ")}
-    # Positive markers: what the services run is there.
-    assert {"python3", "chromium", "Xvnc", "etcd", "newuidmap"} <= has
-    assert not has & {"gcc", "cc", "g++", "make", "npm", "node", "pip", "pip3"}, has
-    assert [line for line in out[4:] if line and not line.startswith("has ")] == []
+    with watched_containers() as running:
+        out = running.run_once(
+            "baton-it-tools", "--network", "none", image, "sh", "-c", script
+        ).split("\n")
+        assert out[:4] == ["10001", "10001", "baton:300000:65536", "baton:300000:65536"]
+        has = {line.removeprefix("has ") for line in out if line.startswith("has ")}
+        # Positive markers: what the services run is there.
+        assert {"python3", "chromium", "Xvnc", "etcd", "newuidmap"} <= has
+        assert not has & {"gcc", "cc", "g++", "make", "npm", "node", "pip", "pip3"}, has
+        assert [line for line in out[4:] if line and not line.startswith("has ")] == []
 
 
 @contextlib.contextmanager
@@ -106,54 +112,61 @@ def test_each_service_s_container_passes_its_healthcheck(image: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="baton-image-tmp-"))
     tmp.chmod(0o1777)
     try:
-        with solo_namespace() as network:
+        with solo_namespace() as network, watched_containers() as running:
             shared_tmp = ["-v", f"{tmp}:/tmp"]
-            display = run_argv(
-                image,
+            running.run(
                 names["display"],
-                network,
-                "services.display",
-                BATON_MAX_SLOTS="2",
-                BATON_WARM_SLOTS="1",
-                BATON_WEBSOCKIFY_PORT="6080",
-                **common,
-            )
-            automation = run_argv(
-                image, names["automation"], network, "services.automation", **common
-            )
-            podman(*display[:2], *shared_tmp, *display[2:])
-            podman(
-                *automation[:2],
-                *shared_tmp,
-                "--security-opt",
-                "seccomp=unconfined",
-                "--shm-size",
-                "512m",
-                *automation[2:],
-            )
-            podman(*run_argv(image, names["session"], network, "services.session", **common))
-            podman(
-                *run_argv(
+                *service_args(
                     image,
-                    names["edge"],
                     network,
-                    "services.edge",
-                    BATON_API_TOKEN=OPERATOR_TOKEN,
+                    "services.display",
+                    *shared_tmp,
+                    BATON_MAX_SLOTS="2",
+                    BATON_WARM_SLOTS="1",
+                    BATON_WEBSOCKIFY_PORT="6080",
                     **common,
-                )
+                ),
             )
+            running.run(
+                names["automation"],
+                *service_args(
+                    image,
+                    network,
+                    "services.automation",
+                    *shared_tmp,
+                    "--security-opt",
+                    "seccomp=unconfined",
+                    "--shm-size",
+                    "512m",
+                    **common,
+                ),
+            )
+            running.run(
+                names["session"], *service_args(image, network, "services.session", **common)
+            )
+            running.run(
+                names["edge"],
+                *service_args(
+                    image, network, "services.edge", BATON_API_TOKEN=OPERATOR_TOKEN, **common
+                ),
+            )
+            # Each check run by hand (no systemd here to time them: deploy/README.md),
+            # once a second; a container that exits meanwhile ends the wait at once
+            # (watched_containers then reports every container's state and log).
             waiting = dict(names)
             last: dict[str, str] = {}
             deadline = time.monotonic() + 150
-            while waiting and time.monotonic() < deadline:
+            while True:
                 for service, name in list(waiting.items()):
                     ok, said = healthy(name)
                     if ok:
                         del waiting[service]
                     last[service] = said
-                time.sleep(1)
-            logs = {s: podman("logs", "--tail", "5", n, check=False) for s, n in waiting.items()}
-            assert not waiting, f"not healthy: {last} {logs}"
+                if not waiting or time.monotonic() > deadline:
+                    break
+                exited = running.exited(within_s=1)
+                assert not exited, f"exited before all were healthy: {exited}"
+            assert not waiting, f"not healthy within 150 s: {last}"
             # The session's health depended on its worker host: the edge's
             # /healthz passing says the session service saw display and automation.
             ok, said = healthy(names["edge"])
@@ -178,7 +191,6 @@ def test_each_service_s_container_passes_its_healthcheck(image: str) -> None:
                 "unhealthy: GET http://127.0.0.1:8080/healthz: timed out\n",
             )
     finally:
-        podman("rm", "-f", "-t", "5", *names.values(), check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     assert not set(names.values()) & set(containers())
 
@@ -228,17 +240,29 @@ async def frame_through(url: str) -> Framebuffer:
         return await asyncio.wait_for(client.read_framebuffer(), 20)
 
 
+def composed_containers() -> list[str]:
+    return [name for name in containers() if name.startswith("baton_")]
+
+
 @contextlib.asynccontextmanager
 async def composed_cluster() -> AsyncIterator[dict[str, str]]:
     """compose.yaml up under podman in compose_network's namespaces; down -v
-    and the namespaces removed after, whatever happened."""
+    and the namespaces removed after, whatever happened. Before that, when the
+    block fails, every container's state and log are added to its failure; when
+    it passes but a container exited (or was restarted), the test fails with that one's."""
     await compose_network.up()
     try:
-        compose("up", "-d", "--no-build")
-        yield {
-            "edge-1": f"http://{compose_network.address_of('edge-1')}:8080",
-            "edge-2": f"http://{compose_network.address_of('edge-2')}:8080",
-        }
+        try:
+            compose("up", "-d", "--no-build")
+            yield {
+                "edge-1": f"http://{compose_network.address_of('edge-1')}:8080",
+                "edge-2": f"http://{compose_network.address_of('edge-2')}:8080",
+            }
+        except BaseException as exc:
+            exc.add_note(container_report(composed_containers()))
+            raise
+        if exited := exited_containers(composed_containers()):
+            raise AssertionError(f"exited during the test:\n{container_report(exited)}")
     finally:
         with contextlib.suppress(AssertionError, subprocess.TimeoutExpired):
             compose("down", "-v", "-t", "10", timeout=120)
@@ -253,12 +277,18 @@ async def test_the_composed_cluster_shows_a_session_s_page_through_an_edge(image
         try:
             services = ["etcd", "w1-display", "w1-automation", "w2-display", "w2-automation"]
             services += ["session-1", "session-2", "edge-1", "edge-2"]
-            waiting = {f"baton_{service}_1" for service in services}
+            names = [f"baton_{service}_1" for service in services]
+            waiting = set(names)
             deadline = time.monotonic() + 180
+            # Each check run by hand (no systemd here), once a second; a container
+            # that exits (or restarts) meanwhile ends the wait (composed_cluster
+            # then reports every container's state and log).
             while waiting and time.monotonic() < deadline:
                 waiting = {
                     name for name in waiting if not (await asyncio.to_thread(healthy, name))[0]
                 }
+                exited = await asyncio.to_thread(exited_containers, names)
+                assert not exited, f"exited before all were healthy: {exited}"
                 await asyncio.sleep(1)
             assert not waiting, f"not healthy within 180 s: {sorted(waiting)}"
 
