@@ -17,6 +17,7 @@ import statistics
 import time
 from typing import Any
 
+from baton.session.v1 import session_pb2
 from bench.bare import bare_host
 from bench.key_page import KeyPage
 from bench.latency import controlled_session, presses, wait_for_page
@@ -99,6 +100,7 @@ async def baton_density(
     memory: dict[str, Any] = {}
     stopped_by = f"cap of {cap} sessions (the bench's displays)"
     readers: list[asyncio.Task[None]] = []
+    sessions: list[str] = []
     # A session under the bench user's control, measured idle and every ten.
     probe = await controlled_session(stack, page)
     probes = [await probe_p50(stack, probe)]
@@ -116,6 +118,7 @@ async def baton_density(
                     stopped_by = f"start {len(starts) + 1} failed: {exc}"
                     break
                 starts.append(time.perf_counter() - began)
+                sessions.append(session_id)
                 readers.append(asyncio.create_task(keep_reading(viewer)))
                 count = len(starts)
                 if count in checkpoints or count == cap:
@@ -134,6 +137,14 @@ async def baton_density(
             await asyncio.sleep(SETTLE_S)
             memory[str(count)] = per_session(pss_by_category(roots), count)
             cpu, cpu_by_program = await idle_cpu(roots, idle_s)
+            # Every figure above divides by `count`: each session must still be open.
+            ended = [
+                s
+                for s in sessions
+                if (await stack.session(s)).state == session_pb2.CONTROL_STATE_ENDED
+            ]
+            if ended:
+                raise RuntimeError(f"{len(ended)} of {count} sessions ended during figure 4")
         finally:
             for reader in readers:
                 reader.cancel()

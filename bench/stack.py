@@ -75,6 +75,9 @@ def stack_env(
             "BATON_PROFILE_ROOT": str(work_dir / "profiles"),
             "BATON_HOST_ID": "bench",
             "BATON_IDLE_TIMEOUT_S": "3600",
+            # Density's sessions are FINISHED (a page, no steps): ended after two
+            # minutes by default, they would close while figure 4 still counts them.
+            "BATON_FINISHED_IDLE_S": "3600",
             # One bench user starts and watches every session: the host's limits
             # are measured, not the per-user ones (sessions, viewers, rate).
             "BATON_MAX_SESSIONS_PER_USER": "0",
