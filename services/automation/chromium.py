@@ -47,12 +47,11 @@ from services.automation.page_port import (
 )
 from services.automation.person_typed import PLACEHOLDER, url_values, worth_hiding
 from services.automation.proc_table import (
+    browser_family,
     browser_main_pid,
     child_processes,
     chromium_children,
     grandchild_processes,
-    list_processes,
-    processes_of_browser,
     reap_orphan_zombies,
     running,
     set_subreaper,
@@ -686,7 +685,7 @@ class ChromiumBrowser:
             return
         deadline = time.monotonic() + timeout_s
         while True:
-            left = processes_of_browser(list_processes(), self.pid, self.profile_dir)
+            left = browser_family(self.pid, self.profile_dir)
             reap_orphan_zombies()
             if not left or time.monotonic() > deadline:
                 break

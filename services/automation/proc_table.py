@@ -125,6 +125,27 @@ def processes_of_browser(
     return [entry for entry in entries if entry.pgid == browser_pid or flag in entry.argv]
 
 
+def browser_family(
+    browser_pid: int, profile_dir: Path, proc: Path = Path("/proc")
+) -> list[ProcessEntry]:
+    """What `processes_of_browser` finds in the whole table, read from where it can
+    be: the browser and its descendants, and this process's children in the
+    browser's group or using its profile (its helpers orphaned to us, the
+    subreaper) with theirs. The files of a few dozen processes, where the whole
+    table is two for every process on the host (about 800 at 96 sessions), read
+    every 50 ms while a browser closes, in the event loop (bench/README.md, 2.5)."""
+    browser = read_process(browser_pid, proc)
+    todo = [browser] if browser is not None else []
+    todo += processes_of_browser(child_processes(os.getpid(), proc), browser_pid, profile_dir)
+    found: dict[int, ProcessEntry] = {}
+    while todo:
+        entry = todo.pop()
+        if entry.pid not in found:
+            found[entry.pid] = entry
+            todo += child_processes(entry.pid, proc)
+    return processes_of_browser(found.values(), browser_pid, profile_dir)
+
+
 def chromium_children(entries: Iterable[ProcessEntry], parent_pid: int) -> Iterator[ProcessEntry]:
     for entry in entries:
         if entry.ppid == parent_pid and entry.comm in CHROMIUM_COMMS:

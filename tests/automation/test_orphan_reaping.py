@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from services.automation.proc_table import (
+    browser_family,
     child_processes,
     list_processes,
     orphan_zombies,
+    processes_of_browser,
     reap_orphan_zombies,
     running,
     set_subreaper,
@@ -88,3 +92,52 @@ def test_running_reads_one_process() -> None:
     assert not running(child.pid)
     child.wait()
     assert not running(child.pid)
+
+
+# A stand-in browser: it leads a group, starts a helper that starts another
+# (grandchildren, as Chromium's zygotes start renderers), prints their pids, waits.
+_FAMILY_MAKER = """
+import os, subprocess, sys
+os.setpgid(0, 0)
+helper = subprocess.Popen([sys.executable, "-c",
+    "import subprocess; c = subprocess.Popen(['sleep', '60']); print(c.pid, flush=True)"
+    "; c.wait()"], stdout=subprocess.PIPE, text=True)
+print(helper.pid, helper.stdout.readline().strip(), flush=True)
+helper.wait()
+"""
+
+
+def test_a_browser_s_family_is_read_from_its_tree_and_our_orphans() -> None:
+    profile = Path("/nonexistent/profile")
+    assert set_subreaper(True)
+    browser = subprocess.Popen(
+        [sys.executable, "-c", _FAMILY_MAKER], stdout=subprocess.PIPE, text=True
+    )
+    helper = grandchild = 0
+    try:
+        assert browser.stdout is not None
+        helper, grandchild = map(int, browser.stdout.readline().split())
+        whole_table = processes_of_browser(list_processes(), browser.pid, profile)
+        assert {e.pid for e in whole_table} == {browser.pid, helper, grandchild}
+        assert {e.pid for e in browser_family(browser.pid, profile)} == {e.pid for e in whole_table}
+        # The browser dies: its helper is re-parented to us, and still found.
+        browser.kill()
+        browser.wait()
+        assert {e.pid for e in browser_family(browser.pid, profile)} == {helper, grandchild}
+        assert {e.pid for e in processes_of_browser(list_processes(), browser.pid, profile)} == {
+            helper,
+            grandchild,
+        }
+    finally:
+        browser.kill()
+        browser.wait()
+        browser.stdout.close()  # type: ignore[union-attr]
+        started = [pid for pid in (helper, grandchild) if pid]
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        # Both are ours now (the subreaper's): waited for, no zombie left.
+        for pid in started:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        set_subreaper(False)
