@@ -177,6 +177,9 @@ class Feed:
         self._cursor: bytes | None = None
         # When a full frame was last asked for and has not come yet.
         self._full_asked_at: float | None = None
+        # Asking again while a watcher still waits, whether the screen changes or not.
+        self._retry: asyncio.TimerHandle | None = None
+        self._asking: asyncio.Task[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing: asyncio.Task[None] | None = None
         # Set once the feed has stopped (SessionFeeds._forget).
@@ -210,18 +213,38 @@ class Feed:
 
     def _stop(self) -> None:
         self._on_end(self)
+        self._cancel_retry()
         if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
         # Closed here too: a run task cancelled before it started never reaches its finally.
         self._closing = asyncio.create_task(self._upstream.connection.close())
 
     async def _ask_full_frame(self) -> None:
+        """Ask the display for a full frame (at most once per FULL_FRAME_RETRY_S),
+        and again after that while a watcher still waits for one: an unchanging
+        screen sends no update that would otherwise prompt the next request."""
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(FULL_FRAME_RETRY_S, self._retry_due)
         asked = self._full_asked_at
         if asked is not None and time.monotonic() - asked < FULL_FRAME_RETRY_S:
             return
         self._full_asked_at = time.monotonic()
         with contextlib.suppress(ConnectionClosed):
             await self._upstream.connection.send(_request(*self._size, incremental=False))
+
+    def _retry_due(self) -> None:
+        self._retry = None
+        if self.ended or not any(watcher.pending for watcher in self._watchers):
+            return
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.create_task(self._ask_full_frame())
+
+    def _cancel_retry(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._asking is not None:
+            self._asking.cancel()
 
     async def _run(self) -> None:
         code, reason = CLOSE_NORMAL, "the display closed the connection"
@@ -251,6 +274,7 @@ class Feed:
             code, reason = CLOSE_INTERNAL_ERROR, "the display sent an unreadable update"
         finally:
             self._on_end(self)
+            self._cancel_retry()
             for watcher in self._watchers:
                 watcher.end(code, reason)
             await connection.close()

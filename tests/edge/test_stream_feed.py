@@ -6,11 +6,15 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any, cast
 
+import pytest
+
 from services.display.rfb_client import BGRX32, ServerInit
+from services.edge import stream_feed
 from services.edge.metrics import EdgeMetrics
 from services.edge.rfb_updates import FRAMEBUFFER_UPDATE, SERVER_CUT_TEXT, ServerMessage
 from services.edge.stream_feed import WATCHER_QUEUE_BYTES, Feed, FeedKey, SessionFeeds, Watcher
 from services.edge.upstream import Upstream
+from tests.conftest import eventually
 
 WIDTH, HEIGHT = 10, 10
 
@@ -123,3 +127,35 @@ async def test_feeds_start_with_their_first_watcher_and_leave_nothing_after_the_
     await asyncio.wait_for(connection.closed.wait(), 1)
     assert metrics.stream_feeds == 0
     assert cast(Any, feeds)._feeds == {} and cast(Any, feeds)._locks == {}
+
+
+async def test_a_waiting_watcher_has_its_full_frame_asked_again_on_an_unchanging_screen(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A display that sends nothing (no change on screen) prompts no request:
+    the feed asks again on its own while a watcher still waits, and stops once
+    none does."""
+    monkeypatch.setattr(stream_feed, "FULL_FRAME_RETRY_S", 0.05)
+    feeds = SessionFeeds(EdgeMetrics())
+    connection = IdleConnection()
+    init = ServerInit(WIDTH, HEIGHT, BGRX32, "screen", raw=b"\x00" * 24)
+
+    async def dial() -> Upstream:
+        return cast(Upstream, SimpleNamespace(init=init, connection=connection, buffered=b""))
+
+    watcher = Watcher(Sent())
+    await feeds.join("s1", FeedKey(BGRX32.pack(), ()), watcher, dial)
+    full_frame = b"\x03\x00" + bytes(4) + bytes([0, WIDTH, 0, HEIGHT])
+    assert connection.sent[0].endswith(full_frame)  # the start's request
+
+    await eventually(lambda: connection.sent[1:3] == [full_frame, full_frame], 1)
+    # The full frame comes: no more requests, however long it stays unchanged.
+    feed = watcher.feed
+    assert feed is not None
+    feed._deliver(update(b"whole", WIDTH * HEIGHT))
+    assert not watcher.pending
+    before = len(connection.sent)
+    await asyncio.sleep(0.2)
+    assert len(connection.sent) == before
+    feed.remove(watcher)
+    await asyncio.wait_for(connection.closed.wait(), 1)
