@@ -149,6 +149,20 @@ document.getElementById("anywhere").addEventListener("click", () => {
 </script></body></html>"""
 
 
+async def _settles(
+    read: Callable[[], Awaitable[float]], value: float, what: str, within_s: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while True:
+        seen = await read()
+        if seen == value:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} is {seen:g}, not {value:g}, after {within_s:g} s")
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class FormSite:
     """The page the agent works on, and what it reported."""
@@ -320,15 +334,15 @@ class FullStack:
     async def wait_for_metric(self, name: str, value: float, within_s: float = 5.0) -> None:
         """Return once the edge's unlabelled figure `name` equals `value`; fail
         after `within_s` seconds, naming it, the value wanted and the last seen."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + within_s
-        while True:
-            seen = await self.metric(name)
-            if seen == value:
-                return
-            if loop.time() > deadline:
-                raise AssertionError(f"{name} is {seen:g}, not {value:g}, after {within_s:g} s")
-            await asyncio.sleep(0.05)
+        await _settles(lambda: self.metric(name), value, name, within_s)
+
+    async def wait_for_vnc_clients(
+        self, session_id: str, count: int, within_s: float = 5.0
+    ) -> None:
+        """Return once the session's VNC server has `count` connections."""
+        await _settles(
+            lambda: self.vnc_clients(session_id), count, "the VNC server's connections", within_s
+        )
 
     async def slot(self, slot_id: str) -> display_pb2.Slot:
         async with open_channel(f"127.0.0.1:{self.display.port}", INTERNAL_TOKEN) as channel:
@@ -336,6 +350,19 @@ class FullStack:
                 display_pb2.GetSlotRequest(slot_id=slot_id)
             )
         return answer.slot
+
+    async def vnc_clients(self, session_id: str) -> int:
+        """Connections established to the session's VNC server (one per upstream)."""
+        slot = await self.slot((await self.placement(session_id)).slot_id)
+        port = int(slot.vnc_address.rsplit(":", 1)[1])
+        count = 0
+        for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == "01":  # ESTABLISHED
+                    count += 1
+        return count
 
     async def placement(self, session_id: str) -> session_pb2.Placement:
         answer = await self.sessions_stub.GetSession(

@@ -15,7 +15,6 @@ import struct
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -48,18 +47,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FullS
         vnc_ports=NumberRange(23500, 23503),
     ) as running:
         yield running
-
-
-def vnc_clients(port: int) -> int:
-    """Established TCP connections to the VNC server's `port` on this host."""
-    count = 0
-    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            if local_port == port and fields[3] == "01":  # ESTABLISHED
-                count += 1
-    return count
 
 
 class Watcher:
@@ -217,15 +204,10 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
 ) -> None:
     session = await start_form_task(stack)
     session_id = session["id"]
-    port = int(
-        (await stack.slot((await stack.placement(session_id)).slot_id)).vnc_address.rsplit(":", 1)[
-            1
-        ]
-    )
     await stack.request(
         "PUT", f"/api/browser-session/{session_id}/control", ALICE, {"action": "take_control"}
     )
-    before = vnc_clients(port)
+    before = await stack.vnc_clients(session_id)
     centre = (session["viewport"]["width"] // 2, session["viewport"]["height"] // 2)
     async with (
         watcher(await watch_url(stack, session_id), (RAW,)) as first,
@@ -236,7 +218,7 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
         for each in (first, second, tight):
             await each.until(fully_painted)
         # Two feeds (Raw, Tight) and alice's own connection: three, not four.
-        assert vnc_clients(port) - before == 3
+        assert await stack.vnc_clients(session_id) - before == 3
         assert await stack.metric("baton_stream_feeds") == 2
         # alice controls; her watch streams' input is dropped, her own stream's arrives.
         await first.client.send(pointer_event(*centre, 1) + pointer_event(*centre, 0))
@@ -265,11 +247,7 @@ async def test_watchers_share_one_upstream_see_the_screen_and_never_send_input(
             for each in (late, tight, first):
                 await each.until(lambda w: rgb(w.pixels) == changed)
     # The feeds close with their last watcher, and their connections with them.
-    for _ in range(200):
-        if vnc_clients(port) == before:
-            break
-        await asyncio.sleep(0.05)
-    assert vnc_clients(port) == before
+    await stack.wait_for_vnc_clients(session_id, before, within_s=10)
     assert await stack.metric("baton_stream_feeds") == 0
     await stack.request("DELETE", f"/api/browser-session/{session_id}", ALICE)
 
