@@ -127,6 +127,9 @@ class DisplaySettings:
     backend: Backend = Backend.XVNC
     max_slots: int = 8
     warm_slots: int = 1
+    # A claimed warm slot's replacement starts this long after the claim, out of
+    # the way of the claiming session's first page (bench figure 2.6).
+    warm_refill_delay_s: float = 1.0
     default_width: int = 1280
     default_height: int = 720
     displays: NumberRange = NumberRange(100, 199)
@@ -219,6 +222,7 @@ class DisplaySettings:
             backend=backend,
             max_slots=env.integer("BATON_MAX_SLOTS", 8, minimum=1),
             warm_slots=env.integer("BATON_WARM_SLOTS", 1, minimum=0),
+            warm_refill_delay_s=env.number("BATON_WARM_REFILL_DELAY_S", 1.0, minimum=0.0),
             default_width=width,
             default_height=height,
             displays=NumberRange.parse(

@@ -78,6 +78,8 @@ class SlotPool:
         self.default_viewport = Viewport(settings.default_width, settings.default_height)
         self._entries: dict[str, _Entry] = {}
         self._refill_wanted = asyncio.Event()
+        # Event-loop time before which no warm slot starts (a claim's delay).
+        self._refill_after = 0.0
         self._refill_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -220,6 +222,8 @@ class SlotPool:
             return None
         entry = warm[0]
         entry.slot = replace(entry.slot, session_id=session_id, warm=False)
+        loop = asyncio.get_running_loop()
+        self._refill_after = loop.time() + self._settings.warm_refill_delay_s
         self._refill_wanted.set()
         return entry
 
@@ -408,6 +412,12 @@ class SlotPool:
             while not self._closed:
                 if self.capacity().warm_to_start(self._settings.warm_slots) <= 0:
                     break
+                # Starting X, VNC and (on the automation side) Chromium costs the
+                # CPU the session that claimed the last warm slot is starting with.
+                wait = self._refill_after - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
                 try:
                     entry = self._new_entry(self.default_viewport, "", warm=True)
                 except ResourceExhausted as exc:

@@ -74,11 +74,13 @@ def make_pool(
     max_slots: int = 3,
     warm_slots: int = 0,
     display_held: Callable[[int], bool] = lambda n: False,
+    refill_delay_s: float = 0.0,
 ) -> SlotPool:
     settings = DisplaySettings(
         internal_token=INTERNAL_TOKEN,
         max_slots=max_slots,
         warm_slots=warm_slots,
+        warm_refill_delay_s=refill_delay_s,
         displays=NumberRange(10, 19),
         vnc_ports=NumberRange(5910, 5919),
         state_dir=Path("/nonexistent"),
@@ -214,6 +216,28 @@ async def test_warm_pool_hands_out_ready_slots_and_refills(launcher: FakeLaunche
     finally:
         await pool.close()
     assert all(s.stopped for s in launcher.launched)
+
+
+async def test_a_claimed_warm_slot_is_replaced_after_the_refill_delay(
+    launcher: FakeLauncher,
+) -> None:
+    pool = make_pool(launcher, max_slots=4, warm_slots=2, refill_delay_s=0.3)
+    pool.start()
+    try:
+        await until(lambda: pool.capacity().warm_ready == 2)
+        loop = asyncio.get_running_loop()
+        claimed_at = loop.time()
+        _, from_warm = await pool.allocate(None, "s")
+        assert from_warm
+        # Nothing starts while the claiming session starts...
+        await asyncio.sleep(0.2)
+        assert (pool.capacity().warm, len(launcher.launched)) == (1, 2)
+        # ...then the pool is whole again.
+        await until(lambda: pool.capacity().warm_ready == 2)
+        assert loop.time() - claimed_at >= 0.3
+        assert len(launcher.launched) == 3
+    finally:
+        await pool.close()
 
 
 async def test_warm_slots_give_way_to_held_ones(launcher: FakeLauncher) -> None:
