@@ -108,8 +108,10 @@ def table(results: dict[str, Any]) -> list[str]:
     for kind in ("cold", "warm", "bare_cold"):
         for stat in ("p50", "p99"):
             add("2", f"session start {kind} {stat}", starts.get(kind, {}).get(stat))
-        if "post_answered" in starts.get(kind, {}):
-            add("2", f"  of which POST answered, {kind} p50", starts[kind]["post_answered"]["p50"])
+        for milestone in session_start.MILESTONES:
+            if milestone in starts.get(kind, {}):
+                label = f"  {milestone.replace('_', ' ')}, {kind} p50"
+                add("2", label, starts[kind][milestone]["p50"])
     handoffs = results.get("handoff", {})
     for name, label in (
         ("take_control_to_first_key", "take_control to first user key"),

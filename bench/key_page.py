@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -35,6 +36,14 @@ document.addEventListener("keydown", (e) => {{
   square.style.background = colours[presses++ % colours.length];
   if (e.key === "u") fetch("/user-key", {{method: "POST", keepalive: true}});
 }});
+// Where a start's time goes (figure 2): the page's navigation, its load and the
+// start of the frame after its first (epoch ms), reported once painted.
+addEventListener("load", () => requestAnimationFrame(() => requestAnimationFrame(() => {{
+  const nav = performance.getEntriesByType("navigation")[0];
+  const at = (ms) => performance.timeOrigin + ms;
+  fetch("/painted", {{method: "POST", body: JSON.stringify({{
+    navigation_start: at(0), load: at(nav.loadEventEnd), frame: at(performance.now())}})}});
+}})));
 </script>
 </body></html>
 """
@@ -78,6 +87,8 @@ def square_centre(width: int, height: int) -> tuple[int, int]:
 class KeyPage:
     url: str = ""
     user_keys: list[float] = field(default_factory=list)
+    # Each load's report: epoch seconds of its navigation start, load and frame.
+    painted: list[dict[str, float]] = field(default_factory=list)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def next_user_key(self, after: int) -> float:
@@ -85,6 +96,19 @@ class KeyPage:
         async with self._changed:
             await self._changed.wait_for(lambda: len(self.user_keys) > after)
         return self.user_keys[after]
+
+    async def next_painted(self, after: int) -> dict[str, float]:
+        """Load report number `after` (0-based) once it has arrived."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self.painted) > after)
+        return self.painted[after]
+
+    async def _painted(self, request: web.Request) -> web.Response:
+        report = await request.json(loads=json.loads)
+        async with self._changed:
+            self.painted.append({name: float(ms) / 1000 for name, ms in report.items()})
+            self._changed.notify_all()
+        return web.Response(status=204)
 
     async def _page(self, request: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -111,6 +135,7 @@ async def key_page() -> AsyncIterator[KeyPage]:
     app.router.add_get("/busy", page._busy)
     app.router.add_get("/scroll", page._scroll)
     app.router.add_post("/user-key", page._user_key)
+    app.router.add_post("/painted", page._painted)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -12,32 +12,47 @@ from bench.stack import BenchStack
 from bench.stats import ratio, summary_ms
 from bench.viewer import open_viewer
 
+# Where a start's time goes, each from the POST (seconds): the answer, the viewer's
+# first update, and the page's own navigation start, load and next frame.
+MILESTONES = ("post_answered", "viewer_first_update", "navigation_start", "load", "frame")
+PAINTED_TIMEOUT_S = 10.0
 
-async def one_start(stack: BenchStack, page: KeyPage) -> tuple[float, float, str]:
-    """Seconds from POST to its answer and to the first update showing the page."""
-    began = time.perf_counter()
+
+async def one_start(stack: BenchStack, page: KeyPage) -> tuple[float, dict[str, float], str]:
+    """Seconds from POST until a viewer sees the page; the milestones; the session."""
+    reports = len(page.painted)
+    began, began_epoch = time.perf_counter(), time.time()
     session_id = await stack.create(page.url)
     answered = time.perf_counter()
     async with open_viewer(await stack.stream_url(session_id)) as viewer:
+        await viewer.next_update()
+        first_update = time.perf_counter()
         await wait_for_page(viewer)
         seen = time.perf_counter()
-    return seen - began, answered - began, session_id
+    painted = await asyncio.wait_for(page.next_painted(reports), PAINTED_TIMEOUT_S)
+    milestones = {
+        "post_answered": answered - began,
+        "viewer_first_update": first_update - began,
+        **{name: painted[name] - began_epoch for name in MILESTONES[2:]},
+    }
+    return seen - began, milestones, session_id
 
 
 async def starts(stack: BenchStack, page: KeyPage, count: int) -> dict[str, Any]:
     """`count` sessions one after another, each ended before the next starts."""
     shown: list[float] = []
-    answered: list[float] = []
+    milestones: dict[str, list[float]] = {name: [] for name in MILESTONES}
     for _ in range(count):
         if stack.config.warm_slots:
             await asyncio.wait_for(stack.wait_warm(stack.config.warm_slots), 60)
-        seconds, post, session_id = await one_start(stack, page)
+        seconds, reached, session_id = await one_start(stack, page)
         shown.append(seconds)
-        answered.append(post)
+        for name, at in reached.items():
+            milestones[name].append(at)
         await stack.end(session_id)
     result = summary_ms(shown)
     # Where the time goes: the POST answers once the slot is ready and the task started.
-    result["post_answered"] = summary_ms(answered)
+    result.update({name: summary_ms(samples) for name, samples in milestones.items()})
     return result
 
 

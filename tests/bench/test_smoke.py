@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench.__main__ import TARGETS_HEADING
+from bench.session_start import MILESTONES
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,11 @@ def test_smoke_run_produces_every_figure(tmp_path: Path) -> None:
 
     for kind in ("cold", "warm", "bare_cold"):
         assert all(value > 0 for value in numbers(results["session_start"][kind], "p50", "p99"))
+    for kind in ("cold", "warm"):
+        # Where a start's time goes, from the page's own report.
+        reached = {name: results["session_start"][kind][name]["p50"] for name in MILESTONES}
+        assert 0 < reached["navigation_start"] < reached["load"] <= reached["frame"], reached
+        assert reached["post_answered"] > 0 and reached["viewer_first_update"] > 0, reached
     assert results["session_start"]["cold_vs_bare_p50"] > 0
 
     # Issue 16, figure 1: noVNC at each quality setting, through the edge and bare,
