@@ -222,8 +222,11 @@ class SlotPool:
             return None
         entry = warm[0]
         entry.slot = replace(entry.slot, session_id=session_id, warm=False)
-        loop = asyncio.get_running_loop()
-        self._refill_after = loop.time() + self._settings.warm_refill_delay_s
+        # From the first claim since the last refill: claims coming faster than
+        # the delay must not keep the pool from refilling.
+        now = asyncio.get_running_loop().time()
+        if self._refill_after <= now:
+            self._refill_after = now + self._settings.warm_refill_delay_s
         self._refill_wanted.set()
         return entry
 

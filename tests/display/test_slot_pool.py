@@ -221,7 +221,7 @@ async def test_warm_pool_hands_out_ready_slots_and_refills(launcher: FakeLaunche
 async def test_a_claimed_warm_slot_is_replaced_after_the_refill_delay(
     launcher: FakeLauncher,
 ) -> None:
-    pool = make_pool(launcher, max_slots=4, warm_slots=2, refill_delay_s=0.3)
+    pool = make_pool(launcher, max_slots=4, warm_slots=2, refill_delay_s=0.4)
     pool.start()
     try:
         await until(lambda: pool.capacity().warm_ready == 2)
@@ -230,12 +230,16 @@ async def test_a_claimed_warm_slot_is_replaced_after_the_refill_delay(
         _, from_warm = await pool.allocate(None, "s")
         assert from_warm
         # Nothing starts while the claiming session starts...
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.3)
         assert (pool.capacity().warm, len(launcher.launched)) == (1, 2)
-        # ...then the pool is whole again.
+        # ...and a second claim does not put the refill off further...
+        _, from_warm = await pool.allocate(None, "t")
+        assert from_warm and pool.capacity().warm == 0
+        # ...so the pool is whole again from the first claim's delay on (put off
+        # by the second, it would take 0.7 s).
         await until(lambda: pool.capacity().warm_ready == 2)
-        assert loop.time() - claimed_at >= 0.3
-        assert len(launcher.launched) == 3
+        assert 0.4 <= loop.time() - claimed_at < 0.65
+        assert len(launcher.launched) == 4
     finally:
         await pool.close()
 
